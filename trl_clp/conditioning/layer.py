@@ -1,0 +1,125 @@
+"""Per-row mixing of m LoRA blocks inside PEFT's LoRA layers.
+
+A conditioned LoRA layer has rank m·r: rows `[i·r, (i+1)·r)` of `lora_A` and columns of `lora_B` form the block
+θ_i of objective i. Scaling block i of `lora_A`'s output by `m·w_i(b)` for batch row b gives
+
+    W x + (α / (m·r)) · Σ_i m·w_i(b) · B_i A_i x  =  W x + (α / r) · Σ_i w_i(b) · B_i A_i x,
+
+i.e. exactly the layer with parameters `Σ_i w_i θ_i` for that row, so rows with different weightings share one
+forward pass. The factor m keeps a plain PEFT load (no conditioning, every block scaled by 1) equal to the
+uniform weighting instead of the sum of the objectives.
+
+The scaling is a forward pre-hook on `lora_B[adapter]`, a public torch extension point: PEFT's layer code is
+left untouched.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from ..sampling import check_weights
+
+
+def scale_lora_blocks(lora_a_output: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Scale rank-block i of each row by `m · w_i` of that row.
+
+    Args:
+        lora_a_output: `(B, ..., m·r)`, the output of `lora_A` (after dropout).
+        weights: `(B, m)` weightings on the simplex.
+
+    Returns:
+        `(B, ..., m·r)`.
+    """
+    batch, num_objectives = weights.shape
+    block_rank = lora_a_output.size(-1) // num_objectives
+    scale = (num_objectives * weights).repeat_interleave(block_rank, dim=-1)  # (B, m·r)
+    scale = scale.view(batch, *([1] * (lora_a_output.dim() - 2)), -1)  # (B, 1, ..., m·r)
+    return lora_a_output * scale.to(lora_a_output.dtype)
+
+
+class WeightConditioner:
+    """Holds the per-row weightings of the current forward pass and applies them to conditioned LoRA layers.
+
+    The weighting is always set explicitly, by `condition(...)` (restored on exit) or, where a forward and its
+    backward span two calls (gradient checkpointing recomputes the forward during backward), by `set_weights` and a
+    `clear` in the caller's `finally`. A conditioned layer called with no weighting set raises instead of silently
+    using some default.
+    """
+
+    def __init__(self, num_blocks: int):
+        self.num_blocks = num_blocks
+        self.weights: torch.Tensor | None = None  # (B, num_blocks)
+        self.conditioned_module_names: list[str] = []
+        self._handles = []
+
+    def attach(self, model: nn.Module, module_names: list[str], adapter_name: str = "default") -> None:
+        """Register the block-scaling hook on `lora_B[adapter_name]` of each named LoRA layer.
+
+        Raises:
+            ValueError: a name is not a LoRA layer of `model`, or its rank is not a multiple of `num_blocks`.
+        """
+        modules = dict(model.named_modules())
+        for name in module_names:
+            layer = modules.get(name)
+            if not isinstance(layer, LoraLayer) or adapter_name not in layer.lora_B:
+                raise ValueError(
+                    f"Module {name!r} is not a LoRA layer with adapter {adapter_name!r}: the conditioning metadata "
+                    f"does not match this model. Load the adapter onto the base model it was trained on."
+                )
+            rank = layer.r[adapter_name]
+            if rank % self.num_blocks:
+                raise ValueError(
+                    f"LoRA layer {name!r} has rank {rank}, not a multiple of the {self.num_blocks} conditioned blocks."
+                )
+            self._handles.append(layer.lora_B[adapter_name].register_forward_pre_hook(self._scale_hook))
+            self.conditioned_module_names.append(name)
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self.conditioned_module_names.clear()
+
+    def _scale_hook(self, module: nn.Module, args: tuple) -> tuple:
+        if self.weights is None:
+            raise RuntimeError(
+                "A conditioned LoRA layer ran without a weighting. Wrap the call in `with model.condition(weights):` "
+                "or pass `weights=` to `generate`."
+            )
+        (lora_a_output,) = args
+        if lora_a_output.size(0) != self.weights.size(0):
+            raise RuntimeError(
+                f"The batch has {lora_a_output.size(0)} rows but {self.weights.size(0)} weightings are set: give one "
+                f"weighting per row (or a single one for the whole batch)."
+            )
+        return (scale_lora_blocks(lora_a_output, self.weights.to(lora_a_output.device)),)
+
+    def set_weights(self, weights: torch.Tensor | None) -> None:
+        """Set `(B, num_blocks)` weightings (or None) without validation; see `condition` for the checked path."""
+        self.weights = weights
+
+    def clear(self) -> None:
+        self.weights = None
+
+    @contextmanager
+    def condition(self, weights: torch.Tensor, batch_size: int | None = None):
+        """Condition every forward inside the block on `weights`, restoring the previous weighting on exit.
+
+        Args:
+            weights: `(num_blocks,)` for all rows, or `(B, num_blocks)` one per row.
+            batch_size: rows to broadcast a single weighting to; required with a `(num_blocks,)` weighting
+                when the batch size is not 1.
+        """
+        weights = check_weights(weights, self.num_blocks)
+        if weights.dim() == 1:
+            weights = weights.unsqueeze(0).expand(batch_size or 1, -1)
+        previous = self.weights
+        self.weights = weights
+        try:
+            yield
+        finally:
+            self.weights = previous

@@ -1,0 +1,215 @@
+"""`SteerableModel`: a saved CLP adapter on its base model, steered per row at inference."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from contextlib import contextmanager
+
+import torch
+from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from ..sampling import check_weights, kl_conditioning_vector
+from .config import CLP_CONFIG_NAME, ConditioningConfig, format_weighted_prompt
+from .layer import WeightConditioner
+
+
+def resolve_clp_file(path_or_id: str, filename: str, **hub_kwargs) -> str:
+    """Path of `filename` in a local directory or a hub repository (downloaded to the cache)."""
+    if os.path.isdir(path_or_id):
+        path = os.path.join(path_or_id, filename)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path_or_id!r} has no {filename}.")
+        return path
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(path_or_id, filename, **hub_kwargs)
+
+
+class SteerableModel(nn.Module):
+    """A causal LM with a CLP adapter: one model, steered by a weighting over objectives per batch row.
+
+    ```python
+    steer = SteerableModel.from_pretrained("out")
+    out = steer.generate(input_ids, attention_mask=mask, weights=torch.tensor([[1.0, 0.0], [0.3, 0.7]]))
+    with steer.condition(torch.tensor([0.3, 0.7])):
+        logits = steer(input_ids).logits
+    plain = steer.merge(torch.tensor([0.3, 0.7]))  # a plain transformers model for that weighting
+    ```
+
+    Args:
+        model: the `PeftModel` holding the CLP adapter.
+        conditioning_config: its metadata (objectives, variant, conditioned modules).
+        tokenizer: needed by the `"prompt"` variant, which writes the weighting into the prompt text.
+    """
+
+    def __init__(self, model: PeftModel, conditioning_config: ConditioningConfig, tokenizer=None):
+        super().__init__()
+        self.model = model
+        self.conditioning_config = conditioning_config
+        self.tokenizer = tokenizer
+        self.conditioner = WeightConditioner(conditioning_config.num_blocks or conditioning_config.num_objectives)
+        if conditioning_config.conditioned_modules:
+            self.conditioner.attach(model, conditioning_config.conditioned_modules)
+
+    @property
+    def objective_names(self) -> list[str]:
+        return self.conditioning_config.objective_names
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_id: str,
+        base_model: PreTrainedModel | str | None = None,
+        tokenizer=None,
+        **model_kwargs,
+    ) -> SteerableModel:
+        """Load a CLP adapter saved by `MultiObjectiveTrainer.save_model` from a local directory or a hub id.
+
+        Args:
+            path_or_id: directory or hub repository holding `adapter_config.json`, the adapter weights and
+                `clp_config.json`.
+            base_model: the base model (instance, path or hub id); defaults to the adapter's
+                `base_model_name_or_path`.
+            tokenizer: defaults to the tokenizer saved with the adapter, if any.
+            **model_kwargs: passed to `AutoModelForCausalLM.from_pretrained` for the base model (e.g. `dtype`).
+
+        Raises:
+            ValueError: the directory has an adapter but no `clp_config.json`.
+        """
+        try:
+            clp_config_path = resolve_clp_file(path_or_id, CLP_CONFIG_NAME)
+        except Exception as error:
+            raise ValueError(
+                f"{path_or_id!r} has no {CLP_CONFIG_NAME}, the conditioning metadata of a CLP adapter. Save it with "
+                f"`MultiObjectiveTrainer.save_model()` (or `SteerableModel.save_pretrained`); a plain PEFT adapter is "
+                f"not steerable."
+            ) from error
+        conditioning_config = ConditioningConfig.load(clp_config_path)
+        if base_model is None or isinstance(base_model, str):
+            if base_model is None:
+                with open(resolve_clp_file(path_or_id, "adapter_config.json")) as handle:
+                    base_model = json.load(handle)["base_model_name_or_path"]
+            base_model = AutoModelForCausalLM.from_pretrained(base_model, **model_kwargs)
+        if tokenizer is None:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+            except (OSError, ValueError):
+                tokenizer = None
+        model = PeftModel.from_pretrained(base_model, path_or_id)
+        model.eval()
+        return cls(model, conditioning_config, tokenizer)
+
+    def save_pretrained(self, directory: str, **kwargs) -> None:
+        """Save the adapter, its `clp_config.json` and the tokenizer (if any) to `directory`."""
+        self.model.save_pretrained(directory, **kwargs)
+        self.conditioning_config.save(directory)
+        if self.tokenizer is not None:
+            self.tokenizer.save_pretrained(directory)
+
+    def conditioning_vector(self, weights, kl_weight=None) -> torch.Tensor:
+        """Validated `(B, num_blocks)` (or `(num_blocks,)`) vector for `weights` `(B, m)`/`(m,)` and optional α."""
+        config = self.conditioning_config
+        weights = check_weights(weights, config.num_objectives)
+        if config.min_kl_weight is None:
+            if kl_weight is not None:
+                raise ValueError(
+                    "This model was not trained with KL-weight conditioning (`kl_weights`/`kl_weight_range`): drop "
+                    "`kl_weight`."
+                )
+            return weights
+        kl_weight = torch.as_tensor(config.min_kl_weight if kl_weight is None else kl_weight, dtype=torch.float32)
+        if (kl_weight < config.min_kl_weight).any():
+            raise ValueError(f"`kl_weight` must be >= {config.min_kl_weight}, the smallest KL weight trained on.")
+        squeeze = weights.dim() == 1
+        batch = weights if not squeeze else weights.unsqueeze(0)
+        vector = kl_conditioning_vector(batch, kl_weight.expand(batch.size(0)), config.min_kl_weight)
+        return vector[0] if squeeze else vector
+
+    @contextmanager
+    def condition(self, weights, kl_weight=None, batch_size: int | None = None):
+        """Condition every forward pass inside the block on `weights` (`(m,)` or `(B, m)`), cleared on exit."""
+        if self.conditioning_config.variant == "prompt":
+            raise ValueError(
+                "A prompting-baseline model is conditioned through its prompt: use `generate(..., weights=...)` or "
+                "write the prompt with `trl_clp.format_weighted_prompt`."
+            )
+        with self.conditioner.condition(self.conditioning_vector(weights, kl_weight), batch_size=batch_size):
+            yield
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+    def _row_weights(self, weights, kl_weight, batch_size: int) -> torch.Tensor:
+        vector = self.conditioning_vector(weights, kl_weight)
+        if vector.dim() == 1:
+            vector = vector.unsqueeze(0).expand(batch_size, -1)
+        if vector.size(0) != batch_size:
+            raise ValueError(f"Got {vector.size(0)} weightings for {batch_size} prompts: give one per row, or one.")
+        return vector
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask=None, weights=None, kl_weight=None, **generate_kwargs):
+        """`transformers` generation with each row steered by its own weighting, in one batch.
+
+        Args:
+            input_ids: `(B, T)` left-padded prompts.
+            weights: `(m,)` for every row or `(B, m)`.
+            kl_weight: for models trained with KL-weight conditioning: a float or `(B,)` α per row.
+            **generate_kwargs: as for `PreTrainedModel.generate`.
+        """
+        if weights is None:
+            raise ValueError("Pass `weights=`: a steerable model needs a weighting over " f"{self.objective_names}.")
+        batch_size = input_ids.size(0)
+        if self.conditioning_config.variant == "prompt":
+            return self._generate_with_weighted_prompts(input_ids, attention_mask, weights, **generate_kwargs)
+        vector = self._row_weights(weights, kl_weight, batch_size)
+        # generate() repeats each row for sampled returns or beams; the weightings must follow their rows.
+        expansion = max(generate_kwargs.get("num_beams", 1), generate_kwargs.get("num_return_sequences", 1))
+        with self.conditioner.condition(vector.repeat_interleave(expansion, dim=0)):
+            return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
+
+    def _generate_with_weighted_prompts(self, input_ids, attention_mask, weights, **generate_kwargs):
+        if self.tokenizer is None:
+            raise ValueError("The prompting variant needs the tokenizer: pass `tokenizer=` to `from_pretrained`.")
+        weights = check_weights(weights, self.conditioning_config.num_objectives)
+        if weights.dim() == 1:
+            weights = weights.unsqueeze(0).expand(input_ids.size(0), -1)
+        mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
+        prompts = [self.tokenizer.decode(ids[row_mask.bool()]) for ids, row_mask in zip(input_ids, mask, strict=True)]
+        texts = [
+            format_weighted_prompt(prompt, w.tolist(), self.objective_names, self.conditioning_config.prompt_template)
+            for prompt, w in zip(prompts, weights, strict=True)
+        ]
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(self.device)
+        return self.model.generate(**encoded, **generate_kwargs)
+
+    def merge(self, weights, kl_weight=None) -> PreTrainedModel:
+        """A plain `transformers` model equal to this one conditioned on a single weighting.
+
+        Each conditioned block's `lora_A` rows are scaled by `m·w_i`, then the adapter is merged into a copy of the
+        base weights: `B · diag(m·w) · A = Σ_i m·w_i B_i A_i`, exact up to float rounding.
+        """
+        if self.conditioning_config.variant == "prompt":
+            raise ValueError("A prompting-baseline model has no per-objective parameters to merge.")
+        vector = self.conditioning_vector(weights, kl_weight)
+        if vector.dim() != 1:
+            raise ValueError("`merge` takes one weighting `(m,)`, not a batch.")
+        merged = copy.deepcopy(self.model)
+        modules = dict(merged.named_modules())
+        num_blocks = vector.numel()
+        for name in self.conditioning_config.conditioned_modules:
+            layer: LoraLayer = modules[name]
+            for adapter, lora_a in layer.lora_A.items():
+                block_rank = lora_a.weight.size(0) // num_blocks
+                scale = (num_blocks * vector).repeat_interleave(block_rank).to(lora_a.weight)  # (m·r,)
+                lora_a.weight.data.mul_(scale.unsqueeze(-1))
+        return merged.merge_and_unload()

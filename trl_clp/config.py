@@ -1,0 +1,215 @@
+"""`MultiObjectiveConfig`: `RLOOConfig` plus the fields of Conditional Language Policy training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from trl import RLOOConfig
+
+from .conditioning.config import CONDITIONING_VARIANTS, DEFAULT_PROMPT_TEMPLATE
+from .sampling import SIMPLEX_TOLERANCE, WEIGHT_DISTRIBUTIONS
+
+REWARD_NORMALIZATIONS = ("none", "running")
+
+
+@dataclass
+class MultiObjectiveConfig(RLOOConfig):
+    r"""
+    Configuration for [`MultiObjectiveTrainer`]: [`~trl.RLOOConfig`] plus the fields below. Only the fields of
+    Conditional Language Policy (CLP, https://huggingface.co/papers/2407.15762) are new; every RLOO field keeps
+    its meaning, except that `beta` is the KL weight α of the per-row reward `w·R − α·KL` (unless `kl_weights` or
+    `kl_weight_range` conditions the policy on α) and `reward_weights` is replaced by sampled weightings.
+
+    The LoRA rank, alpha and targets of one objective come from the trainer's `peft_config` (a `peft.LoraConfig`;
+    default rank 8, alpha 16, all linear layers); conditioned layers get one such block per objective.
+    """
+
+    objective_names: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "One name per reward function, in order; they label metrics, saved metadata and evaluation "
+            "tables. Defaults to the reward functions' names."
+        },
+    )
+    conditioning: str = field(
+        default="full",
+        metadata={
+            "help": "Which parameters depend on the weighting: 'full' (every LoRA layer), 'attn' (attention "
+            "projections; the rest is a shared LoRA), 'logit' (only the output layer), or 'prompt' (the weighting is "
+            "written into the prompt and one shared LoRA is trained: the prompting baseline).",
+            "choices": list(CONDITIONING_VARIANTS),
+        },
+    )
+    conditioned_target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Module-name suffixes that get one LoRA block per objective. Defaults: every LoRA target for "
+            "'full'; q_proj, k_proj, v_proj, o_proj for 'attn'; lm_head for 'logit'. Set it for architectures with "
+            "other names (e.g. c_attn for GPT-2)."
+        },
+    )
+    weight_distribution: str = field(
+        default="dirichlet",
+        metadata={
+            "help": "How each prompt group's weighting w is drawn: 'dirichlet' (with `dirichlet_concentration`), "
+            "'uniform' (uniform on the simplex), 'one_hot' (a random corner: trains each objective's block alone, "
+            "i.e. Rewarded Soups), 'fixed' (uniform choice among `fixed_weights`).",
+            "choices": list(WEIGHT_DISTRIBUTIONS),
+        },
+    )
+    dirichlet_concentration: float = field(
+        default=1.0,
+        metadata={"help": "Concentration of the symmetric Dirichlet; below 1 favours the corners, above 1 the centre."},
+    )
+    fixed_weights: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Weightings for weight_distribution='fixed', each a comma-separated string such as '0.3,0.7' "
+            "(lists of floats are accepted from Python)."
+        },
+    )
+    kl_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Condition the policy on the KL weight α (multi-α CLP): each group draws α uniformly from this "
+            "list. All values must be > 0. Leave unset to use the fixed `beta`."
+        },
+    )
+    kl_weight_range: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "Like `kl_weights`, but α is drawn log-uniformly from [low, high] (two values, low > 0). Set at "
+            "most one of `kl_weights` and `kl_weight_range`."
+        },
+    )
+    reward_normalization: str = field(
+        default="none",
+        metadata={
+            "help": "Per-objective normalisation before weighting: 'none' or 'running' ((R_i − mean_i) / std_i with "
+            "running statistics over all rewards seen). Order: normalise each objective, weight by w, clip "
+            "(`reward_clip_range`), subtract α·KL, leave-one-out baseline.",
+            "choices": list(REWARD_NORMALIZATIONS),
+        },
+    )
+    prompt_template: str = field(
+        default=DEFAULT_PROMPT_TEMPLATE,
+        metadata={
+            "help": "For conditioning='prompt': the text put before each prompt; '{weights}' becomes "
+            "'name1=0.30 name2=0.70'."
+        },
+    )
+
+    def __post_init__(self):
+        # RLOOConfig's checks come first: they derive generation_batch_size that ours don't need.
+        if self.reward_weights is not None:
+            raise ValueError(
+                "`reward_weights` is fixed for the whole run, while CLP draws a weighting per prompt group. Remove "
+                "`reward_weights` and choose `weight_distribution` (use 'fixed' with `fixed_weights` for given ones)."
+            )
+        if self.num_generations is None or self.num_generations < 2:
+            raise ValueError(
+                f"`num_generations` is {self.num_generations}: the leave-one-out baseline needs at least 2 "
+                "completions per prompt. Set `num_generations >= 2`."
+            )
+        if self.use_vllm:
+            raise ValueError(
+                "`use_vllm=True` is not supported: vLLM merges the adapter into the weights, which loses the per-row "
+                "weighting. Set `use_vllm=False` (generation then runs through transformers, rows conditioned "
+                "individually)."
+            )
+        if self.use_transformers_continuous_batching or self.use_transformers_paged:
+            raise ValueError(
+                "Continuous batching packs rows from different prompts together, which loses the per-row weighting. "
+                "Set `use_transformers_continuous_batching=False`."
+            )
+        if self.conditioning not in CONDITIONING_VARIANTS:
+            raise ValueError(f"`conditioning` must be one of {CONDITIONING_VARIANTS}, got {self.conditioning!r}.")
+        if self.weight_distribution not in WEIGHT_DISTRIBUTIONS:
+            raise ValueError(
+                f"`weight_distribution` must be one of {WEIGHT_DISTRIBUTIONS}, got {self.weight_distribution!r}."
+            )
+        if self.reward_normalization not in REWARD_NORMALIZATIONS:
+            raise ValueError(
+                f"`reward_normalization` must be one of {REWARD_NORMALIZATIONS}, got {self.reward_normalization!r}."
+            )
+        if not self.dirichlet_concentration > 0:
+            raise ValueError(f"`dirichlet_concentration` must be > 0, got {self.dirichlet_concentration}.")
+        self._check_objective_names()
+        self._parse_fixed_weights()
+        self._check_kl_weights()
+        if self.conditioning == "prompt" and self.conditions_on_kl_weight:
+            raise ValueError(
+                "The prompting baseline does not condition on the KL weight. Unset `kl_weights`/`kl_weight_range` or "
+                "choose conditioning='full', 'attn' or 'logit'."
+            )
+        if "{weights}" not in self.prompt_template:
+            raise ValueError(f"`prompt_template` must contain '{{weights}}', got {self.prompt_template!r}.")
+        super().__post_init__()
+
+    @property
+    def conditions_on_kl_weight(self) -> bool:
+        return self.kl_weights is not None or self.kl_weight_range is not None
+
+    def _check_objective_names(self):
+        if self.objective_names is None:
+            return
+        duplicates = sorted({name for name in self.objective_names if self.objective_names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"`objective_names` has duplicates {duplicates}: give each objective a unique name.")
+
+    def _parse_fixed_weights(self):
+        if self.weight_distribution != "fixed":
+            if self.fixed_weights is not None:
+                raise ValueError("`fixed_weights` is only used with weight_distribution='fixed': set that, or remove it.")
+            return
+        if not self.fixed_weights:
+            raise ValueError("weight_distribution='fixed' needs `fixed_weights`, e.g. ['1,0', '0.5,0.5', '0,1'].")
+        rows = []
+        for row in self.fixed_weights:
+            try:
+                values = [float(v) for v in row.split(",")] if isinstance(row, str) else [float(v) for v in row]
+            except ValueError as error:
+                raise ValueError(f"`fixed_weights` entry {row!r} is not a list of numbers such as '0.3,0.7'.") from error
+            if any(v != v or v < 0 for v in values) or abs(sum(values) - 1) > SIMPLEX_TOLERANCE:
+                raise ValueError(
+                    f"`fixed_weights` entry {row!r} is not on the simplex: weights must be >= 0, finite, and sum to 1."
+                )
+            rows.append(values)
+        if len({len(row) for row in rows}) != 1:
+            raise ValueError(f"`fixed_weights` rows have different lengths: {rows}. Give one weight per objective each.")
+        self.fixed_weights = rows
+
+    def _check_kl_weights(self):
+        if self.kl_weights is not None and self.kl_weight_range is not None:
+            raise ValueError("Set at most one of `kl_weights` and `kl_weight_range`.")
+        if self.kl_weights is not None and (not self.kl_weights or min(self.kl_weights) <= 0):
+            raise ValueError(
+                f"`kl_weights` must be a non-empty list of values > 0, got {self.kl_weights}: KL-weight conditioning "
+                "encodes α as α_min/α."
+            )
+        if self.kl_weight_range is not None:
+            if len(self.kl_weight_range) != 2 or not 0 < self.kl_weight_range[0] < self.kl_weight_range[1]:
+                raise ValueError(f"`kl_weight_range` must be [low, high] with 0 < low < high, got {self.kl_weight_range}.")
+
+    def check_num_objectives(self, num_objectives: int) -> None:
+        """Check the per-objective fields against the number of reward functions (called by the trainer)."""
+        if self.objective_names is not None and len(self.objective_names) != num_objectives:
+            raise ValueError(
+                f"{len(self.objective_names)} `objective_names` for {num_objectives} reward functions: give one name "
+                "per reward function."
+            )
+        if self.fixed_weights is not None and len(self.fixed_weights[0]) != num_objectives:
+            raise ValueError(
+                f"`fixed_weights` rows have {len(self.fixed_weights[0])} entries for {num_objectives} reward "
+                "functions: give one weight per reward function."
+            )
+        if num_objectives < 2 and self.conditioning != "prompt":
+            raise ValueError("CLP needs at least 2 reward functions to condition on; use RLOOTrainer for one.")
+
+    @property
+    def min_kl_weight(self) -> float | None:
+        if self.kl_weights is not None:
+            return float(min(self.kl_weights))
+        if self.kl_weight_range is not None:
+            return float(self.kl_weight_range[0])
+        return None
