@@ -10,7 +10,6 @@ import os
 import torch
 from accelerate.utils import gather, is_peft_model
 from peft import LoraConfig
-from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import ProcessorMixin
 from trl import RLOOTrainer
@@ -23,9 +22,9 @@ from .conditioning.config import (
     build_conditioned_lora_config,
     check_linear_lora_config,
     format_weighted_prompt,
-    matches_target,
+    resolve_conditioned_targets,
 )
-from .conditioning.layer import WeightConditioner
+from .conditioning.layer import WeightConditioner, find_conditioned_layers
 from .config import MultiObjectiveConfig
 from .rewards import RunningMoments, leave_one_out_advantages, scalarize_rewards
 from .sampling import kl_conditioning_vector, sample_group_kl_weights, sample_group_weights
@@ -159,7 +158,7 @@ class MultiObjectiveTrainer(RLOOTrainer):
                 f"Two reward functions are both called {duplicates}: set `objective_names` in the config to tell the "
                 "objectives apart."
             )
-        if is_peft_model(model):
+        if isinstance(model, nn.Module) and is_peft_model(model):
             raise ValueError(
                 "Pass the base model and a `peft_config`: MultiObjectiveTrainer builds the conditioned adapter itself. "
                 "To continue from a trained CLP adapter, use `resume_from_checkpoint`."
@@ -183,9 +182,7 @@ class MultiObjectiveTrainer(RLOOTrainer):
         self.objective_names = names
         self.num_objectives = len(names)
         num_blocks = self.num_objectives + int(args.conditions_on_kl_weight)
-        conditioned_targets = args.conditioned_target_modules
-        if conditioned_targets is None and args.conditioning == "attn":
-            conditioned_targets = ["q_proj", "k_proj", "v_proj", "o_proj"]
+        conditioned_targets = resolve_conditioned_targets(args.conditioning, args.conditioned_target_modules)
         lora_config = build_conditioned_lora_config(peft_config, args.conditioning, conditioned_targets, num_blocks)
         reward_funcs = [
             func if isinstance(func, (str, nn.Module)) else checked_reward_function(func, name)
@@ -214,25 +211,10 @@ class MultiObjectiveTrainer(RLOOTrainer):
 
         self.conditioner = WeightConditioner(num_blocks)
         if args.conditioning != "prompt":
-            self.conditioner.attach(self.model, self._conditioned_module_names(conditioned_targets, num_blocks))
+            self.conditioner.attach(self.model, find_conditioned_layers(self.model, conditioned_targets))
         self.reward_moments = RunningMoments(self.num_objectives) if args.reward_normalization == "running" else None
         self._eval_draws = 0
         self._gathered_rewards = None
-
-    def _conditioned_module_names(self, conditioned_targets: list[str] | None, num_blocks: int) -> list[str]:
-        names = [
-            name
-            for name, module in self.model.named_modules()
-            if isinstance(module, LoraLayer)
-            and (conditioned_targets is None or any(matches_target(name, t) for t in conditioned_targets))
-        ]
-        if not names:
-            linear = sorted({n.split(".")[-1] for n, m in self.model.named_modules() if isinstance(m, LoraLayer)})
-            raise ValueError(
-                f"No LoRA layer matches `conditioned_target_modules={conditioned_targets}`. The model's LoRA layers "
-                f"are named {linear}: set `conditioned_target_modules` to some of them."
-            )
-        return names
 
     @property
     def conditioning_config(self) -> ConditioningConfig:

@@ -106,6 +106,13 @@ def check_linear_lora_config(peft_config: LoraConfig) -> None:
         raise ValueError("This LoRA configuration cannot be conditioned:\n- " + "\n- ".join(problems))
 
 
+def resolve_conditioned_targets(variant: str, conditioned_target_modules: list[str] | None) -> list[str] | None:
+    """The module-name suffixes to condition; None means every LoRA target (the `"full"` default)."""
+    if conditioned_target_modules is not None:
+        return list(conditioned_target_modules)
+    return {"attn": DEFAULT_ATTENTION_MODULES, "logit": ["lm_head"]}.get(variant)
+
+
 def build_conditioned_lora_config(
     peft_config: LoraConfig, variant: str, conditioned_target_modules: list[str] | None, num_blocks: int
 ) -> LoraConfig:

@@ -22,6 +22,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from ..sampling import check_weights
+from .config import matches_target
 
 
 def scale_lora_blocks(lora_a_output: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -39,6 +40,23 @@ def scale_lora_blocks(lora_a_output: torch.Tensor, weights: torch.Tensor) -> tor
     scale = (num_objectives * weights).repeat_interleave(block_rank, dim=-1)  # (B, m·r)
     scale = scale.view(batch, *([1] * (lora_a_output.dim() - 2)), -1)  # (B, 1, ..., m·r)
     return lora_a_output * scale.to(lora_a_output.dtype)
+
+
+def find_conditioned_layers(model: nn.Module, conditioned_targets: list[str] | None) -> list[str]:
+    """Names of the LoRA layers of `model` matched by `conditioned_targets` (every LoRA layer if None).
+
+    Raises:
+        ValueError listing the model's LoRA layer names when nothing matches.
+    """
+    lora_names = [name for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+    names = [n for n in lora_names if conditioned_targets is None or any(matches_target(n, t) for t in conditioned_targets)]
+    if not names:
+        suffixes = sorted({n.split(".")[-1] for n in lora_names})
+        raise ValueError(
+            f"No LoRA layer matches `conditioned_target_modules={conditioned_targets}`. The model's LoRA layers are "
+            f"named {suffixes}: set `conditioned_target_modules` to some of them."
+        )
+    return names
 
 
 class WeightConditioner:

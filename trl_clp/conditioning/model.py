@@ -8,14 +8,21 @@ import os
 from contextlib import contextmanager
 
 import torch
-from peft import PeftModel
+from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from ..sampling import check_weights, kl_conditioning_vector
-from .config import CLP_CONFIG_NAME, ConditioningConfig, format_weighted_prompt
-from .layer import WeightConditioner
+from .config import (
+    CLP_CONFIG_NAME,
+    ConditioningConfig,
+    build_conditioned_lora_config,
+    check_linear_lora_config,
+    format_weighted_prompt,
+    resolve_conditioned_targets,
+)
+from .layer import WeightConditioner, find_conditioned_layers
 
 
 def resolve_clp_file(path_or_id: str, filename: str, **hub_kwargs) -> str:
@@ -63,6 +70,31 @@ class SteerableModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @classmethod
+    def from_base_model(
+        cls,
+        model: PreTrainedModel,
+        objective_names: list[str],
+        peft_config: LoraConfig,
+        variant: str = "full",
+        conditioned_target_modules: list[str] | None = None,
+        tokenizer=None,
+    ) -> SteerableModel:
+        """Put a freshly initialised CLP adapter on `model` (for custom training loops, export tests, ...).
+
+        Args:
+            model: the base causal LM (modified in place by PEFT).
+            objective_names: m names; the adapter gets m blocks per conditioned layer.
+            peft_config: the LoRA of one objective (rank r, alpha, targets).
+            variant, conditioned_target_modules: as in `MultiObjectiveConfig`.
+        """
+        check_linear_lora_config(peft_config)
+        targets = resolve_conditioned_targets(variant, conditioned_target_modules)
+        num_blocks = len(objective_names)
+        peft_model = get_peft_model(model, build_conditioned_lora_config(peft_config, variant, targets, num_blocks))
+        names = [] if variant == "prompt" else find_conditioned_layers(peft_model, targets)
+        return cls(peft_model, ConditioningConfig(list(objective_names), variant, names, num_blocks), tokenizer)
 
     @classmethod
     def from_pretrained(

@@ -1,0 +1,190 @@
+# Copyright 2026 The trl-clp developers. Apache-2.0.
+"""
+Train a Conditional Language Policy (one model steerable across several rewards), then evaluate it on a grid of
+weightings over held-out prompts.
+
+With no arguments it runs offline on a CPU in a few minutes: a tiny Llama and a byte-level tokenizer are built and
+saved locally, prompts are generated, and the two rewards (lowercase vs uppercase share of the answer) conflict
+on every character:
+
+    accelerate launch examples/train_clp.py
+
+A real model, dataset and rewards, through flags or a YAML file (every `MultiObjectiveConfig` field is a flag):
+
+    accelerate launch examples/train_clp.py --config examples/configs/tldr_summarization.yaml
+
+    accelerate launch examples/train_clp.py \
+        --model_name_or_path Qwen/Qwen2.5-0.5B --dataset_name trl-lib/tldr \
+        --reward_funcs source_coverage brevity --conditioning attn --output_dir clp-tldr
+
+`--reward_funcs` takes built-in names (lowercase, uppercase, brevity, source_coverage), `module:function` import
+paths, or reward-model ids/paths (loaded by TRL as sequence classifiers).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from dataclasses import dataclass, field
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import torch  # noqa: E402
+from datasets import load_dataset  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+from trl import ModelConfig, TrlParser, get_peft_config  # noqa: E402
+
+from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, simplex_grid  # noqa: E402
+from trl_clp import demo, rewards  # noqa: E402
+from trl_clp.evaluation import evaluate_weightings, format_results_table, save_results  # noqa: E402
+
+BUILTIN_REWARDS = {
+    "lowercase": demo.lowercase_reward,
+    "uppercase": demo.uppercase_reward,
+    "brevity": rewards.brevity_reward,
+    "source_coverage": rewards.source_coverage_reward,
+}
+
+
+@dataclass
+class ScriptArguments:
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Dataset id or local path; default: the offline demo prompts."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_eval_split: str | None = field(
+        default=None, metadata={"help": "Split holding the held-out evaluation prompts (default: test, else train)."}
+    )
+    prompt_column: str = field(default="prompt", metadata={"help": "Column with the prompts; renamed to 'prompt'."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["lowercase", "uppercase"],
+        metadata={"help": "One reward per objective: built-in name, 'module:function', or a reward-model id/path."},
+    )
+    num_train_prompts: int = field(default=512, metadata={"help": "Demo task: number of training prompts."})
+    num_eval_prompts: int = field(default=32, metadata={"help": "Held-out prompts used by the final evaluation."})
+    eval_grid_points: int = field(
+        default=5, metadata={"help": "Points per simplex edge of the evaluation grid (5 → 0, .25, .5, .75, 1)."}
+    )
+    eval_samples_per_prompt: int = field(default=2, metadata={"help": "Completions per (prompt, weighting) pair."})
+
+
+def resolve_reward(spec: str):
+    if spec in BUILTIN_REWARDS:
+        return BUILTIN_REWARDS[spec]
+    if ":" in spec:
+        module_name, function_name = spec.split(":")
+        return getattr(importlib.import_module(module_name), function_name)
+    return spec  # a reward model id or path: TRL loads it
+
+
+def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, model_args: ModelConfig):
+    started = time.perf_counter()
+
+    ################
+    # Model and tokenizer
+    ################
+    if model_args.model_name_or_path is None:
+        # Saved to disk so that the adapter records a base model path that SteerableModel can reload.
+        base_path = os.path.join(training_args.output_dir, "base_model")
+        tokenizer = demo.make_byte_tokenizer()
+        demo.make_tiny_llama(seed=training_args.seed).save_pretrained(base_path)
+        tokenizer.save_pretrained(base_path)
+        model_args.model_name_or_path = base_path
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, padding_side="left")
+
+    ################
+    # Dataset
+    ################
+    if script_args.dataset_name is None:
+        train_dataset = demo.make_prompt_dataset(script_args.num_train_prompts, seed=training_args.seed)
+        eval_dataset = demo.make_prompt_dataset(script_args.num_eval_prompts, seed=training_args.seed + 1)
+    else:
+        dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
+        if script_args.prompt_column != "prompt":
+            dataset = dataset.rename_column(script_args.prompt_column, "prompt")
+        train_dataset = dataset[script_args.dataset_train_split]
+        eval_split = script_args.dataset_eval_split or ("test" if "test" in dataset else script_args.dataset_train_split)
+        eval_dataset = dataset[eval_split].select(range(min(script_args.num_eval_prompts, len(dataset[eval_split]))))
+
+    ################
+    # Training
+    ################
+    reward_funcs = [resolve_reward(spec) for spec in script_args.reward_funcs]
+    trainer = MultiObjectiveTrainer(
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+    train_seconds = time.perf_counter() - started
+
+    ################
+    # Evaluation on a grid of weightings (main process only)
+    ################
+    if not trainer.accelerator.is_main_process:
+        return
+    steer = SteerableModel.from_pretrained(training_args.output_dir, tokenizer=tokenizer)
+    steer.to(trainer.accelerator.device)
+    callable_rewards = [f for f in trainer.reward_funcs if callable(f) and not isinstance(f, torch.nn.Module)]
+    if len(callable_rewards) != len(trainer.reward_funcs):
+        print("Reward models are not evaluated by this script; use callables to get the evaluation table.")
+        return
+    results = evaluate_weightings(
+        steer,
+        tokenizer,
+        list(eval_dataset["prompt"]),
+        callable_rewards,
+        simplex_grid(steer.conditioning_config.num_objectives, script_args.eval_grid_points),
+        num_samples=script_args.eval_samples_per_prompt,
+        max_new_tokens=training_args.max_completion_length,
+        seed=training_args.seed,
+        temperature=training_args.temperature,
+        top_k=training_args.top_k,
+        top_p=training_args.top_p,
+    )
+    json_path, csv_path = save_results(results, training_args.output_dir)
+    print(f"\nTrained in {train_seconds:.0f} s; evaluated {len(results)} weightings in "
+          f"{time.perf_counter() - started - train_seconds:.0f} s on {len(eval_dataset)} held-out prompts.")
+    print(format_results_table(results))
+    for i, name in enumerate(steer.objective_names):
+        at_one = [r.rewards[name] for r in results if r.weights[i] == 1.0]
+        at_zero = [r.rewards[name] for r in results if r.weights[i] == 0.0]
+        low, high = sum(at_zero) / len(at_zero), sum(at_one) / len(at_one)
+        print(f"{name}: {low:.4f} with weight 0 → {high:.4f} with weight 1 ({high - low:+.4f})")
+    print(f"Steerable model: {training_args.output_dir}; table: {json_path}, {csv_path}")
+
+
+def make_parser() -> TrlParser:
+    parser = TrlParser((ScriptArguments, MultiObjectiveConfig, ModelConfig))
+    # The embedded default: the offline demo, sized for a 2-core CPU. Flags and --config override each value.
+    parser.set_defaults(
+        output_dir="outputs/clp-demo",
+        conditioning="full",
+        max_steps=400,
+        learning_rate=3e-3,
+        per_device_train_batch_size=16,
+        num_generations=4,
+        max_completion_length=24,
+        beta=0.01,
+        logging_steps=25,
+        save_strategy="no",
+        report_to="none",
+        bf16=torch.cuda.is_available(),
+        gradient_checkpointing=False,
+        use_peft=True,
+        lora_r=8,
+        lora_alpha=16,
+        lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    script_args, training_args, model_args = make_parser().parse_args_and_config()
+    main(script_args, training_args, model_args)

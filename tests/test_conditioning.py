@@ -1,0 +1,152 @@
+"""The conditioned adapter: per-row mixing is exact, blocks are independent, saving round-trips."""
+
+import json
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel
+
+from trl_clp import SteerableModel, demo
+from trl_clp.conditioning.layer import scale_lora_blocks
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+WEIGHTS = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
+
+
+def make_steerable(variant="full", seed=0, tokenizer=None):
+    torch.manual_seed(seed)
+    # Random B as well as A: with PEFT's default zero B every block would be a no-op and mixing trivially exact.
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False)
+    model = SteerableModel.from_base_model(demo.make_tiny_llama(seed=seed), ["a", "b"], lora, variant, tokenizer=tokenizer)
+    return model.eval()
+
+
+def batch(rows=3, length=7):
+    generator = torch.Generator().manual_seed(1)
+    return torch.randint(3, 259, (rows, length), generator=generator)
+
+
+def test_scale_lora_blocks_by_hand():
+    hidden = torch.ones(2, 1, 4)  # two rows, m=2 blocks of rank 2
+    weights = torch.tensor([[0.25, 0.75], [1.0, 0.0]])
+    expected = torch.tensor([[[0.5, 0.5, 1.5, 1.5]], [[2.0, 2.0, 0.0, 0.0]]])
+    torch.testing.assert_close(scale_lora_blocks(hidden, weights), expected)
+
+
+@pytest.mark.parametrize("variant", ["full", "attn"])
+def test_per_row_mixing_equals_merged_model(variant):
+    steer = make_steerable(variant)
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(WEIGHTS):
+        mixed = steer(input_ids=input_ids).logits
+    for row, weights in enumerate(WEIGHTS):
+        merged = steer.merge(weights).eval()
+        with torch.no_grad():
+            expected = merged(input_ids=input_ids[row : row + 1]).logits[0]
+        assert (mixed[row] - expected).abs().max() <= 1e-5
+    # The rows really differ: a conditioning that ignored w would pass the check above only by accident.
+    assert (mixed[0] - mixed[2]).abs().max() > 1e-3
+
+
+def test_attn_variant_conditions_only_attention():
+    steer = make_steerable("attn")
+    conditioned = {name.split(".")[-1] for name in steer.conditioning_config.conditioned_modules}
+    assert conditioned == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert steer.model.base_model.model.model.layers[0].mlp.up_proj.r["default"] == 4
+    assert steer.model.base_model.model.model.layers[0].self_attn.q_proj.r["default"] == 8
+
+
+def test_greedy_generation_is_token_identical_to_merged_models(tokenizer):
+    steer = make_steerable()
+    input_ids = batch(length=5)
+    out = steer.generate(input_ids, weights=WEIGHTS, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    for row, weights in enumerate(WEIGHTS):
+        merged = steer.merge(weights).eval()
+        expected = merged.generate(input_ids[row : row + 1], max_new_tokens=12, do_sample=False, pad_token_id=0)
+        assert torch.equal(out[row], expected[0])
+
+
+def test_one_hot_weight_trains_only_its_block():
+    steer = make_steerable()
+    steer.train()
+    with steer.condition(torch.tensor([1.0, 0.0]), batch_size=2):
+        steer(input_ids=batch(rows=2)).logits.pow(2).mean().backward()
+    q_proj = steer.model.base_model.model.model.layers[0].self_attn.q_proj
+    grad_a, grad_b = q_proj.lora_A["default"].weight.grad, q_proj.lora_B["default"].weight.grad  # (8, in), (out, 8)
+    assert grad_a[:4].abs().sum() > 0 and grad_b[:, :4].abs().sum() > 0
+    assert torch.equal(grad_a[4:], torch.zeros_like(grad_a[4:]))
+    assert torch.equal(grad_b[:, 4:], torch.zeros_like(grad_b[:, 4:]))
+
+
+def test_forward_without_a_weighting_fails_loudly():
+    steer = make_steerable()
+    with pytest.raises(RuntimeError, match="condition"):
+        steer(input_ids=batch())
+
+
+def test_weighting_count_must_match_the_batch():
+    steer = make_steerable()
+    with pytest.raises(RuntimeError, match="one weighting per row"), steer.condition(WEIGHTS[:2]):
+        steer(input_ids=batch(rows=3))
+
+
+def test_bad_weights_are_rejected_before_the_forward():
+    steer = make_steerable()
+    with pytest.raises(ValueError, match="sum to 1"), steer.condition(torch.tensor([0.5, 0.6])):
+        pass
+
+
+def test_condition_is_cleared_on_exit():
+    steer = make_steerable()
+    with steer.condition(WEIGHTS):
+        pass
+    assert steer.conditioner.weights is None
+
+
+def test_save_load_round_trip(tmp_path, tokenizer):
+    base_path = tmp_path / "base"
+    demo.make_tiny_llama(seed=0).save_pretrained(base_path)
+    steer = make_steerable(tokenizer=tokenizer)
+    steer.model.peft_config["default"].base_model_name_or_path = str(base_path)
+    steer.save_pretrained(tmp_path / "clp")
+    loaded = SteerableModel.from_pretrained(str(tmp_path / "clp"))  # base model resolved from the metadata
+    assert loaded.objective_names == ["a", "b"] and loaded.tokenizer is not None
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
+        torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)
+
+
+def test_plain_peft_load_gives_the_uniform_weighting_not_the_sum(tmp_path):
+    steer = make_steerable()
+    steer.save_pretrained(tmp_path / "clp")
+    plain = PeftModel.from_pretrained(demo.make_tiny_llama(seed=0), str(tmp_path / "clp")).eval()
+    input_ids = batch()
+    with torch.no_grad():
+        plain_logits = plain(input_ids=input_ids).logits
+        with steer.condition(torch.tensor([0.5, 0.5]), batch_size=3):
+            uniform = steer(input_ids=input_ids).logits
+        with steer.condition(torch.tensor([1.0, 0.0]), batch_size=3):
+            first = steer(input_ids=input_ids).logits
+    assert (plain_logits - uniform).abs().max() <= 1e-5
+    assert (plain_logits - first).abs().max() > 1e-3
+
+
+def test_loading_an_adapter_without_metadata_names_the_fix(tmp_path):
+    steer = make_steerable()
+    steer.model.save_pretrained(tmp_path / "plain")  # adapter only, no clp_config.json
+    with pytest.raises(ValueError, match="clp_config.json"):
+        SteerableModel.from_pretrained(str(tmp_path / "plain"), base_model=demo.make_tiny_llama())
+
+
+def test_metadata_lists_objectives_and_conditioned_modules(tmp_path):
+    steer = make_steerable("attn")
+    steer.save_pretrained(tmp_path / "clp")
+    saved = json.loads((tmp_path / "clp" / "clp_config.json").read_text())
+    assert saved["objective_names"] == ["a", "b"] and saved["variant"] == "attn"
+    assert len(saved["conditioned_modules"]) == 2 * 4  # 2 layers x 4 attention projections
+
+
+def test_merge_returns_a_plain_transformers_model():
+    merged = make_steerable().merge(torch.tensor([0.3, 0.7]))
+    assert not isinstance(merged, PeftModel)
+    assert type(merged).__name__ == "LlamaForCausalLM"
