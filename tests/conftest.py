@@ -6,7 +6,6 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, demo  # noqa: E402
 
@@ -35,8 +34,8 @@ def saved_base_model(tmp_path, tokenizer):
     return str(path)
 
 
-def tiny_config(tmp_path, **overrides) -> MultiObjectiveConfig:
-    """A CPU-sized training config; `overrides` replace any field."""
+def tiny_config_values(tmp_path, **overrides) -> dict:
+    """Keyword arguments of a CPU-sized training config; `overrides` replace any field."""
     values = dict(
         output_dir=str(tmp_path / "out"),
         num_generations=4,
@@ -54,12 +53,9 @@ def tiny_config(tmp_path, **overrides) -> MultiObjectiveConfig:
         beta=0.0,
     )
     values.update(overrides)
-    return MultiObjectiveConfig(**values)
+    return values
 
 
-def first_char_is_a(completions, **kwargs):
-    return [float(c[:1] == "a") for c in completions]
+def tiny_config(tmp_path, **overrides) -> MultiObjectiveConfig:
+    return MultiObjectiveConfig(**tiny_config_values(tmp_path, **overrides))
 
-
-def torch_seed(seed=0):
-    torch.manual_seed(seed)

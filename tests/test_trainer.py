@@ -1,0 +1,294 @@
+"""MultiObjectiveTrainer: construction errors, per-row rewards and advantages, buffering, resume, drift."""
+
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import LoraConfig
+from trl import RLOOConfig, RLOOTrainer
+
+from trl_clp import MultiObjectiveTrainer, demo
+from trl_clp.conditioning.config import CLP_CONFIG_NAME
+
+from .conftest import tiny_config, tiny_config_values
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def lower(completions, **kwargs):
+    return demo.lowercase_reward(completions)
+
+
+def upper(completions, **kwargs):
+    return demo.uppercase_reward(completions)
+
+
+def make_trainer(tmp_path, tokenizer, dataset, reward_funcs=(lower, upper), peft_config=None, model=None, **overrides):
+    return MultiObjectiveTrainer(
+        model=model if model is not None else demo.make_tiny_llama(seed=0),
+        reward_funcs=list(reward_funcs),
+        args=tiny_config(tmp_path, **overrides),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config or LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+    )
+
+
+def record_generations(trainer):
+    """Keep a copy of every output of `_generate_and_score_completions`."""
+    records = []
+    original = trainer._generate_and_score_completions
+
+    def recording(inputs):
+        output = original(inputs)
+        records.append({k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in output.items()})
+        return output
+
+    trainer._generate_and_score_completions = recording
+    return records
+
+
+# ---------------------------------------------------------------------------------------------- construction errors
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(reward_weights=[1.0, 1.0]), "reward_weights"),
+        (dict(num_generations=1), "num_generations"),
+        (dict(use_vllm=True), "vLLM"),
+        (dict(use_transformers_continuous_batching=True), "Continuous batching"),
+        (dict(conditioning="lora"), "conditioning"),
+        (dict(weight_distribution="fixed"), "fixed_weights"),
+        (dict(weight_distribution="fixed", fixed_weights=["0.5,0.6"]), "simplex"),
+        (dict(weight_distribution="fixed", fixed_weights=["nan,1"]), "simplex"),
+        (dict(weight_distribution="fixed", fixed_weights=["1,0", "1,0,0"]), "different lengths"),
+        (dict(fixed_weights=["1,0"]), "only used with"),
+        (dict(objective_names=["a", "a"]), "duplicates"),
+        (dict(kl_weights=[0.0, 0.1]), "> 0"),
+        (dict(kl_weights=[0.1], kl_weight_range=[0.1, 1.0]), "at most one"),
+        (dict(conditioning="prompt", kl_weights=[0.1]), "prompting baseline"),
+        (dict(prompt_template="no placeholder"), "{weights}"),
+        (dict(dirichlet_concentration=0.0), "dirichlet_concentration"),
+    ],
+)
+def test_config_errors_name_the_fix(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_config(tmp_path, **overrides)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(overrides=dict(objective_names=["a", "b", "c"])), "one name per reward function"),
+        (dict(overrides=dict(weight_distribution="fixed", fixed_weights=["0.2,0.3,0.5"])), "one weight per reward"),
+        (dict(reward_funcs=(lower, lower)), "objective_names"),
+        (dict(reward_funcs=(lower,)), "at least 2"),
+        (dict(peft_config=LoraConfig(r=4, target_modules=TARGETS, use_dora=True)), "use_dora"),
+        (dict(peft_config=LoraConfig(r=4, target_modules=TARGETS, use_rslora=True)), "use_rslora"),
+        (dict(peft_config=LoraConfig(r=4, target_modules=TARGETS, init_lora_weights="pissa")), "init_lora_weights"),
+        (dict(overrides=dict(conditioning="attn", conditioned_target_modules=["c_attn"])), "No LoRA layer matches"),
+    ],
+)
+def test_trainer_construction_errors_name_the_fix(tmp_path, tokenizer, prompts_dataset, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_trainer(
+            tmp_path,
+            tokenizer,
+            prompts_dataset,
+            reward_funcs=kwargs.get("reward_funcs", (lower, upper)),
+            peft_config=kwargs.get("peft_config"),
+            **kwargs.get("overrides", {}),
+        )
+
+
+def test_dataset_without_prompt_column_is_rejected(tmp_path, tokenizer):
+    dataset = Dataset.from_dict({"text": ["a", "b"]})
+    with pytest.raises(ValueError, match="rename_column"):
+        make_trainer(tmp_path, tokenizer, dataset)
+
+
+def test_a_peft_model_is_rejected(tmp_path, tokenizer, prompts_dataset):
+    from peft import get_peft_model
+
+    model = get_peft_model(demo.make_tiny_llama(), LoraConfig(r=4, target_modules=TARGETS))
+    with pytest.raises(ValueError, match="base model"):
+        make_trainer(tmp_path, tokenizer, prompts_dataset, model=model)
+
+
+def wrong_count(completions, **kwargs):
+    return [0.0] * (len(completions) - 1)
+
+
+def returns_nan(completions, **kwargs):
+    return [math.nan] * len(completions)
+
+
+def returns_inf(completions, **kwargs):
+    return [math.inf] * len(completions)
+
+
+def returns_text(completions, **kwargs):
+    return ["high"] * len(completions)
+
+
+async def async_returns_text(completions, **kwargs):
+    return ["high"] * len(completions)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (wrong_count, "exactly one per completion"),
+        (returns_nan, "must be finite"),
+        (returns_inf, "must be finite"),
+        (returns_text, "return a float"),
+        (async_returns_text, "return a float"),
+    ],
+)
+def test_bad_reward_values_fail_at_the_first_step_naming_the_function(tmp_path, tokenizer, prompts_dataset, bad, message):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(lower, bad), max_steps=1)
+    with pytest.raises((ValueError, TypeError), match=message) as error:
+        trainer.train()
+    assert bad.__name__ in str(error.value)
+
+
+def test_none_rewards_mean_not_applicable(tmp_path, tokenizer, prompts_dataset):
+    def sometimes(completions, **kwargs):
+        return [None if i % 2 else 1.0 for i in range(len(completions))]
+
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(lower, sometimes), max_steps=1)
+    records = record_generations(trainer)
+    trainer.train()
+    assert torch.isfinite(records[0]["advantages"]).all()
+
+
+# ---------------------------------------------------------------------------------------------- training behaviour
+
+
+def test_rows_keep_their_group_weighting_through_buffering(tmp_path, tokenizer, prompts_dataset):
+    # 2 steps share one generation of 16 rows = 4 groups; TRL shuffles the rows and splits them across the steps.
+    trainer = make_trainer(
+        tmp_path, tokenizer, prompts_dataset, steps_per_generation=2, num_iterations=2, max_steps=4, beta=0.05
+    )
+    seen = []
+    original = trainer.compute_loss
+
+    def recording(model, inputs, *args, **kwargs):
+        seen.append((inputs["prompt_ids"].clone(), inputs["clp_weights"].clone(), inputs["advantages"].clone()))
+        return original(model, inputs, *args, **kwargs)
+
+    trainer.compute_loss = recording
+    trainer.train()
+    assert len(seen) == 4  # one generation of 16 rows, 2 slices of 8, each used for 2 iterations
+    by_prompt = {}
+    for prompt_ids, weights, _ in seen:
+        for ids, w in zip(prompt_ids, weights, strict=True):
+            by_prompt.setdefault(tuple(ids.tolist()), set()).add(tuple(round(v, 6) for v in w.tolist()))
+    assert all(len(ws) == 1 for ws in by_prompt.values()), "a prompt group was split across weightings"
+    assert len({next(iter(ws)) for ws in by_prompt.values()}) > 1, "every group got the same weighting"
+
+
+def test_leave_one_out_advantages_sum_to_zero_per_group(tmp_path, tokenizer, prompts_dataset):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=2, beta=0.1)
+    records = record_generations(trainer)
+    trainer.train()
+    for record in records:
+        groups = record["advantages"].view(-1, 4)
+        torch.testing.assert_close(groups.sum(1), torch.zeros(groups.size(0)), atol=1e-5, rtol=0)
+        weights = record["clp_weights"].view(-1, 4, 2)
+        assert (weights == weights[:, :1]).all()
+
+
+def test_logs_weights_and_reward_by_weight(tmp_path, tokenizer, prompts_dataset):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=1, beta=0.1)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    for key in ("weights/lower/mean", "rewards/lower/slope_vs_weight", "rewards/upper/w_high", "kl", "reward"):
+        assert key in logged, key
+
+
+def test_prompt_variant_writes_weights_into_generation_but_rewards_see_the_original(tmp_path, tokenizer, prompts_dataset):
+    seen_prompts = []
+
+    def spy(prompts, completions, **kwargs):
+        seen_prompts.extend(prompts)
+        return [0.0] * len(completions)
+
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(lower, spy), conditioning="prompt")
+    records = record_generations(trainer)
+    trainer.train()
+    assert seen_prompts and all(p.startswith("Describe:") for p in seen_prompts)
+    generated_prompt = tokenizer.decode(records[0]["prompt_ids"][0], skip_special_tokens=True)
+    assert generated_prompt.startswith("[weights: lower=")
+
+
+def test_gradient_checkpointing_keeps_per_row_gradients(tmp_path, tokenizer, prompts_dataset):
+    params = {}
+    for checkpointing in (False, True):
+        trainer = make_trainer(
+            tmp_path / str(checkpointing), tokenizer, prompts_dataset, max_steps=1, gradient_checkpointing=checkpointing
+        )
+        trainer.train()
+        params[checkpointing] = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    for name, value in params[False].items():
+        torch.testing.assert_close(params[True][name], value, atol=1e-6, rtol=1e-5, msg=name)
+
+
+def test_resume_continues_the_same_weight_stream(tmp_path, tokenizer, prompts_dataset):
+    common = dict(max_steps=4, save_strategy="steps", save_steps=2, beta=0.05, reward_normalization="running")
+    full = make_trainer(tmp_path / "full", tokenizer, prompts_dataset, **common)
+    full_records = record_generations(full)
+    full.train()
+
+    resumed = make_trainer(tmp_path / "full", tokenizer, prompts_dataset, **common)
+    resumed_records = record_generations(resumed)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "out" / "checkpoint-2"))
+    assert len(resumed_records) == 2
+    for expected, got in zip(full_records[2:], resumed_records, strict=True):
+        torch.testing.assert_close(got["clp_weights"], expected["clp_weights"])
+    assert resumed.reward_moments.count.sum() == full.reward_moments.count.sum()
+
+
+def test_resume_from_a_checkpoint_with_other_objectives_is_rejected(tmp_path, tokenizer, prompts_dataset):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=1, save_strategy="steps", save_steps=1)
+    trainer.train()
+    checkpoint = tmp_path / "out" / "checkpoint-1"
+    assert (checkpoint / CLP_CONFIG_NAME).is_file()
+    other = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=2, objective_names=["x", "y"])
+    with pytest.raises(ValueError, match="same reward functions"):
+        other.train(resume_from_checkpoint=str(checkpoint))
+
+
+# ---------------------------------------------------------------------------------------------- drift detector
+
+
+def test_constant_uniform_weighting_reproduces_upstream_rloo(tmp_path, tokenizer, prompts_dataset):
+    """With w fixed at (1/2, 1/2), every block is scaled by m·w_i = 1: the CLP adapter is exactly the plain LoRA of
+    rank m·r, so the trainer must reproduce RLOOTrainer with reward_weights=(1/2, 1/2) step for step."""
+    common = dict(max_steps=3, beta=0.2, learning_rate=5e-2)
+    clp = make_trainer(
+        tmp_path / "clp", tokenizer, prompts_dataset, weight_distribution="fixed", fixed_weights=["0.5,0.5"], **common
+    )
+    clp_records = record_generations(clp)
+    clp.train()
+
+    rloo_args = RLOOConfig(**tiny_config_values(tmp_path / "rloo", **common), reward_weights=[0.5, 0.5])
+    rloo = RLOOTrainer(
+        model=demo.make_tiny_llama(seed=0),
+        reward_funcs=[lower, upper],
+        args=rloo_args,
+        train_dataset=prompts_dataset,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=8, lora_alpha=8, target_modules=TARGETS),
+    )
+    rloo_records = record_generations(rloo)
+    rloo.train()
+
+    assert len(clp_records) == len(rloo_records) == 3
+    for ours, theirs in zip(clp_records, rloo_records, strict=True):
+        assert torch.equal(ours["completion_ids"], theirs["completion_ids"])
+        torch.testing.assert_close(ours["advantages"], theirs["advantages"], atol=1e-5, rtol=1e-5)
+    kl = [entry["kl"] for entry in rloo.state.log_history if "kl" in entry]
+    assert kl[-1] != 0.0  # the KL term was exercised, not only the rewards
