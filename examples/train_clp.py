@@ -89,7 +89,9 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         # Saved to disk so that the adapter records a base model path that SteerableModel can reload.
         base_path = os.path.join(training_args.output_dir, "base_model")
         tokenizer = demo.make_byte_tokenizer()
-        demo.make_tiny_llama(seed=training_args.seed).save_pretrained(base_path)
+        base_model = demo.make_tiny_llama(seed=training_args.seed)
+        demo.pretrain_demo_model(base_model, tokenizer, seed=training_args.seed)
+        base_model.save_pretrained(base_path)
         tokenizer.save_pretrained(base_path)
         model_args.model_name_or_path = base_path
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, padding_side="left")
@@ -166,11 +168,11 @@ def make_parser() -> TrlParser:
     parser.set_defaults(
         output_dir="outputs/clp-demo",
         conditioning="full",
-        max_steps=400,
+        max_steps=300,
         learning_rate=3e-3,
         per_device_train_batch_size=16,
         num_generations=4,
-        max_completion_length=24,
+        max_completion_length=32,
         beta=0.01,
         logging_steps=25,
         save_strategy="no",

@@ -82,3 +82,46 @@ def lowercase_reward(completions, **kwargs) -> list[float]:
 def uppercase_reward(completions, **kwargs) -> list[float]:
     """Fraction of the completion's characters that are uppercase letters (an emphatic register)."""
     return _character_fraction(completions, str.isupper)
+
+
+def _styled(word: str, style: int) -> str:
+    return (word.lower(), word.upper(), word.capitalize())[style]
+
+
+def make_pretraining_texts(num_texts: int, seed: int = 0, words_per_prompt: int = 6) -> list[str]:
+    """Prompt + answer texts: the answer re-words the prompt, each word in a random register (lower, UPPER, Title).
+
+    A model pre-trained on them answers in mixed case; the register of every word is then a choice the policy can
+    learn to steer.
+    """
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(num_texts):
+        words = [rng.choice(WORDS) for _ in range(words_per_prompt)]
+        answer = [_styled(rng.choice(words + WORDS[:8]), rng.randrange(3)) for _ in range(rng.randint(3, 6))]
+        texts.append("Describe: " + " ".join(words) + "\n" + " ".join(answer))
+    return texts
+
+
+def pretrain_demo_model(model, tokenizer, steps: int = 300, batch_size: int = 32, learning_rate: float = 3e-3, seed: int = 0):
+    """Next-token training of the whole model on `make_pretraining_texts` (plain torch loop, about 20 s on 2 CPU cores).
+
+    Returns the model in eval mode; every parameter, the output layer included, has moved away from its random
+    init, so the sampled answers are words rather than uniform bytes.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    texts = make_pretraining_texts(steps * batch_size // 4, seed=seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    model.train()
+    rng = random.Random(seed)
+    for _ in range(steps):
+        batch = [text + tokenizer.eos_token for text in rng.sample(texts, batch_size)]
+        encoded = tokenizer(batch, return_tensors="pt", padding=True, padding_side="right")
+        labels = encoded["input_ids"].masked_fill(encoded["attention_mask"] == 0, -100)
+        loss = model(**encoded, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model.eval()

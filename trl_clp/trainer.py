@@ -422,7 +422,8 @@ class MultiObjectiveTrainer(RLOOTrainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         super()._save(output_dir, state_dict)
-        self.conditioning_config.save(output_dir or self.args.output_dir)
+        if self.args.should_save:  # `_save` also runs on the other ranks when they join sharded gathers
+            self.conditioning_config.save(output_dir or self.args.output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
         path = os.path.join(resume_from_checkpoint, CLP_CONFIG_NAME)

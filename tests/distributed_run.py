@@ -1,0 +1,66 @@
+"""Run by `test_distributed.py` under `torchrun --nproc_per_node 2` (gloo on CPU); not collected by pytest.
+
+Each rank trains a few steps and writes, to `<out>/rank<k>.json`, the weighting it saw for every prompt and a
+checksum of every trainable parameter.
+"""
+
+import json
+import os
+import sys
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+
+import torch  # noqa: E402
+from peft import LoraConfig  # noqa: E402
+
+from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, demo  # noqa: E402
+
+
+def main(out_dir):
+    tokenizer = demo.make_byte_tokenizer()
+    args = MultiObjectiveConfig(
+        output_dir=out_dir,
+        use_cpu=True,
+        num_generations=4,
+        per_device_train_batch_size=2,  # 2 ranks x 2 rows: each prompt group of 4 spans both ranks
+        max_completion_length=6,
+        max_steps=3,
+        learning_rate=1e-2,
+        beta=0.05,
+        report_to="none",
+        save_strategy="no",
+        bf16=False,
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = MultiObjectiveTrainer(
+        model=demo.make_tiny_llama(seed=0),
+        reward_funcs=[demo.lowercase_reward, demo.uppercase_reward],
+        args=args,
+        train_dataset=demo.make_prompt_dataset(32),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"]),
+    )
+    seen = []
+    original = trainer._generate_and_score_completions
+
+    def recording(inputs):
+        output = original(inputs)
+        for example, weights in zip(inputs, output["clp_weights"], strict=True):
+            seen.append([example["prompt"], trainer.state.global_step, weights.tolist()])
+        return output
+
+    trainer._generate_and_score_completions = recording
+    trainer.train()
+    trainer.save_model(os.path.join(out_dir, "final"))
+    checksums = {n: p.detach().double().sum().item() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    rank = trainer.accelerator.process_index
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
+        json.dump({"seen": seen, "checksums": checksums, "world_size": trainer.accelerator.num_processes}, handle)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(sys.argv[1])

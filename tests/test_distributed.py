@@ -1,0 +1,38 @@
+"""Two processes (gloo on CPU): one weighting per prompt group on both ranks, identical parameters."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_processes_share_group_weightings_and_parameters(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "distributed_run.py")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(free_port()), script, str(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{k}.json").read_text()) for k in range(2)]
+    assert ranks[0]["world_size"] == 2
+
+    weight_of = {}
+    for rank in ranks:
+        for prompt, step, weights in rank["seen"]:
+            weight_of.setdefault((prompt, step), []).append(tuple(round(w, 6) for w in weights))
+    # Each prompt's 4 completions are split 2 + 2 across the ranks; all 4 carry the same weighting.
+    assert all(len(ws) == 4 and len(set(ws)) == 1 for ws in weight_of.values()), weight_of
+    assert {k for k, _ in weight_of} and len({ws[0] for ws in weight_of.values()}) > 1
+
+    assert ranks[0]["checksums"].keys() == ranks[1]["checksums"].keys()
+    for name, value in ranks[0]["checksums"].items():
+        assert abs(value - ranks[1]["checksums"][name]) <= 1e-6 * max(1.0, abs(value)), name
+    assert (tmp_path / "final" / "clp_config.json").is_file()
