@@ -173,7 +173,7 @@ def make_parser() -> TrlParser:
         per_device_train_batch_size=16,
         num_generations=4,
         max_completion_length=32,
-        beta=0.01,
+        beta=0.05,
         logging_steps=25,
         save_strategy="no",
         report_to="none",
