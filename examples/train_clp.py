@@ -36,15 +36,9 @@ from transformers import AutoTokenizer  # noqa: E402
 from trl import ModelConfig, TrlParser, get_peft_config  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, simplex_grid  # noqa: E402
-from trl_clp import demo, rewards  # noqa: E402
+from trl_clp import demo  # noqa: E402
 from trl_clp.evaluation import evaluate_weightings, format_results_table, save_results  # noqa: E402
-
-BUILTIN_REWARDS = {
-    "lowercase": demo.lowercase_reward,
-    "uppercase": demo.uppercase_reward,
-    "brevity": rewards.brevity_reward,
-    "source_coverage": rewards.source_coverage_reward,
-}
+from trl_clp.rewards import resolve_reward_function  # noqa: E402
 
 
 @dataclass
@@ -68,15 +62,6 @@ class ScriptArguments:
         default=5, metadata={"help": "Points per simplex edge of the evaluation grid (5 → 0, .25, .5, .75, 1)."}
     )
     eval_samples_per_prompt: int = field(default=2, metadata={"help": "Completions per (prompt, weighting) pair."})
-
-
-def resolve_reward(spec: str):
-    if spec in BUILTIN_REWARDS:
-        return BUILTIN_REWARDS[spec]
-    if ":" in spec:
-        module_name, function_name = spec.split(":")
-        return getattr(importlib.import_module(module_name), function_name)
-    return spec  # a reward model id or path: TRL loads it
 
 
 def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, model_args: ModelConfig):
@@ -113,7 +98,7 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
     ################
     # Training
     ################
-    reward_funcs = [resolve_reward(spec) for spec in script_args.reward_funcs]
+    reward_funcs = [resolve_reward_function(spec) for spec in script_args.reward_funcs]
     trainer = MultiObjectiveTrainer(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,

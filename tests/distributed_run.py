@@ -15,6 +15,7 @@ import torch  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, demo  # noqa: E402
+from trl_clp.rewards import lowercase_reward, uppercase_reward  # noqa: E402
 
 
 def main(out_dir):
@@ -37,7 +38,7 @@ def main(out_dir):
     )
     trainer = MultiObjectiveTrainer(
         model=demo.make_tiny_llama(seed=0),
-        reward_funcs=[demo.lowercase_reward, demo.uppercase_reward],
+        reward_funcs=[lowercase_reward, uppercase_reward],
         args=args,
         train_dataset=demo.make_prompt_dataset(32),
         processing_class=tokenizer,

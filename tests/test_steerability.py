@@ -6,6 +6,7 @@ from peft import LoraConfig
 
 from trl_clp import MultiObjectiveTrainer, SteerableModel, demo, simplex_grid
 from trl_clp.evaluation import evaluate_weightings
+from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 from .conftest import tiny_config
 
@@ -37,7 +38,7 @@ def test_training_makes_the_objectives_steerable(tmp_path, pretrained_base, cond
     )
     trainer = MultiObjectiveTrainer(
         model=pretrained_base,
-        reward_funcs=[demo.lowercase_reward, demo.uppercase_reward],
+        reward_funcs=[lowercase_reward, uppercase_reward],
         args=args,
         train_dataset=demo.make_prompt_dataset(256, seed=0),
         processing_class=tokenizer,
@@ -50,7 +51,7 @@ def test_training_makes_the_objectives_steerable(tmp_path, pretrained_base, cond
         steer,
         tokenizer,
         list(demo.make_prompt_dataset(16, seed=1)["prompt"]),  # held out
-        [demo.lowercase_reward, demo.uppercase_reward],
+        [lowercase_reward, uppercase_reward],
         simplex_grid(2, 3),
         num_samples=2,
         max_new_tokens=24,

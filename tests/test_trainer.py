@@ -10,6 +10,7 @@ from trl import RLOOConfig, RLOOTrainer
 
 from trl_clp import MultiObjectiveTrainer, demo
 from trl_clp.conditioning.config import CLP_CONFIG_NAME
+from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 from .conftest import tiny_config, tiny_config_values
 
@@ -17,11 +18,11 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 
 
 def lower(completions, **kwargs):
-    return demo.lowercase_reward(completions)
+    return lowercase_reward(completions)
 
 
 def upper(completions, **kwargs):
-    return demo.uppercase_reward(completions)
+    return uppercase_reward(completions)
 
 
 def make_trainer(tmp_path, tokenizer, dataset, reward_funcs=(lower, upper), peft_config=None, model=None, **overrides):

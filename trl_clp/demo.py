@@ -1,8 +1,9 @@
 """An offline demo task: a byte-level tokenizer, a tiny Llama and prompts, all built locally.
 
 It backs the default run of `examples/train_clp.py`, the tests and `--quick` benchmarks, where nothing can be
-downloaded. The two rewards pull in opposite directions on every character, so a single policy cannot maximise
-both: a CLP policy must learn to trade one for the other as its weighting asks.
+downloaded. The demo's two rewards, `trl_clp.rewards.lowercase_reward` and `uppercase_reward`, pull in opposite
+directions on every character, so a single policy cannot maximise both: a CLP policy must learn to trade one for
+the other as its weighting asks.
 """
 
 from __future__ import annotations
@@ -68,20 +69,6 @@ def make_prompt_dataset(num_prompts: int, seed: int = 0, words_per_prompt: int =
         "Describe: " + " ".join(rng.choice(WORDS) for _ in range(words_per_prompt)) + "\n" for _ in range(num_prompts)
     ]
     return Dataset.from_dict({"prompt": prompts})
-
-
-def _character_fraction(completions, predicate) -> list[float]:
-    return [sum(map(predicate, text)) / len(text) if text else 0.0 for text in completions]
-
-
-def lowercase_reward(completions, **kwargs) -> list[float]:
-    """Fraction of the completion's characters that are lowercase letters (a calm, prose-like register)."""
-    return _character_fraction(completions, str.islower)
-
-
-def uppercase_reward(completions, **kwargs) -> list[float]:
-    """Fraction of the completion's characters that are uppercase letters (an emphatic register)."""
-    return _character_fraction(completions, str.isupper)
 
 
 def _styled(word: str, style: int) -> str:

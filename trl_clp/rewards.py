@@ -12,6 +12,8 @@ Order of operations for one generation batch of N = G·K completions (G prompt g
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 
 
@@ -141,3 +143,41 @@ def source_coverage_reward(prompts, completions, **kwargs) -> list[float]:
         answer_words = set(_completion_text(completion).lower().split())
         scores.append(len(source_words & answer_words) / len(source_words) if source_words else 0.0)
     return scores
+
+
+def _character_fraction(completions, predicate) -> list[float]:
+    texts = [_completion_text(completion) for completion in completions]
+    return [sum(map(predicate, text)) / len(text) if text else 0.0 for text in texts]
+
+
+def lowercase_reward(completions, **kwargs) -> list[float]:
+    """Fraction of the completion's characters that are lowercase letters (a calm, prose-like register)."""
+    return _character_fraction(completions, str.islower)
+
+
+def uppercase_reward(completions, **kwargs) -> list[float]:
+    """Fraction of the completion's characters that are uppercase letters (an emphatic register)."""
+    return _character_fraction(completions, str.isupper)
+
+
+BUILTIN_REWARDS = {
+    "lowercase": lowercase_reward,
+    "uppercase": uppercase_reward,
+    "brevity": brevity_reward,
+    "source_coverage": source_coverage_reward,
+}
+
+
+def resolve_reward_function(spec: str):
+    """A reward function from a command-line spec.
+
+    Args:
+        spec: a built-in name (`lowercase`, `uppercase`, `brevity`, `source_coverage`), a `module:function` import
+            path, or anything else, returned unchanged for TRL to load as a reward-model id or path.
+    """
+    if spec in BUILTIN_REWARDS:
+        return BUILTIN_REWARDS[spec]
+    if ":" in spec:
+        module_name, function_name = spec.split(":", 1)
+        return getattr(importlib.import_module(module_name), function_name)
+    return spec

@@ -1,0 +1,74 @@
+"""Evaluation over a weight grid and the `trl-clp` command, on a steerable model saved to a temp dir."""
+
+import json
+
+import pytest
+import torch
+from peft import LoraConfig
+
+from trl_clp import SteerableModel, demo, simplex_grid
+from trl_clp.cli import main
+from trl_clp.evaluation import evaluate_weightings, format_results_table, save_results
+from trl_clp.rewards import lowercase_reward, uppercase_reward
+
+
+@pytest.fixture
+def saved_steerable(tmp_path, saved_base_model, tokenizer):
+    torch.manual_seed(0)
+    steer = SteerableModel.from_base_model(
+        demo.make_tiny_llama(seed=0),
+        ["lower", "upper"],
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        tokenizer=tokenizer,
+    )
+    steer.model.peft_config["default"].base_model_name_or_path = saved_base_model
+    steer.save_pretrained(tmp_path / "clp")
+    return str(tmp_path / "clp")
+
+
+def test_evaluation_is_seeded_and_ordered_like_the_grid(saved_steerable, tokenizer):
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    prompts = list(demo.make_prompt_dataset(4, seed=1)["prompt"])
+    kwargs = dict(num_samples=2, max_new_tokens=6, batch_size=5)  # batches mix weightings
+    first = evaluate_weightings(steer, tokenizer, prompts, [lowercase_reward, uppercase_reward], simplex_grid(2, 3), **kwargs)
+    again = evaluate_weightings(steer, tokenizer, prompts, [lowercase_reward, uppercase_reward], simplex_grid(2, 3), **kwargs)
+    assert [r.weights for r in first] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    assert [r.rewards for r in first] == [r.rewards for r in again]
+    assert all(r.num_completions == 8 for r in first)
+    # The adapter's blocks differ, so the sampled completions (hence the KL to the reference) differ per weighting.
+    assert len({round(r.kl, 6) for r in first}) == 3
+    table = format_results_table(first)
+    assert "lower" in table.splitlines()[0] and len(table.splitlines()) == 4
+
+
+def test_kl_to_reference_is_zero_for_a_fresh_adapter(tmp_path, tokenizer):
+    # PEFT's default init (B = 0) leaves the policy equal to the reference.
+    steer = SteerableModel.from_base_model(
+        demo.make_tiny_llama(seed=0), ["lower", "upper"], LoraConfig(r=4, target_modules=["q_proj"]), tokenizer=tokenizer
+    )
+    results = evaluate_weightings(
+        steer, tokenizer, ["Describe: a\n"], [lowercase_reward, uppercase_reward], simplex_grid(2, 2), max_new_tokens=5
+    )
+    assert all(abs(r.kl) < 1e-5 for r in results)
+    json_path, csv_path = save_results(results, str(tmp_path))
+    assert len(json.loads(open(json_path).read())) == 2 and open(csv_path).read().startswith("w_lower,w_upper")
+
+
+def test_cli_info_and_evaluate(saved_steerable, tmp_path, capsys):
+    main(["info", saved_steerable])
+    assert json.loads(capsys.readouterr().out)["objective_names"] == ["lower", "upper"]
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Describe: quiet river\\n\nDescribe: old city\\n\n")
+    main([
+        "evaluate", saved_steerable, "--prompts", str(prompts), "--reward_funcs", "lowercase", "uppercase",
+        "--grid_points", "3", "--max_new_tokens", "4", "--output_dir", str(tmp_path / "eval"),
+    ])
+    rows = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert [row["weights"] for row in rows] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+
+
+def test_cli_rejects_a_reward_count_that_does_not_match(saved_steerable, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("Describe: a\n")
+    with pytest.raises(SystemExit, match="one reward function per objective"):
+        main(["evaluate", saved_steerable, "--prompts", str(prompts), "--reward_funcs", "lowercase"])

@@ -1,0 +1,76 @@
+"""`trl-clp` command line: inspect and evaluate saved steerable models.
+
+    trl-clp info outputs/clp-demo
+    trl-clp evaluate outputs/clp-demo --prompts prompts.txt --reward_funcs lowercase uppercase --grid_points 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from .conditioning.config import CLP_CONFIG_NAME
+
+
+def _info(args) -> None:
+    with open(os.path.join(args.model, CLP_CONFIG_NAME)) as handle:
+        print(json.dumps(json.load(handle), indent=2))
+
+
+def _evaluate(args) -> None:
+    import torch
+
+    from .conditioning.model import SteerableModel
+    from .evaluation import evaluate_weightings, format_results_table, save_results
+    from .rewards import resolve_reward_function
+    from .sampling import simplex_grid
+
+    steer = SteerableModel.from_pretrained(args.model)
+    if steer.tokenizer is None:
+        raise SystemExit(f"{args.model} has no tokenizer files: save the tokenizer beside the adapter.")
+    steer.to("cuda" if torch.cuda.is_available() else "cpu")
+    with open(args.prompts) as handle:
+        prompts = [line.rstrip("\n").replace("\\n", "\n") for line in handle if line.strip()]
+    reward_funcs = [resolve_reward_function(spec) for spec in args.reward_funcs]
+    if any(isinstance(f, str) for f in reward_funcs):
+        raise SystemExit("`evaluate` takes callable rewards (built-in names or module:function).")
+    if len(reward_funcs) != steer.conditioning_config.num_objectives:
+        raise SystemExit(f"Give one reward function per objective: {steer.objective_names}.")
+    results = evaluate_weightings(
+        steer,
+        steer.tokenizer,
+        prompts,
+        reward_funcs,
+        simplex_grid(steer.conditioning_config.num_objectives, args.grid_points),
+        num_samples=args.samples_per_prompt,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+    )
+    print(format_results_table(results))
+    paths = save_results(results, args.output_dir or args.model, stem="evaluation")
+    print("Wrote " + ", ".join(paths))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="trl-clp", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    info = commands.add_parser("info", help="print the conditioning metadata of a saved model")
+    info.add_argument("model", help="directory written by MultiObjectiveTrainer.save_model")
+    info.set_defaults(run=_info)
+    evaluate = commands.add_parser("evaluate", help="score a saved model over a grid of weightings")
+    evaluate.add_argument("model", help="directory written by MultiObjectiveTrainer.save_model")
+    evaluate.add_argument("--prompts", required=True, help="text file, one prompt per line ('\\n' for newlines)")
+    evaluate.add_argument("--reward_funcs", nargs="+", required=True, help="one per objective, in order")
+    evaluate.add_argument("--grid_points", type=int, default=5, help="points per simplex edge")
+    evaluate.add_argument("--samples_per_prompt", type=int, default=2)
+    evaluate.add_argument("--max_new_tokens", type=int, default=32)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--output_dir", default=None, help="where to write evaluation.json/.csv (default: model)")
+    evaluate.set_defaults(run=_evaluate)
+    args = parser.parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
