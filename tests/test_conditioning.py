@@ -33,7 +33,7 @@ def test_scale_lora_blocks_by_hand():
     torch.testing.assert_close(scale_lora_blocks(hidden, weights), expected)
 
 
-@pytest.mark.parametrize("variant", ["full", "attn"])
+@pytest.mark.parametrize("variant", ["full", "attn", "logit"])
 def test_per_row_mixing_equals_merged_model(variant):
     steer = make_steerable(variant)
     input_ids = batch()
@@ -150,3 +150,20 @@ def test_merge_returns_a_plain_transformers_model():
     merged = make_steerable().merge(torch.tensor([0.3, 0.7]))
     assert not isinstance(merged, PeftModel)
     assert type(merged).__name__ == "LlamaForCausalLM"
+
+
+def test_logit_variant_conditions_only_the_output_layer(tmp_path):
+    steer = make_steerable("logit")
+    assert steer.conditioning_config.conditioned_modules == ["base_model.model.lm_head"]
+    assert steer.model.base_model.model.lm_head.r["default"] == 8
+    assert steer.model.base_model.model.model.layers[0].self_attn.q_proj.r["default"] == 4  # shared LoRA
+    steer.save_pretrained(tmp_path / "clp")
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "clp" / "adapter_model.safetensors")
+    assert any("lm_head.lora_A" in key for key in saved)
+    assert not any("lm_head.base_layer" in key or key.endswith("lm_head.weight") for key in saved)
+    loaded = SteerableModel.from_pretrained(str(tmp_path / "clp"), base_model=demo.make_tiny_llama(seed=0))
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
+        torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)

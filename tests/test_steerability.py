@@ -23,7 +23,7 @@ def pretrained_base(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("conditioning", ["full", "attn"])
+@pytest.mark.parametrize("conditioning", ["full", "attn", "logit"])
 def test_training_makes_the_objectives_steerable(tmp_path, pretrained_base, conditioning):
     tokenizer = demo.make_byte_tokenizer()
     args = tiny_config(

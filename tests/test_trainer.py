@@ -293,3 +293,21 @@ def test_constant_uniform_weighting_reproduces_upstream_rloo(tmp_path, tokenizer
         torch.testing.assert_close(ours["advantages"], theirs["advantages"], atol=1e-5, rtol=1e-5)
     kl = [entry["kl"] for entry in rloo.state.log_history if "kl" in entry]
     assert kl[-1] != 0.0  # the KL term was exercised, not only the rewards
+
+
+def test_logit_variant_trains_the_output_layer_blocks_through_the_unfused_head(tmp_path, tokenizer, prompts_dataset):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, conditioning="logit", max_steps=2, beta=0.1)
+    lm_head = trainer.model.base_model.model.lm_head
+    before = lm_head.lora_B["default"].weight.detach().clone()
+    # At init (B = 0) the unfused path must agree with TRL's fused head.
+    input_ids = torch.randint(3, 259, (4, 12))
+    mask = torch.ones_like(input_ids)
+    with torch.no_grad(), trainer.conditioner.condition(torch.tensor([0.3, 0.7]), batch_size=4):
+        unfused, _, _ = trainer._unfused_logps_and_entropies(trainer.model, input_ids, mask, 5)
+        fused, _, _ = RLOOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, input_ids, mask, 5)
+    torch.testing.assert_close(unfused, fused, atol=1e-5, rtol=1e-5)
+    trainer.train()
+    assert not torch.equal(lm_head.lora_B["default"].weight, before)
+    trainer.save_model()
+    saved = (tmp_path / "out" / "clp_config.json").read_text()
+    assert "lm_head" in saved

@@ -14,7 +14,14 @@ from torch import nn
 from transformers import ProcessorMixin
 from trl import RLOOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import get_callable_name, get_config_model_id, nanstd, use_adapter
+from trl.trainer.utils import (
+    get_callable_name,
+    get_config_model_id,
+    nanstd,
+    selective_log_softmax,
+    selective_log_softmax_and_entropy,
+    use_adapter,
+)
 
 from .conditioning.config import (
     CLP_CONFIG_NAME,
@@ -24,7 +31,7 @@ from .conditioning.config import (
     format_weighted_prompt,
     resolve_conditioned_targets,
 )
-from .conditioning.layer import WeightConditioner, find_conditioned_layers
+from .conditioning.layer import WeightConditioner, add_conditioned_output_layer, find_conditioned_layers
 from .config import MultiObjectiveConfig
 from .rewards import RunningMoments, leave_one_out_advantages, scalarize_rewards
 from .sampling import kl_conditioning_vector, sample_group_kl_weights, sample_group_weights
@@ -173,11 +180,6 @@ class MultiObjectiveTrainer(RLOOTrainer):
             )
         peft_config = peft_config if peft_config is not None else DEFAULT_LORA_CONFIG
         check_linear_lora_config(peft_config)
-        if args.conditioning == "logit":
-            raise NotImplementedError(
-                "conditioning='logit' is not available yet: TRL's fused LM head bypasses adapters on lm_head. Use "
-                "'full' or 'attn'."
-            )
 
         self.objective_names = names
         self.num_objectives = len(names)
@@ -210,7 +212,9 @@ class MultiObjectiveTrainer(RLOOTrainer):
         self.reward_weights = torch.ones(self.num_objectives)
 
         self.conditioner = WeightConditioner(num_blocks)
-        if args.conditioning != "prompt":
+        if args.conditioning == "logit":
+            self.conditioner.attach(self.model, [add_conditioned_output_layer(self.model, peft_config, num_blocks)])
+        elif args.conditioning != "prompt":
             self.conditioner.attach(self.model, find_conditioned_layers(self.model, conditioned_targets))
         self.reward_moments = RunningMoments(self.num_objectives) if args.reward_normalization == "running" else None
         self._eval_draws = 0
@@ -291,22 +295,27 @@ class MultiObjectiveTrainer(RLOOTrainer):
         finally:
             self.conditioner.clear()
 
-    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs):
+    def _get_per_token_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs
+    ):
         # TRL scores rows in chunks of `batch_size`; a conditioned forward must see exactly its rows' weightings,
         # so the chunks are formed here, each under its slice of the weightings.
+        score = (
+            self._unfused_logps_and_entropies
+            if self.args.conditioning == "logit"
+            else super()._get_per_token_logps_and_entropies
+        )
         weights = self.conditioner.weights
         num_rows = input_ids.size(0)
         if weights is None or not self.conditioner.conditioned_module_names or (batch_size or num_rows) >= num_rows:
-            return super()._get_per_token_logps_and_entropies(
-                model, input_ids, attention_mask, logits_to_keep, batch_size, **kwargs
-            )
+            return score(model, input_ids, attention_mask, logits_to_keep, batch_size, **kwargs)
         logps, entropies, aux_losses = [], [], []
         try:
             for start in range(0, num_rows, batch_size):
                 rows = slice(start, start + batch_size)
                 self.conditioner.set_weights(weights[rows])
                 chunk_kwargs = {k: v[rows] if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-                chunk_logps, chunk_entropies, chunk_aux = super()._get_per_token_logps_and_entropies(
+                chunk_logps, chunk_entropies, chunk_aux = score(
                     model, input_ids[rows], attention_mask[rows], logits_to_keep, None, **chunk_kwargs
                 )
                 logps.append(chunk_logps)
@@ -319,6 +328,25 @@ class MultiObjectiveTrainer(RLOOTrainer):
             torch.cat(entropies) if entropies[0] is not None else None,
             torch.stack(aux_losses).mean() if aux_losses[0] is not None else None,
         )
+
+    def _unfused_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **kwargs
+    ):
+        """Log-probabilities through the model's own (adapted) output layer, for logit-CLP.
+
+        TRL's fused head multiplies the hidden states by `lm_head.weight` directly, which would skip the conditioned
+        LoRA of the output layer; this path materialises the `(B, C, V)` logits of the completion positions instead.
+        """
+        if kwargs.get("compute_aux_loss"):
+            raise NotImplementedError("conditioning='logit' does not compute the MoE auxiliary loss.")
+        with self.accelerator.autocast():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1).logits
+        logits = logits[:, :-1]  # (B, C, V): position t predicts completion token t
+        targets = input_ids[:, -logits_to_keep:]  # (B, C)
+        if compute_entropy:
+            logps, entropies = selective_log_softmax_and_entropy(logits, targets, temperature=self.temperature)
+            return logps, entropies, None
+        return selective_log_softmax(logits, targets, temperature=self.temperature), None, None
 
     def _generate(self, prompts: list):
         if self.args.conditioning == "prompt":
@@ -423,7 +451,12 @@ class MultiObjectiveTrainer(RLOOTrainer):
     def _save(self, output_dir: str | None = None, state_dict=None):
         super()._save(output_dir, state_dict)
         if self.args.should_save:  # `_save` also runs on the other ranks when they join sharded gathers
-            self.conditioning_config.save(output_dir or self.args.output_dir)
+            output_dir = output_dir or self.args.output_dir
+            if self.args.conditioning == "logit":
+                # With `lm_head` among its targets, PEFT's default save also writes the whole (frozen) output layer;
+                # the adapter alone suffices, since the base model is reloaded.
+                self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, save_embedding_layers=False)
+            self.conditioning_config.save(output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
         path = os.path.join(resume_from_checkpoint, CLP_CONFIG_NAME)

@@ -128,7 +128,7 @@ def build_conditioned_lora_config(
         num_blocks: m (+1 with KL-weight conditioning).
     """
     config = copy.deepcopy(peft_config)
-    if variant == "prompt":
+    if variant in ("prompt", "logit"):  # logit: the output layer's blocks are added after TRL builds the model
         return config
     if variant == "full" and conditioned_target_modules is None:
         config.r = num_blocks * peft_config.r

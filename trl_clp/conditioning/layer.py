@@ -15,9 +15,11 @@ left untouched.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 import torch
+from peft import LoraConfig, PeftModel, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
@@ -57,6 +59,41 @@ def find_conditioned_layers(model: nn.Module, conditioned_targets: list[str] | N
             f"named {suffixes}: set `conditioned_target_modules` to some of them."
         )
     return names
+
+
+def add_conditioned_output_layer(peft_model: PeftModel, peft_config: LoraConfig, num_blocks: int) -> str:
+    """Give the output layer a LoRA of rank `num_blocks · r` in the model's adapter (logit-CLP).
+
+    TRL builds the PEFT model without it (it refuses adapters on `lm_head`, which its fused head would bypass), so
+    it is injected afterwards into the same adapter, and the adapter's config is updated so that a saved adapter
+    reloads with it.
+
+    Returns:
+        the full module name of the output layer.
+    """
+    adapter_name = peft_model.active_adapter
+    output_layer = peft_model.get_output_embeddings()
+    name = next(n for n, module in peft_model.named_modules() if module is output_layer)
+    suffix = name.split(".")[-1]
+    head_config = LoraConfig(
+        r=num_blocks * peft_config.r,
+        lora_alpha=peft_config.lora_alpha,
+        lora_dropout=peft_config.lora_dropout,
+        init_lora_weights=peft_config.init_lora_weights,
+        target_modules=[suffix],
+    )
+    saved_config = peft_model.peft_config[adapter_name]
+    with warnings.catch_warnings():  # PEFT warns that the model already has an adapter: adding to it is the point
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        inject_adapter_in_model(head_config, peft_model.get_base_model(), adapter_name=adapter_name)
+    # The injection registers `head_config` under the same name in the config dict PEFT shares with the model.
+    peft_model.peft_config[adapter_name] = saved_config
+    targets = saved_config.target_modules
+    if isinstance(targets, str):  # "all-linear" was resolved at injection; keep the resolved names
+        targets = {n.split(".")[-1] for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)}
+    saved_config.target_modules = set(targets) | {suffix}
+    saved_config.rank_pattern = {**saved_config.rank_pattern, suffix: num_blocks * peft_config.r}
+    return name
 
 
 class WeightConditioner:

@@ -22,7 +22,7 @@ from .config import (
     format_weighted_prompt,
     resolve_conditioned_targets,
 )
-from .layer import WeightConditioner, find_conditioned_layers
+from .layer import WeightConditioner, add_conditioned_output_layer, find_conditioned_layers
 
 
 def resolve_clp_file(path_or_id: str, filename: str, **hub_kwargs) -> str:
@@ -93,7 +93,10 @@ class SteerableModel(nn.Module):
         targets = resolve_conditioned_targets(variant, conditioned_target_modules)
         num_blocks = len(objective_names)
         peft_model = get_peft_model(model, build_conditioned_lora_config(peft_config, variant, targets, num_blocks))
-        names = [] if variant == "prompt" else find_conditioned_layers(peft_model, targets)
+        if variant == "logit":
+            names = [add_conditioned_output_layer(peft_model, peft_config, num_blocks)]
+        else:
+            names = [] if variant == "prompt" else find_conditioned_layers(peft_model, targets)
         return cls(peft_model, ConditioningConfig(list(objective_names), variant, names, num_blocks), tokenizer)
 
     @classmethod
@@ -142,7 +145,8 @@ class SteerableModel(nn.Module):
 
     def save_pretrained(self, directory: str, **kwargs) -> None:
         """Save the adapter, its `clp_config.json` and the tokenizer (if any) to `directory`."""
-        self.model.save_pretrained(directory, **kwargs)
+        # The base model is reloaded from its own files: never copy a targeted output layer into the adapter.
+        self.model.save_pretrained(directory, **{"save_embedding_layers": False, **kwargs})
         self.conditioning_config.save(directory)
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(directory)
