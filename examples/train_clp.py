@@ -57,6 +57,7 @@ class ScriptArguments:
         metadata={"help": "One reward per objective: built-in name, 'module:function', or a reward-model id/path."},
     )
     num_train_prompts: int = field(default=512, metadata={"help": "Demo task: number of training prompts."})
+    pretrain_steps: int = field(default=300, metadata={"help": "Demo task: pre-training steps of the tiny model."})
     num_eval_prompts: int = field(default=32, metadata={"help": "Held-out prompts used by the final evaluation."})
     eval_grid_points: int = field(
         default=5, metadata={"help": "Points per simplex edge of the evaluation grid (5 → 0, .25, .5, .75, 1)."}
@@ -75,7 +76,7 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         base_path = os.path.join(training_args.output_dir, "base_model")
         tokenizer = demo.make_byte_tokenizer()
         base_model = demo.make_tiny_llama(seed=training_args.seed)
-        demo.pretrain_demo_model(base_model, tokenizer, seed=training_args.seed)
+        demo.pretrain_demo_model(base_model, tokenizer, steps=script_args.pretrain_steps, seed=training_args.seed)
         base_model.save_pretrained(base_path)
         tokenizer.save_pretrained(base_path)
         model_args.model_name_or_path = base_path
@@ -173,5 +174,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    script_args, training_args, model_args = make_parser().parse_args_and_config()
-    main(script_args, training_args, model_args)
+    main(*make_parser().parse_args_and_config())

@@ -311,3 +311,84 @@ def test_logit_variant_trains_the_output_layer_blocks_through_the_unfused_head(t
     trainer.save_model()
     saved = (tmp_path / "out" / "clp_config.json").read_text()
     assert "lm_head" in saved
+
+
+# ---------------------------------------------------------------------------------------------- other reward kinds
+
+
+async def async_lower(completions, **kwargs):
+    return lowercase_reward(completions)
+
+
+def test_reward_models_and_async_callables_are_objectives(tmp_path, tokenizer, prompts_dataset):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(
+        vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, num_labels=1, pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    path = tmp_path / "tiny-reward-model"
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(async_lower, str(path)), max_steps=1)
+    assert trainer.objective_names == ["async_lower", "tiny-reward-model"]
+    records = record_generations(trainer)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    assert "rewards/tiny-reward-model/mean" in logged and "weights/async_lower/mean" in logged
+    assert torch.isfinite(records[0]["advantages"]).all() and records[0]["advantages"].abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------- KL-weight conditioning
+
+
+def test_kl_weight_conditioning_adds_a_block_and_encodes_alpha(tmp_path, tokenizer, prompts_dataset):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, kl_weights=[0.05, 0.5], max_steps=2)
+    records = record_generations(trainer)
+    trainer.train()
+    assert trainer.conditioner.num_blocks == 3
+    q_proj = trainer.model.base_model.model.model.layers[0].self_attn.q_proj
+    assert q_proj.r["default"] == 3 * 4
+    vectors = torch.cat([r["clp_weights"] for r in records])  # (rows, 3)
+    torch.testing.assert_close(vectors.sum(-1), torch.ones(len(vectors)))
+    # α = 0.05 (the smallest) puts no weight on the KL block, α = 0.5 puts 1 − 0.05/0.5 = 0.9.
+    assert {round(v, 5) for v in vectors[:, 2].tolist()} == {0.0, 0.9}
+    assert "kl_weight/mean" in trainer.state.log_history[0]
+    trainer.save_model()
+    from trl_clp import SteerableModel
+
+    steer = SteerableModel.from_pretrained(str(tmp_path / "out"), base_model=demo.make_tiny_llama(seed=0))
+    assert steer.conditioning_config.min_kl_weight == 0.05
+    inputs = tokenizer(["Describe: a\n", "Describe: b\n"], return_tensors="pt", padding=True)
+    out = steer.generate(**inputs, weights=torch.tensor([0.5, 0.5]), kl_weight=torch.tensor([0.05, 0.5]),
+                         max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert out.shape[0] == 2
+    with pytest.raises(ValueError, match="smallest KL weight"):
+        steer.conditioning_vector(torch.tensor([0.5, 0.5]), kl_weight=0.01)
+
+
+def test_bf16_training_runs_with_per_row_conditioning(tmp_path, tokenizer, prompts_dataset):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, bf16=True, use_cpu=True, max_steps=1, beta=0.1)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    trainer.train()
+    moved = [n for n, p in trainer.model.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
+    assert moved
+    assert all(math.isfinite(v) for k, v in trainer.state.log_history[0].items() if isinstance(v, float))
+
+
+def test_prompt_variant_model_steers_through_its_prompt(tmp_path, tokenizer, prompts_dataset):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, conditioning="prompt", max_steps=1)
+    trainer.train()
+    trainer.save_model()
+    from trl_clp import SteerableModel
+
+    steer = SteerableModel.from_pretrained(str(tmp_path / "out"), base_model=demo.make_tiny_llama(seed=0))
+    assert steer.conditioner.conditioned_module_names == []
+    inputs = tokenizer(["Describe: a\n", "Describe: b\n"], return_tensors="pt", padding=True)
+    out = steer.generate(**inputs, weights=torch.tensor([[1.0, 0.0], [0.0, 1.0]]), max_new_tokens=2, do_sample=False,
+                         pad_token_id=0)
+    prefix = tokenizer.decode(out[0], skip_special_tokens=True)
+    assert prefix.startswith("[weights: lower=1.00 upper=0.00] Describe: a")
+    with pytest.raises(ValueError, match="through its prompt"), steer.condition(torch.tensor([1.0, 0.0])):
+        pass

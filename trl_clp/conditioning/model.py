@@ -165,10 +165,12 @@ class SteerableModel(nn.Module):
         kl_weight = torch.as_tensor(config.min_kl_weight if kl_weight is None else kl_weight, dtype=torch.float32)
         if (kl_weight < config.min_kl_weight).any():
             raise ValueError(f"`kl_weight` must be >= {config.min_kl_weight}, the smallest KL weight trained on.")
-        squeeze = weights.dim() == 1
-        batch = weights if not squeeze else weights.unsqueeze(0)
-        vector = kl_conditioning_vector(batch, kl_weight.expand(batch.size(0)), config.min_kl_weight)
-        return vector[0] if squeeze else vector
+        # A single weighting may pair with one α per row, and a single α with one weighting per row.
+        rows = max(weights.size(0) if weights.dim() == 2 else 1, kl_weight.numel())
+        vector = kl_conditioning_vector(
+            weights.reshape(-1, weights.size(-1)).expand(rows, -1), kl_weight.reshape(-1).expand(rows), config.min_kl_weight
+        )
+        return vector[0] if weights.dim() == 1 and kl_weight.dim() == 0 else vector
 
     @contextmanager
     def condition(self, weights, kl_weight=None, batch_size: int | None = None):
