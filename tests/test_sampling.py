@@ -12,52 +12,53 @@ from trl_clp.sampling import (
 
 @pytest.mark.parametrize("distribution", ["dirichlet", "uniform", "one_hot"])
 def test_group_weights_lie_on_the_simplex(distribution):
-    weights = sample_group_weights(distribution, num_groups=50, num_objectives=3, seed=0, stream_index=7)
+    weights = sample_group_weights(distribution, num_groups=50, num_objectives=3, seed=0, stream=(0, 7))
     assert weights.shape == (50, 3)
     assert (weights >= 0).all()
     torch.testing.assert_close(weights.sum(-1), torch.ones(50))
 
 
 def test_group_weights_are_a_deterministic_stream():
-    a = sample_group_weights("dirichlet", 8, 2, seed=3, stream_index=5)
-    b = sample_group_weights("dirichlet", 8, 2, seed=3, stream_index=5)
-    c = sample_group_weights("dirichlet", 8, 2, seed=3, stream_index=6)
-    d = sample_group_weights("dirichlet", 8, 2, seed=4, stream_index=5)
+    a = sample_group_weights("dirichlet", 8, 2, seed=3, stream=(0, 5))
+    b = sample_group_weights("dirichlet", 8, 2, seed=3, stream=(0, 5))
+    c = sample_group_weights("dirichlet", 8, 2, seed=3, stream=(0, 6))
+    d = sample_group_weights("dirichlet", 8, 2, seed=4, stream=(0, 5))
+    e = sample_group_weights("dirichlet", 8, 2, seed=3, stream=(1, 5))
     assert torch.equal(a, b)
-    assert not torch.allclose(a, c) and not torch.allclose(a, d)
+    assert not torch.allclose(a, c) and not torch.allclose(a, d) and not torch.allclose(a, e)
 
 
 def test_sampling_leaves_the_global_torch_rng_alone():
     torch.manual_seed(0)
     expected = torch.rand(3)
     torch.manual_seed(0)
-    sample_group_weights("dirichlet", 8, 2, seed=0, stream_index=0)
-    sample_group_kl_weights(8, seed=0, stream_index=0, choices=[0.1, 0.2])
+    sample_group_weights("dirichlet", 8, 2, seed=0, stream=(0, 0))
+    sample_group_kl_weights(8, seed=0, stream=(0, 0), choices=[0.1, 0.2])
     assert torch.equal(torch.rand(3), expected)
 
 
 def test_one_hot_draws_only_corners_and_all_of_them():
-    weights = sample_group_weights("one_hot", 200, 3, seed=0, stream_index=0)
+    weights = sample_group_weights("one_hot", 200, 3, seed=0, stream=(0, 0))
     assert set(weights.max(-1).values.tolist()) == {1.0}
     assert set(weights.argmax(-1).tolist()) == {0, 1, 2}
 
 
 def test_fixed_draws_only_given_rows():
     table = [[1.0, 0.0], [0.3, 0.7]]
-    weights = sample_group_weights("fixed", 100, 2, seed=0, stream_index=0, fixed_weights=table)
+    weights = sample_group_weights("fixed", 100, 2, seed=0, stream=(0, 0), fixed_weights=table)
     assert {tuple(round(v, 6) for v in row) for row in weights.tolist()} == {(1.0, 0.0), (0.3, 0.7)}
 
 
 def test_dirichlet_concentration_moves_mass_to_the_corners():
-    corners = sample_group_weights("dirichlet", 4000, 2, 0, 0, concentration=0.1)
-    centre = sample_group_weights("dirichlet", 4000, 2, 0, 0, concentration=10.0)
+    corners = sample_group_weights("dirichlet", 4000, 2, 0, (0, 0), concentration=0.1)
+    centre = sample_group_weights("dirichlet", 4000, 2, 0, (0, 0), concentration=10.0)
     assert (corners - 0.5).abs().mean() > 0.4 > 0.1 > (centre - 0.5).abs().mean()
 
 
 def test_kl_weights_come_from_the_choices_or_range():
-    choices = sample_group_kl_weights(100, 0, 0, choices=[0.05, 0.2])
+    choices = sample_group_kl_weights(100, 0, (0, 0), choices=[0.05, 0.2])
     assert {round(v, 6) for v in choices.tolist()} == {0.05, 0.2}
-    ranged = sample_group_kl_weights(100, 0, 0, log_uniform_range=[0.01, 1.0])
+    ranged = sample_group_kl_weights(100, 0, (0, 0), log_uniform_range=[0.01, 1.0])
     assert ranged.min() >= 0.01 and ranged.max() <= 1.0
 
 

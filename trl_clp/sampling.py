@@ -1,6 +1,6 @@
 """Weightings on the simplex: validation, per-group sampling for training, evaluation grids.
 
-Every sampler here draws from its own ``numpy`` generator seeded by ``(seed, stream_index)``, never from the global
+Every sampler here draws from its own ``numpy`` generator seeded by ``(seed, *stream)``, never from the global
 RNGs, so that (a) every rank draws the same weights for the same global prompt group, (b) a resumed run continues
 the same stream, and (c) drawing weights does not perturb the torch RNG that generation uses.
 """
@@ -56,11 +56,11 @@ def sample_group_weights(
     num_groups: int,
     num_objectives: int,
     seed: int,
-    stream_index: int,
+    stream: Sequence[int],
     concentration: float | Sequence[float] = 1.0,
     fixed_weights: Sequence[Sequence[float]] | None = None,
 ) -> torch.Tensor:
-    """Draw one weighting per prompt group, deterministically from `(seed, stream_index)`.
+    """Draw one weighting per prompt group, deterministically from `(seed, *stream)`.
 
     Args:
         distribution: one of `"dirichlet"`, `"uniform"` (Dirichlet(1): uniform on the simplex), `"one_hot"` (a
@@ -69,14 +69,15 @@ def sample_group_weights(
         num_groups: G, the number of global prompt groups in the generation batch.
         num_objectives: m.
         seed: the run's seed.
-        stream_index: position in the stream (the trainer uses the micro-step at which the batch is generated).
+        stream: position in the stream; the trainer uses `(0, micro-step of the generation)` in training and
+            `(1, evaluation call)` in evaluation.
         concentration: Dirichlet concentration, a scalar or one value per objective.
         fixed_weights: `(K, m)` weightings for `"fixed"`.
 
     Returns:
         `(G, m)` float32 tensor, each row on the simplex.
     """
-    rng = np.random.default_rng([seed, stream_index])
+    rng = np.random.default_rng([seed, *stream])
     if distribution == "uniform":
         distribution, concentration = "dirichlet", 1.0
     if distribution == "dirichlet":
@@ -95,7 +96,7 @@ def sample_group_weights(
 def sample_group_kl_weights(
     num_groups: int,
     seed: int,
-    stream_index: int,
+    stream: Sequence[int],
     choices: Sequence[float] | None = None,
     log_uniform_range: Sequence[float] | None = None,
 ) -> torch.Tensor:
@@ -106,8 +107,8 @@ def sample_group_kl_weights(
     Returns:
         `(G,)` float32 tensor.
     """
-    # A distinct first key keeps the α stream independent of the weighting stream drawn with the same index.
-    rng = np.random.default_rng([seed, stream_index, 1])
+    # A distinct last key keeps the α stream independent of the weighting stream drawn at the same position.
+    rng = np.random.default_rng([seed, *stream, 1])
     if choices is not None:
         values = np.asarray(choices, dtype=np.float64)[rng.integers(len(choices), size=num_groups)]
     else:

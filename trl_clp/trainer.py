@@ -248,22 +248,21 @@ class MultiObjectiveTrainer(RLOOTrainer):
         num_groups = num_rows // num_generations
         if mode == "train":
             accumulation = args.gradient_accumulation_steps
-            stream = [TRAIN_STREAM, self.state.global_step * accumulation + self._step % accumulation]
+            stream = (TRAIN_STREAM, self.state.global_step * accumulation + self._step % accumulation)
         else:
-            stream = [EVAL_STREAM, self._eval_draws]
+            stream = (EVAL_STREAM, self._eval_draws)
             self._eval_draws += 1
-        stream_index = stream[0] + 2 * stream[1]
         group_weights = sample_group_weights(
             args.weight_distribution,
             num_groups,
             self.num_objectives,
             args.seed,
-            stream_index,
+            stream,
             concentration=args.dirichlet_concentration,
             fixed_weights=args.fixed_weights,
         )  # (G, m)
         if args.conditions_on_kl_weight:
-            group_kl = sample_group_kl_weights(num_groups, args.seed, stream_index, args.kl_weights, args.kl_weight_range)
+            group_kl = sample_group_kl_weights(num_groups, args.seed, stream, args.kl_weights, args.kl_weight_range)
             group_vectors = kl_conditioning_vector(group_weights, group_kl, args.min_kl_weight)
         else:
             group_kl = torch.full((num_groups,), self.kl_weight)
