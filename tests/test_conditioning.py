@@ -167,3 +167,29 @@ def test_logit_variant_conditions_only_the_output_layer(tmp_path):
     input_ids = batch()
     with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
         torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)
+
+
+def test_from_pretrained_resolves_a_hub_id_through_the_hub_cache(tmp_path, monkeypatch, tokenizer):
+    """A hub id is fetched with huggingface_hub; offline, a populated cache serves it, base model included."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    revision = "0" * 40
+
+    def publish(repo_id, save):
+        repo = cache / ("models--" + repo_id.replace("/", "--"))
+        save(repo / "snapshots" / revision)
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text(revision)
+
+    publish("trl-clp/tiny-base", lambda path: (demo.make_tiny_llama(seed=0).save_pretrained(path),
+                                               tokenizer.save_pretrained(path)))
+    steer = make_steerable(tokenizer=tokenizer)
+    steer.model.peft_config["default"].base_model_name_or_path = "trl-clp/tiny-base"
+    publish("trl-clp/tiny-clp", steer.save_pretrained)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+
+    loaded = SteerableModel.from_pretrained("trl-clp/tiny-clp")
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
+        torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)

@@ -8,6 +8,7 @@ import os
 from contextlib import contextmanager
 
 import torch
+from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
@@ -122,7 +123,9 @@ class SteerableModel(nn.Module):
         """
         try:
             clp_config_path = resolve_clp_file(path_or_id, CLP_CONFIG_NAME)
-        except Exception as error:
+        except LocalEntryNotFoundError:
+            raise  # offline and not cached: huggingface_hub's own message says so
+        except (FileNotFoundError, EntryNotFoundError) as error:
             raise ValueError(
                 f"{path_or_id!r} has no {CLP_CONFIG_NAME}, the conditioning metadata of a CLP adapter. Save it with "
                 f"`MultiObjectiveTrainer.save_model()` (or `SteerableModel.save_pretrained`); a plain PEFT adapter is "
