@@ -6,35 +6,26 @@ checksum of every trainable parameter.
 
 import json
 import os
+import pathlib
 import sys
 
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+import torch
+from conftest import tiny_config  # run as a script: its folder, tests/, is on sys.path (and sets offline mode)
+from peft import LoraConfig
 
-import torch  # noqa: E402
-from peft import LoraConfig  # noqa: E402
-
-from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, demo  # noqa: E402
-from trl_clp.rewards import lowercase_reward, uppercase_reward  # noqa: E402
+from trl_clp import MultiObjectiveTrainer, demo
+from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 
 def main(out_dir):
     tokenizer = demo.make_byte_tokenizer()
-    args = MultiObjectiveConfig(
-        output_dir=out_dir,
+    args = tiny_config(
+        pathlib.Path(out_dir),
         use_cpu=True,
-        num_generations=4,
         per_device_train_batch_size=2,  # 2 ranks x 2 rows: each prompt group of 4 spans both ranks
         max_completion_length=6,
         max_steps=3,
-        learning_rate=1e-2,
         beta=0.05,
-        report_to="none",
-        save_strategy="no",
-        bf16=False,
-        gradient_checkpointing=False,
-        disable_tqdm=True,
-        seed=0,
     )
     trainer = MultiObjectiveTrainer(
         model=demo.make_tiny_llama(seed=0),
