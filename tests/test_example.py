@@ -37,7 +37,7 @@ def test_main_job_trains_saves_and_writes_the_table(train_clp, tmp_path, capsys)
 def test_summarization_recipe_parses(train_clp):
     path = os.path.join(EXAMPLES, "configs", "tldr_summarization.yaml")
     script_args, training_args, model_args = train_clp.make_parser().parse_args_and_config(
-        args=["--config", path, "--bf16", "False"]  # the recipe targets a GPU; CPU has no bf16 autocast check
+        args=["--config", path, "--bf16", "False"]  # the recipe targets a GPU (bf16); this machine has none
     )
     assert script_args.reward_funcs == ["source_coverage", "brevity"]
     assert training_args.objective_names == ["coverage", "brevity"] and training_args.conditioning == "attn"

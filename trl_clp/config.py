@@ -203,7 +203,7 @@ class MultiObjectiveConfig(RLOOConfig):
                 f"`fixed_weights` rows have {len(self.fixed_weights[0])} entries for {num_objectives} reward "
                 "functions: give one weight per reward function."
             )
-        if num_objectives < 2 and self.conditioning != "prompt":
+        if num_objectives < 2:
             raise ValueError("CLP needs at least 2 reward functions to condition on; use RLOOTrainer for one.")
 
     @property
