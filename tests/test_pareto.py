@@ -1,0 +1,100 @@
+"""Fronts, dominance, hypervolume and steerability metrics against hand-computed values."""
+
+import math
+
+import pytest
+import torch
+
+from trl_clp.pareto import (
+    additive_epsilon,
+    bootstrap_mean_ci,
+    dominates,
+    fraction_dominated,
+    hypervolume,
+    monotonicity_violations,
+    non_dominated_mask,
+    pareto_front,
+    spearman_correlation,
+    steerability,
+)
+
+T = torch.tensor
+
+
+def test_dominance_by_hand():
+    assert dominates(T([2.0, 2.0]), T([1.0, 2.0]))
+    assert not dominates(T([2.0, 2.0]), T([2.0, 2.0]))  # equal points do not dominate
+    assert not dominates(T([3.0, 0.0]), T([0.0, 3.0]))
+
+
+def test_non_dominated_subset_by_hand():
+    points = T([[1.0, 3.0], [2.0, 2.0], [1.5, 1.5], [3.0, 1.0], [0.5, 0.5], [2.0, 2.0]])
+    assert non_dominated_mask(points).tolist() == [True, True, False, True, False, True]
+    assert pareto_front(points).shape == (4, 2)
+
+
+def test_fraction_dominated_and_epsilon_by_hand():
+    a = T([[1.0, 3.0], [3.0, 1.0]])
+    b = T([[0.5, 2.0], [2.0, 0.5], [2.0, 2.0]])
+    assert fraction_dominated(a, b) == pytest.approx(2 / 3)
+    assert fraction_dominated(b, a) == 0.0
+    # For b's (2, 2): best a point falls short by max(1, -1) = 1 (from (1, 3)) or max(-1, 1) = 1: ε = 1.
+    assert additive_epsilon(a, b) == pytest.approx(1.0)
+    # For a's (1, 3): closest b point is (2, 2) with gap max(-1, 1) = 1; (3, 1) likewise: ε = 1.
+    assert additive_epsilon(b, a) == pytest.approx(1.0)
+    assert additive_epsilon(a, a) == 0.0
+
+
+def test_hypervolume_2d_by_hand():
+    points = T([[1.0, 3.0], [2.0, 2.0], [3.0, 1.0]])
+    assert hypervolume(points, T([0.0, 0.0])) == pytest.approx(6.0)
+    # A dominated point and one below the reference change nothing.
+    more = torch.cat([points, T([[1.0, 1.0], [5.0, -1.0]])])
+    assert hypervolume(more, T([0.0, 0.0])) == pytest.approx(6.0)
+    # Reference (1, 1): (1, 3) and (3, 1) sit on its boundary and add no area; (2, 2) adds a unit box.
+    assert hypervolume(points, T([1.0, 1.0])) == pytest.approx(1.0)
+    assert hypervolume(T([[0.5, 0.5]]), T([1.0, 1.0])) == 0.0
+
+
+def test_hypervolume_3d_by_hand():
+    # Two boxes [0,2]x[0,1]x[0,1] and [0,1]x[0,2]x[0,1] overlap in [0,1]^3: 2 + 2 − 1 = 3; a third
+    # [0,1]x[0,1]x[0,3] adds 3 − 1 = 2 more.
+    points = T([[2.0, 1.0, 1.0], [1.0, 2.0, 1.0], [1.0, 1.0, 3.0]])
+    assert hypervolume(points, T([0.0, 0.0, 0.0])) == pytest.approx(5.0)
+
+
+def test_hypervolume_matches_monte_carlo_in_4d():
+    generator = torch.Generator().manual_seed(0)
+    points = torch.rand(6, 4, generator=generator)
+    samples = torch.rand(200_000, 4, generator=generator)
+    covered = (samples.unsqueeze(1) <= points.unsqueeze(0)).all(-1).any(-1).double().mean().item()
+    assert hypervolume(points, torch.zeros(4)) == pytest.approx(covered, abs=5e-3)
+
+
+def test_spearman_by_hand():
+    assert spearman_correlation(T([0.0, 0.5, 1.0]), T([1.0, 2.0, 9.0])) == pytest.approx(1.0)
+    assert spearman_correlation(T([0.0, 0.5, 1.0]), T([3.0, 2.0, 1.0])) == pytest.approx(-1.0)
+    assert math.isnan(spearman_correlation(T([0.0, 0.5, 1.0]), T([1.0, 1.0, 1.0])))
+
+
+def test_monotonicity_and_steerability_by_hand():
+    weights = T([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    steerable = T([[0.9, 0.1], [0.5, 0.5], [0.1, 0.9]])
+    assert monotonicity_violations(weights, steerable) == 0
+    bumpy = T([[0.9, 0.1], [0.2, 0.5], [0.3, 0.4]])  # R_0 drops 0.3 -> 0.2 (w 0 -> .5), R_1 drops .5 -> .4
+    assert monotonicity_violations(weights, bumpy) == 2
+    assert monotonicity_violations(weights, bumpy, tolerance=0.2) == 0
+    summary = steerability(weights, steerable)
+    assert summary["range"] == pytest.approx([0.8, 0.8])
+    assert summary["rank_correlation"] == pytest.approx([1.0, 1.0])
+
+
+def test_bootstrap_ci_brackets_the_mean_and_narrows_with_data():
+    generator = torch.Generator().manual_seed(0)
+    small = torch.randn(20, generator=generator)
+    large = torch.randn(2000, generator=generator)
+    low, high = bootstrap_mean_ci(small)
+    assert low < small.mean().item() < high
+    large_low, large_high = bootstrap_mean_ci(large)
+    assert large_high - large_low < high - low
+    assert bootstrap_mean_ci(torch.tensor([1.0, float("nan"), 1.0])) == (1.0, 1.0)

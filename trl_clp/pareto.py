@@ -1,0 +1,153 @@
+"""Pareto fronts of steerable models: dominance, hypervolume, steerability and confidence intervals.
+
+Every function maximises: a point `p` (one mean reward per objective) dominates `q` when `p >= q` everywhere and
+`p > q` somewhere. Points are `(K, m)` tensors, K points of m objectives.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def dominates(p: torch.Tensor, q: torch.Tensor) -> bool:
+    """Whether `(m,)` point `p` Pareto-dominates `q` (maximisation)."""
+    return bool((p >= q).all() and (p > q).any())
+
+
+def non_dominated_mask(points: torch.Tensor) -> torch.Tensor:
+    """`(K,)` bool: True for the points no other point dominates (duplicates are all kept).
+
+    Args:
+        points: `(K, m)`.
+    """
+    geq = (points.unsqueeze(0) >= points.unsqueeze(1)).all(-1)  # (K, K): geq[j, i] = points[i] >= points[j]
+    gt = (points.unsqueeze(0) > points.unsqueeze(1)).any(-1)  # (K, K)
+    dominated = (geq & gt).any(dim=1)  # (K,): some i dominates j
+    return ~dominated
+
+
+def pareto_front(points: torch.Tensor) -> torch.Tensor:
+    """The non-dominated points of `(K, m)` `points`, in their original order."""
+    return points[non_dominated_mask(points)]
+
+
+def fraction_dominated(front_a: torch.Tensor, front_b: torch.Tensor) -> float:
+    """Fraction of the points of `front_b` `(K_b, m)` that some point of `front_a` `(K_a, m)` dominates."""
+    geq = (front_a.unsqueeze(1) >= front_b.unsqueeze(0)).all(-1)  # (K_a, K_b)
+    gt = (front_a.unsqueeze(1) > front_b.unsqueeze(0)).any(-1)
+    return (geq & gt).any(dim=0).float().mean().item()
+
+
+def additive_epsilon(front_a: torch.Tensor, front_b: torch.Tensor) -> float:
+    """Additive ε-indicator I(A, B): the smallest ε such that A shifted by ε weakly dominates every point of B.
+
+    `max_b min_a max_i (b_i − a_i)`. ≤ 0 means A weakly dominates B (by |ε| with room to spare); > 0 is how far A
+    falls short of B somewhere. Comparing I(A, B) and I(B, A) says which front is ahead and by how much.
+    """
+    gaps = (front_b.unsqueeze(0) - front_a.unsqueeze(1)).max(-1).values  # (K_a, K_b)
+    return gaps.min(dim=0).values.max().item()
+
+
+def hypervolume(points: torch.Tensor, reference: torch.Tensor) -> float:
+    """Exact hypervolume dominated by `points` `(K, m)` and bounded below by `reference` `(m,)`.
+
+    Points not strictly above the reference in every objective contribute nothing. m = 1 and 2 are solved
+    directly (a sweep); larger m by slicing along the last objective (exact; O(K^(m−1)), fine for evaluation grids).
+
+    Example: points (1, 3), (2, 2), (3, 1) with reference (0, 0) cover 3 + 2 + 1 = 6.
+    """
+    points = points.double()
+    reference = reference.double().to(points.device)
+    points = points[(points > reference).all(-1)]
+    if points.numel() == 0:
+        return 0.0
+    points = pareto_front(points)
+    m = points.size(-1)
+    if m == 1:
+        return (points.max() - reference[0]).item()
+    if m == 2:
+        order = torch.argsort(points[:, 0], descending=True)
+        volume, best_y = 0.0, reference[1].item()
+        for x, y in points[order].tolist():
+            if y > best_y:
+                volume += (x - reference[0].item()) * (y - best_y)
+                best_y = y
+        return volume
+    # Slice along the last objective: between consecutive levels, the cross-section is the (m−1)-dimensional
+    # hypervolume of the points at or above the upper level.
+    levels = torch.unique(points[:, -1]).tolist()  # ascending
+    volume, lower = 0.0, reference[-1].item()
+    for level in levels:
+        above = points[points[:, -1] >= level, :-1]
+        volume += (level - lower) * hypervolume(above, reference[:-1])
+        lower = level
+    return volume
+
+
+def spearman_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman rank correlation of two `(K,)` vectors (average ranks for ties); NaN if either is constant."""
+
+    def ranks(v: torch.Tensor) -> torch.Tensor:
+        order = torch.argsort(v)
+        ranked = torch.empty_like(v, dtype=torch.float64)
+        ranked[order] = torch.arange(len(v), dtype=torch.float64)
+        for value in torch.unique(v):  # average the ranks of ties
+            tied = v == value
+            ranked[tied] = ranked[tied].mean()
+        return ranked
+
+    rx, ry = ranks(x.double()), ranks(y.double())
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denominator = (rx.square().sum() * ry.square().sum()).sqrt()
+    return (rx * ry).sum().div(denominator).item() if denominator > 0 else float("nan")
+
+
+def monotonicity_violations(weights: torch.Tensor, rewards: torch.Tensor, tolerance: float = 0.0) -> int:
+    """How often an objective's reward falls as its weight rises.
+
+    For each objective i, the grid points are sorted by w_i; every step to a strictly larger w_i whose reward R_i
+    drops by more than `tolerance` counts one violation. Perfectly steerable models score 0.
+
+    Args:
+        weights: `(K, m)` evaluated weightings.
+        rewards: `(K, m)` mean reward of each objective at each weighting.
+    """
+    violations = 0
+    for i in range(weights.size(1)):
+        order = torch.argsort(weights[:, i], stable=True)
+        w, r = weights[order, i], rewards[order, i]
+        rises = w[1:] > w[:-1]
+        drops = r[1:] < r[:-1] - tolerance
+        violations += int((rises & drops).sum())
+    return violations
+
+
+def steerability(weights: torch.Tensor, rewards: torch.Tensor, tolerance: float = 0.0) -> dict[str, object]:
+    """Steerability summary of a front: per-objective range and rank correlation, and monotonicity violations.
+
+    Args:
+        weights: `(K, m)`; rewards: `(K, m)`.
+
+    Returns:
+        `{"range": [m floats], "rank_correlation": [m floats], "monotonicity_violations": int}`: the range is
+        `max_k R_i − min_k R_i` over the grid; the correlation is Spearman's between w_i and R_i.
+    """
+    return {
+        "range": (rewards.max(0).values - rewards.min(0).values).tolist(),
+        "rank_correlation": [spearman_correlation(weights[:, i], rewards[:, i]) for i in range(weights.size(1))],
+        "monotonicity_violations": monotonicity_violations(weights, rewards, tolerance),
+    }
+
+
+def bootstrap_mean_ci(
+    values: torch.Tensor, num_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean of `(P,)` per-prompt values (NaN entries dropped)."""
+    values = values[~torch.isnan(values)].double()
+    if values.numel() == 0:
+        return float("nan"), float("nan")
+    generator = torch.Generator().manual_seed(seed)
+    indices = torch.randint(len(values), (num_resamples, len(values)), generator=generator)
+    means = values[indices].mean(dim=1)  # (num_resamples,)
+    tail = (1 - confidence) / 2
+    return torch.quantile(means, tail).item(), torch.quantile(means, 1 - tail).item()
