@@ -37,7 +37,7 @@ from trl import ModelConfig, TrlParser, get_peft_config  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, simplex_grid  # noqa: E402
 from trl_clp import demo  # noqa: E402
-from trl_clp.evaluation import evaluate_weightings, format_results_table, save_results  # noqa: E402
+from trl_clp.evaluation import evaluate_front  # noqa: E402
 from trl_clp.rewards import resolve_reward_function  # noqa: E402
 
 
@@ -123,7 +123,7 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
     if len(callable_rewards) != len(trainer.reward_funcs):
         print("Reward models are not evaluated by this script; use callables to get the evaluation table.")
         return
-    results = evaluate_weightings(
+    front = evaluate_front(
         steer,
         tokenizer,
         list(eval_dataset["prompt"]),
@@ -136,13 +136,13 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         top_k=training_args.top_k,
         top_p=training_args.top_p,
     )
-    json_path, csv_path = save_results(results, training_args.output_dir)
-    print(f"\nTrained in {train_seconds:.0f} s; evaluated {len(results)} weightings in "
+    json_path, csv_path = front.save(training_args.output_dir)
+    print(f"\nTrained in {train_seconds:.0f} s; evaluated {len(front.results)} weightings in "
           f"{time.perf_counter() - started - train_seconds:.0f} s on {len(eval_dataset)} held-out prompts.")
-    print(format_results_table(results))
+    print(front.format_table())
     for i, name in enumerate(steer.objective_names):
-        at_one = [r.rewards[name] for r in results if r.weights[i] == 1.0]
-        at_zero = [r.rewards[name] for r in results if r.weights[i] == 0.0]
+        at_one = [r.rewards[name] for r in front.results if r.weights[i] == 1.0]
+        at_zero = [r.rewards[name] for r in front.results if r.weights[i] == 0.0]
         low, high = sum(at_zero) / len(at_zero), sum(at_one) / len(at_one)
         print(f"{name}: {low:.4f} with weight 0 → {high:.4f} with weight 1 ({high - low:+.4f})")
     print(f"Steerable model: {training_args.output_dir}; table: {json_path}, {csv_path}")

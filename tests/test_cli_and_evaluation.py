@@ -8,7 +8,7 @@ from peft import LoraConfig
 
 from trl_clp import SteerableModel, demo, simplex_grid
 from trl_clp.cli import main
-from trl_clp.evaluation import evaluate_weightings, format_results_table, save_results
+from trl_clp.evaluation import Front, evaluate_front
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 
@@ -30,15 +30,30 @@ def test_evaluation_is_seeded_and_ordered_like_the_grid(saved_steerable, tokeniz
     steer = SteerableModel.from_pretrained(saved_steerable)
     prompts = list(demo.make_prompt_dataset(4, seed=1)["prompt"])
     kwargs = dict(num_samples=2, max_new_tokens=6, batch_size=5)  # batches mix weightings
-    first = evaluate_weightings(steer, tokenizer, prompts, [lowercase_reward, uppercase_reward], simplex_grid(2, 3), **kwargs)
-    again = evaluate_weightings(steer, tokenizer, prompts, [lowercase_reward, uppercase_reward], simplex_grid(2, 3), **kwargs)
-    assert [r.weights for r in first] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
-    assert [r.rewards for r in first] == [r.rewards for r in again]
-    assert all(r.num_completions == 8 for r in first)
+    rewards = [lowercase_reward, uppercase_reward]
+    first = evaluate_front(steer, tokenizer, prompts, rewards, simplex_grid(2, 3), **kwargs)
+    again = evaluate_front(steer, tokenizer, prompts, rewards, simplex_grid(2, 3), **kwargs)
+    assert [r.weights for r in first.results] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    assert [r.rewards for r in first.results] == [r.rewards for r in again.results]
+    assert all(r.num_completions == 8 for r in first.results)
     # The adapter's blocks differ, so the sampled completions (hence the KL to the reference) differ per weighting.
-    assert len({round(r.kl, 6) for r in first}) == 3
-    table = format_results_table(first)
+    assert len({round(r.kl, 6) for r in first.results}) == 3
+    for r in first.results:
+        low, high = r.reward_ci["lower"]
+        assert low <= r.rewards["lower"] <= high
+    table = first.format_table()
     assert "lower" in table.splitlines()[0] and len(table.splitlines()) == 4
+
+
+def test_value_is_weighted_reward_minus_kl(saved_steerable, tokenizer):
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    front = evaluate_front(
+        steer, tokenizer, ["Describe: a\n", "Describe: b\n"], [lowercase_reward, uppercase_reward],
+        simplex_grid(2, 3), kl_weight=0.5, max_new_tokens=5,
+    )
+    for r in front.results:
+        expected = r.weights[0] * r.rewards["lower"] + r.weights[1] * r.rewards["upper"] - 0.5 * r.kl
+        assert r.value == pytest.approx(expected, abs=1e-6)
 
 
 def test_kl_to_reference_is_zero_for_a_fresh_adapter(tmp_path, tokenizer):
@@ -46,12 +61,14 @@ def test_kl_to_reference_is_zero_for_a_fresh_adapter(tmp_path, tokenizer):
     steer = SteerableModel.from_base_model(
         demo.make_tiny_llama(seed=0), ["lower", "upper"], LoraConfig(r=4, target_modules=["q_proj"]), tokenizer=tokenizer
     )
-    results = evaluate_weightings(
+    front = evaluate_front(
         steer, tokenizer, ["Describe: a\n"], [lowercase_reward, uppercase_reward], simplex_grid(2, 2), max_new_tokens=5
     )
-    assert all(abs(r.kl) < 1e-5 for r in results)
-    json_path, csv_path = save_results(results, str(tmp_path))
-    assert len(json.loads(open(json_path).read())) == 2 and open(csv_path).read().startswith("w_lower,w_upper")
+    assert all(abs(r.kl) < 1e-5 for r in front.results)
+    json_path, csv_path = front.save(str(tmp_path))
+    assert Front.load(json_path) == front
+    assert open(csv_path).read().startswith("w_lower,w_upper,reward_lower")
+    assert front.hypervolume([-1.0, -1.0]) > 0
 
 
 def test_cli_info_and_evaluate(saved_steerable, tmp_path, capsys):
@@ -63,7 +80,7 @@ def test_cli_info_and_evaluate(saved_steerable, tmp_path, capsys):
         "evaluate", saved_steerable, "--prompts", str(prompts), "--reward_funcs", "lowercase", "uppercase",
         "--grid_points", "3", "--max_new_tokens", "4", "--output_dir", str(tmp_path / "eval"),
     ])
-    rows = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    rows = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["results"]
     assert [row["weights"] for row in rows] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
 
 

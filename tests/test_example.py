@@ -27,7 +27,7 @@ def test_main_job_trains_saves_and_writes_the_table(train_clp, tmp_path, capsys)
         "--max_completion_length", "4", "--per_device_train_batch_size", "8", "--disable_tqdm", "True",
     ]
     train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
-    rows = json.loads((out / "front.json").read_text())
+    rows = json.loads((out / "front.json").read_text())["results"]
     assert [row["weights"] for row in rows] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
     assert (out / "front.csv").is_file() and (out / "clp_config.json").is_file()
     printed = capsys.readouterr().out

@@ -5,7 +5,7 @@ import torch
 from peft import LoraConfig
 
 from trl_clp import MultiObjectiveTrainer, SteerableModel, demo, simplex_grid
-from trl_clp.evaluation import evaluate_weightings
+from trl_clp.evaluation import evaluate_front
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 from .conftest import tiny_config
@@ -47,7 +47,7 @@ def test_training_makes_the_objectives_steerable(tmp_path, pretrained_base, cond
     trainer.train()
     trainer.save_model()
     steer = SteerableModel.from_pretrained(args.output_dir)  # base model and tokenizer from the saved metadata
-    results = evaluate_weightings(
+    front = evaluate_front(
         steer,
         tokenizer,
         list(demo.make_prompt_dataset(16, seed=1)["prompt"]),  # held out
@@ -56,8 +56,9 @@ def test_training_makes_the_objectives_steerable(tmp_path, pretrained_base, cond
         num_samples=2,
         max_new_tokens=24,
     )
-    lower_first, upper_first = results[0].rewards.values()  # w = (1, 0)
-    lower_last, upper_last = results[-1].rewards.values()  # w = (0, 1)
-    assert lower_first - lower_last > 0.3, results
-    assert upper_last - upper_first > 0.3, results
-    assert all(torch.isfinite(torch.tensor(r.kl)) for r in results)
+    lower_first, upper_first = front.results[0].rewards.values()  # w = (1, 0)
+    lower_last, upper_last = front.results[-1].rewards.values()  # w = (0, 1)
+    assert lower_first - lower_last > 0.3, front.format_table()
+    assert upper_last - upper_first > 0.3, front.format_table()
+    assert all(torch.isfinite(torch.tensor(r.kl)) for r in front.results)
+    assert front.steerability()["rank_correlation"] == [1.0, 1.0]

@@ -22,7 +22,7 @@ def _evaluate(args) -> None:
     import torch
 
     from .conditioning.model import SteerableModel
-    from .evaluation import evaluate_weightings, format_results_table, save_results
+    from .evaluation import evaluate_front
     from .rewards import resolve_reward_function
     from .sampling import simplex_grid
 
@@ -37,7 +37,7 @@ def _evaluate(args) -> None:
         raise SystemExit("`evaluate` takes callable rewards (built-in names or module:function).")
     if len(reward_funcs) != steer.conditioning_config.num_objectives:
         raise SystemExit(f"Give one reward function per objective: {steer.objective_names}.")
-    results = evaluate_weightings(
+    front = evaluate_front(
         steer,
         steer.tokenizer,
         prompts,
@@ -47,8 +47,8 @@ def _evaluate(args) -> None:
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
     )
-    print(format_results_table(results))
-    paths = save_results(results, args.output_dir or args.model, stem="evaluation")
+    print(front.format_table())
+    paths = front.save(args.output_dir or args.model, stem="evaluation")
     print("Wrote " + ", ".join(paths))
 
 

@@ -1,4 +1,4 @@
-"""Score a steerable model over a grid of weightings: the mean of each reward and the KL to the reference."""
+"""Evaluate a steerable model over a grid of weightings: its Pareto front, with confidence intervals."""
 
 from __future__ import annotations
 
@@ -7,22 +7,96 @@ import json
 import math
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 
 from .conditioning.config import format_weighted_prompt
 from .conditioning.model import SteerableModel
+from .pareto import bootstrap_mean_ci, hypervolume, steerability
 
 
 @dataclass
 class WeightingResult:
-    """Evaluation of one weighting: per-objective mean rewards and the mean sequence KL to the reference."""
+    """One weighting's scores: per-objective mean rewards, the mean sequence KL to the reference, and the
+    KL-regularised value `V = w·R − α·KL`, each mean with a bootstrap confidence interval over prompts."""
 
     weights: list[float]
     rewards: dict[str, float]
     kl: float
+    value: float
     num_completions: int
+    reward_ci: dict[str, list[float]] = field(default_factory=dict)
+    kl_ci: list[float] = field(default_factory=list)
+    value_ci: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Front:
+    """The evaluation of one model over a grid of weightings (one `WeightingResult` per weighting)."""
+
+    objective_names: list[str]
+    kl_weight: float
+    results: list[WeightingResult]
+
+    def weights(self) -> torch.Tensor:
+        """`(K, m)` evaluated weightings."""
+        return torch.tensor([r.weights for r in self.results])
+
+    def rewards(self) -> torch.Tensor:
+        """`(K, m)` mean reward of each objective at each weighting: the front's points."""
+        return torch.tensor([[r.rewards[n] for n in self.objective_names] for r in self.results])
+
+    def hypervolume(self, reference) -> float:
+        """Exact hypervolume of the front's points above `reference` `(m,)`."""
+        return hypervolume(self.rewards(), torch.as_tensor(reference, dtype=torch.float64))
+
+    def steerability(self, tolerance: float = 0.0) -> dict[str, object]:
+        """Per-objective range and rank correlation with the weight, and monotonicity violations."""
+        return steerability(self.weights(), self.rewards(), tolerance)
+
+    def format_table(self) -> str:
+        """A fixed-width text table: one line per weighting, one column per reward, then KL and V."""
+        header = ["weights"] + self.objective_names + ["kl", "value"]
+        lines = [header] + [
+            ["(" + ", ".join(f"{w:.2f}" for w in r.weights) + ")"]
+            + [f"{r.rewards[n]:.4f}" for n in self.objective_names]
+            + [f"{r.kl:.3f}", f"{r.value:.4f}"]
+            for r in self.results
+        ]
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines)
+
+    def save(self, directory: str, stem: str = "front") -> tuple[str, str]:
+        """Write `<stem>.json` (everything) and `<stem>.csv` (one row per weighting) to `directory`."""
+        os.makedirs(directory, exist_ok=True)
+        json_path, csv_path = os.path.join(directory, f"{stem}.json"), os.path.join(directory, f"{stem}.csv")
+        with open(json_path, "w") as handle:
+            json.dump(asdict(self), handle, indent=2)
+        names = self.objective_names
+        with open(csv_path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(
+                [f"w_{n}" for n in names]
+                + [f"reward_{n}" for n in names]
+                + [f"reward_{n}_ci_{end}" for n in names for end in ("low", "high")]
+                + ["kl", "kl_ci_low", "kl_ci_high", "value", "value_ci_low", "value_ci_high", "num_completions"]
+            )
+            for r in self.results:
+                writer.writerow(
+                    r.weights
+                    + [r.rewards[n] for n in names]
+                    + [bound for n in names for bound in r.reward_ci[n]]
+                    + [r.kl, *r.kl_ci, r.value, *r.value_ci, r.num_completions]
+                )
+        return json_path, csv_path
+
+    @classmethod
+    def load(cls, path: str) -> Front:
+        """Read a front written by `save` (the JSON file)."""
+        with open(path) as handle:
+            data = json.load(handle)
+        return cls(data["objective_names"], data["kl_weight"], [WeightingResult(**r) for r in data["results"]])
 
 
 def completion_log_probs(model, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
@@ -38,24 +112,32 @@ def _mask_after_eos(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Te
     return (torch.arange(completion_ids.size(1), device=completion_ids.device)[None] <= first_eos[:, None]).long()
 
 
+def _mean_and_ci(per_prompt: torch.Tensor, num_resamples: int, confidence: float, seed: int):
+    return torch.nanmean(per_prompt).item(), list(bootstrap_mean_ci(per_prompt, num_resamples, confidence, seed))
+
+
 @torch.no_grad()
-def evaluate_weightings(
+def evaluate_front(
     model: SteerableModel,
     tokenizer,
     prompts: list[str],
     reward_funcs: list,
     weightings: torch.Tensor,
+    kl_weight: float | None = None,
     num_samples: int = 1,
     max_new_tokens: int = 32,
     batch_size: int = 64,
     seed: int = 0,
     reward_kwargs: dict[str, list] | None = None,
+    num_resamples: int = 1000,
+    confidence: float = 0.95,
     **generation_kwargs,
-) -> list[WeightingResult]:
-    """Sample completions for every (prompt, weighting) pair and score them.
+) -> Front:
+    """Sample completions for every (prompt, weighting) pair, score them, and summarise each weighting.
 
     Rows with different weightings share each `generate` call. Sampling is seeded, so two calls with the same
-    arguments give the same completions.
+    arguments give the same front. Confidence intervals are percentile bootstraps over prompts (each prompt's
+    samples averaged first).
 
     Args:
         model: the steerable model.
@@ -63,18 +145,23 @@ def evaluate_weightings(
         prompts: P held-out prompts (standard, non-conversational text).
         reward_funcs: m callables with TRL's signature `f(prompts, completions, completion_ids, **kwargs)`.
         weightings: `(K, m)` weightings to evaluate, e.g. `trl_clp.simplex_grid(2, 5)`.
+        kl_weight: α in `V = w·R − α·KL`, and the α a KL-conditioned model is steered to; defaults to the model's
+            training KL weight (its smallest one if conditioned on α).
         num_samples: completions per (prompt, weighting) pair.
         reward_kwargs: extra per-prompt columns passed to the reward functions (length P each).
-        **generation_kwargs: passed to `generate` (`do_sample=True` by default).
+        **generation_kwargs: passed to `generate` (full-distribution sampling by default).
 
     Returns:
-        K results, in the order of `weightings`.
+        a `Front` with K results, in the order of `weightings`.
     """
-    variant = model.conditioning_config.variant
+    config = model.conditioning_config
     names = model.objective_names
-    eos_token_id = tokenizer.eos_token_id
+    if kl_weight is None:
+        kl_weight = config.min_kl_weight if config.min_kl_weight is not None else (config.kl_weight or 0.0)
+    conditioning_kl = kl_weight if config.min_kl_weight is not None else None
     # Full-distribution sampling, as in training (transformers would otherwise default to top_k=50).
-    generation_kwargs = {"do_sample": True, "top_k": 0, "top_p": 1.0, "pad_token_id": tokenizer.pad_token_id, **generation_kwargs}
+    generation_kwargs = {"do_sample": True, "top_k": 0, "top_p": 1.0, "pad_token_id": tokenizer.pad_token_id,
+                         **generation_kwargs}
     rows = [(k, p) for k in range(len(weightings)) for p in range(len(prompts)) for _ in range(num_samples)]
     torch.manual_seed(seed)
     completions, completion_ids, kls = [], [], []
@@ -82,77 +169,63 @@ def evaluate_weightings(
         chunk = rows[start : start + batch_size]
         row_weights = weightings[[k for k, _ in chunk]]  # (b, m)
         texts = [prompts[p] for _, p in chunk]
-        if variant == "prompt":
+        if config.variant == "prompt":
             texts = [
-                format_weighted_prompt(text, w.tolist(), names, model.conditioning_config.prompt_template)
+                format_weighted_prompt(text, w.tolist(), names, config.prompt_template)
                 for text, w in zip(texts, row_weights, strict=True)
             ]
             context = nullcontext()
         else:
-            context = model.conditioner.condition(model.conditioning_vector(row_weights))
+            context = model.conditioner.condition(model.conditioning_vector(row_weights, conditioning_kl))
         encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
         prompt_length = encoded["input_ids"].size(1)
         with context:
             sequences = model.model.generate(**encoded, max_new_tokens=max_new_tokens, **generation_kwargs)
-            mask = torch.cat([encoded["attention_mask"], _mask_after_eos(sequences[:, prompt_length:], eos_token_id)], 1)
+            completion_mask = _mask_after_eos(sequences[:, prompt_length:], tokenizer.eos_token_id)
+            mask = torch.cat([encoded["attention_mask"], completion_mask], 1)
             policy = completion_log_probs(model.model, sequences, mask, prompt_length)
         with model.model.disable_adapter():
             reference = completion_log_probs(model.model, sequences, mask, prompt_length)
-        completion_mask = mask[:, prompt_length:]
         kls.append(((policy - reference) * completion_mask).sum(1).cpu())  # (b,)
         for ids, row_mask in zip(sequences[:, prompt_length:], completion_mask, strict=True):
             kept = ids[row_mask.bool()].tolist()
             completion_ids.append(kept)
             completions.append(tokenizer.decode(kept, skip_special_tokens=True))
-    kl = torch.cat(kls)  # (R,)
+
     row_prompts = [prompts[p] for _, p in rows]
     extra = {key: [values[p] for _, p in rows] for key, values in (reward_kwargs or {}).items()}
     scores = torch.tensor(
         [
-            [math.nan if v is None else float(v) for v in f(prompts=row_prompts, completions=completions, completion_ids=completion_ids, **extra)]
+            [
+                math.nan if v is None else float(v)
+                for v in f(prompts=row_prompts, completions=completions, completion_ids=completion_ids, **extra)
+            ]
             for f in reward_funcs
         ]
     ).T  # (R, m)
-    row_weighting = torch.tensor([k for k, _ in rows])
+    kl = torch.cat(kls)  # (R,)
+    # (K, P, S, ·): rows are ordered by weighting, then prompt, then sample.
+    shape = (len(weightings), len(prompts), num_samples)
+    per_prompt_scores = scores.view(*shape, -1).nanmean(2)  # (K, P, m)
+    per_prompt_kl = kl.view(*shape).mean(2)  # (K, P)
     results = []
     for k, weights in enumerate(weightings):
-        selected = row_weighting == k
+        per_prompt_value = (per_prompt_scores[k] * weights).nansum(-1) - kl_weight * per_prompt_kl[k]  # (P,)
+        rewards, reward_ci = {}, {}
+        for i, name in enumerate(names):
+            rewards[name], reward_ci[name] = _mean_and_ci(per_prompt_scores[k, :, i], num_resamples, confidence, seed)
+        kl_mean, kl_ci = _mean_and_ci(per_prompt_kl[k], num_resamples, confidence, seed)
+        value, value_ci = _mean_and_ci(per_prompt_value, num_resamples, confidence, seed)
         results.append(
             WeightingResult(
                 weights=[round(float(w), 6) for w in weights],
-                rewards={name: torch.nanmean(scores[selected, i]).item() for i, name in enumerate(names)},
-                kl=kl[selected].mean().item(),
-                num_completions=int(selected.sum()),
+                rewards=rewards,
+                kl=kl_mean,
+                value=value,
+                num_completions=len(prompts) * num_samples,
+                reward_ci=reward_ci,
+                kl_ci=kl_ci,
+                value_ci=value_ci,
             )
         )
-    return results
-
-
-def format_results_table(results: list[WeightingResult]) -> str:
-    """A fixed-width text table: one line per weighting, one column per reward, then KL."""
-    names = list(results[0].rewards)
-    header = ["weights"] + names + ["kl"]
-    lines = [header] + [
-        ["(" + ", ".join(f"{w:.2f}" for w in r.weights) + ")"] + [f"{r.rewards[n]:.4f}" for n in names] + [f"{r.kl:.3f}"]
-        for r in results
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in lines)
-
-
-def save_results(results: list[WeightingResult], directory: str, stem: str = "front") -> tuple[str, str]:
-    """Write `<stem>.json` and `<stem>.csv` to `directory`; return their paths."""
-    os.makedirs(directory, exist_ok=True)
-    json_path, csv_path = os.path.join(directory, f"{stem}.json"), os.path.join(directory, f"{stem}.csv")
-    names = list(results[0].rewards)
-    with open(json_path, "w") as handle:
-        json.dump([r.__dict__ for r in results], handle, indent=2)
-    with open(csv_path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([f"w_{n}" for n in names] + [f"reward_{n}" for n in names] + ["kl", "num_completions"])
-        for r in results:
-            writer.writerow(r.weights + [r.rewards[n] for n in names] + [r.kl, r.num_completions])
-    return json_path, csv_path
-
-
-__all__ = ["WeightingResult", "evaluate_weightings", "format_results_table", "save_results"]
+    return Front(list(names), float(kl_weight), results)
