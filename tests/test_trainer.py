@@ -392,3 +392,30 @@ def test_prompt_variant_model_steers_through_its_prompt(tmp_path, tokenizer, pro
     assert prefix.startswith("[weights: lower=1.00 upper=0.00] Describe: a")
     with pytest.raises(ValueError, match="through its prompt"), steer.condition(torch.tensor([1.0, 0.0])):
         pass
+
+
+# ---------------------------------------------------------------------------------------------- front callback
+
+
+def test_front_callback_logs_and_saves_the_front_without_changing_training(tmp_path, tokenizer, prompts_dataset):
+    from trl_clp.callbacks import FrontEvaluationCallback
+    from trl_clp.evaluation import Front
+
+    params = {}
+    for with_callback in (False, True):
+        trainer = make_trainer(tmp_path / str(with_callback), tokenizer, prompts_dataset, max_steps=4, beta=0.1)
+        if with_callback:
+            callback = FrontEvaluationCallback(
+                trainer, ["Describe: a\n", "Describe: b\n"], [lower, upper], eval_every_steps=2, max_new_tokens=4
+            )
+            trainer.add_callback(callback)
+        trainer.train()
+        params[with_callback] = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    for name, value in params[False].items():
+        assert torch.equal(params[True][name], value), name  # the evaluation's sampling left training's RNG alone
+    assert sorted(callback.fronts) == [2, 4]
+    logged = [entry for entry in trainer.state.log_history if "front/hypervolume" in entry]
+    assert len(logged) == 2 and "front/lower/range" in logged[0]
+    fronts_dir = tmp_path / "True" / "out" / "fronts"
+    assert Front.load(str(fronts_dir / "step-4.json")).objective_names == ["lower", "upper"]
+    assert (fronts_dir / "reference_point.json").is_file()

@@ -53,16 +53,26 @@ class SteerableModel(nn.Module):
         model: the `PeftModel` holding the CLP adapter.
         conditioning_config: its metadata (objectives, variant, conditioned modules).
         tokenizer: needed by the `"prompt"` variant, which writes the weighting into the prompt text.
+        conditioner: the `WeightConditioner` already attached to `model` (the trainer's); by default a new one is
+            attached to the layers named in `conditioning_config`.
     """
 
-    def __init__(self, model: PeftModel, conditioning_config: ConditioningConfig, tokenizer=None):
+    def __init__(
+        self,
+        model: PeftModel,
+        conditioning_config: ConditioningConfig,
+        tokenizer=None,
+        conditioner: WeightConditioner | None = None,
+    ):
         super().__init__()
         self.model = model
         self.conditioning_config = conditioning_config
         self.tokenizer = tokenizer
-        self.conditioner = WeightConditioner(conditioning_config.num_blocks or conditioning_config.num_objectives)
-        if conditioning_config.conditioned_modules:
-            self.conditioner.attach(model, conditioning_config.conditioned_modules)
+        if conditioner is None:  # a fresh model; otherwise the hooks are already attached (e.g. by the trainer)
+            conditioner = WeightConditioner(conditioning_config.num_blocks or conditioning_config.num_objectives)
+            if conditioning_config.conditioned_modules:
+                conditioner.attach(model, conditioning_config.conditioned_modules)
+        self.conditioner = conditioner
 
     @property
     def objective_names(self) -> list[str]:

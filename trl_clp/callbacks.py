@@ -1,0 +1,103 @@
+"""`FrontEvaluationCallback`: watch the Pareto front grow during training."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from transformers import TrainerCallback
+
+from .conditioning.model import SteerableModel
+from .evaluation import Front, evaluate_front
+from .sampling import simplex_grid
+
+
+class FrontEvaluationCallback(TrainerCallback):
+    """Evaluate the policy of a `MultiObjectiveTrainer` over a weight grid every `eval_every_steps` steps.
+
+    Each evaluation logs, through the trainer's metrics (so to every configured tracker at the next logging step):
+    `front/hypervolume`, `front/<objective>/range`, `front/<objective>/rank_correlation` and
+    `front/monotonicity_violations`, and writes the whole front to `<output_dir>/fronts/step-<N>.json` (and `.csv`).
+    It runs on the main process only, and forks the torch RNG so that training samples the same completions with or
+    without it.
+
+    Args:
+        trainer: the `MultiObjectiveTrainer`.
+        prompts: held-out prompts.
+        reward_funcs: one callable per objective, in the trainer's order.
+        weightings: `(K, m)` grid; default: a simplex lattice with 5 points per edge.
+        eval_every_steps: evaluation period in optimizer steps.
+        reference_point: `(m,)` hypervolume reference. Default: the per-objective minimum of the first evaluated
+            front, minus 1e-6; it is then kept fixed and written to `fronts/reference_point.json`.
+        num_samples, max_new_tokens, seed, **generation_kwargs: as in `evaluate_front`.
+    """
+
+    def __init__(
+        self,
+        trainer,
+        prompts: list[str],
+        reward_funcs: list,
+        weightings: torch.Tensor | None = None,
+        eval_every_steps: int = 50,
+        reference_point: list[float] | None = None,
+        num_samples: int = 1,
+        max_new_tokens: int | None = None,
+        seed: int = 0,
+        **generation_kwargs,
+    ):
+        if len(reward_funcs) != trainer.num_objectives:
+            raise ValueError(
+                f"Give one reward function per objective ({trainer.objective_names}), got {len(reward_funcs)}."
+            )
+        if eval_every_steps < 1:
+            raise ValueError(f"`eval_every_steps` must be >= 1, got {eval_every_steps}.")
+        self.trainer = trainer
+        self.prompts = prompts
+        self.reward_funcs = reward_funcs
+        self.weightings = weightings if weightings is not None else simplex_grid(trainer.num_objectives, 5)
+        self.eval_every_steps = eval_every_steps
+        self.reference_point = reference_point
+        self.evaluation_kwargs = dict(
+            num_samples=num_samples,
+            max_new_tokens=max_new_tokens or trainer.args.max_completion_length,
+            seed=seed,
+            temperature=trainer.args.temperature,
+            **generation_kwargs,
+        )
+        self.fronts: dict[int, Front] = {}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.eval_every_steps or not state.is_world_process_zero:
+            return
+        trainer = self.trainer
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        steer = SteerableModel(model, trainer.conditioning_config, trainer.processing_class, trainer.conditioner)
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                front = evaluate_front(
+                    steer, trainer.processing_class, self.prompts, self.reward_funcs, self.weightings,
+                    **self.evaluation_kwargs,
+                )
+        finally:
+            model.train(was_training)
+        self.fronts[state.global_step] = front
+        directory = os.path.join(args.output_dir, "fronts")
+        if self.reference_point is None:
+            self.reference_point = (front.rewards().min(0).values - 1e-6).tolist()
+            os.makedirs(directory, exist_ok=True)
+            with open(os.path.join(directory, "reference_point.json"), "w") as handle:
+                json.dump({"reference_point": self.reference_point}, handle)
+        front.save(directory, stem=f"step-{state.global_step}")
+
+        metrics = trainer._metrics["train"]  # averaged and logged with TRL's metrics at the next logging step
+        metrics["front/hypervolume"].append(front.hypervolume(self.reference_point))
+        summary = front.steerability()
+        metrics["front/monotonicity_violations"].append(float(summary["monotonicity_violations"]))
+        for name, spread, correlation in zip(
+            front.objective_names, summary["range"], summary["rank_correlation"], strict=True
+        ):
+            metrics[f"front/{name}/range"].append(spread)
+            metrics[f"front/{name}/rank_correlation"].append(correlation)  # NaN (skipped in logs) if flat
