@@ -137,6 +137,12 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         top_p=training_args.top_p,
     )
     json_path, csv_path = front.save(training_args.output_dir)
+    try:
+        from trl_clp.plotting import plot_fronts
+
+        csv_path += ", " + plot_fronts({training_args.conditioning: front}, f"{training_args.output_dir}/front.png")
+    except ImportError:  # matplotlib is optional: `pip install "trl-clp[plots]"`
+        pass
     print(f"\nTrained in {train_seconds:.0f} s; evaluated {len(front.results)} weightings in "
           f"{time.perf_counter() - started - train_seconds:.0f} s on {len(eval_dataset)} held-out prompts.")
     print(front.format_table())

@@ -89,3 +89,26 @@ def test_cli_rejects_a_reward_count_that_does_not_match(saved_steerable, tmp_pat
     prompts.write_text("Describe: a\n")
     with pytest.raises(SystemExit, match="one reward function per objective"):
         main(["evaluate", saved_steerable, "--prompts", str(prompts), "--reward_funcs", "lowercase"])
+
+
+def test_plots_are_written_as_png(saved_steerable, tmp_path, tokenizer):
+    from trl_clp.plotting import plot_fronts, plot_fronts_over_steps, plot_value_ratio
+
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    prompts = ["Describe: a\n", "Describe: b\n"]
+    rewards = [lowercase_reward, uppercase_reward]
+    front = evaluate_front(steer, tokenizer, prompts, rewards, simplex_grid(2, 3), max_new_tokens=4)
+    other = evaluate_front(steer, tokenizer, prompts, rewards, simplex_grid(2, 3), max_new_tokens=4, seed=1)
+    paths = [
+        plot_fronts({"a": front, "b": other}, str(tmp_path / "fronts.png")),
+        plot_fronts_over_steps({10: front, 20: other}, str(tmp_path / "steps.png")),
+        plot_value_ratio(front, other, str(tmp_path / "ratio.png")),
+    ]
+    for path in paths:
+        with open(path, "rb") as handle:
+            assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
+    front.save(str(tmp_path / "a"))
+    other.save(str(tmp_path / "b"))
+    main(["plot", str(tmp_path / "a" / "front.json"), str(tmp_path / "b" / "front.json"),
+          "--output", str(tmp_path / "cli.png")])
+    assert (tmp_path / "cli.png").stat().st_size > 1000

@@ -2,6 +2,7 @@
 
     trl-clp info outputs/clp-demo
     trl-clp evaluate outputs/clp-demo --prompts prompts.txt --reward_funcs lowercase uppercase --grid_points 5
+    trl-clp plot outputs/clp-demo/front.json other/front.json --labels CLP prompting --output fronts.png
 """
 
 from __future__ import annotations
@@ -48,8 +49,27 @@ def _evaluate(args) -> None:
         seed=args.seed,
     )
     print(front.format_table())
-    paths = front.save(args.output_dir or args.model, stem="evaluation")
+    directory = args.output_dir or args.model
+    paths = list(front.save(directory, stem="evaluation"))
+    try:
+        from .plotting import plot_fronts
+
+        paths.append(plot_fronts({os.path.basename(os.path.normpath(args.model)): front},
+                                 os.path.join(directory, "evaluation.png")))
+    except ImportError as error:
+        print(f"No plot: {error}")
     print("Wrote " + ", ".join(paths))
+
+
+def _plot(args) -> None:
+    from .evaluation import Front
+    from .plotting import plot_fronts
+
+    labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(path))) for path in args.fronts]
+    if len(labels) != len(args.fronts):
+        raise SystemExit(f"Give one label per front: {len(args.fronts)} fronts, {len(labels)} labels.")
+    fronts = {label: Front.load(path) for label, path in zip(labels, args.fronts, strict=True)}
+    print("Wrote " + plot_fronts(fronts, args.output))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,6 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--output_dir", default=None, help="where to write evaluation.json/.csv (default: model)")
     evaluate.set_defaults(run=_evaluate)
+    plot = commands.add_parser("plot", help="draw one or several saved fronts (front.json files) to a PNG")
+    plot.add_argument("fronts", nargs="+", help="front JSON files written by evaluate or the training script")
+    plot.add_argument("--labels", nargs="+", default=None, help="one per front (default: the parent folder names)")
+    plot.add_argument("--output", default="fronts.png", help="PNG file to write")
+    plot.set_defaults(run=_plot)
     args = parser.parse_args(argv)
     args.run(args)
 
