@@ -136,11 +136,11 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         top_k=training_args.top_k,
         top_p=training_args.top_p,
     )
-    json_path, csv_path = front.save(training_args.output_dir)
+    written = list(front.save(training_args.output_dir))
     try:
         from trl_clp.plotting import plot_fronts
 
-        csv_path += ", " + plot_fronts({training_args.conditioning: front}, f"{training_args.output_dir}/front.png")
+        written.append(plot_fronts({training_args.conditioning: front}, f"{training_args.output_dir}/front.png"))
     except ImportError:  # matplotlib is optional: `pip install "trl-clp[plots]"`
         pass
     print(f"\nTrained in {train_seconds:.0f} s; evaluated {len(front.results)} weightings in "
@@ -151,7 +151,7 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         at_zero = [r.rewards[name] for r in front.results if r.weights[i] == 0.0]
         low, high = sum(at_zero) / len(at_zero), sum(at_one) / len(at_one)
         print(f"{name}: {low:.4f} with weight 0 → {high:.4f} with weight 1 ({high - low:+.4f})")
-    print(f"Steerable model: {training_args.output_dir}; table: {json_path}, {csv_path}")
+    print(f"Steerable model: {training_args.output_dir}; front: {', '.join(written)}")
 
 
 def make_parser() -> TrlParser:
@@ -160,21 +160,12 @@ def make_parser() -> TrlParser:
     parser.set_defaults(
         output_dir="outputs/clp-demo",
         conditioning="full",
-        max_steps=300,
-        learning_rate=3e-3,
-        per_device_train_batch_size=16,
-        num_generations=4,
-        max_completion_length=32,
-        beta=0.05,
-        logging_steps=25,
-        save_strategy="no",
-        report_to="none",
         bf16=torch.cuda.is_available(),
-        gradient_checkpointing=False,
         use_peft=True,
-        lora_r=8,
-        lora_alpha=16,
-        lora_target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        lora_r=demo.DEMO_LORA["r"],
+        lora_alpha=demo.DEMO_LORA["lora_alpha"],
+        lora_target_modules=demo.DEMO_LORA["target_modules"],
+        **demo.DEMO_TRAINING_ARGS,
     )
     return parser
 

@@ -42,3 +42,23 @@ def test_summarization_recipe_parses(train_clp):
     assert script_args.reward_funcs == ["source_coverage", "brevity"]
     assert training_args.objective_names == ["coverage", "brevity"] and training_args.conditioning == "attn"
     assert model_args.model_name_or_path == "Qwen/Qwen2.5-0.5B" and model_args.lora_r == 16
+
+
+def test_comparison_runner_writes_a_report(tmp_path):
+    spec = importlib.util.spec_from_file_location("compare_baselines", os.path.join(EXAMPLES, "compare_baselines.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compare_baselines"] = module
+    spec.loader.exec_module(module)
+    args = module.CompareArguments(
+        output_dir=str(tmp_path), seeds=[0], max_steps=2, early_step=1, pretrain_steps=2, num_eval_prompts=2,
+        eval_samples_per_prompt=1, eval_grid_points=3, three_objective_grid_points=2,
+        methods=["clp-full", "rewarded-soups", "prompting"],
+    )
+    results = module.main(args)
+    assert set(results["methods"]) == {"clp-full", "rewarded-soups", "prompting"}
+    assert {"1_clp_dominates_rewarded_soups", "2_clp_more_steerable_than_prompting", "4_three_rewards_value_at_least_rs",
+            "5_clp_steerable_early"} <= set(results["claims"])
+    report = (tmp_path / "report.md").read_text()
+    assert "| clp-full |" in report and "| prompting |" in report
+    for figure in ("fronts_final.png", "fronts_early.png", "three_rewards_value.png"):
+        assert (tmp_path / figure).stat().st_size > 1000

@@ -15,6 +15,22 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>"]
+LLAMA_LINEAR_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# `MultiObjectiveConfig` values of the demo, sized for a 2-core CPU (about 0.2 s a step). The main job's defaults.
+DEMO_TRAINING_ARGS = dict(
+    max_steps=300,
+    learning_rate=3e-3,
+    per_device_train_batch_size=16,
+    num_generations=4,
+    max_completion_length=32,
+    beta=0.05,
+    logging_steps=25,
+    save_strategy="no",
+    report_to="none",
+    gradient_checkpointing=False,
+)
+# The LoRA of one objective in the demo.
+DEMO_LORA = dict(r=8, lora_alpha=16, target_modules=LLAMA_LINEAR_MODULES)
 WORDS = (
     "the a river stone light garden window quiet morning city forest paper music letter winter summer road "
     "bridge cloud silver green small old new bright dark slow fast open closed near far walks sings reads "
@@ -99,7 +115,7 @@ def pretrain_demo_model(model, tokenizer, steps: int = 300, batch_size: int = 32
     import torch
 
     torch.manual_seed(seed)
-    texts = make_pretraining_texts(steps * batch_size // 4, seed=seed)
+    texts = make_pretraining_texts(max(steps * batch_size // 4, batch_size), seed=seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     model.train()
     rng = random.Random(seed)

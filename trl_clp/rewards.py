@@ -160,9 +160,19 @@ def uppercase_reward(completions, **kwargs) -> list[float]:
     return _character_fraction(completions, str.isupper)
 
 
+def titlecase_reward(completions, **kwargs) -> list[float]:
+    """Fraction of the completion's words written in Title case ("River"), a third register."""
+    scores = []
+    for completion in completions:
+        words = _completion_text(completion).split()
+        scores.append(sum(w.istitle() and len(w) > 1 for w in words) / len(words) if words else 0.0)
+    return scores
+
+
 BUILTIN_REWARDS = {
     "lowercase": lowercase_reward,
     "uppercase": uppercase_reward,
+    "titlecase": titlecase_reward,
     "brevity": brevity_reward,
     "source_coverage": source_coverage_reward,
 }
@@ -172,7 +182,7 @@ def resolve_reward_function(spec: str):
     """A reward function from a command-line spec.
 
     Args:
-        spec: a built-in name (`lowercase`, `uppercase`, `brevity`, `source_coverage`), a `module:function` import
+        spec: a built-in name (`lowercase`, `uppercase`, `titlecase`, `brevity`, `source_coverage`), a `module:function` import
             path, or anything else, returned unchanged for TRL to load as a reward-model id or path.
     """
     if spec in BUILTIN_REWARDS:
