@@ -52,13 +52,16 @@ def test_comparison_runner_writes_a_report(tmp_path):
     args = module.CompareArguments(
         output_dir=str(tmp_path), seeds=[0], max_steps=2, early_step=1, pretrain_steps=2, num_eval_prompts=2,
         eval_samples_per_prompt=1, eval_grid_points=3, three_objective_grid_points=2,
-        methods=["clp-full", "rewarded-soups", "prompting"],
+        methods=["clp-full", "rewarded-soups", "prompting"], kl_weights=[0.05, 0.2],
     )
     results = module.main(args)
     assert set(results["methods"]) == {"clp-full", "rewarded-soups", "prompting"}
-    assert {"1_clp_dominates_rewarded_soups", "2_clp_more_steerable_than_prompting", "4_three_rewards_value_at_least_rs",
-            "5_clp_steerable_early"} <= set(results["claims"])
+    assert set(results["claims"]) == {
+        "1_clp_dominates_rewarded_soups", "2_clp_more_steerable_than_prompting", "3_kl_conditioning_matches_dera",
+        "4_three_rewards_value_at_least_rs", "5_clp_steerable_early",
+    }
+    assert [e["kl_weight"] for e in results["claims"]["3_kl_conditioning_matches_dera"]["per_kl_weight"]] == [0.05, 0.2]
     report = (tmp_path / "report.md").read_text()
     assert "| clp-full |" in report and "| prompting |" in report
-    for figure in ("fronts_final.png", "fronts_early.png", "three_rewards_value.png"):
+    for figure in ("fronts_final.png", "fronts_early.png", "three_rewards_value.png", "kl_front.png"):
         assert (tmp_path / figure).stat().st_size > 1000

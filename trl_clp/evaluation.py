@@ -13,6 +13,7 @@ import torch
 
 from .conditioning.config import format_weighted_prompt
 from .conditioning.model import SteerableModel
+from .decoding import generate_with_mixed_logits, mixture_log_probs
 from .pareto import bootstrap_mean_ci, hypervolume, steerability
 
 
@@ -131,6 +132,7 @@ def evaluate_front(
     reward_kwargs: dict[str, list] | None = None,
     num_resamples: int = 1000,
     confidence: float = 0.95,
+    decoding=None,
     **generation_kwargs,
 ) -> Front:
     """Sample completions for every (prompt, weighting) pair, score them, and summarise each weighting.
@@ -149,6 +151,9 @@ def evaluate_front(
             training KL weight (its smallest one if conditioned on α).
         num_samples: completions per (prompt, weighting) pair.
         reward_kwargs: extra per-prompt columns passed to the reward functions (length P each).
+        decoding: for decoding-time baselines, a function mapping the rows' `(b, m)` weightings to logit-mixture
+            components (see `trl_clp.decoding`, e.g. DeRA or a mixture of experts); completions are then sampled
+            from the mixture and its KL is measured. Default: the model conditioned on each row's weighting.
         **generation_kwargs: passed to `generate` (full-distribution sampling by default).
 
     Returns:
@@ -179,11 +184,22 @@ def evaluate_front(
             context = model.conditioner.condition(model.conditioning_vector(row_weights, conditioning_kl))
         encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
         prompt_length = encoded["input_ids"].size(1)
-        with context:
-            sequences = model.model.generate(**encoded, max_new_tokens=max_new_tokens, **generation_kwargs)
+        if decoding is not None:
+            components = decoding(row_weights.to(model.device))
+            sequences = generate_with_mixed_logits(
+                model, encoded["input_ids"], encoded["attention_mask"], components, max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                temperature=generation_kwargs.get("temperature", 1.0),
+            )
             completion_mask = _mask_after_eos(sequences[:, prompt_length:], tokenizer.eos_token_id)
             mask = torch.cat([encoded["attention_mask"], completion_mask], 1)
-            policy = completion_log_probs(model.model, sequences, mask, prompt_length)
+            policy = mixture_log_probs(model, sequences, mask, prompt_length, components)
+        else:
+            with context:
+                sequences = model.model.generate(**encoded, max_new_tokens=max_new_tokens, **generation_kwargs)
+                completion_mask = _mask_after_eos(sequences[:, prompt_length:], tokenizer.eos_token_id)
+                mask = torch.cat([encoded["attention_mask"], completion_mask], 1)
+                policy = completion_log_probs(model.model, sequences, mask, prompt_length)
         with model.model.disable_adapter():
             reference = completion_log_probs(model.model, sequences, mask, prompt_length)
         kls.append(((policy - reference) * completion_mask).sum(1).cpu())  # (b,)

@@ -80,3 +80,20 @@ def plot_value_ratio(method: Front, baseline: Front, path: str, method_label: st
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_reward_kl(curves: dict[str, list[tuple[float, float]]], path: str, reward_name: str = "reward") -> str:
+    """Reward against KL to the reference, one line per method (e.g. KL-conditioned CLP and DeRA over α)."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(5, 4))
+    for label, points in curves.items():
+        kl, reward = zip(*sorted(points))
+        axis.plot(kl, reward, marker="o", label=label)
+    axis.set_xlabel("KL to the reference (nats per completion)")
+    axis.set_ylabel(reward_name)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
