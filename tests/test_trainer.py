@@ -156,8 +156,10 @@ def test_bad_reward_values_fail_at_the_first_step_naming_the_function(tmp_path, 
 
 
 def test_none_rewards_mean_not_applicable(tmp_path, tokenizer, prompts_dataset):
-    def sometimes(completions, **kwargs):
-        return [None if i % 2 else 1.0 for i in range(len(completions))]
+    import numpy as np
+
+    def sometimes(completions, **kwargs):  # None, numpy and bool values are all valid
+        return [None if i % 3 == 0 else np.float32(1.0) if i % 3 == 1 else True for i in range(len(completions))]
 
     trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(lower, sometimes), max_steps=1)
     records = record_generations(trainer)

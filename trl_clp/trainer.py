@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 import os
 
 import torch
@@ -61,9 +62,7 @@ def _check_reward_values(values, name: str, expected: int) -> None:
     for index, value in enumerate(values):
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) and not (
-            isinstance(value, torch.Tensor) and value.numel() == 1
-        ):
+        if not isinstance(value, numbers.Real) and not (isinstance(value, torch.Tensor) and value.numel() == 1):
             raise TypeError(
                 f"Reward function {name!r} returned {value!r} ({type(value).__name__}) at position {index}: return a "
                 "float, or None where the reward does not apply."
