@@ -29,11 +29,13 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 from transformers import HfArgumentParser  # noqa: E402
+from trl import RLOOConfig, RLOOTrainer  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo, simplex_grid  # noqa: E402
 from trl_clp.callbacks import FrontEvaluationCallback  # noqa: E402
 from trl_clp.decoding import dera_components, generate_with_mixed_logits  # noqa: E402
-from trl_clp.evaluation import evaluate_front  # noqa: E402
+from trl_clp.conditioning import ConditioningConfig  # noqa: E402
+from trl_clp.evaluation import Front, evaluate_front  # noqa: E402
 from trl_clp.pareto import additive_epsilon, fraction_dominated  # noqa: E402
 from trl_clp.plotting import plot_fronts, plot_fronts_over_steps, plot_reward_kl, plot_value_ratio  # noqa: E402
 from trl_clp.rewards import lowercase_reward, titlecase_reward, uppercase_reward  # noqa: E402
@@ -66,8 +68,9 @@ class CompareArguments:
         metadata={"help": "KL weights of the DeRA comparison (claim 3); the smallest is DeRA's aligned model's."},
     )
     experiments: list[str] = field(
-        default_factory=lambda: ["two", "three", "kl"],
-        metadata={"help": "two: 2 rewards, all methods (claims 1, 2, 5); three: 3 rewards (claim 4); kl: DeRA (3)."},
+        default_factory=lambda: ["two", "three", "kl", "fixed"],
+        metadata={"help": "two: 2 rewards, all methods (claims 1, 2, 5); three: 3 rewards (claim 4); kl: DeRA (3); "
+                  "fixed: plain RLOOTrainer, one model per weighting, each with 1/K of the budget."},
     )
     quick: bool = field(default=False, metadata={"help": "1 seed, 30 steps, 8 prompts: a smoke run for CI."})
 
@@ -134,6 +137,35 @@ def steerable_view(trainer) -> SteerableModel:
     return SteerableModel(model, trainer.conditioning_config, trainer.processing_class, trainer.conditioner)
 
 
+def fixed_weights_front(seed, base_path, prompts, grid, args: CompareArguments) -> Front:
+    """The fixed-weights baseline: plain `RLOOTrainer` with `reward_weights`, one model per grid weighting, each
+    trained for `max_steps / K` steps (the same total budget), each evaluated at its own weighting."""
+    rewards = [lowercase_reward, uppercase_reward]
+    names = [reward.__name__ for reward in rewards]
+    tokenizer = demo.make_byte_tokenizer()
+    results = []
+    for k, weights in enumerate(grid):
+        training_args = RLOOConfig(
+            output_dir=os.path.join(args.output_dir, "fixed", f"w{k}-seed{seed}"), seed=seed, disable_tqdm=True,
+            bf16=False, reward_weights=weights.tolist(),
+            **{**demo.DEMO_TRAINING_ARGS, "max_steps": args.max_steps // len(grid), "logging_steps": args.max_steps},
+        )
+        trainer = RLOOTrainer(
+            model=base_path, reward_funcs=rewards, args=training_args, processing_class=tokenizer,
+            train_dataset=demo.make_prompt_dataset(512, seed=seed), peft_config=LoraConfig(**demo.DEMO_LORA),
+        )
+        trainer.train()
+        # A model without conditioned layers: `evaluate_front` then samples the plain policy.
+        plain = SteerableModel(trainer.accelerator.unwrap_model(trainer.model).eval(),
+                               ConditioningConfig(names, "full", [], len(names), kl_weight=training_args.beta),
+                               tokenizer)
+        front = evaluate_front(plain, tokenizer, prompts, rewards, weights[None], seed=seed,
+                               num_samples=args.eval_samples_per_prompt,
+                               max_new_tokens=demo.DEMO_TRAINING_ARGS["max_completion_length"])
+        results.append(front.results[0])
+    return Front(names, demo.DEMO_TRAINING_ARGS["beta"], results)
+
+
 def kl_experiment(seed, base_path, prompts, args: CompareArguments) -> dict:
     """Claim 3: KL-weight-conditioned CLP against DeRA on one reward (lowercase), at each KL weight α.
 
@@ -197,7 +229,7 @@ def main(args: CompareArguments) -> dict:
     grid3 = simplex_grid(3, args.three_objective_grid_points)
     fronts = {method: {"early": [], "final": []} for method in args.methods} if "two" in args.experiments else {}
     fronts3 = {method: [] for method in ("clp-full", "rewarded-soups")} if "three" in args.experiments else {}
-    kl_runs = []
+    kl_runs, fixed_fronts = [], []
     for seed in args.seeds:
         tokenizer = demo.make_byte_tokenizer()
         base_path = os.path.join(args.output_dir, f"base-seed{seed}")
@@ -214,16 +246,19 @@ def main(args: CompareArguments) -> dict:
         for method in fronts3:
             _, final = train_and_evaluate(method, seed, base_path, three, grid3, prompts, args, "three")
             fronts3[method].append(final)
+        if "fixed" in args.experiments:
+            fixed_fronts.append(fixed_weights_front(seed, base_path, prompts, grid2, args))
+            print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} fixed weights done", flush=True)
         if "kl" in args.experiments:
             kl_runs.append(kl_experiment(seed, base_path, prompts, args))
             print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} KL experiment done", flush=True)
-    results = summarize(args, fronts, fronts3, kl_runs)
+    results = summarize(args, fronts, fronts3, kl_runs, fixed_fronts)
     results["wall_seconds"] = time.perf_counter() - started
-    write_report(args, results, fronts, fronts3, kl_runs)
+    write_report(args, results, fronts, fronts3, kl_runs, fixed_fronts)
     return results
 
 
-def summarize(args: CompareArguments, fronts, fronts3, kl_runs) -> dict:
+def summarize(args: CompareArguments, fronts, fronts3, kl_runs, fixed_fronts) -> dict:
     summary = {"args": asdict(args), "methods": {}, "claims": {}}
     for method, by_stage in fronts.items():
         entry = {}
@@ -264,6 +299,14 @@ def summarize(args: CompareArguments, fronts, fronts3, kl_runs) -> dict:
         claims["4_three_rewards_value_at_least_rs"] = summarize_three_rewards(fronts3)
     if kl_runs:
         claims["3_kl_conditioning_matches_dera"] = summarize_kl(kl_runs)
+    if fixed_fronts:
+        summary["fixed_weights"] = {
+            "hypervolume": mean_and_ci([f.hypervolume([0, 0]) for f in fixed_fronts]),
+            "value_per_weighting": [
+                {"weights": r.weights, "value": mean_and_ci([f.results[k].value for f in fixed_fronts])}
+                for k, r in enumerate(fixed_fronts[0].results)
+            ],
+        }
     return summary
 
 
@@ -301,7 +344,7 @@ def summarize_three_rewards(fronts3) -> dict:
     }
 
 
-def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs) -> None:
+def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs, fixed_fronts) -> None:
     out = args.output_dir
     figures = []
     if fronts:
@@ -312,6 +355,13 @@ def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs
             for stage, per_seed in by_stage.items():
                 for seed, front in zip(args.seeds, per_seed, strict=True):
                     front.save(os.path.join(out, "fronts"), stem=f"{method}-{stage}-seed{seed}")
+    if fixed_fronts:
+        for seed, front in zip(args.seeds, fixed_fronts, strict=True):
+            front.save(os.path.join(out, "fronts"), stem=f"fixed-weights-seed{seed}")
+        if fronts:
+            figures.append(plot_fronts({**{m: by_stage["final"][0] for m, by_stage in fronts.items()},
+                                        "fixed-weights": fixed_fronts[0]},
+                                       os.path.join(out, "fronts_with_fixed.png"), title=f"Seed {args.seeds[0]}"))
     if "clp-full" in fronts:
         figures.append(plot_fronts_over_steps({args.early_step: fronts["clp-full"]["early"][0],
                                                args.max_steps: fronts["clp-full"]["final"][0]},
@@ -348,6 +398,14 @@ def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs
                 f"{fmt(final['rank_correlation'][0], 2)} | {fmt(final['rank_correlation'][1], 2)} | "
                 f"{fmt(final['monotonicity_violations'], 1)} | {fmt(early['hypervolume'])} |"
             )
+    if "fixed_weights" in results:
+        fixed = results["fixed_weights"]
+        lines += [
+            "",
+            f"Fixed-weights baseline (plain `RLOOTrainer`, one model per weighting, {args.max_steps // args.eval_grid_points}"
+            f" steps each): hypervolume {fmt(fixed['hypervolume'])}; V per weighting "
+            + ", ".join(f"{tuple(e['weights'])}: {fmt(e['value'])}" for e in fixed["value_per_weighting"]) + ".",
+        ]
     lines += ["", "## The paper's claims, as measured", ""] + describe_claims(results["claims"])
     lines += ["", "Figures: " + ", ".join(f"`{os.path.basename(f)}`" for f in figures) + "."]
     with open(os.path.join(out, "report.md"), "w") as handle:

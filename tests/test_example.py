@@ -50,7 +50,7 @@ def test_comparison_runner_writes_a_report(tmp_path):
     sys.modules["compare_baselines"] = module
     spec.loader.exec_module(module)
     args = module.CompareArguments(
-        output_dir=str(tmp_path), seeds=[0], max_steps=2, early_step=1, pretrain_steps=2, num_eval_prompts=2,
+        output_dir=str(tmp_path), seeds=[0], max_steps=3, early_step=1, pretrain_steps=2, num_eval_prompts=2,
         eval_samples_per_prompt=1, eval_grid_points=3, three_objective_grid_points=2,
         methods=["clp-full", "rewarded-soups", "prompting"], kl_weights=[0.05, 0.2],
     )
@@ -61,6 +61,7 @@ def test_comparison_runner_writes_a_report(tmp_path):
         "4_three_rewards_value_at_least_rs", "5_clp_steerable_early",
     }
     assert [e["kl_weight"] for e in results["claims"]["3_kl_conditioning_matches_dera"]["per_kl_weight"]] == [0.05, 0.2]
+    assert len(results["fixed_weights"]["value_per_weighting"]) == 3
     report = (tmp_path / "report.md").read_text()
     assert "| clp-full |" in report and "| prompting |" in report
     for figure in ("fronts_final.png", "fronts_early.png", "three_rewards_value.png", "kl_front.png"):
