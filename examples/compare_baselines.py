@@ -190,7 +190,7 @@ def kl_experiment(seed, base_path, prompts, args: CompareArguments) -> dict:
         clp_front = evaluate_front(clp, tokenizer, prompts, rewards, weightings, kl_weight=alpha, **common)
         dera_front = evaluate_front(
             aligned, tokenizer, prompts, rewards, weightings, kl_weight=alpha,
-            decoding=lambda w: dera_components(aligned.conditioning_vector(w), torch.full((len(w),), strength)),
+            decoding=lambda w, s=strength: dera_components(aligned.conditioning_vector(w), torch.full((len(w),), s)),
             **common,
         )
         for name, front in (("clp", clp_front), ("dera", dera_front)):

@@ -23,7 +23,6 @@ paths, or reward-model ids/paths (loaded by TRL as sequence classifiers).
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from dataclasses import dataclass, field

@@ -259,7 +259,7 @@ class SteerableModel(nn.Module):
         num_blocks = vector.numel()
         for name in self.conditioning_config.conditioned_modules:
             layer: LoraLayer = modules[name]
-            for adapter, lora_a in layer.lora_A.items():
+            for lora_a in layer.lora_A.values():
                 block_rank = lora_a.weight.size(0) // num_blocks
                 scale = (num_blocks * vector).repeat_interleave(block_rank).to(lora_a.weight)  # (m·r,)
                 lora_a.weight.data.mul_(scale.unsqueeze(-1))
