@@ -33,7 +33,7 @@ from trl import RLOOConfig, RLOOTrainer  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo, simplex_grid  # noqa: E402
 from trl_clp.callbacks import FrontEvaluationCallback  # noqa: E402
-from trl_clp.decoding import dera_components, generate_with_mixed_logits  # noqa: E402
+from trl_clp.decoding import dera_components, expert_mixture_components, generate_with_mixed_logits  # noqa: E402
 from trl_clp.conditioning import ConditioningConfig  # noqa: E402
 from trl_clp.evaluation import Front, evaluate_front  # noqa: E402
 from trl_clp.pareto import additive_epsilon, fraction_dominated  # noqa: E402
@@ -70,7 +70,8 @@ class CompareArguments:
     experiments: list[str] = field(
         default_factory=lambda: ["two", "three", "kl", "fixed"],
         metadata={"help": "two: 2 rewards, all methods (claims 1, 2, 5); three: 3 rewards (claim 4); kl: DeRA (3); "
-                  "fixed: plain RLOOTrainer, one model per weighting, each with 1/K of the budget."},
+                  "fixed: plain RLOOTrainer, one model per weighting, each with 1/K of the budget; mixing: Rewarded "
+                  "Soups' experts mixed in parameter space vs in logit space (Theorem 1), not in the default."},
     )
     quick: bool = field(default=False, metadata={"help": "1 seed, 30 steps, 8 prompts: a smoke run for CI."})
 
@@ -166,6 +167,20 @@ def fixed_weights_front(seed, base_path, prompts, grid, args: CompareArguments) 
     return Front(names, demo.DEMO_TRAINING_ARGS["beta"], results)
 
 
+def mixing_fronts(seed, base_path, prompts, grid, args: CompareArguments) -> dict[str, Front]:
+    """Rewarded Soups' single-objective experts, combined two ways: their parameters mixed (one forward pass per
+    token) and their next-token logits mixed (the CLP paper's Theorem 1; one forward pass per expert per token)."""
+    rewards = [lowercase_reward, uppercase_reward]
+    soups = steerable_view(train(METHODS["rewarded-soups"], seed, base_path, rewards, args, f"mixing/rs-seed{seed}"))
+    common = dict(num_samples=args.eval_samples_per_prompt, seed=seed,
+                  max_new_tokens=demo.DEMO_TRAINING_ARGS["max_completion_length"])
+    return {
+        "parameter mixing": evaluate_front(soups, soups.tokenizer, prompts, rewards, grid, **common),
+        "logit mixing": evaluate_front(soups, soups.tokenizer, prompts, rewards, grid,
+                                       decoding=expert_mixture_components, **common),
+    }
+
+
 def kl_experiment(seed, base_path, prompts, args: CompareArguments) -> dict:
     """Claim 3: KL-weight-conditioned CLP against DeRA on one reward (lowercase), at each KL weight α.
 
@@ -229,7 +244,7 @@ def main(args: CompareArguments) -> dict:
     grid3 = simplex_grid(3, args.three_objective_grid_points)
     fronts = {method: {"early": [], "final": []} for method in args.methods} if "two" in args.experiments else {}
     fronts3 = {method: [] for method in ("clp-full", "rewarded-soups")} if "three" in args.experiments else {}
-    kl_runs, fixed_fronts = [], []
+    kl_runs, fixed_fronts, mixing_runs = [], [], []
     for seed in args.seeds:
         tokenizer = demo.make_byte_tokenizer()
         base_path = os.path.join(args.output_dir, f"base-seed{seed}")
@@ -249,16 +264,19 @@ def main(args: CompareArguments) -> dict:
         if "fixed" in args.experiments:
             fixed_fronts.append(fixed_weights_front(seed, base_path, prompts, grid2, args))
             print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} fixed weights done", flush=True)
+        if "mixing" in args.experiments:
+            mixing_runs.append(mixing_fronts(seed, base_path, prompts, grid2, args))
+            print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} mixing done", flush=True)
         if "kl" in args.experiments:
             kl_runs.append(kl_experiment(seed, base_path, prompts, args))
             print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} KL experiment done", flush=True)
-    results = summarize(args, fronts, fronts3, kl_runs, fixed_fronts)
+    results = summarize(args, fronts, fronts3, kl_runs, fixed_fronts, mixing_runs)
     results["wall_seconds"] = time.perf_counter() - started
-    write_report(args, results, fronts, fronts3, kl_runs, fixed_fronts)
+    write_report(args, results, fronts, fronts3, kl_runs, fixed_fronts, mixing_runs)
     return results
 
 
-def summarize(args: CompareArguments, fronts, fronts3, kl_runs, fixed_fronts) -> dict:
+def summarize(args: CompareArguments, fronts, fronts3, kl_runs, fixed_fronts, mixing_runs) -> dict:
     summary = {"args": asdict(args), "methods": {}, "claims": {}}
     for method, by_stage in fronts.items():
         entry = {}
@@ -299,6 +317,17 @@ def summarize(args: CompareArguments, fronts, fronts3, kl_runs, fixed_fronts) ->
         claims["4_three_rewards_value_at_least_rs"] = summarize_three_rewards(fronts3)
     if kl_runs:
         claims["3_kl_conditioning_matches_dera"] = summarize_kl(kl_runs)
+    if mixing_runs:
+        summary["mixing"] = {
+            label: {
+                "hypervolume": mean_and_ci([run[label].hypervolume([0, 0]) for run in mixing_runs]),
+                "value_per_weighting": [
+                    {"weights": r.weights, "value": mean_and_ci([run[label].results[k].value for run in mixing_runs])}
+                    for k, r in enumerate(mixing_runs[0][label].results)
+                ],
+            }
+            for label in mixing_runs[0]
+        }
     if fixed_fronts:
         summary["fixed_weights"] = {
             "hypervolume": mean_and_ci([f.hypervolume([0, 0]) for f in fixed_fronts]),
@@ -344,7 +373,7 @@ def summarize_three_rewards(fronts3) -> dict:
     }
 
 
-def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs, fixed_fronts) -> None:
+def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs, fixed_fronts, mixing_runs) -> None:
     out = args.output_dir
     figures = []
     if fronts:
@@ -362,6 +391,11 @@ def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs
             figures.append(plot_fronts({**{m: by_stage["final"][0] for m, by_stage in fronts.items()},
                                         "fixed-weights": fixed_fronts[0]},
                                        os.path.join(out, "fronts_with_fixed.png"), title=f"Seed {args.seeds[0]}"))
+    if mixing_runs:
+        for seed, run in zip(args.seeds, mixing_runs, strict=True):
+            for label, front in run.items():
+                front.save(os.path.join(out, "fronts"), stem=f"rs-{label.replace(' ', '-')}-seed{seed}")
+        figures.append(plot_fronts(mixing_runs[0], os.path.join(out, "mixing.png"), title=f"Seed {args.seeds[0]}"))
     if "clp-full" in fronts:
         figures.append(plot_fronts_over_steps({args.early_step: fronts["clp-full"]["early"][0],
                                                args.max_steps: fronts["clp-full"]["final"][0]},
@@ -405,6 +439,12 @@ def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs
             f"Fixed-weights baseline (plain `RLOOTrainer`, one model per weighting, {args.max_steps // args.eval_grid_points}"
             f" steps each): hypervolume {fmt(fixed['hypervolume'])}; V per weighting "
             + ", ".join(f"{tuple(e['weights'])}: {fmt(e['value'])}" for e in fixed["value_per_weighting"]) + ".",
+        ]
+    for label, entry in results.get("mixing", {}).items():
+        lines += [
+            "",
+            f"Rewarded Soups' experts, {label}: hypervolume {fmt(entry['hypervolume'])}; V per weighting "
+            + ", ".join(f"{tuple(e['weights'])}: {fmt(e['value'])}" for e in entry["value_per_weighting"]) + ".",
         ]
     lines += ["", "## The paper's claims, as measured", ""] + describe_claims(results["claims"])
     lines += ["", "Figures: " + ", ".join(f"`{os.path.basename(f)}`" for f in figures) + "."]

@@ -53,6 +53,7 @@ def test_comparison_runner_writes_a_report(tmp_path):
         output_dir=str(tmp_path), seeds=[0], max_steps=3, early_step=1, pretrain_steps=2, num_eval_prompts=2,
         eval_samples_per_prompt=1, eval_grid_points=3, three_objective_grid_points=2,
         methods=["clp-full", "rewarded-soups", "prompting"], kl_weights=[0.05, 0.2],
+        experiments=["two", "three", "kl", "fixed", "mixing"],
     )
     results = module.main(args)
     assert set(results["methods"]) == {"clp-full", "rewarded-soups", "prompting"}
@@ -62,7 +63,8 @@ def test_comparison_runner_writes_a_report(tmp_path):
     }
     assert [e["kl_weight"] for e in results["claims"]["3_kl_conditioning_matches_dera"]["per_kl_weight"]] == [0.05, 0.2]
     assert len(results["fixed_weights"]["value_per_weighting"]) == 3
+    assert set(results["mixing"]) == {"parameter mixing", "logit mixing"}
     report = (tmp_path / "report.md").read_text()
     assert "| clp-full |" in report and "| prompting |" in report
-    for figure in ("fronts_final.png", "fronts_early.png", "three_rewards_value.png", "kl_front.png"):
+    for figure in ("fronts_final.png", "fronts_early.png", "three_rewards_value.png", "kl_front.png", "mixing.png"):
         assert (tmp_path / figure).stat().st_size > 1000
