@@ -3,7 +3,7 @@
 Check the paper's claims at our scale: CLP against Rewarded Soups and prompting on the offline demo task, at an
 equal budget (same steps, same number of sampled completions), over several seeds.
 
-    python examples/compare_baselines.py            # 3 seeds, 300 steps: about 25 minutes on 2 CPU cores
+    python examples/compare_baselines.py            # 3 seeds, 240 steps: 23 minutes on 2 CPU cores
     python examples/compare_baselines.py --quick    # 1 seed, 30 steps: under 3 minutes (a smoke run, not evidence)
 
 Methods (all `MultiObjectiveTrainer`, rank-8 LoRA per objective on every linear layer):
@@ -56,7 +56,7 @@ class CompareArguments:
     output_dir: str = field(default="outputs/compare", metadata={"help": "Where the report and figures go."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One full run per seed."})
     methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": f"Among {list(METHODS)}."})
-    max_steps: int = field(default=300, metadata={"help": "Training steps of every method (equal budget)."})
+    max_steps: int = field(default=240, metadata={"help": "Training steps of every method (equal budget)."})
     pretrain_steps: int = field(default=300, metadata={"help": "Pre-training steps of each seed's base model."})
     early_step: int = field(default=60, metadata={"help": "Step at which early steerability is measured."})
     num_eval_prompts: int = field(default=32, metadata={"help": "Held-out prompts per evaluation."})
