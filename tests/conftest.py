@@ -6,6 +6,8 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, demo  # noqa: E402
 
@@ -30,6 +32,27 @@ def saved_base_model(tmp_path, tokenizer):
     """A tiny base model saved to disk, to exercise the real loading path."""
     path = tmp_path / "base"
     demo.make_tiny_llama(seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "park", "in"]
+
+
+@pytest.fixture
+def nli_model_path(tmp_path):
+    """A tiny BERT sequence classifier with MNLI-style labels and a word-piece vocabulary, saved to disk."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=len(WORDS) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        num_labels=3, id2label={0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"},
+        label2id={"ENTAILMENT": 0, "NEUTRAL": 1, "CONTRADICTION": 2}, hidden_dropout_prob=0.5,
+    )
+    path = tmp_path / "nli"
+    BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
 

@@ -13,6 +13,7 @@ Order of operations for one generation batch of N = G·K completions (G prompt g
 from __future__ import annotations
 
 import importlib
+import inspect
 
 import torch
 
@@ -169,6 +170,212 @@ def titlecase_reward(completions, **kwargs) -> list[float]:
     return scores
 
 
+def _require(module_name: str, extra: str):
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        raise ImportError(f"This reward needs `{module_name}`: `pip install \"trl-clp[{extra}]\"`.") from error
+
+
+def _column(kwargs: dict, column: str, reward_name: str, expected: int) -> list:
+    """A dataset column that TRL passed to the reward function, checked to be there."""
+    if column not in kwargs:
+        trl_arguments = ("prompts", "completion_ids", "trainer_state", "log_extra", "log_metric")
+        available = sorted(k for k in kwargs if k not in trl_arguments)
+        hint = (
+            " TRL never passes a `completion` column to reward functions: rename it, e.g. "
+            "`dataset.rename_column('completion', 'reference')`."
+            if column == "completion"
+            else ""
+        )
+        raise KeyError(
+            f"Reward {reward_name!r} reads the dataset column {column!r}, which this batch does not have (columns "
+            f"passed: {available}). Set its column argument to one of them, or add the column to the dataset.{hint}"
+        )
+    values = list(kwargs[column])
+    if len(values) != expected:
+        raise ValueError(f"Column {column!r} has {len(values)} values for {expected} completions.")
+    return values
+
+
+class RougeReward:
+    """ROUGE F-measure of each completion against a reference column of the dataset, in [0, 1].
+
+    TRL passes the dataset's columns other than `prompt` and `completion` to reward functions, so a column such as
+    XSum's `summary` serves as the reference; rename a `completion` column (trl-lib/tldr's reference) first.
+
+    ```python
+    rouge = RougeReward(reference_column="summary", rouge_type="rougeL")
+    rouge(prompts=["..."], completions=["a summary"], summary=["the reference"])  # [0.4]
+    ```
+
+    Args:
+        reference_column: the dataset column holding the reference text.
+        rouge_type: `"rouge1"`, `"rouge2"` or `"rougeL"` (longest common subsequence).
+        use_stemmer: Porter-stem words before matching (as in the usual summarisation evaluations).
+    """
+
+    def __init__(self, reference_column: str = "reference", rouge_type: str = "rougeL", use_stemmer: bool = True):
+        rouge_scorer = _require("rouge_score.rouge_scorer", "rewards")
+        if rouge_type not in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+            raise ValueError(f"`rouge_type` must be rouge1, rouge2, rougeL or rougeLsum, got {rouge_type!r}.")
+        self.reference_column = reference_column
+        self.rouge_type = rouge_type
+        self.scorer = rouge_scorer.RougeScorer([rouge_type], use_stemmer=use_stemmer)
+        self.__name__ = rouge_type
+
+    def __call__(self, completions, **kwargs) -> list[float]:
+        references = _column(kwargs, self.reference_column, self.__name__, len(completions))
+        return [
+            self.scorer.score(str(reference), _completion_text(completion))[self.rouge_type].fmeasure
+            for reference, completion in zip(references, completions, strict=True)
+        ]
+
+
+def _inference_device_and_dtype(device, dtype):
+    """This process's accelerator (one GPU per rank under `accelerate launch`) and half precision on a GPU."""
+    from accelerate import PartialState
+
+    device = torch.device(device) if device is not None else PartialState().device
+    if dtype is None and device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return device, dtype or torch.float32
+
+
+class _SequenceClassifierReward:
+    """A sequence-classification model scoring texts in batches: eval mode, no gradients, on the right device."""
+
+    def __init__(self, model, tokenizer=None, device=None, dtype=None, batch_size: int = 16, max_length: int = 512):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        device, dtype = _inference_device_and_dtype(device, dtype)
+        if isinstance(model, str):
+            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
+            model = AutoModelForSequenceClassification.from_pretrained(model, dtype=dtype)
+        elif tokenizer is None:
+            raise ValueError("Pass the reward model's `tokenizer=` along with a model instance.")
+        self.model = model.to(device).eval()
+        self.model.requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        if self.tokenizer.pad_token is None:  # decoder reward models often ship without one
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.model.config.pad_token_id is None:
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        # Tokenizers may return inputs the model does not take (token_type_ids for a decoder reward model).
+        self.forward_inputs = set(inspect.signature(self.model.forward).parameters)
+
+    @torch.inference_mode()
+    def _logits(self, texts: list[str], text_pairs: list[str] | None = None, truncation=True) -> torch.Tensor:
+        """`(N, num_labels)` float32 logits for N texts (or text pairs), `batch_size` at a time."""
+        outputs = []
+        for start in range(0, len(texts), self.batch_size):
+            end = start + self.batch_size
+            encoded = self.tokenizer(
+                texts[start:end],
+                None if text_pairs is None else text_pairs[start:end],
+                return_tensors="pt",
+                padding=True,
+                truncation=truncation,
+                max_length=self.max_length,
+            ).to(self.model.device)
+            encoded = {key: value for key, value in encoded.items() if key in self.forward_inputs}
+            outputs.append(self.model(**encoded).logits.float().cpu())
+        return torch.cat(outputs)
+
+
+class NLIReward(_SequenceClassifierReward):
+    """Probability that the source entails the completion, under an NLI model: a faithfulness reward.
+
+    The premise is the prompt (or a dataset column such as `document`), the hypothesis the completion. Any
+    sequence-classification model id or path with an "entailment" label works (e.g. a DeBERTa or RoBERTa MNLI model).
+
+    Args:
+        model: model id, local path or a loaded `AutoModelForSequenceClassification`.
+        premise_column: dataset column holding the source; None uses the prompt.
+        entailment_label: the label's name or index; by default the label whose name starts with "entail".
+        device: default: this process's accelerator device.
+        dtype: default: bfloat16 (or float16) on a GPU, float32 on a CPU.
+        batch_size, max_length: premise-hypothesis pairs per forward pass, and their token limit (the premise is
+            truncated first).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        premise_column: str | None = None,
+        entailment_label: str | int | None = None,
+        device=None,
+        dtype=None,
+        batch_size: int = 16,
+        max_length: int = 512,
+    ):
+        super().__init__(model, tokenizer, device, dtype, batch_size, max_length)
+        self.premise_column = premise_column
+        labels = {name.lower(): index for name, index in self.model.config.label2id.items()}
+        if isinstance(entailment_label, int):
+            self.entailment_index = entailment_label
+        elif entailment_label is not None:
+            if entailment_label not in self.model.config.label2id:
+                raise ValueError(f"`entailment_label={entailment_label!r}` is not among {self.model.config.label2id}.")
+            self.entailment_index = self.model.config.label2id[entailment_label]
+        else:
+            matches = [index for name, index in labels.items() if name.startswith("entail")]
+            if len(matches) != 1:
+                raise ValueError(
+                    f"Cannot tell which label of the NLI model means entailment (labels: {self.model.config.id2label}): "
+                    "pass `entailment_label=` with its name or index."
+                )
+            self.entailment_index = matches[0]
+        self.__name__ = "nli"
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        if self.premise_column is None:
+            premises = [_prompt_text(prompt) for prompt in prompts]
+        else:
+            premises = [str(text) for text in _column(kwargs, self.premise_column, self.__name__, len(completions))]
+        hypotheses = [_completion_text(completion) for completion in completions]
+        # Truncate the source, never the completion being judged.
+        logits = self._logits(premises, hypotheses, truncation="only_first")
+        return logits.softmax(dim=-1)[:, self.entailment_index].tolist()
+
+
+class RewardModelObjective(_SequenceClassifierReward):
+    """Any reward model (a sequence classifier with one output) as a named objective with TRL's signature.
+
+    Unlike passing the model id to TRL directly, the objective gets the name you choose, its own tokenizer and
+    chat template, batching, eval mode and half precision on a GPU, and it can be mixed freely with callables.
+
+    Args:
+        model: model id, local path or a loaded `AutoModelForSequenceClassification` with `num_labels=1`.
+        name: the objective's name (metrics, `clp_config.json`, the weighting's order).
+        tokenizer: required with a model instance; loaded from the id or path otherwise.
+        device, dtype, batch_size, max_length: as for `NLIReward`.
+    """
+
+    def __init__(self, model, name: str, tokenizer=None, device=None, dtype=None, batch_size=16, max_length=1024):
+        super().__init__(model, tokenizer, device, dtype, batch_size, max_length)
+        if self.model.config.num_labels != 1:
+            raise ValueError(
+                f"A reward model scores with one output, but this one has num_labels={self.model.config.num_labels}; "
+                "for a classifier use e.g. `NLIReward`, or wrap it in your own function."
+            )
+        self.__name__ = name
+
+    def __call__(self, prompts, completions, **kwargs) -> list[float]:
+        if isinstance(prompts[0], str):
+            texts = [prompt + completion for prompt, completion in zip(prompts, completions, strict=True)]
+        else:
+            texts = [
+                self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
+                for prompt, completion in zip(prompts, completions, strict=True)
+            ]
+        self.tokenizer.truncation_side = "left"  # keep the end of the answer, which the model scores
+        return self._logits(texts)[:, 0].tolist()
+
+
 BUILTIN_REWARDS = {
     "lowercase": lowercase_reward,
     "uppercase": uppercase_reward,
@@ -178,15 +385,27 @@ BUILTIN_REWARDS = {
 }
 
 
-def resolve_reward_function(spec: str):
+def resolve_reward_function(spec: str, reference_column: str = "reference", nli_model: str | None = None,
+                            premise_column: str | None = None):
     """A reward function from a command-line spec.
 
     Args:
-        spec: a built-in name (`lowercase`, `uppercase`, `titlecase`, `brevity`, `source_coverage`), a `module:function` import
-            path, or anything else, returned unchanged for TRL to load as a reward-model id or path.
+        spec: a built-in name (`lowercase`, `uppercase`, `titlecase`, `brevity`, `source_coverage`), `rouge1`,
+            `rouge2` or `rougeL` (against `reference_column`), `nli` (entailment of the completion by the prompt, or
+            by `premise_column`, under `nli_model`), a `module:function` import path, or anything else, returned
+            unchanged for TRL to load as a reward-model id or path.
+        reference_column: the dataset column with the reference text, for the ROUGE rewards.
+        nli_model: id or path of the NLI model, for `nli`.
+        premise_column: dataset column holding the source for `nli` (default: the prompt).
     """
     if spec in BUILTIN_REWARDS:
         return BUILTIN_REWARDS[spec]
+    if spec in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
+        return RougeReward(reference_column=reference_column, rouge_type=spec)
+    if spec == "nli":
+        if nli_model is None:
+            raise ValueError("The `nli` reward needs an NLI model: pass its id or path as `nli_model`.")
+        return NLIReward(nli_model, premise_column=premise_column)
     if ":" in spec:
         module_name, function_name = spec.split(":", 1)
         return getattr(importlib.import_module(module_name), function_name)
