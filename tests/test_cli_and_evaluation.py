@@ -84,6 +84,22 @@ def test_cli_info_and_evaluate(saved_steerable, tmp_path, capsys):
     assert [row["weights"] for row in rows] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
 
 
+def test_cli_export_writes_a_plain_lora_equal_to_the_conditioned_model(saved_steerable, saved_base_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    main(["export", saved_steerable, str(tmp_path / "lora"), "--weights", "0.25,0.75"])
+    plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(saved_base_model), str(tmp_path / "lora"))
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    input_ids = torch.tensor([[1, 60, 61, 62]])
+    with torch.no_grad(), steer.condition(torch.tensor([0.25, 0.75])):
+        expected = steer(input_ids=input_ids).logits
+    with torch.no_grad():
+        assert torch.allclose(plain.eval()(input_ids=input_ids).logits, expected, atol=1e-5)
+    with pytest.raises(SystemExit, match="comma-separated"):
+        main(["export", saved_steerable, str(tmp_path / "bad"), "--weights", "half,half"])
+
+
 def test_cli_rejects_a_reward_count_that_does_not_match(saved_steerable, tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Describe: a\n")

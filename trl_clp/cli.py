@@ -3,6 +3,7 @@
     trl-clp info outputs/clp-demo
     trl-clp evaluate outputs/clp-demo --prompts prompts.txt --reward_funcs lowercase uppercase --grid_points 5
     trl-clp plot outputs/clp-demo/front.json other/front.json --labels CLP prompting --output fronts.png
+    trl-clp export outputs/clp-demo lora/w-0.3-0.7 --weights 0.3,0.7
 """
 
 from __future__ import annotations
@@ -72,6 +73,22 @@ def _plot(args) -> None:
     print("Wrote " + plot_fronts(fronts, args.output))
 
 
+def _export(args) -> None:
+    import torch
+
+    from .conditioning.model import SteerableModel
+
+    steer = SteerableModel.from_pretrained(args.model)
+    try:
+        weights = torch.tensor([float(w) for w in args.weights.split(",")])
+    except ValueError as error:
+        raise SystemExit(f"--weights takes comma-separated numbers, e.g. 0.3,0.7; got {args.weights!r}.") from error
+    steer.export_lora(args.output_dir, weights, kl_weight=args.kl_weight)
+    if steer.tokenizer is not None:
+        steer.tokenizer.save_pretrained(args.output_dir)
+    print(f"Wrote a plain LoRA adapter for weights {weights.tolist()} ({steer.objective_names}) to {args.output_dir}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="trl-clp", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +110,12 @@ def main(argv: list[str] | None = None) -> None:
     plot.add_argument("--labels", nargs="+", default=None, help="one per front (default: the parent folder names)")
     plot.add_argument("--output", default="fronts.png", help="PNG file to write")
     plot.set_defaults(run=_plot)
+    export = commands.add_parser("export", help="write a plain LoRA adapter for one weighting (vLLM, PEFT)")
+    export.add_argument("model", help="directory written by MultiObjectiveTrainer.save_model")
+    export.add_argument("output_dir", help="where to write adapter_config.json and adapter_model.safetensors")
+    export.add_argument("--weights", required=True, help="comma-separated weighting, in the objectives' order")
+    export.add_argument("--kl_weight", type=float, default=None, help="α, for KL-conditioned models")
+    export.set_defaults(run=_export)
     args = parser.parse_args(argv)
     args.run(args)
 

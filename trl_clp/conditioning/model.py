@@ -9,7 +9,7 @@ from contextlib import contextmanager
 
 import torch
 from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
@@ -264,3 +264,65 @@ class SteerableModel(nn.Module):
                 scale = (num_blocks * vector).repeat_interleave(block_rank).to(lora_a.weight)  # (m·r,)
                 lora_a.weight.data.mul_(scale.unsqueeze(-1))
         return merged.merge_and_unload()
+
+    def export_lora(self, directory: str, weights, kl_weight=None) -> str:
+        """Write a plain PEFT LoRA adapter equal to this model conditioned on one weighting (for vLLM, TGI, ...).
+
+        Every adapted layer gets the same rank R = num_blocks·r and the same `lora_alpha` α, with no rank or alpha
+        pattern, the form serving engines load: conditioned layers keep their blocks with `lora_A`'s rank-block i
+        scaled by `num_blocks·w_i` (the concatenated form, exact); shared rank-r layers are padded with zero blocks
+        and their `lora_B` multiplied by num_blocks so that their scale α/r is unchanged. Load it with
+        `PeftModel.from_pretrained(base, directory)`, or in vLLM with `max_lora_rank >= R`.
+
+        Args:
+            directory: where `adapter_config.json` and `adapter_model.safetensors` go.
+            weights: one weighting `(m,)`.
+            kl_weight: for models trained with KL-weight conditioning, the α to export.
+
+        Returns:
+            `directory`.
+        """
+        from safetensors.torch import save_file
+
+        if self.conditioning_config.variant == "prompt":
+            raise ValueError(
+                "A prompting-baseline model has no per-objective parameters: serve its adapter as it is and write the "
+                "weighting into the prompt with `trl_clp.format_weighted_prompt`."
+            )
+        vector = self.conditioning_vector(weights, kl_weight)
+        if vector.dim() != 1:
+            raise ValueError("`export_lora` takes one weighting `(m,)`, not a batch.")
+        num_blocks = vector.numel()
+        adapter_name = self.model.active_adapter
+        config: LoraConfig = self.model.peft_config[adapter_name]
+        rank = config.r if not config.rank_pattern else min(config.r, *config.rank_pattern.values())
+        if self.conditioning_config.variant == "full" and not config.rank_pattern:
+            rank //= num_blocks  # full-CLP on every target: the config's rank is already num_blocks·r
+        # The base model is loaded from its own files: never copy a targeted output layer into the export.
+        state = get_peft_model_state_dict(self.model, adapter_name=adapter_name, save_embedding_layers=False)
+        conditioned = set(self.conditioning_config.conditioned_modules)
+        exported = {}
+        for key, tensor in state.items():
+            module_name, _, suffix = key.rpartition(".lora_")
+            if suffix.startswith("embedding"):
+                raise ValueError(f"{key}: exporting LoRA on embedding layers is not supported.")
+            tensor = tensor.detach().float().clone()
+            if suffix == "A.weight":
+                if module_name in conditioned:
+                    scale = (num_blocks * vector).repeat_interleave(rank).to(tensor)  # (num_blocks·r,)
+                    tensor = tensor * scale.unsqueeze(-1)
+                else:  # shared rank-r layer: pad to rank num_blocks·r with zero rows
+                    tensor = torch.cat([tensor, tensor.new_zeros((num_blocks - 1) * rank, tensor.size(1))])
+            elif suffix == "B.weight" and module_name not in conditioned:
+                # α/(num_blocks·r) · (num_blocks·B) A = α/r · B A: the shared layer's output is unchanged.
+                tensor = torch.cat([num_blocks * tensor, tensor.new_zeros(tensor.size(0), (num_blocks - 1) * rank)], 1)
+            exported[key] = tensor.to(state[key].dtype).contiguous()
+        export_config = copy.deepcopy(config)
+        export_config.r = num_blocks * rank
+        export_config.lora_alpha = config.lora_alpha
+        export_config.rank_pattern = {}
+        export_config.alpha_pattern = {}
+        os.makedirs(directory, exist_ok=True)
+        export_config.save_pretrained(directory)
+        save_file(exported, os.path.join(directory, "adapter_model.safetensors"), metadata={"format": "pt"})
+        return directory
