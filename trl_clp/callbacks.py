@@ -101,3 +101,35 @@ class FrontEvaluationCallback(TrainerCallback):
         ):
             metrics[f"front/{name}/range"].append(spread)
             metrics[f"front/{name}/rank_correlation"].append(correlation)  # NaN (skipped in logs) if flat
+
+
+class WeightingHistogramCallback(TrainerCallback):
+    """Log the weightings sampled since the last logging step as one histogram per objective.
+
+    Scalars (`weights/<objective>/mean`, per-objective rewards) reach every tracker through TRL's metrics; this adds
+    the distribution, which shows whether every region of the simplex is trained: `train/weights/<objective>` in
+    TensorBoard (`add_histogram`), Weights & Biases (`wandb.Histogram`) and trackio (`trackio.Histogram`). The
+    `MultiObjectiveTrainer` adds it by itself when `report_to` names one of these trackers.
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        weights = self.trainer.pop_sampled_weightings()  # (N, m) since the last log, or None
+        if weights is None or not state.is_world_process_zero:
+            return
+        from transformers.integrations import TensorBoardCallback, TrackioCallback, WandbCallback
+
+        columns = {f"train/weights/{name}": weights[:, i] for i, name in enumerate(self.trainer.objective_names)}
+        for callback in self.trainer.callback_handler.callbacks:
+            if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:
+                for tag, values in columns.items():
+                    callback.tb_writer.add_histogram(tag, values, state.global_step, bins=20)
+                callback.tb_writer.flush()
+            elif isinstance(callback, WandbCallback) and callback._wandb is not None and callback._initialized:
+                histograms = {tag: callback._wandb.Histogram(values.numpy()) for tag, values in columns.items()}
+                callback._wandb.log({**histograms, "train/global_step": state.global_step})
+            elif isinstance(callback, TrackioCallback) and callback._trackio is not None and callback._initialized:
+                histograms = {tag: callback._trackio.Histogram(values.numpy()) for tag, values in columns.items()}
+                callback._trackio.log({**histograms, "train/global_step": state.global_step})

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import glob
 import inspect
 import math
 import numbers
 import os
+import shutil
 
 import torch
 from accelerate.utils import gather, is_peft_model
@@ -24,6 +26,7 @@ from trl.trainer.utils import (
     use_adapter,
 )
 
+from .callbacks import WeightingHistogramCallback
 from .conditioning.config import (
     CLP_CONFIG_NAME,
     ConditioningConfig,
@@ -34,6 +37,8 @@ from .conditioning.config import (
 )
 from .conditioning.layer import WeightConditioner, add_conditioned_output_layer, find_conditioned_layers
 from .config import MultiObjectiveConfig
+from .evaluation import Front
+from .model_card import steering_card_section
 from .rewards import RunningMoments, leave_one_out_advantages, scalarize_rewards
 from .sampling import kl_conditioning_vector, sample_group_kl_weights, sample_group_weights
 
@@ -74,6 +79,65 @@ def _check_reward_values(values, name: str, expected: int) -> None:
             )
 
 
+class RewardFunctionError(RuntimeError):
+    """A reward function raised during training; the message names it and says how to continue."""
+
+    def __init__(self, name: str, error: Exception):
+        super().__init__(
+            f"Reward function {name!r} raised {type(error).__name__}: {error}\nTraining stopped before this step's "
+            "update; checkpoints already saved are complete. Fix the reward function and continue with "
+            "`trainer.train(resume_from_checkpoint=True)`."
+        )
+        self.reward_name = name
+
+
+def check_output_dir_writable(output_dir: str) -> None:
+    """Fail before anything is loaded if `output_dir` cannot be created or written.
+
+    Raises:
+        ValueError naming the directory and what to change.
+    """
+    probe = os.path.join(output_dir, f".trl_clp_write_test_{os.getpid()}")
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(probe, "w") as handle:
+            handle.write("ok")
+        os.remove(probe)
+    except OSError as error:
+        raise ValueError(
+            f"Cannot write to output_dir={output_dir!r} ({error.strerror or error}): checkpoints and the adapter would "
+            "be lost. Choose a writable `output_dir`."
+        ) from error
+
+
+def check_free_disk_space(output_dir: str, required_bytes: int) -> None:
+    """Fail before training if the disk of `output_dir` has less than `required_bytes` free.
+
+    Raises:
+        ValueError saying how much is free, how much is needed, and what to change.
+    """
+    free = shutil.disk_usage(output_dir).free
+    if free < required_bytes:
+        raise ValueError(
+            f"output_dir={output_dir!r} has {free / 2**20:.1f} MiB free, but saving needs about "
+            f"{required_bytes / 2**20:.1f} MiB (adapter, optimizer state, one checkpoint beside the next). Free some "
+            "disk space, choose another `output_dir`, or set `save_strategy='no'`."
+        )
+
+
+def checkpoint_bytes(model: nn.Module, args) -> int:
+    """Estimated bytes on disk while training: each checkpoint holds the trainable parameters and two Adam moments.
+
+    Two checkpoints coexist while `save_total_limit` rotates them; with `save_strategy="no"`, only the final adapter
+    is written.
+    """
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    adapter = 4 * trainable + 2**20  # float32 weights, plus configs, tokenizer and trainer state
+    if args.save_strategy == "no":
+        return adapter
+    return adapter + 2 * (adapter + 8 * trainable)
+
+
 def checked_reward_function(reward_func, name: str):
     """Wrap a callable reward function so that a bad return value fails with a message naming it.
 
@@ -83,7 +147,10 @@ def checked_reward_function(reward_func, name: str):
 
         @functools.wraps(reward_func)
         async def async_checked(prompts, completions, **kwargs):
-            values = await reward_func(prompts=prompts, completions=completions, **kwargs)
+            try:
+                values = await reward_func(prompts=prompts, completions=completions, **kwargs)
+            except Exception as error:
+                raise RewardFunctionError(name, error) from error
             _check_reward_values(values, name, len(prompts))
             return values
 
@@ -92,7 +159,10 @@ def checked_reward_function(reward_func, name: str):
 
     @functools.wraps(reward_func)
     def checked(prompts, completions, **kwargs):
-        values = reward_func(prompts=prompts, completions=completions, **kwargs)
+        try:
+            values = reward_func(prompts=prompts, completions=completions, **kwargs)
+        except Exception as error:
+            raise RewardFunctionError(name, error) from error
         _check_reward_values(values, name, len(prompts))
         return values
 
@@ -120,7 +190,11 @@ class MultiObjectiveTrainer(RLOOTrainer):
        it (TRL's fixed `reward_weights` and scalar `beta` are neutralised). The logged `reward`, `reward_std`,
        `frac_reward_zero_std`, `kl` and the completions table's advantages are corrected accordingly, and the
        weightings and the reward as a function of the weighting are logged.
-    5. `save_model` writes `clp_config.json` (the conditioning metadata) beside the adapter; resuming checks it.
+    5. `save_model` writes `clp_config.json` (the conditioning metadata) beside the adapter; resuming checks it;
+       the model card says how to steer the model and shows its evaluated front.
+    6. Construction fails if `output_dir` cannot be written or lacks disk space for the checkpoints; a reward
+       function that raises stops training with a `RewardFunctionError` naming it. With TensorBoard, W&B or trackio
+       in `report_to`, the sampled weightings are logged as histograms.
 
     Args:
         model: a model id, a local path, or a `PreTrainedModel` (not a `PeftModel`: the conditioned adapter is
@@ -179,6 +253,8 @@ class MultiObjectiveTrainer(RLOOTrainer):
             )
         peft_config = peft_config if peft_config is not None else DEFAULT_LORA_CONFIG
         check_linear_lora_config(peft_config)
+        if args.should_save:
+            check_output_dir_writable(args.output_dir)
 
         self.objective_names = names
         self.num_objectives = len(names)
@@ -216,8 +292,22 @@ class MultiObjectiveTrainer(RLOOTrainer):
         elif args.conditioning != "prompt":
             self.conditioner.attach(self.model, find_conditioned_layers(self.model, conditioned_targets))
         self.reward_moments = RunningMoments(self.num_objectives) if args.reward_normalization == "running" else None
+        if self.args.should_save:
+            check_free_disk_space(args.output_dir, checkpoint_bytes(self.model, args))
+        # (N, m) per generation since the last log, kept only for the trackers' weighting histograms.
+        self._sampled_weightings: list[torch.Tensor] | None = None
+        if {"tensorboard", "wandb", "trackio"} & set(self.args.report_to or []):
+            self._sampled_weightings = []
+            self.add_callback(WeightingHistogramCallback(self))
         self._eval_draws = 0
         self._gathered_rewards = None
+
+    def pop_sampled_weightings(self) -> torch.Tensor | None:
+        """`(N, m)` the weightings of the rows generated since the last call, or None if there were none."""
+        if not self._sampled_weightings:  # None (no histogram tracker) or nothing generated since the last log
+            return None
+        weights, self._sampled_weightings = torch.cat(self._sampled_weightings), []
+        return weights
 
     @property
     def conditioning_config(self) -> ConditioningConfig:
@@ -430,6 +520,8 @@ class MultiObjectiveTrainer(RLOOTrainer):
             metrics["kl"].append((kl_stats[0] / kl_stats[1].clamp(min=1.0)).item())
         if self.args.conditions_on_kl_weight:
             metrics["kl_weight/mean"].append(kl_weights.mean().item())
+        if mode == "train" and self._sampled_weightings is not None:
+            self._sampled_weightings.append(weights.cpu())
         for i, name in enumerate(self.objective_names):
             w, r = weights[:, i], rewards_per_objective[:, i]
             metrics[f"weights/{name}/mean"].append(w.mean().item())
@@ -445,6 +537,24 @@ class MultiObjectiveTrainer(RLOOTrainer):
             metrics[f"rewards/{name}/slope_vs_weight"].append(slope)
 
     # ---------------------------------------------------------------- saving and resuming
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """TRL's model card, plus how to steer the model and its evaluated front.
+
+        The front is `<output_dir>/front.json` if present (written by `Front.save`, e.g. by the main example),
+        else the latest `fronts/step-<N>.json` of a `FrontEvaluationCallback`.
+        """
+        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
+        if not self.is_world_process_zero():
+            return
+        front_path = os.path.join(self.args.output_dir, "front.json")
+        if not os.path.isfile(front_path):
+            steps = glob.glob(os.path.join(self.args.output_dir, "fronts", "step-*.json"))
+            front_path = max(steps, key=lambda p: int(p.rsplit("-", 1)[1][:-5])) if steps else None
+        front = Front.load(front_path) if front_path else None
+        model_id = self.hub_model_id or self.args.hub_model_id or self.args.output_dir
+        with open(os.path.join(self.args.output_dir, "README.md"), "a") as handle:
+            handle.write("\n" + steering_card_section(self.conditioning_config, model_id, front))
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         super()._save(output_dir, state_dict)
