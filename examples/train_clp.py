@@ -17,8 +17,10 @@ A real model, dataset and rewards, through flags or a YAML file (every `MultiObj
         --model_name_or_path Qwen/Qwen2.5-0.5B --dataset_name trl-lib/tldr \
         --reward_funcs source_coverage brevity --conditioning attn --output_dir clp-tldr
 
-`--reward_funcs` takes built-in names (lowercase, uppercase, brevity, source_coverage), `module:function` import
-paths, or reward-model ids/paths (loaded by TRL as sequence classifiers).
+`--reward_funcs` takes built-in names (lowercase, uppercase, titlecase, brevity, source_coverage), `rouge1`/`rouge2`/
+`rougeL` (against `--reference_column`), `nli` (entailment under `--nli_model`), `module:function` import paths, or
+reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
+model (QLoRA, bitsandbytes on a GPU).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 import torch  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
-from trl import ModelConfig, TrlParser, get_peft_config  # noqa: E402
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, simplex_grid  # noqa: E402
 from trl_clp import demo  # noqa: E402
@@ -62,6 +64,28 @@ class ScriptArguments:
         default=5, metadata={"help": "Points per simplex edge of the evaluation grid (5 → 0, .25, .5, .75, 1)."}
     )
     eval_samples_per_prompt: int = field(default=2, metadata={"help": "Completions per (prompt, weighting) pair."})
+    prompt_format: str | None = field(
+        default=None,
+        metadata={"help": "Build the prompt from the dataset's columns, e.g. '{document}\\nTL;DR:' (XSum); default: "
+                  "use `prompt_column` as it is."},
+    )
+    reference_column: str = field(
+        default="reference",
+        metadata={"help": "Dataset column with the reference text, for the ROUGE rewards. A `completion` column (e.g. "
+                  "trl-lib/tldr's reference summaries) is renamed `reference`: TRL keeps it from reward functions."},
+    )
+    nli_model: str | None = field(
+        default=None, metadata={"help": "NLI model id or path for the `nli` reward (entailment of the answer)."}
+    )
+    premise_column: str | None = field(
+        default=None, metadata={"help": "Dataset column holding the source for `nli` (default: the prompt)."}
+    )
+
+
+def model_init_kwargs(model_args: ModelConfig) -> dict:
+    """How TRL loads the policy from its id or path: revision, dtype and attention implementation."""
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    return {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation, "dtype": dtype}
 
 
 def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, model_args: ModelConfig):
@@ -80,6 +104,7 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         tokenizer.save_pretrained(base_path)
         model_args.model_name_or_path = base_path
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, padding_side="left")
+    training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
 
     ################
     # Dataset
@@ -89,8 +114,12 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         eval_dataset = demo.make_prompt_dataset(script_args.num_eval_prompts, seed=training_args.seed + 1)
     else:
         dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
-        if script_args.prompt_column != "prompt":
+        if script_args.prompt_format is not None:
+            dataset = dataset.map(lambda example: {"prompt": script_args.prompt_format.format(**example)})
+        elif script_args.prompt_column != "prompt":
             dataset = dataset.rename_column(script_args.prompt_column, "prompt")
+        if "completion" in dataset.column_names[script_args.dataset_train_split]:
+            dataset = dataset.rename_column("completion", "reference")
         train_dataset = dataset[script_args.dataset_train_split]
         eval_split = script_args.dataset_eval_split or ("test" if "test" in dataset else script_args.dataset_train_split)
         eval_dataset = dataset[eval_split].select(range(min(script_args.num_eval_prompts, len(dataset[eval_split]))))
@@ -98,7 +127,15 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
     ################
     # Training
     ################
-    reward_funcs = [resolve_reward_function(spec) for spec in script_args.reward_funcs]
+    reward_funcs = [
+        resolve_reward_function(
+            spec,
+            reference_column=script_args.reference_column,
+            nli_model=script_args.nli_model,
+            premise_column=script_args.premise_column,
+        )
+        for spec in script_args.reward_funcs
+    ]
     trainer = MultiObjectiveTrainer(
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
@@ -106,6 +143,8 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         train_dataset=train_dataset,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
+        # --load_in_4bit: QLoRA, the conditioned LoRA blocks train on a 4-bit (bitsandbytes) base model.
+        quantization_config=get_quantization_config(model_args),
     )
     trainer.train()
     trainer.save_model(training_args.output_dir)
@@ -129,6 +168,8 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         callable_rewards,
         simplex_grid(steer.conditioning_config.num_objectives, script_args.eval_grid_points),
         num_samples=script_args.eval_samples_per_prompt,
+        # References, sources, ...: the reward functions see the same dataset columns as in training.
+        reward_kwargs={column: list(eval_dataset[column]) for column in eval_dataset.column_names if column != "prompt"},
         max_new_tokens=training_args.max_completion_length,
         seed=training_args.seed,
         temperature=training_args.temperature,

@@ -1,7 +1,7 @@
 """Run by `test_distributed.py` under `torchrun --nproc_per_node 2` (gloo on CPU); not collected by pytest.
 
 Each rank trains a few steps and writes, to `<out>/rank<k>.json`, the weighting it saw for every prompt and a
-checksum of every trainable parameter.
+checksum of every trainable parameter and, per optimizer step, of every gradient.
 """
 
 import json
@@ -12,8 +12,9 @@ import sys
 import torch
 from conftest import tiny_config  # run as a script: its folder, tests/, is on sys.path (and sets offline mode)
 from peft import LoraConfig
+from transformers import TrainerCallback
 
-from trl_clp import MultiObjectiveTrainer, demo
+from trl_clp import ConditioningConfig, MultiObjectiveTrainer, demo
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 
@@ -45,12 +46,25 @@ def main(out_dir):
         return output
 
     trainer._generate_and_score_completions = recording
+    gradient_sums = []  # per optimizer step: {parameter: sum of its gradient after DDP's all-reduce}
+
+    class RecordGradients(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            gradient_sums.append({
+                n: p.grad.double().sum().item() for n, p in trainer.model.named_parameters() if p.grad is not None
+            })
+
+    trainer.add_callback(RecordGradients())
+    metadata_saves = []
+    original_save = ConditioningConfig.save
+    ConditioningConfig.save = lambda config, directory: (metadata_saves.append(directory), original_save(config, directory))
     trainer.train()
     trainer.save_model(os.path.join(out_dir, "final"))
     checksums = {n: p.detach().double().sum().item() for n, p in trainer.model.named_parameters() if p.requires_grad}
     rank = trainer.accelerator.process_index
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
-        json.dump({"seen": seen, "checksums": checksums, "world_size": trainer.accelerator.num_processes}, handle)
+        json.dump({"seen": seen, "checksums": checksums, "gradients": gradient_sums, "metadata_saves": metadata_saves,
+                   "world_size": trainer.accelerator.num_processes}, handle)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The main job's code path, at toy size, and its YAML recipe."""
+"""The main job's code path at toy size, its YAML recipes, the Accelerate configs, the comparison runner."""
 
 import importlib.util
 import json
@@ -34,14 +34,102 @@ def test_main_job_trains_saves_and_writes_the_table(train_clp, tmp_path, capsys)
     assert "lowercase_reward" in printed and "with weight 1" in printed
 
 
-def test_summarization_recipe_parses(train_clp):
-    path = os.path.join(EXAMPLES, "configs", "tldr_summarization.yaml")
+RECIPES = {
+    "tldr_summarization.yaml": (["nli", "rougeL"], "attn", "trl-lib/tldr"),
+    "tldr_three_rewards.yaml": (["nli", "rougeL", "brevity"], "full", "trl-lib/tldr"),
+    "xsum_summarization.yaml": (["nli", "rougeL"], "attn", "EdinburghNLP/xsum"),
+    "tldr_summarization_local.yaml": (["nli", "rougeL"], "attn", "data/tldr"),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_recipes_parse(train_clp, recipe):
+    path = os.path.join(EXAMPLES, "configs", recipe)
     script_args, training_args, model_args = train_clp.make_parser().parse_args_and_config(
-        args=["--config", path, "--bf16", "False"]  # the recipe targets a GPU (bf16); this machine has none
+        args=["--config", path, "--bf16", "False"]  # the recipes target a GPU (bf16); this machine has none
     )
-    assert script_args.reward_funcs == ["source_coverage", "brevity"]
-    assert training_args.objective_names == ["coverage", "brevity"] and training_args.conditioning == "attn"
-    assert model_args.model_name_or_path == "Qwen/Qwen2.5-0.5B" and model_args.lora_r == 16
+    rewards, conditioning, dataset = RECIPES[recipe]
+    assert script_args.reward_funcs == rewards and script_args.dataset_name == dataset
+    assert training_args.conditioning == conditioning and len(training_args.objective_names) == len(rewards)
+    assert script_args.nli_model and model_args.lora_r == 16 and model_args.model_name_or_path
+
+
+def test_xsum_recipe_builds_prompts_from_the_document(train_clp):
+    path = os.path.join(EXAMPLES, "configs", "xsum_summarization.yaml")
+    script_args, _, _ = train_clp.make_parser().parse_args_and_config(args=["--config", path, "--bf16", "False"])
+    prompt = script_args.prompt_format.format(document="A" * 5000, summary="s", id="1")
+    assert prompt.startswith("Article: AAA") and prompt.endswith("\nOne-sentence summary:") and len(prompt) < 3100
+    assert (script_args.premise_column, script_args.reference_column) == ("document", "summary")
+
+
+def test_local_recipe_runs_on_a_local_model_nli_model_and_dataset_file(train_clp, tmp_path, tokenizer, nli_model_path):
+    """The summarization recipe's code path: local model, JSON-lines dataset, NLI and ROUGE rewards, evaluation."""
+    from trl_clp import demo
+
+    model_path = tmp_path / "models" / "policy"
+    demo.make_tiny_llama(seed=0).save_pretrained(model_path)
+    tokenizer.save_pretrained(model_path)
+    data = tmp_path / "data" / "tldr"
+    data.mkdir(parents=True)
+    for split, count in (("train", 16), ("test", 4)):
+        rows = [{"prompt": f"POST: the cat sat on mat {i}\nTL;DR:", "completion": " the cat sat"} for i in range(count)]
+        (data / f"{split}.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    out = tmp_path / "out"
+    argv = [
+        "--config", os.path.join(EXAMPLES, "configs", "tldr_summarization_local.yaml"),
+        "--model_name_or_path", str(model_path), "--dataset_name", str(data), "--nli_model", nli_model_path,
+        "--output_dir", str(out), "--bf16", "False", "--max_steps", "2", "--per_device_train_batch_size", "8",
+        "--gradient_accumulation_steps", "1", "--max_completion_length", "4", "--num_eval_prompts", "2",
+        "--eval_grid_points", "3", "--eval_samples_per_prompt", "1", "--report_to", "none", "--save_strategy", "no",
+        "--disable_tqdm", "True",
+    ]
+    train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
+    results = json.loads((out / "front.json").read_text())
+    assert results["objective_names"] == ["faithfulness", "rouge"]
+    for row in results["results"]:
+        assert 0.0 <= row["rewards"]["faithfulness"] <= 1.0 and 0.0 <= row["rewards"]["rouge"] <= 1.0
+    assert json.loads((out / "clp_config.json").read_text())["variant"] == "attn"
+
+
+def test_main_job_with_load_in_4bit_trains_on_a_quantized_policy(train_clp, tmp_path, saved_base_model, monkeypatch):
+    bnb = pytest.importorskip("bitsandbytes", reason='bitsandbytes is not installed: pip install "trl-clp[quantization]"')
+    import trl_clp.trainer
+
+    built = []
+    original_init = trl_clp.trainer.MultiObjectiveTrainer.__init__
+
+    def recording_init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(trl_clp.trainer.MultiObjectiveTrainer, "__init__", recording_init)
+    argv = [
+        "--model_name_or_path", saved_base_model, "--load_in_4bit", "True", "--bnb_4bit_quant_type", "nf4",
+        "--dtype", "float32", "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--num_eval_prompts", "2",
+        "--eval_grid_points", "2", "--eval_samples_per_prompt", "1", "--max_completion_length", "4",
+        "--num_train_prompts", "16", "--disable_tqdm", "True", "--bf16", "False",
+    ]
+    try:
+        train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
+    except Exception as error:
+        if not built:
+            pytest.skip(f"bitsandbytes {bnb.__version__} cannot load a 4-bit model here: {error}")
+        raise
+    (trainer,) = built
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
+    assert json.loads((tmp_path / "out" / "front.json").read_text())["results"]
+
+
+@pytest.mark.parametrize("config", ["multi_gpu.yaml", "deepspeed_zero2.yaml", "deepspeed_zero3.yaml", "fsdp.yaml"])
+def test_accelerate_configs_load(config):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    loaded = load_config_from_file(os.path.join(EXAMPLES, "accelerate_configs", config))
+    assert loaded.mixed_precision == "bf16"
+    expected = {"multi_gpu.yaml": "MULTI_GPU", "fsdp.yaml": "FSDP"}.get(config, "DEEPSPEED")
+    assert loaded.distributed_type.value == expected
+    if "zero" in config:
+        assert loaded.deepspeed_config["zero_stage"] == int(config[-6])
 
 
 def test_comparison_runner_writes_a_report(tmp_path):
