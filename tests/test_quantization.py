@@ -28,9 +28,10 @@ def test_conditioned_adapters_train_on_a_4bit_base_model(tmp_path, tokenizer, pr
     trainer = MultiObjectiveTrainer(
         model=saved_base_model,
         reward_funcs=[lowercase_reward, uppercase_reward],
-        args=tiny_config(tmp_path, max_steps=2, model_init_kwargs={"quantization_config": four_bit_config()}),
+        args=tiny_config(tmp_path, max_steps=2),
         train_dataset=prompts_dataset,
         processing_class=tokenizer,
+        quantization_config=four_bit_config(),
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
     )
     quantized = [n for n, m in trainer.model.named_modules() if isinstance(m, bnb.nn.Linear4bit)]
