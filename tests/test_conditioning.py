@@ -96,6 +96,25 @@ def test_bad_weights_are_rejected_before_the_forward():
         pass
 
 
+def test_a_new_weighting_takes_effect_at_once():
+    """The block scaling is cached per weighting: each new weighting (set or nested) must replace it."""
+    steer = make_steerable()
+    input_ids = batch(rows=1)
+    first, second = torch.tensor([0.9, 0.1]), torch.tensor([0.2, 0.8])
+    with torch.no_grad():
+        expected = {w: steer.merge(w)(input_ids=input_ids).logits for w in (first, second)}
+        with steer.condition(first):
+            torch.testing.assert_close(steer(input_ids=input_ids).logits, expected[first], atol=1e-5, rtol=1e-5)
+            with steer.condition(second):
+                torch.testing.assert_close(steer(input_ids=input_ids).logits, expected[second], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(steer(input_ids=input_ids).logits, expected[first], atol=1e-5, rtol=1e-5)
+        steer.conditioner.set_weights(second.unsqueeze(0))
+        try:
+            torch.testing.assert_close(steer(input_ids=input_ids).logits, expected[second], atol=1e-5, rtol=1e-5)
+        finally:
+            steer.conditioner.clear()
+
+
 def test_condition_is_cleared_on_exit():
     steer = make_steerable()
     with steer.condition(WEIGHTS):

@@ -27,6 +27,20 @@ from ..sampling import check_weights
 from .config import matches_target
 
 
+def block_scale(weights: torch.Tensor, total_rank: int) -> torch.Tensor:
+    """The factor `m · w_i` of every rank of block i, per row.
+
+    Args:
+        weights: `(B, m)` weightings on the simplex.
+        total_rank: m·r, the rank of the conditioned LoRA.
+
+    Returns:
+        `(B, m·r)`.
+    """
+    num_objectives = weights.size(-1)
+    return (num_objectives * weights).repeat_interleave(total_rank // num_objectives, dim=-1)
+
+
 def scale_lora_blocks(lora_a_output: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """Scale rank-block i of each row by `m · w_i` of that row.
 
@@ -37,10 +51,8 @@ def scale_lora_blocks(lora_a_output: torch.Tensor, weights: torch.Tensor) -> tor
     Returns:
         `(B, ..., m·r)`.
     """
-    batch, num_objectives = weights.shape
-    block_rank = lora_a_output.size(-1) // num_objectives
-    scale = (num_objectives * weights).repeat_interleave(block_rank, dim=-1)  # (B, m·r)
-    scale = scale.view(batch, *([1] * (lora_a_output.dim() - 2)), -1)  # (B, 1, ..., m·r)
+    scale = block_scale(weights, lora_a_output.size(-1))  # (B, m·r)
+    scale = scale.view(weights.size(0), *([1] * (lora_a_output.dim() - 2)), -1)  # (B, 1, ..., m·r)
     return lora_a_output * scale.to(lora_a_output.dtype)
 
 
@@ -102,14 +114,28 @@ class WeightConditioner:
     The weighting is always set explicitly, by `condition(...)` (restored on exit) or, where a forward and its
     backward span two calls (gradient checkpointing recomputes the forward during backward), by `set_weights` and a
     `clear` in the caller's `finally`. A conditioned layer called with no weighting set raises instead of silently
-    using some default.
+    using some default. The weighting is read when it is set (its block scaling is computed once, then shared by
+    every conditioned layer and decoding step): set a new tensor rather than modifying the current one in place.
     """
 
     def __init__(self, num_blocks: int):
         self.num_blocks = num_blocks
-        self.weights: torch.Tensor | None = None  # (B, num_blocks)
+        self._weights: torch.Tensor | None = None  # (B, num_blocks)
+        # The block scaling of the current weighting, built once and reused by every conditioned layer and every
+        # decoding step: keyed by (m·r, dtype, device, dim) of the `lora_A` output.
+        self._scales: dict[tuple, torch.Tensor] = {}
         self.conditioned_module_names: list[str] = []
         self._handles = []
+
+    @property
+    def weights(self) -> torch.Tensor | None:
+        """`(B, num_blocks)` weightings of the current forward pass, or None."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, weights: torch.Tensor | None) -> None:
+        self._weights = weights
+        self._scales = {}
 
     def attach(self, model: nn.Module, module_names: list[str], adapter_name: str = "default") -> None:
         """Register the block-scaling hook on `lora_B[adapter_name]` of each named LoRA layer.
@@ -151,7 +177,18 @@ class WeightConditioner:
                 f"The batch has {lora_a_output.size(0)} rows but {self.weights.size(0)} weightings are set: give one "
                 f"weighting per row (or a single one for the whole batch)."
             )
-        return (scale_lora_blocks(lora_a_output, self.weights.to(lora_a_output.device)),)
+        return (lora_a_output * self._block_scale(lora_a_output),)
+
+    def _block_scale(self, lora_a_output: torch.Tensor) -> torch.Tensor:
+        """`(B, 1, ..., m·r)` factors of `scale_lora_blocks` for the current weighting, cached until it changes."""
+        key = (lora_a_output.size(-1), lora_a_output.dtype, lora_a_output.device, lora_a_output.dim())
+        scale = self._scales.get(key)
+        if scale is None:
+            scale = block_scale(self._weights.to(lora_a_output.device), lora_a_output.size(-1))  # (B, m·r)
+            scale = scale.view(scale.size(0), *([1] * (lora_a_output.dim() - 2)), -1).to(lora_a_output.dtype)
+            if not self._weights.requires_grad:  # a graph through the weighting must be rebuilt for every forward
+                self._scales[key] = scale
+        return scale
 
     def set_weights(self, weights: torch.Tensor | None) -> None:
         """Set `(B, num_blocks)` weightings (or None) without validation; see `condition` for the checked path."""

@@ -1,0 +1,99 @@
+"""The benchmarks keep running: each script on its smallest setting, and the ratio records it writes."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def benchmarks(monkeypatch):
+    """The scripts import their sibling modules (`workload`, `reporting`) the way `python benchmarks/x.py` does."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+
+
+def test_train_step_benchmark_reports_paired_ratios(benchmarks, tmp_path, capsys):
+    import train_step
+
+    args = train_step.BenchmarkArguments(
+        quick=True,
+        num_objectives=[2],
+        variants=["attn"],
+        batch_size=8,
+        completion_length=4,
+        repeats=2,
+        warmup_steps=0,
+        timed_steps=1,
+        memory=False,
+        output_json=str(tmp_path / "train_step.json"),
+    )
+    train_step.main(args)
+
+    report = json.loads((tmp_path / "train_step.json").read_text())
+    assert [figure["name"] for figure in report["figures"]] == ["step_time/attn/m2"]
+    figure = report["figures"][0]
+    ratios = [c / b for b, c in zip(figure["baseline"]["samples"], figure["candidate"]["samples"], strict=True)]
+    assert len(ratios) == 2
+    assert figure["ratio"] == pytest.approx(sum(ratios) / 2)  # the median of two paired ratios
+    assert figure["target"] == ["<=", 1.1]
+    assert "RATIO step_time/attn/m2 " in capsys.readouterr().out
+
+
+def test_scaling_benchmark_fits_slopes(benchmarks, tmp_path):
+    import scaling
+
+    args = scaling.BenchmarkArguments(
+        quick=True,
+        scaling_num_objectives=[2, 3],
+        scaling_batch_sizes=[4, 8],
+        batch_scaling_num_objectives=2,
+        batch_size=4,
+        completion_length=4,
+        repeats=1,
+        warmup_steps=0,
+        timed_steps=1,
+        output_json=str(tmp_path / "scaling.json"),
+    )
+    scaling.main(args)
+
+    report = json.loads((tmp_path / "scaling.json").read_text())
+    assert [figure["name"] for figure in report["figures"]] == [
+        "step_time/scaling_m/full/m2",
+        "step_time/scaling_m/full/m3",
+        "step_time/scaling_batch/full/m2/b4",
+        "step_time/scaling_batch/full/m2/b8",
+    ]
+    m_slope = report["slopes"][0]
+    clp = m_slope["clp_seconds"]
+    assert m_slope["clp_slope_seconds"] == pytest.approx(clp[1] - clp[0])  # two points: the slope is the difference
+
+
+def test_memory_probe_counts_the_run(benchmarks, tmp_path):
+    import train_step
+
+    args = train_step.BenchmarkArguments(quick=True, completion_length=4, memory_steps=1)
+    probe = train_step.memory_probe(train_step.TrainingRun("logit", 2, 8), args)
+    assert probe["peak_bytes"] > 0
+
+
+def test_generation_benchmark_reports_every_baseline(benchmarks, tmp_path, capsys):
+    import generation
+
+    args = generation.BenchmarkArguments(
+        quick=True,
+        variants=["full"],
+        num_objectives=[2],
+        num_prompts=4,
+        new_tokens=3,
+        repeats=1,
+        output_json=str(tmp_path / "generation.json"),
+    )
+    generation.main(args)
+
+    report = json.loads((tmp_path / "generation.json").read_text())
+    names = [figure["name"].rsplit("/", 1)[-1] for figure in report["figures"]]
+    assert names == ["vs_plain_lora", "vs_rewarded_soups", "vs_dera", "vs_dera_same_loop"]
+    assert all(figure["ratio"] > 0 for figure in report["figures"])
+    assert "RATIO generation/full/m2/vs_rewarded_soups " in capsys.readouterr().out
