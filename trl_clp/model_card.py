@@ -46,8 +46,8 @@ def steering_card_section(config: ConditioningConfig, model_id: str, front: Fron
         "",
         (
             "A plain LoRA for one weighting (to serve with vLLM or any PEFT loader): "
-            f'`steer.export_lora("lora-w", weights=torch.tensor({example}))`. Loading this adapter with plain '
-            "`PeftModel.from_pretrained` gives the uniform weighting, not a steerable model."
+            f'`steer.export_lora("lora-w", weights=torch.tensor({example}))`. The adapter in this repository, loaded '
+            "with plain `PeftModel.from_pretrained`, gives the uniform weighting only: load it with `SteerableModel`."
         ),
     ]
     if front is not None:

@@ -206,7 +206,7 @@ class RougeReward:
 
     ```python
     rouge = RougeReward(reference_column="summary", rouge_type="rougeL")
-    rouge(prompts=["..."], completions=["a summary"], summary=["the reference"])  # [0.4]
+    rouge(prompts=["..."], completions=["the cat sat"], summary=["the cat sat on the mat"])  # [0.667]
     ```
 
     Args:
@@ -296,7 +296,8 @@ class NLIReward(_SequenceClassifierReward):
         premise_column: dataset column holding the source; None uses the prompt.
         entailment_label: the label's name or index; by default the label whose name starts with "entail".
         device: default: this process's accelerator device.
-        dtype: default: bfloat16 (or float16) on a GPU, float32 on a CPU.
+        dtype: for a model id or path: default bfloat16 (or float16) on a GPU, float32 on a CPU. A loaded model keeps
+            its dtype.
         batch_size, max_length: premise-hypothesis pairs per forward pass, and their token limit (the premise is
             truncated first).
     """
