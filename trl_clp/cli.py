@@ -86,7 +86,8 @@ def _export(args) -> None:
     steer.export_lora(args.output_dir, weights, kl_weight=args.kl_weight)
     if steer.tokenizer is not None:
         steer.tokenizer.save_pretrained(args.output_dir)
-    print(f"Wrote a plain LoRA adapter for weights {weights.tolist()} ({steer.objective_names}) to {args.output_dir}")
+    shown = ", ".join(f"{name}={w:g}" for name, w in zip(steer.objective_names, weights.tolist(), strict=True))
+    print(f"Wrote a plain LoRA adapter for the weighting {shown} to {args.output_dir}")
 
 
 def main(argv: list[str] | None = None) -> None:
