@@ -27,9 +27,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from reporting import Figure, describe_machine, machine_line, write_report
+from reporting import Figure, write_report
 from trl import TrlParser
-from workload import LORA, TrainingRun, TrainingSettings, count_parameters, interleaved_step_times, make_base_model
+from workload import LORA, TrainingRun, TrainingSettings, announce_training_benchmark, interleaved_step_times
 
 
 @dataclass
@@ -77,12 +77,7 @@ def slope_record(name: str, unit: str, xs: list[int], clp: list[float], baseline
 
 def main(args: BenchmarkArguments):
     started = time.perf_counter()
-    machine = describe_machine()
-    print(machine_line(machine))
-    if args.quick:
-        print("QUICK: tiny demo model; not the figures of docs/benchmarks.md")
-    parameters = count_parameters(make_base_model(args.model_size))
-    print(f"MODEL {args.model_size}: {parameters / 1e6:.1f}M parameters; LoRA r={LORA['r']} per objective")
+    machine, parameters = announce_training_benchmark(args.model_size, args.quick)
 
     m_points = [(m, args.batch_size) for m in args.scaling_num_objectives]
     batch_points = [(args.batch_scaling_num_objectives, b) for b in args.scaling_batch_sizes]

@@ -39,16 +39,15 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch
-from reporting import Figure, Measurement, describe_machine, machine_line, write_report
+from reporting import Figure, Measurement, write_report
 from trl import TrlParser
 from workload import (
     LORA,
     TrainingRun,
     TrainingSettings,
+    announce_training_benchmark,
     build_trainer,
-    count_parameters,
     interleaved_step_times,
-    make_base_model,
 )
 
 MEMORY_PREFIX = "MEMORY_PROBE "
@@ -166,12 +165,7 @@ def time_target(variant: str, num_objectives: int) -> tuple[str, float] | None:
 
 def main(args: BenchmarkArguments):
     started = time.perf_counter()
-    machine = describe_machine()
-    print(machine_line(machine))
-    if args.quick:
-        print("QUICK: tiny demo model; not the figures of docs/benchmarks.md")
-    parameters = count_parameters(make_base_model(args.model_size))
-    print(f"MODEL {args.model_size}: {parameters / 1e6:.1f}M parameters; LoRA r={LORA['r']} per objective")
+    machine, parameters = announce_training_benchmark(args.model_size, args.quick)
 
     runs = {m: [TrainingRun(v, m, args.batch_size) for v in ("baseline", *args.variants)] for m in args.num_objectives}
     figures = []

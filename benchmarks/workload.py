@@ -16,12 +16,13 @@ from typing import NamedTuple
 
 import torch
 from peft import LoraConfig
-from reporting import Measurement
+from reporting import Measurement, describe_machine, machine_line
 from transformers import LlamaForCausalLM, PrinterCallback, TrainerCallback
 from trl import RLOOConfig, RLOOTrainer
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, demo
 from trl_clp.rewards import (
+    _character_fraction,
     brevity_reward,
     lowercase_reward,
     source_coverage_reward,
@@ -48,32 +49,39 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def announce_training_benchmark(model_size: str, quick: bool) -> tuple[dict, int]:
+    """Print the machine and model lines of a training benchmark; return the machine and the parameter count."""
+    machine = describe_machine()
+    print(machine_line(machine))
+    if quick:
+        print("QUICK: tiny demo model; not the figures of docs/benchmarks.md")
+    parameters = count_parameters(make_base_model(model_size))
+    print(f"MODEL {model_size}: {parameters / 1e6:.1f}M parameters; LoRA r={LORA['r']} per objective")
+    return machine, parameters
+
+
 def lora_config() -> LoraConfig:
     return LoraConfig(**LORA)
 
 
-def _fraction(completions, predicate) -> list[float]:
-    return [sum(map(predicate, text)) / len(text) if text else 0.0 for text in completions]
-
-
 def digit_reward(completions, **kwargs) -> list[float]:
     """Fraction of digits."""
-    return _fraction(completions, str.isdigit)
+    return _character_fraction(completions, str.isdigit)
 
 
 def space_reward(completions, **kwargs) -> list[float]:
     """Fraction of whitespace."""
-    return _fraction(completions, str.isspace)
+    return _character_fraction(completions, str.isspace)
 
 
 def punctuation_reward(completions, **kwargs) -> list[float]:
     """Fraction of ASCII punctuation."""
-    return _fraction(completions, lambda c: c in string.punctuation)
+    return _character_fraction(completions, lambda c: c in string.punctuation)
 
 
 def vowel_reward(completions, **kwargs) -> list[float]:
     """Fraction of vowels."""
-    return _fraction(completions, lambda c: c in "aeiouAEIOU")
+    return _character_fraction(completions, lambda c: c in "aeiouAEIOU")
 
 
 def distinct_reward(completions, **kwargs) -> list[float]:

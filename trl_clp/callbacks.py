@@ -7,6 +7,7 @@ import os
 
 import torch
 from transformers import TrainerCallback
+from transformers.integrations import TensorBoardCallback, TrackioCallback, WandbCallback
 
 from .conditioning.model import SteerableModel
 from .evaluation import Front, evaluate_front
@@ -119,8 +120,6 @@ class WeightingHistogramCallback(TrainerCallback):
         weights = self.trainer.pop_sampled_weightings()  # (N, m) since the last log, or None
         if weights is None or not state.is_world_process_zero:
             return
-        from transformers.integrations import TensorBoardCallback, TrackioCallback, WandbCallback
-
         columns = {f"train/weights/{name}": weights[:, i] for i, name in enumerate(self.trainer.objective_names)}
         for callback in self.trainer.callback_handler.callbacks:
             if isinstance(callback, TensorBoardCallback) and callback.tb_writer is not None:

@@ -23,7 +23,7 @@ from .config import (
     format_weighted_prompt,
     resolve_conditioned_targets,
 )
-from .layer import WeightConditioner, add_conditioned_output_layer, find_conditioned_layers
+from .layer import WeightConditioner, add_conditioned_output_layer, block_scale, find_conditioned_layers
 
 
 def resolve_clp_file(path_or_id: str, filename: str, **hub_kwargs) -> str:
@@ -256,13 +256,11 @@ class SteerableModel(nn.Module):
             raise ValueError("`merge` takes one weighting `(m,)`, not a batch.")
         merged = copy.deepcopy(self.model)
         modules = dict(merged.named_modules())
-        num_blocks = vector.numel()
         for name in self.conditioning_config.conditioned_modules:
             layer: LoraLayer = modules[name]
             for lora_a in layer.lora_A.values():
-                block_rank = lora_a.weight.size(0) // num_blocks
-                scale = (num_blocks * vector).repeat_interleave(block_rank).to(lora_a.weight)  # (m·r,)
-                lora_a.weight.data.mul_(scale.unsqueeze(-1))
+                scale = block_scale(vector.unsqueeze(0), lora_a.weight.size(0))[0]  # (m·r,)
+                lora_a.weight.data.mul_(scale.to(lora_a.weight).unsqueeze(-1))
         return merged.merge_and_unload()
 
     def export_lora(self, directory: str, weights, kl_weight=None) -> str:
@@ -294,10 +292,6 @@ class SteerableModel(nn.Module):
             raise ValueError("`export_lora` takes one weighting `(m,)`, not a batch.")
         num_blocks = vector.numel()
         adapter_name = self.model.active_adapter
-        config: LoraConfig = self.model.peft_config[adapter_name]
-        rank = config.r if not config.rank_pattern else min(config.r, *config.rank_pattern.values())
-        if self.conditioning_config.variant == "full" and not config.rank_pattern:
-            rank //= num_blocks  # full-CLP on every target: the config's rank is already num_blocks·r
         # The base model is loaded from its own files: never copy a targeted output layer into the export.
         state = get_peft_model_state_dict(self.model, adapter_name=adapter_name, save_embedding_layers=False)
         conditioned = set(self.conditioning_config.conditioned_modules)
@@ -306,20 +300,19 @@ class SteerableModel(nn.Module):
             module_name, _, suffix = key.rpartition(".lora_")
             if suffix.startswith("embedding"):
                 raise ValueError(f"{key}: exporting LoRA on embedding layers is not supported.")
-            tensor = tensor.detach().float().clone()
-            if suffix == "A.weight":
-                if module_name in conditioned:
-                    scale = (num_blocks * vector).repeat_interleave(rank).to(tensor)  # (num_blocks·r,)
-                    tensor = tensor * scale.unsqueeze(-1)
-                else:  # shared rank-r layer: pad to rank num_blocks·r with zero rows
-                    tensor = torch.cat([tensor, tensor.new_zeros((num_blocks - 1) * rank, tensor.size(1))])
-            elif suffix == "B.weight" and module_name not in conditioned:
+            tensor = tensor.detach().float()
+            if suffix == "A.weight" and module_name in conditioned:  # (num_blocks·r, in)
+                tensor = tensor * block_scale(vector.unsqueeze(0), tensor.size(0))[0].to(tensor).unsqueeze(-1)
+            elif suffix == "A.weight":  # shared (r, in): pad to rank num_blocks·r with zero rows
+                tensor = torch.cat([tensor, tensor.new_zeros((num_blocks - 1) * tensor.size(0), tensor.size(1))])
+            elif suffix == "B.weight" and module_name not in conditioned:  # shared (out, r)
                 # α/(num_blocks·r) · (num_blocks·B) A = α/r · B A: the shared layer's output is unchanged.
-                tensor = torch.cat([num_blocks * tensor, tensor.new_zeros(tensor.size(0), (num_blocks - 1) * rank)], 1)
+                padding = tensor.new_zeros(tensor.size(0), (num_blocks - 1) * tensor.size(1))
+                tensor = torch.cat([num_blocks * tensor, padding], 1)
             exported[key] = tensor.to(state[key].dtype).contiguous()
-        export_config = copy.deepcopy(config)
-        export_config.r = num_blocks * rank
-        export_config.lora_alpha = config.lora_alpha
+        (export_rank,) = {t.size(0) for k, t in exported.items() if k.endswith("lora_A.weight")}
+        export_config = copy.deepcopy(self.model.peft_config[adapter_name])
+        export_config.r = export_rank
         export_config.rank_pattern = {}
         export_config.alpha_pattern = {}
         os.makedirs(directory, exist_ok=True)
