@@ -1,5 +1,6 @@
 """MultiObjectiveTrainer: construction errors, per-row rewards and advantages, buffering, resume, drift."""
 
+import functools
 import math
 
 import pytest
@@ -239,29 +240,45 @@ def test_gradient_checkpointing_keeps_per_row_gradients(tmp_path, tokenizer, pro
         torch.testing.assert_close(params[True][name], value, atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_resume_continues_the_same_weight_stream(tmp_path, tokenizer, prompts_dataset):
+def load_like_deepspeed(trainer):
+    """Make `trainer` load checkpoints the way transformers does under DeepSpeed: through a loader of its own
+    (`deepspeed_load_checkpoint`), never through the trainer's `_load_from_checkpoint` override."""
+    from transformers import Trainer
+
+    trainer._load_from_checkpoint = functools.partial(Trainer._load_from_checkpoint, trainer)
+
+
+@pytest.mark.parametrize("loader", ["default", "deepspeed"])
+def test_resume_continues_the_same_weight_stream(tmp_path, tokenizer, prompts_dataset, loader):
     common = dict(max_steps=4, save_strategy="steps", save_steps=2, beta=0.05, reward_normalization="running")
     full = make_trainer(tmp_path / "full", tokenizer, prompts_dataset, **common)
     full_records = record_generations(full)
     full.train()
 
     resumed = make_trainer(tmp_path / "full", tokenizer, prompts_dataset, **common)
+    if loader == "deepspeed":
+        load_like_deepspeed(resumed)
     resumed_records = record_generations(resumed)
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "out" / "checkpoint-2"))
     assert len(resumed_records) == 2
     for expected, got in zip(full_records[2:], resumed_records, strict=True):
         torch.testing.assert_close(got["clp_weights"], expected["clp_weights"])
+        torch.testing.assert_close(got["advantages"], expected["advantages"])  # same running statistics
     assert resumed.reward_moments.count.sum() == full.reward_moments.count.sum()
 
 
-def test_resume_from_a_checkpoint_with_other_objectives_is_rejected(tmp_path, tokenizer, prompts_dataset):
+@pytest.mark.parametrize("loader", ["default", "deepspeed"])
+def test_resume_from_a_checkpoint_with_other_objectives_is_rejected(tmp_path, tokenizer, prompts_dataset, loader):
     trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=1, save_strategy="steps", save_steps=1)
     trainer.train()
     checkpoint = tmp_path / "out" / "checkpoint-1"
     assert (checkpoint / CLP_CONFIG_NAME).is_file()
     other = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=2, objective_names=["x", "y"])
+    if loader == "deepspeed":
+        load_like_deepspeed(other)
     with pytest.raises(ValueError, match="same reward functions"):
-        other.train(resume_from_checkpoint=str(checkpoint))
+        other.train(resume_from_checkpoint=True)  # resolved to checkpoint-1, as transformers resolves it
+    assert other.state.global_step == 0
 
 
 # ---------------------------------------------------------------------------------------------- drift detector

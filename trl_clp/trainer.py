@@ -11,6 +11,7 @@ from accelerate.utils import gather, is_peft_model
 from peft import LoraConfig
 from torch import nn
 from transformers import ProcessorMixin
+from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import (
@@ -456,7 +457,20 @@ class MultiObjectiveTrainer(RLOOTrainer):
                 self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, save_embedding_layers=False)
             self.conditioning_config.save(output_dir)
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None):
+        """`Trainer.train`, after checking the checkpoint to resume from and restoring its reward statistics.
+
+        Done here rather than in `_load_from_checkpoint`, which transformers skips under DeepSpeed (it calls its own
+        checkpoint loader): `train` is the public entry point every backend passes through, before anything is loaded.
+        """
+        # `True` resolved the way `Trainer.train` resolves it, so that both read the same checkpoint.
+        checkpoint = get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True else resume_from_checkpoint
+        if checkpoint:
+            self._restore_conditioning_state(checkpoint)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
+
+    def _restore_conditioning_state(self, resume_from_checkpoint: str) -> None:
+        """Check that `resume_from_checkpoint` was trained on these objectives; restore its reward statistics."""
         path = os.path.join(resume_from_checkpoint, CLP_CONFIG_NAME)
         if not os.path.isfile(path):
             raise ValueError(
@@ -472,4 +486,3 @@ class MultiObjectiveTrainer(RLOOTrainer):
             )
         if self.reward_moments is not None and saved.reward_normalization is not None:
             self.reward_moments.load_state_dict(saved.reward_normalization)
-        return super()._load_from_checkpoint(resume_from_checkpoint, model)
