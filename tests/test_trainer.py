@@ -332,6 +332,25 @@ def test_logit_variant_trains_the_output_layer_blocks_through_the_unfused_head(t
     assert "lm_head" in saved
 
 
+def test_logit_variant_saves_the_state_dict_transformers_gathered(tmp_path, tokenizer, prompts_dataset):
+    """Under ZeRO-3 the live parameters are partitioned and `save_model` passes `_save` the gathered state dict: that
+    one must be written, once, without the frozen output layer."""
+    from safetensors.torch import load_file
+
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, conditioning="logit")
+    live = trainer.accelerator.unwrap_model(trainer.model).state_dict()
+    torch.manual_seed(0)
+    gathered = {key: torch.randn_like(value) if "lora_" in key else value for key, value in live.items()}
+    trainer._save(str(tmp_path / "saved"), state_dict=gathered)
+    saved = load_file(str(tmp_path / "saved" / "adapter_model.safetensors"))
+    head = "base_model.model.lm_head"
+    assert not any(".base_layer." in key for key in saved)  # the frozen output layer is reloaded from the base model
+    torch.testing.assert_close(saved[f"{head}.lora_B.weight"], gathered[f"{head}.lora_B.default.weight"], rtol=0, atol=0)
+    assert not torch.equal(saved[f"{head}.lora_B.weight"], live[f"{head}.lora_B.default.weight"])
+    q_proj = "base_model.model.model.layers.0.self_attn.q_proj"
+    torch.testing.assert_close(saved[f"{q_proj}.lora_A.weight"], gathered[f"{q_proj}.lora_A.default.weight"], rtol=0, atol=0)
+
+
 # ---------------------------------------------------------------------------------------------- other reward kinds
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import warnings
 
 import torch
 from accelerate.utils import gather, is_peft_model
@@ -448,14 +449,21 @@ class MultiObjectiveTrainer(RLOOTrainer):
             handle.write("\n" + steering_card_section(self.conditioning_config, model_id, front))
 
     def _save(self, output_dir: str | None = None, state_dict=None):
-        super()._save(output_dir, state_dict)
+        if self.args.conditioning == "logit":
+            # With the output layer among its targets, PEFT also saves that layer's frozen base weights, which a
+            # reload takes from the base model anyway. Leaving them out of the state dict (the one transformers
+            # gathered, under ZeRO-3 or FSDP) keeps PEFT's single save to the adapter.
+            if state_dict is None:
+                state_dict = self.accelerator.unwrap_model(self.model).state_dict()
+            frozen = tuple(f"{name}.base_layer." for name in self.conditioner.conditioned_module_names)
+            state_dict = {key: value for key, value in state_dict.items() if not key.startswith(frozen)}
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Setting `save_embedding_layers` to `True`")
+                super()._save(output_dir, state_dict)
+        else:
+            super()._save(output_dir, state_dict)
         if self.args.should_save:  # `_save` also runs on the other ranks when they join sharded gathers
-            output_dir = output_dir or self.args.output_dir
-            if self.args.conditioning == "logit":
-                # With `lm_head` among its targets, PEFT's default save also writes the whole (frozen) output layer;
-                # the adapter alone suffices, since the base model is reloaded.
-                self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, save_embedding_layers=False)
-            self.conditioning_config.save(output_dir)
+            self.conditioning_config.save(output_dir or self.args.output_dir)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None):
         """`Trainer.train`, after checking the checkpoint to resume from and restoring its reward statistics.
