@@ -168,6 +168,40 @@ def test_none_rewards_mean_not_applicable(tmp_path, tokenizer, prompts_dataset):
     assert torch.isfinite(records[0]["advantages"]).all()
 
 
+def test_numpy_array_rewards_are_accepted_as_trl_accepts_them(tmp_path, tokenizer, prompts_dataset):
+    import numpy as np
+
+    def numpy_upper(completions, **kwargs):
+        return np.asarray(uppercase_reward(completions), dtype=np.float32)
+
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(lower, numpy_upper), max_steps=1)
+    trainer.train()
+    assert trainer.state.global_step == 1 and "rewards/numpy_upper/mean" in trainer.state.log_history[0]
+
+
+def save_tiny_reward_model(path, tokenizer, nan: bool = False) -> str:
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(
+        vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, num_labels=1, pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(config)
+    if nan:
+        torch.nn.init.constant_(model.score.weight, math.nan)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_a_nan_from_a_reward_model_is_an_error_naming_it(tmp_path, tokenizer, prompts_dataset):
+    path = save_tiny_reward_model(tmp_path / "broken-rm", tokenizer, nan=True)
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(lower, path), max_steps=1)
+    with pytest.raises(ValueError, match=r"Reward model 'broken-rm' returned NaN for 8 of 8 completions"):
+        trainer.train()
+
+
 # ---------------------------------------------------------------------------------------------- training behaviour
 
 
@@ -359,17 +393,8 @@ async def async_lower(completions, **kwargs):
 
 
 def test_reward_models_and_async_callables_are_objectives(tmp_path, tokenizer, prompts_dataset):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    config = LlamaConfig(
-        vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, num_labels=1, pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    path = tmp_path / "tiny-reward-model"
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(async_lower, str(path)), max_steps=1)
+    path = save_tiny_reward_model(tmp_path / "tiny-reward-model", tokenizer)
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(async_lower, path), max_steps=1)
     assert trainer.objective_names == ["async_lower", "tiny-reward-model"]
     records = record_generations(trainer)
     trainer.train()

@@ -9,6 +9,7 @@ import numbers
 import os
 import shutil
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,7 +20,7 @@ def check_reward_values(values, name: str, expected: int) -> None:
     Raises:
         TypeError or ValueError naming the function, the position and what to return instead.
     """
-    if not isinstance(values, (list, tuple)) and not isinstance(values, torch.Tensor):
+    if not isinstance(values, (list, tuple, torch.Tensor, np.ndarray)):  # what TRL's `_calculate_rewards` takes
         raise TypeError(f"Reward function {name!r} returned {type(values).__name__}; return a list of floats.")
     if len(values) != expected:
         raise ValueError(
@@ -29,7 +30,9 @@ def check_reward_values(values, name: str, expected: int) -> None:
     for index, value in enumerate(values):
         if value is None:
             continue
-        if not isinstance(value, numbers.Real) and not (isinstance(value, torch.Tensor) and value.numel() == 1):
+        if not isinstance(value, numbers.Real) and not (
+            isinstance(value, (torch.Tensor, np.ndarray)) and math.prod(value.shape) == 1
+        ):
             raise TypeError(
                 f"Reward function {name!r} returned {value!r} ({type(value).__name__}) at position {index}: return a "
                 "float, or None where the reward does not apply."
