@@ -262,6 +262,21 @@ def test_prompt_variant_writes_weights_into_generation_but_rewards_see_the_origi
     assert generated_prompt.startswith("[weights: lower=")
 
 
+def test_every_evaluation_scores_the_same_weightings(tmp_path, tokenizer, prompts_dataset):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=1)
+    trainer.eval_dataset = prompts_dataset.select(range(4))  # 16 rows: two eval batches of 2 groups
+    records = record_generations(trainer)
+    first = trainer.evaluate()
+    trainer.train()
+    second = trainer.evaluate()
+    assert len(records) == 2 + 1 + 2  # two eval batches, one training generation, two eval batches
+    weights_first = torch.cat([records[0]["clp_weights"], records[1]["clp_weights"]])
+    weights_second = torch.cat([records[3]["clp_weights"], records[4]["clp_weights"]])
+    assert len({tuple(w.tolist()) for w in weights_first}) == 4  # four groups, four different weightings
+    torch.testing.assert_close(weights_second, weights_first, rtol=0, atol=0)
+    assert "eval_reward" in first and "eval_reward" in second
+
+
 def test_gradient_checkpointing_keeps_per_row_gradients(tmp_path, tokenizer, prompts_dataset):
     params = {}
     for checkpointing in (False, True):

@@ -275,6 +275,11 @@ class MultiObjectiveTrainer(RLOOTrainer):
         finally:
             self.conditioner.clear()
 
+    def evaluation_loop(self, *args, **kwargs):
+        # Each evaluation draws the same weightings, so that its metrics compare across evaluations.
+        self._eval_draws = 0
+        return super().evaluation_loop(*args, **kwargs)
+
     def _get_per_token_logps_and_entropies(
         self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs
     ):
