@@ -73,6 +73,7 @@ def record_generations(trainer):
         (dict(conditioning="prompt", kl_weights=[0.1]), "prompting baseline"),
         (dict(prompt_template="no placeholder"), "{weights}"),
         (dict(dirichlet_concentration=0.0), "dirichlet_concentration"),
+        (dict(generation_kwargs={"num_return_sequences": 2}), "Set `num_generations`"),
     ],
 )
 def test_config_errors_name_the_fix(tmp_path, overrides, message):
@@ -275,6 +276,42 @@ def test_every_evaluation_scores_the_same_weightings(tmp_path, tokenizer, prompt
     assert len({tuple(w.tolist()) for w in weights_first}) == 4  # four groups, four different weightings
     torch.testing.assert_close(weights_second, weights_first, rtol=0, atol=0)
     assert "eval_reward" in first and "eval_reward" in second
+
+
+@pytest.mark.parametrize("conditioning", ["full", "prompt"])
+def test_beam_search_generation_keeps_each_rows_weighting(tmp_path, tokenizer, prompts_dataset, conditioning):
+    # Beam search runs each row as `num_beams` rows; a conditioner seeing 16 rows for 8 weightings would raise.
+    trainer = make_trainer(
+        tmp_path, tokenizer, prompts_dataset, max_steps=1, conditioning=conditioning,
+        generation_kwargs={"num_beams": 2, "do_sample": False}, learning_rate=0.0,
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():  # non-zero blocks, so that the weighting changes the completions
+        for name, param in trainer.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    records = record_generations(trainer)
+    trainer.train()
+    assert trainer.state.global_step == 1 and records[0]["completion_ids"].size(0) == 8
+    if conditioning == "prompt":
+        return
+    # Each beam-searched completion is the one its row gives alone under its own weighting.
+    steer_model = trainer.accelerator.unwrap_model(trainer.model)
+    steer_model.eval()
+    prompt_ids, prompt_mask = records[0]["prompt_ids"], records[0]["prompt_mask"]
+    def beam_search_alone(row, weighting):
+        with torch.no_grad(), trainer.conditioner.condition(weighting.view(1, -1).repeat(2, 1)):
+            alone = steer_model.generate(
+                input_ids=prompt_ids[row : row + 1], attention_mask=prompt_mask[row : row + 1],
+                generation_config=trainer.generation_config,
+            )
+        return alone[0, prompt_ids.size(1) :][: int(records[0]["completion_mask"][row].sum())].tolist()
+
+    for row in (0, 4):
+        weighting = records[0]["clp_weights"][row]
+        expected = records[0]["completion_ids"][row, : int(records[0]["completion_mask"][row].sum())].tolist()
+        assert beam_search_alone(row, weighting) == expected
+        assert beam_search_alone(row, weighting.flip(0)) != expected  # the weighting matters on these rows
 
 
 def test_gradient_checkpointing_keeps_per_row_gradients(tmp_path, tokenizer, prompts_dataset):

@@ -334,13 +334,22 @@ class MultiObjectiveTrainer(RLOOTrainer):
         return selective_log_softmax(logits, targets, temperature=self.temperature), None, None
 
     def _generate(self, prompts: list):
+        weights = self.conditioner.weights
         if self.args.conditioning == "prompt":
-            weights = self.conditioner.weights
             prompts = [
                 format_weighted_prompt(prompt, row.tolist(), self.objective_names, self.args.prompt_template)
                 for prompt, row in zip(prompts, weights, strict=True)
             ]
-        return super()._generate(prompts)
+            return super()._generate(prompts)
+        num_beams = self.generation_config.num_beams or 1
+        if num_beams == 1:
+            return super()._generate(prompts)
+        # Beam search runs each row as `num_beams` consecutive rows (`repeat_interleave`): their weightings follow.
+        self.conditioner.set_weights(weights.repeat_interleave(num_beams, dim=0))
+        try:
+            return super()._generate(prompts)
+        finally:
+            self.conditioner.set_weights(weights)
 
     # ---------------------------------------------------------------- rewards and advantages
 
