@@ -9,7 +9,7 @@ from datasets import Dataset
 from peft import LoraConfig
 from trl import RLOOConfig, RLOOTrainer
 
-from trl_clp import MultiObjectiveTrainer, demo
+from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, demo
 from trl_clp.conditioning.config import CLP_CONFIG_NAME
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
@@ -110,6 +110,31 @@ def test_dataset_without_prompt_column_is_rejected(tmp_path, tokenizer):
     dataset = Dataset.from_dict({"text": ["a", "b"]})
     with pytest.raises(ValueError, match="rename_column"):
         make_trainer(tmp_path, tokenizer, dataset)
+
+
+def test_an_empty_training_dataset_is_rejected_at_construction(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="training dataset is empty"):
+        make_trainer(tmp_path, tokenizer, Dataset.from_dict({"prompt": []}))
+
+
+def test_without_args_a_default_config_named_after_the_model_is_built(tmp_path, tokenizer, saved_base_model, monkeypatch):
+    import dataclasses
+
+    from trl_clp import trainer as trainer_module
+
+    @dataclasses.dataclass
+    class CPUConfig(MultiObjectiveConfig):  # TRL's defaults ask for bf16, which this CPU lacks (so does RLOOTrainer's)
+        bf16: bool | None = False
+
+    monkeypatch.setattr(trainer_module, "MultiObjectiveConfig", CPUConfig)
+    monkeypatch.chdir(tmp_path)  # the default output_dir is relative, as RLOOTrainer's is
+    trainer = MultiObjectiveTrainer(
+        model=saved_base_model, reward_funcs=[lower, upper], train_dataset=demo.make_prompt_dataset(8, seed=0),
+        processing_class=tokenizer, peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+    )
+    assert type(trainer.args) is CPUConfig
+    assert trainer.args.output_dir == "base-CLP"  # RLOOTrainer would name it "base-RLOO"
+    assert trainer.args.weight_distribution == "dirichlet" and trainer.objective_names == ["lower", "upper"]
 
 
 def test_a_peft_model_is_rejected(tmp_path, tokenizer, prompts_dataset):

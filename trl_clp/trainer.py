@@ -6,6 +6,7 @@ import glob
 import math
 import os
 import warnings
+from collections.abc import Sized
 
 import torch
 from accelerate.utils import gather, is_peft_model
@@ -93,7 +94,8 @@ class MultiObjectiveTrainer(RLOOTrainer):
             built here).
         reward_funcs: one reward function per objective, of any kind `RLOOTrainer` takes (callables, async
             callables, reward-model ids, paths or modules).
-        args: a [`MultiObjectiveConfig`].
+        args: a [`MultiObjectiveConfig`]; by default one with every default and `output_dir="<model name>-CLP"`,
+            as `RLOOTrainer` builds its own.
         peft_config: the LoRA of ONE objective (rank, alpha, targets, dropout); default rank 8, alpha 16,
             all linear layers. DoRA, rsLoRA and data-driven inits are rejected (not linear in the blocks).
         Other arguments: as for `RLOOTrainer`.
@@ -116,6 +118,9 @@ class MultiObjectiveTrainer(RLOOTrainer):
         quantization_config=None,
         peft_config: LoraConfig | None = None,
     ):
+        if args is None:  # named after the model, as `RLOOTrainer` names its default config
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = MultiObjectiveConfig(f"{model_name.split('/')[-1]}-CLP")
         if not isinstance(args, MultiObjectiveConfig):
             raise TypeError(
                 f"`args` must be a `MultiObjectiveConfig`, got {type(args).__name__}: it carries the weighting "
@@ -143,6 +148,8 @@ class MultiObjectiveTrainer(RLOOTrainer):
                 f"The training dataset has columns {column_names} but no 'prompt' column: rename the column holding "
                 "the prompts to 'prompt' (e.g. `dataset.rename_column('text', 'prompt')`)."
             )
+        if isinstance(train_dataset, Sized) and len(train_dataset) == 0:
+            raise ValueError("The training dataset is empty: training would run 0 steps. Pass a dataset with prompts.")
         peft_config = peft_config if peft_config is not None else DEFAULT_LORA_CONFIG
         check_linear_lora_config(peft_config)
         if args.should_save:
