@@ -254,15 +254,96 @@ def test_rows_keep_their_group_weighting_through_buffering(tmp_path, tokenizer, 
     assert len({next(iter(ws)) for ws in by_prompt.values()}) > 1, "every group got the same weighting"
 
 
-def test_leave_one_out_advantages_sum_to_zero_per_group(tmp_path, tokenizer, prompts_dataset):
-    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=2, beta=0.1)
-    records = record_generations(trainer)
+def recording_rewards(reward_funcs):
+    """Wrap reward functions so that every batch of rewards they return is kept: `calls[name]` is a list of lists."""
+    calls = {}
+
+    def wrap(func):
+        def recorded(completions, **kwargs):
+            values = func(completions, **kwargs)
+            calls.setdefault(func.__name__, []).append(list(values))
+            return values
+
+        recorded.__name__ = func.__name__
+        return recorded
+
+    return [wrap(func) for func in reward_funcs], calls
+
+
+def record_generations_and_kl(trainer):
+    """Like `record_generations`, plus each row's KL `Σ_t log π(y_t | w) − log π_ref(y_t)`, computed right after the
+    generation (before the update) with plain forward passes, independently of the trainer's scoring path."""
+    records = []
+    original = trainer._generate_and_score_completions
+
+    def recording(inputs):
+        output = original(inputs)
+        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        completion = output["completion_ids"]
+
+        def completion_logps():
+            logits = trainer.model(input_ids=ids, attention_mask=mask).logits[:, -completion.size(1) - 1 : -1]
+            return torch.log_softmax(logits.float(), dim=-1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
+
+        with torch.no_grad():
+            trainer.conditioner.set_weights(output["clp_weights"])
+            try:
+                policy = completion_logps()
+            finally:
+                trainer.conditioner.clear()
+            with trainer.model.disable_adapter():
+                reference = completion_logps()
+        record = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in output.items()}
+        record["kl"] = ((policy - reference) * output["completion_mask"]).sum(1)  # (N,)
+        records.append(record)
+        return output
+
+    trainer._generate_and_score_completions = recording
+    return records
+
+
+def expected_advantages(rewards, weights, kl, alpha, num_generations):
+    """`w·R − α·KL`, then each row minus the mean of the other rows of its group (RLOO), written out by hand."""
+    scalar = (torch.tensor(rewards, dtype=torch.float32) * weights).sum(1) - alpha * kl  # (N,)
+    groups = scalar.view(-1, num_generations)
+    others = (groups.sum(1, keepdim=True) - groups) / (num_generations - 1)
+    return (groups - others).view(-1)
+
+
+@pytest.mark.parametrize(
+    "weighting",
+    [dict(), dict(weight_distribution="fixed", fixed_weights=["0.8,0.2"])],
+    ids=["dirichlet-per-group", "fixed-non-uniform"],
+)
+def test_advantages_equal_a_recomputation_of_w_dot_r_minus_alpha_kl(tmp_path, tokenizer, prompts_dataset, weighting):
+    alpha = 0.3
+    reward_funcs, calls = recording_rewards((lower, upper))
+    trainer = make_trainer(
+        tmp_path, tokenizer, prompts_dataset, reward_funcs=reward_funcs, max_steps=2, beta=alpha,
+        per_device_train_batch_size=16, **weighting,
+    )
+    records = record_generations_and_kl(trainer)
     trainer.train()
-    for record in records:
-        groups = record["advantages"].view(-1, 4)
-        torch.testing.assert_close(groups.sum(1), torch.zeros(groups.size(0)), atol=1e-5, rtol=0)
-        weights = record["clp_weights"].view(-1, 4, 2)
-        assert (weights == weights[:, :1]).all()
+    assert len(records) == 2
+    for index, record in enumerate(records):
+        weights = record["clp_weights"]  # (16, 2)
+        groups = weights.view(-1, 4, 2)
+        assert (groups == groups[:, :1]).all()  # one weighting per prompt group
+        if weighting:
+            torch.testing.assert_close(weights, torch.tensor([[0.8, 0.2]]).expand(16, 2))
+        else:
+            assert len({tuple(g[0].tolist()) for g in groups}) == 4  # the four groups have different weightings
+            assert (weights - 0.5).abs().max() > 0.1  # non-uniform
+        assert record["kl"].abs().max() > 1e-3 or index == 0  # after the first update the KL term is exercised
+        rewards = list(zip(calls["lower"][index], calls["upper"][index], strict=True))  # (16, 2)
+        expected = expected_advantages(rewards, weights, record["kl"], alpha, num_generations=4)
+        torch.testing.assert_close(record["advantages"], expected, atol=1e-4, rtol=1e-4)
+    # A wrong scalarisation would show: the unweighted and the flipped weightings give other advantages.
+    last = records[-1]
+    rewards = list(zip(calls["lower"][-1], calls["upper"][-1], strict=True))
+    for wrong in (torch.ones_like(last["clp_weights"]), last["clp_weights"].flip(1)):
+        assert not torch.allclose(last["advantages"], expected_advantages(rewards, wrong, last["kl"], alpha, 4), atol=1e-3)
 
 
 def test_logs_weights_and_reward_by_weight(tmp_path, tokenizer, prompts_dataset):
