@@ -347,11 +347,39 @@ def test_advantages_equal_a_recomputation_of_w_dot_r_minus_alpha_kl(tmp_path, to
 
 
 def test_logs_weights_and_reward_by_weight(tmp_path, tokenizer, prompts_dataset):
-    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=1, beta=0.1)
+    alpha = 0.3
+    reward_funcs, calls = recording_rewards((lower, upper))
+    trainer = make_trainer(
+        tmp_path, tokenizer, prompts_dataset, reward_funcs=reward_funcs, max_steps=2, beta=alpha,
+        per_device_train_batch_size=32, weight_distribution="one_hot",
+    )
+    records = record_generations_and_kl(trainer)
     trainer.train()
-    logged = trainer.state.log_history[0]
-    for key in ("weights/lower/mean", "rewards/lower/slope_vs_weight", "rewards/upper/w_high", "kl", "reward"):
-        assert key in logged, key
+    logged = trainer.state.log_history[1]  # the second step: the adapter has moved, so the KL is not zero
+    record = records[1]
+    weights = record["clp_weights"]  # (32, 2), one-hot per group of 4
+    rewards = torch.tensor(list(zip(calls["lower"][1], calls["upper"][1], strict=True)))  # (32, 2)
+    assert {tuple(w) for w in weights.tolist()} == {(1.0, 0.0), (0.0, 1.0)}  # both corners drawn
+    approx = functools.partial(pytest.approx, rel=1e-4, abs=1e-6)
+    for i, name in enumerate(("lower", "upper")):
+        w, r = weights[:, i], rewards[:, i]
+        assert logged[f"weights/{name}/mean"] == approx(w.mean().item())
+        assert logged[f"rewards/{name}/mean"] == approx(r.mean().item())
+        assert logged[f"rewards/{name}/w_high"] == approx(r[w == 1].mean().item())
+        assert logged[f"rewards/{name}/w_low"] == approx(r[w == 0].mean().item())
+        mid = logged[f"rewards/{name}/w_mid"]  # no weight in [1/3, 2/3) with one-hot draws: NaN, logged as None
+        assert mid is None or math.isnan(mid)
+        # With weights in {0, 1}, the least-squares slope is the difference of the two means.
+        assert logged[f"rewards/{name}/slope_vs_weight"] == approx((r[w == 1].mean() - r[w == 0].mean()).item())
+    weighted = (weights * rewards).sum(1)  # (32,) w·R, before the KL penalty
+    assert logged["reward"] == approx(weighted.mean().item())
+    assert logged["reward_std"] == approx(weighted.std().item())
+    mask = record["completion_mask"]
+    assert logged["kl"] == pytest.approx(record["kl"].sum().item() / mask.sum().item(), rel=1e-3, abs=1e-5)
+    assert logged["kl"] > 0
+    final = (weighted - alpha * record["kl"]).view(-1, 4)
+    zero_std = torch.isclose(final.std(1), torch.zeros(8)).float().mean().item()
+    assert logged["frac_reward_zero_std"] == approx(zero_std)
 
 
 def test_prompt_variant_writes_weights_into_generation_but_rewards_see_the_original(tmp_path, tokenizer, prompts_dataset):
@@ -557,7 +585,8 @@ def test_reward_models_and_async_callables_are_objectives(tmp_path, tokenizer, p
     records = record_generations(trainer)
     trainer.train()
     logged = trainer.state.log_history[0]
-    assert "rewards/tiny-reward-model/mean" in logged and "weights/async_lower/mean" in logged
+    assert logged["weights/async_lower/mean"] == pytest.approx(records[0]["clp_weights"][:, 0].mean().item(), rel=1e-5)
+    assert math.isfinite(logged["rewards/tiny-reward-model/mean"]) and logged["rewards/tiny-reward-model/std"] > 0
     assert torch.isfinite(records[0]["advantages"]).all() and records[0]["advantages"].abs().sum() > 0
 
 
@@ -575,7 +604,8 @@ def test_kl_weight_conditioning_adds_a_block_and_encodes_alpha(tmp_path, tokeniz
     torch.testing.assert_close(vectors.sum(-1), torch.ones(len(vectors)))
     # α = 0.05 (the smallest) puts no weight on the KL block, α = 0.5 puts 1 − 0.05/0.5 = 0.9.
     assert {round(v, 5) for v in vectors[:, 2].tolist()} == {0.0, 0.9}
-    assert "kl_weight/mean" in trainer.state.log_history[0]
+    alphas = 0.05 / (1 - records[0]["clp_weights"][:, 2])  # (8,) each row's α, decoded from its KL block
+    assert trainer.state.log_history[0]["kl_weight/mean"] == pytest.approx(alphas.mean().item(), rel=1e-5)
     trainer.save_model()
     from trl_clp import SteerableModel
 
