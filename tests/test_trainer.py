@@ -537,14 +537,40 @@ def test_constant_uniform_weighting_reproduces_upstream_rloo(tmp_path, tokenizer
 def test_logit_variant_trains_the_output_layer_blocks_through_the_unfused_head(tmp_path, tokenizer, prompts_dataset):
     trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, conditioning="logit", max_steps=2, beta=0.1)
     lm_head = trainer.model.base_model.model.lm_head
+    torch.manual_seed(0)
+    with torch.no_grad():  # a trained output-layer LoRA: at init (B = 0) it would have no effect to compare
+        lm_head.lora_B["default"].weight.normal_(0, 0.2)
     before = lm_head.lora_B["default"].weight.detach().clone()
-    # At init (B = 0) the unfused path must agree with TRL's fused head.
-    input_ids = torch.randint(3, 259, (4, 12))
+    input_ids = torch.randint(3, 259, (1, 12)).repeat(4, 1)  # one sequence, so that rows differ by weighting only
     mask = torch.ones_like(input_ids)
-    with torch.no_grad(), trainer.conditioner.condition(torch.tensor([0.3, 0.7]), batch_size=4):
-        unfused, _, _ = trainer._unfused_logps_and_entropies(trainer.model, input_ids, mask, 5)
-        fused, _, _ = RLOOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, input_ids, mask, 5)
-    torch.testing.assert_close(unfused, fused, atol=1e-5, rtol=1e-5)
+    weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.5, 0.5]])  # one weighting per row
+    fused = functools.partial(RLOOTrainer._get_per_token_logps_and_entropies, trainer, trainer.model)
+    with torch.no_grad():
+        trainer.conditioner.set_weights(weights)
+        try:
+            unfused, _, _ = trainer._unfused_logps_and_entropies(trainer.model, input_ids, mask, 5)
+            fused_skipping_the_lora, _, _ = fused(input_ids, mask, 5)
+        finally:
+            trainer.conditioner.clear()
+        # Reference: TRL's fused head on an output layer whose weight is the conditioned layer's effective weight
+        # for the row's weighting (read off by feeding it the identity), with its LoRA switched off.
+        base, lora_b = lm_head.base_layer.weight, lm_head.lora_B["default"].weight
+        saved_base, saved_b = base.clone(), lora_b.clone()
+        reference = []
+        for row in range(4):
+            trainer.conditioner.set_weights(weights[row : row + 1])
+            try:
+                effective = lm_head(torch.eye(lm_head.in_features).unsqueeze(0))[0].T  # (V, H)
+                base.copy_(effective)
+                lora_b.zero_()
+                reference.append(fused(input_ids[row : row + 1], mask[row : row + 1], 5)[0])
+            finally:
+                base.copy_(saved_base)
+                lora_b.copy_(saved_b)
+                trainer.conditioner.clear()
+    torch.testing.assert_close(unfused, torch.cat(reference), atol=1e-5, rtol=1e-5)
+    assert (unfused - fused_skipping_the_lora).abs().max() > 1e-2  # TRL's fused head alone would miss the LoRA
+    assert (unfused[0] - unfused[1]).abs().max() > 1e-2  # and each row's weighting changes its log-probabilities
     trainer.train()
     assert not torch.equal(lm_head.lora_B["default"].weight, before)
     trainer.save_model()
