@@ -116,10 +116,10 @@ def test_an_unwritable_output_dir_fails_at_construction(tmp_path, tokenizer, pro
 def test_a_full_disk_fails_at_construction(tmp_path, tokenizer, prompts_dataset, monkeypatch):
     import shutil
 
-    from trl_clp import trainer as trainer_module
+    from trl_clp import guards
 
     usage = shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(trainer_module.shutil, "disk_usage", lambda path: usage._replace(free=100_000))
+    monkeypatch.setattr(guards.shutil, "disk_usage", lambda path: usage._replace(free=100_000))
 
     def make(**overrides):
         return MultiObjectiveTrainer(

@@ -258,7 +258,6 @@ PRIVATE_OVERRIDES = {
         "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
     ],
     "_save": ["self", "output_dir", "state_dict"],
-    "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
 }
 
 

@@ -1,5 +1,6 @@
 """MultiObjectiveTrainer: construction errors, per-row rewards and advantages, buffering, resume, drift."""
 
+import functools
 import math
 
 import pytest
@@ -8,7 +9,7 @@ from datasets import Dataset
 from peft import LoraConfig
 from trl import RLOOConfig, RLOOTrainer
 
-from trl_clp import MultiObjectiveTrainer, demo
+from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, demo
 from trl_clp.conditioning.config import CLP_CONFIG_NAME
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
@@ -72,6 +73,7 @@ def record_generations(trainer):
         (dict(conditioning="prompt", kl_weights=[0.1]), "prompting baseline"),
         (dict(prompt_template="no placeholder"), "{weights}"),
         (dict(dirichlet_concentration=0.0), "dirichlet_concentration"),
+        (dict(generation_kwargs={"num_return_sequences": 2}), "Set `num_generations`"),
     ],
 )
 def test_config_errors_name_the_fix(tmp_path, overrides, message):
@@ -108,6 +110,31 @@ def test_dataset_without_prompt_column_is_rejected(tmp_path, tokenizer):
     dataset = Dataset.from_dict({"text": ["a", "b"]})
     with pytest.raises(ValueError, match="rename_column"):
         make_trainer(tmp_path, tokenizer, dataset)
+
+
+def test_an_empty_training_dataset_is_rejected_at_construction(tmp_path, tokenizer):
+    with pytest.raises(ValueError, match="training dataset is empty"):
+        make_trainer(tmp_path, tokenizer, Dataset.from_dict({"prompt": []}))
+
+
+def test_without_args_a_default_config_named_after_the_model_is_built(tmp_path, tokenizer, saved_base_model, monkeypatch):
+    import dataclasses
+
+    from trl_clp import trainer as trainer_module
+
+    @dataclasses.dataclass
+    class CPUConfig(MultiObjectiveConfig):  # TRL's defaults ask for bf16, which this CPU lacks (so does RLOOTrainer's)
+        bf16: bool | None = False
+
+    monkeypatch.setattr(trainer_module.MultiObjectiveTrainer, "config_class", CPUConfig)
+    monkeypatch.chdir(tmp_path)  # the default output_dir is relative, as RLOOTrainer's is
+    trainer = MultiObjectiveTrainer(
+        model=saved_base_model, reward_funcs=[lower, upper], train_dataset=demo.make_prompt_dataset(8, seed=0),
+        processing_class=tokenizer, peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+    )
+    assert type(trainer.args) is CPUConfig
+    assert trainer.args.output_dir == "base-CLP"  # RLOOTrainer would name it "base-RLOO"
+    assert trainer.args.weight_distribution == "dirichlet" and trainer.objective_names == ["lower", "upper"]
 
 
 def test_a_peft_model_is_rejected(tmp_path, tokenizer, prompts_dataset):
@@ -167,6 +194,40 @@ def test_none_rewards_mean_not_applicable(tmp_path, tokenizer, prompts_dataset):
     assert torch.isfinite(records[0]["advantages"]).all()
 
 
+def test_numpy_array_rewards_are_accepted_as_trl_accepts_them(tmp_path, tokenizer, prompts_dataset):
+    import numpy as np
+
+    def numpy_upper(completions, **kwargs):
+        return np.asarray(uppercase_reward(completions), dtype=np.float32)
+
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(lower, numpy_upper), max_steps=1)
+    trainer.train()
+    assert trainer.state.global_step == 1 and "rewards/numpy_upper/mean" in trainer.state.log_history[0]
+
+
+def save_tiny_reward_model(path, tokenizer, nan: bool = False) -> str:
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    config = LlamaConfig(
+        vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, num_labels=1, pad_token_id=0,
+    )
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(config)
+    if nan:
+        torch.nn.init.constant_(model.score.weight, math.nan)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def test_a_nan_from_a_reward_model_is_an_error_naming_it(tmp_path, tokenizer, prompts_dataset):
+    path = save_tiny_reward_model(tmp_path / "broken-rm", tokenizer, nan=True)
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(lower, path), max_steps=1)
+    with pytest.raises(ValueError, match=r"Reward model 'broken-rm' returned NaN for 8 of 8 completions"):
+        trainer.train()
+
+
 # ---------------------------------------------------------------------------------------------- training behaviour
 
 
@@ -193,23 +254,132 @@ def test_rows_keep_their_group_weighting_through_buffering(tmp_path, tokenizer, 
     assert len({next(iter(ws)) for ws in by_prompt.values()}) > 1, "every group got the same weighting"
 
 
-def test_leave_one_out_advantages_sum_to_zero_per_group(tmp_path, tokenizer, prompts_dataset):
-    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=2, beta=0.1)
-    records = record_generations(trainer)
+def recording_rewards(reward_funcs):
+    """Wrap reward functions so that every batch of rewards they return is kept: `calls[name]` is a list of lists."""
+    calls = {}
+
+    def wrap(func):
+        def recorded(completions, **kwargs):
+            values = func(completions, **kwargs)
+            calls.setdefault(func.__name__, []).append(list(values))
+            return values
+
+        recorded.__name__ = func.__name__
+        return recorded
+
+    return [wrap(func) for func in reward_funcs], calls
+
+
+def record_generations_and_kl(trainer):
+    """Like `record_generations`, plus each row's KL `Σ_t log π(y_t | w) − log π_ref(y_t)`, computed right after the
+    generation (before the update) with plain forward passes, independently of the trainer's scoring path."""
+    records = []
+    original = trainer._generate_and_score_completions
+
+    def recording(inputs):
+        output = original(inputs)
+        ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
+        mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        completion = output["completion_ids"]
+
+        def completion_logps():
+            logits = trainer.model(input_ids=ids, attention_mask=mask).logits[:, -completion.size(1) - 1 : -1]
+            return torch.log_softmax(logits.float(), dim=-1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
+
+        with torch.no_grad():
+            trainer.conditioner.set_weights(output["clp_weights"])
+            try:
+                policy = completion_logps()
+            finally:
+                trainer.conditioner.clear()
+            with trainer.model.disable_adapter():
+                reference = completion_logps()
+        record = {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in output.items()}
+        record["kl"] = ((policy - reference) * output["completion_mask"]).sum(1)  # (N,)
+        records.append(record)
+        return output
+
+    trainer._generate_and_score_completions = recording
+    return records
+
+
+def expected_advantages(rewards, weights, kl, alpha, num_generations):
+    """`w·R − α·KL`, then each row minus the mean of the other rows of its group (RLOO), written out by hand."""
+    scalar = (torch.tensor(rewards, dtype=torch.float32) * weights).sum(1) - alpha * kl  # (N,)
+    groups = scalar.view(-1, num_generations)
+    others = (groups.sum(1, keepdim=True) - groups) / (num_generations - 1)
+    return (groups - others).view(-1)
+
+
+@pytest.mark.parametrize(
+    "weighting",
+    [dict(), dict(weight_distribution="fixed", fixed_weights=["0.8,0.2"])],
+    ids=["dirichlet-per-group", "fixed-non-uniform"],
+)
+def test_advantages_equal_a_recomputation_of_w_dot_r_minus_alpha_kl(tmp_path, tokenizer, prompts_dataset, weighting):
+    alpha = 0.3
+    reward_funcs, calls = recording_rewards((lower, upper))
+    trainer = make_trainer(
+        tmp_path, tokenizer, prompts_dataset, reward_funcs=reward_funcs, max_steps=2, beta=alpha,
+        per_device_train_batch_size=16, **weighting,
+    )
+    records = record_generations_and_kl(trainer)
     trainer.train()
-    for record in records:
-        groups = record["advantages"].view(-1, 4)
-        torch.testing.assert_close(groups.sum(1), torch.zeros(groups.size(0)), atol=1e-5, rtol=0)
-        weights = record["clp_weights"].view(-1, 4, 2)
-        assert (weights == weights[:, :1]).all()
+    assert len(records) == 2
+    for index, record in enumerate(records):
+        weights = record["clp_weights"]  # (16, 2)
+        groups = weights.view(-1, 4, 2)
+        assert (groups == groups[:, :1]).all()  # one weighting per prompt group
+        if weighting:
+            torch.testing.assert_close(weights, torch.tensor([[0.8, 0.2]]).expand(16, 2))
+        else:
+            assert len({tuple(g[0].tolist()) for g in groups}) == 4  # the four groups have different weightings
+            assert (weights - 0.5).abs().max() > 0.1  # non-uniform
+        assert record["kl"].abs().max() > 1e-3 or index == 0  # after the first update the KL term is exercised
+        rewards = list(zip(calls["lower"][index], calls["upper"][index], strict=True))  # (16, 2)
+        expected = expected_advantages(rewards, weights, record["kl"], alpha, num_generations=4)
+        torch.testing.assert_close(record["advantages"], expected, atol=1e-4, rtol=1e-4)
+    # A wrong scalarisation would show: the unweighted and the flipped weightings give other advantages.
+    last = records[-1]
+    rewards = list(zip(calls["lower"][-1], calls["upper"][-1], strict=True))
+    for wrong in (torch.ones_like(last["clp_weights"]), last["clp_weights"].flip(1)):
+        assert not torch.allclose(last["advantages"], expected_advantages(rewards, wrong, last["kl"], alpha, 4), atol=1e-3)
 
 
 def test_logs_weights_and_reward_by_weight(tmp_path, tokenizer, prompts_dataset):
-    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=1, beta=0.1)
+    alpha = 0.3
+    reward_funcs, calls = recording_rewards((lower, upper))
+    trainer = make_trainer(
+        tmp_path, tokenizer, prompts_dataset, reward_funcs=reward_funcs, max_steps=2, beta=alpha,
+        per_device_train_batch_size=32, weight_distribution="one_hot",
+    )
+    records = record_generations_and_kl(trainer)
     trainer.train()
-    logged = trainer.state.log_history[0]
-    for key in ("weights/lower/mean", "rewards/lower/slope_vs_weight", "rewards/upper/w_high", "kl", "reward"):
-        assert key in logged, key
+    logged = trainer.state.log_history[1]  # the second step: the adapter has moved, so the KL is not zero
+    record = records[1]
+    weights = record["clp_weights"]  # (32, 2), one-hot per group of 4
+    rewards = torch.tensor(list(zip(calls["lower"][1], calls["upper"][1], strict=True)))  # (32, 2)
+    assert {tuple(w) for w in weights.tolist()} == {(1.0, 0.0), (0.0, 1.0)}  # both corners drawn
+    approx = functools.partial(pytest.approx, rel=1e-4, abs=1e-6)
+    for i, name in enumerate(("lower", "upper")):
+        w, r = weights[:, i], rewards[:, i]
+        assert logged[f"weights/{name}/mean"] == approx(w.mean().item())
+        assert logged[f"rewards/{name}/mean"] == approx(r.mean().item())
+        assert logged[f"rewards/{name}/w_high"] == approx(r[w == 1].mean().item())
+        assert logged[f"rewards/{name}/w_low"] == approx(r[w == 0].mean().item())
+        mid = logged[f"rewards/{name}/w_mid"]  # no weight in [1/3, 2/3) with one-hot draws: NaN, logged as None
+        assert mid is None or math.isnan(mid)
+        # With weights in {0, 1}, the least-squares slope is the difference of the two means.
+        assert logged[f"rewards/{name}/slope_vs_weight"] == approx((r[w == 1].mean() - r[w == 0].mean()).item())
+    weighted = (weights * rewards).sum(1)  # (32,) w·R, before the KL penalty
+    assert logged["reward"] == approx(weighted.mean().item())
+    assert logged["reward_std"] == approx(weighted.std().item())
+    mask = record["completion_mask"]
+    assert logged["kl"] == pytest.approx(record["kl"].sum().item() / mask.sum().item(), rel=1e-3, abs=1e-5)
+    assert logged["kl"] > 0
+    final = (weighted - alpha * record["kl"]).view(-1, 4)
+    zero_std = torch.isclose(final.std(1), torch.zeros(8)).float().mean().item()
+    assert logged["frac_reward_zero_std"] == approx(zero_std)
 
 
 def test_prompt_variant_writes_weights_into_generation_but_rewards_see_the_original(tmp_path, tokenizer, prompts_dataset):
@@ -227,6 +397,57 @@ def test_prompt_variant_writes_weights_into_generation_but_rewards_see_the_origi
     assert generated_prompt.startswith("[weights: lower=")
 
 
+def test_every_evaluation_scores_the_same_weightings(tmp_path, tokenizer, prompts_dataset):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=1)
+    trainer.eval_dataset = prompts_dataset.select(range(4))  # 16 rows: two eval batches of 2 groups
+    records = record_generations(trainer)
+    first = trainer.evaluate()
+    trainer.train()
+    second = trainer.evaluate()
+    assert len(records) == 2 + 1 + 2  # two eval batches, one training generation, two eval batches
+    weights_first = torch.cat([records[0]["clp_weights"], records[1]["clp_weights"]])
+    weights_second = torch.cat([records[3]["clp_weights"], records[4]["clp_weights"]])
+    assert len({tuple(w.tolist()) for w in weights_first}) == 4  # four groups, four different weightings
+    torch.testing.assert_close(weights_second, weights_first, rtol=0, atol=0)
+    assert "eval_reward" in first and "eval_reward" in second
+
+
+@pytest.mark.parametrize("conditioning", ["full", "prompt"])
+def test_beam_search_generation_keeps_each_rows_weighting(tmp_path, tokenizer, prompts_dataset, conditioning):
+    # Beam search runs each row as `num_beams` rows; a conditioner seeing 16 rows for 8 weightings would raise.
+    trainer = make_trainer(
+        tmp_path, tokenizer, prompts_dataset, max_steps=1, conditioning=conditioning,
+        generation_kwargs={"num_beams": 2, "do_sample": False}, learning_rate=0.0,
+    )
+    torch.manual_seed(0)
+    with torch.no_grad():  # non-zero blocks, so that the weighting changes the completions
+        for name, param in trainer.model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.5)
+    records = record_generations(trainer)
+    trainer.train()
+    assert trainer.state.global_step == 1 and records[0]["completion_ids"].size(0) == 8
+    if conditioning == "prompt":
+        return
+    # Each beam-searched completion is the one its row gives alone under its own weighting.
+    steer_model = trainer.accelerator.unwrap_model(trainer.model)
+    steer_model.eval()
+    prompt_ids, prompt_mask = records[0]["prompt_ids"], records[0]["prompt_mask"]
+    def beam_search_alone(row, weighting):
+        with torch.no_grad(), trainer.conditioner.condition(weighting.view(1, -1).repeat(2, 1)):
+            alone = steer_model.generate(
+                input_ids=prompt_ids[row : row + 1], attention_mask=prompt_mask[row : row + 1],
+                generation_config=trainer.generation_config,
+            )
+        return alone[0, prompt_ids.size(1) :][: int(records[0]["completion_mask"][row].sum())].tolist()
+
+    for row in (0, 4):
+        weighting = records[0]["clp_weights"][row]
+        expected = records[0]["completion_ids"][row, : int(records[0]["completion_mask"][row].sum())].tolist()
+        assert beam_search_alone(row, weighting) == expected
+        assert beam_search_alone(row, weighting.flip(0)) != expected  # the weighting matters on these rows
+
+
 def test_gradient_checkpointing_keeps_per_row_gradients(tmp_path, tokenizer, prompts_dataset):
     params = {}
     for checkpointing in (False, True):
@@ -239,29 +460,45 @@ def test_gradient_checkpointing_keeps_per_row_gradients(tmp_path, tokenizer, pro
         torch.testing.assert_close(params[True][name], value, atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_resume_continues_the_same_weight_stream(tmp_path, tokenizer, prompts_dataset):
+def load_like_deepspeed(trainer):
+    """Make `trainer` load checkpoints the way transformers does under DeepSpeed: through a loader of its own
+    (`deepspeed_load_checkpoint`), never through the trainer's `_load_from_checkpoint` override."""
+    from transformers import Trainer
+
+    trainer._load_from_checkpoint = functools.partial(Trainer._load_from_checkpoint, trainer)
+
+
+@pytest.mark.parametrize("loader", ["default", "deepspeed"])
+def test_resume_continues_the_same_weight_stream(tmp_path, tokenizer, prompts_dataset, loader):
     common = dict(max_steps=4, save_strategy="steps", save_steps=2, beta=0.05, reward_normalization="running")
     full = make_trainer(tmp_path / "full", tokenizer, prompts_dataset, **common)
     full_records = record_generations(full)
     full.train()
 
     resumed = make_trainer(tmp_path / "full", tokenizer, prompts_dataset, **common)
+    if loader == "deepspeed":
+        load_like_deepspeed(resumed)
     resumed_records = record_generations(resumed)
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "out" / "checkpoint-2"))
     assert len(resumed_records) == 2
     for expected, got in zip(full_records[2:], resumed_records, strict=True):
         torch.testing.assert_close(got["clp_weights"], expected["clp_weights"])
+        torch.testing.assert_close(got["advantages"], expected["advantages"])  # same running statistics
     assert resumed.reward_moments.count.sum() == full.reward_moments.count.sum()
 
 
-def test_resume_from_a_checkpoint_with_other_objectives_is_rejected(tmp_path, tokenizer, prompts_dataset):
+@pytest.mark.parametrize("loader", ["default", "deepspeed"])
+def test_resume_from_a_checkpoint_with_other_objectives_is_rejected(tmp_path, tokenizer, prompts_dataset, loader):
     trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=1, save_strategy="steps", save_steps=1)
     trainer.train()
     checkpoint = tmp_path / "out" / "checkpoint-1"
     assert (checkpoint / CLP_CONFIG_NAME).is_file()
     other = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=2, objective_names=["x", "y"])
+    if loader == "deepspeed":
+        load_like_deepspeed(other)
     with pytest.raises(ValueError, match="same reward functions"):
-        other.train(resume_from_checkpoint=str(checkpoint))
+        other.train(resume_from_checkpoint=True)  # resolved to checkpoint-1, as transformers resolves it
+    assert other.state.global_step == 0
 
 
 # ---------------------------------------------------------------------------------------------- drift detector
@@ -300,19 +537,64 @@ def test_constant_uniform_weighting_reproduces_upstream_rloo(tmp_path, tokenizer
 def test_logit_variant_trains_the_output_layer_blocks_through_the_unfused_head(tmp_path, tokenizer, prompts_dataset):
     trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, conditioning="logit", max_steps=2, beta=0.1)
     lm_head = trainer.model.base_model.model.lm_head
+    torch.manual_seed(0)
+    with torch.no_grad():  # a trained output-layer LoRA: at init (B = 0) it would have no effect to compare
+        lm_head.lora_B["default"].weight.normal_(0, 0.2)
     before = lm_head.lora_B["default"].weight.detach().clone()
-    # At init (B = 0) the unfused path must agree with TRL's fused head.
-    input_ids = torch.randint(3, 259, (4, 12))
+    input_ids = torch.randint(3, 259, (1, 12)).repeat(4, 1)  # one sequence, so that rows differ by weighting only
     mask = torch.ones_like(input_ids)
-    with torch.no_grad(), trainer.conditioner.condition(torch.tensor([0.3, 0.7]), batch_size=4):
-        unfused, _, _ = trainer._unfused_logps_and_entropies(trainer.model, input_ids, mask, 5)
-        fused, _, _ = RLOOTrainer._get_per_token_logps_and_entropies(trainer, trainer.model, input_ids, mask, 5)
-    torch.testing.assert_close(unfused, fused, atol=1e-5, rtol=1e-5)
+    weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.5, 0.5]])  # one weighting per row
+    fused = functools.partial(RLOOTrainer._get_per_token_logps_and_entropies, trainer, trainer.model)
+    with torch.no_grad():
+        trainer.conditioner.set_weights(weights)
+        try:
+            unfused, _, _ = trainer._unfused_logps_and_entropies(trainer.model, input_ids, mask, 5)
+            fused_skipping_the_lora, _, _ = fused(input_ids, mask, 5)
+        finally:
+            trainer.conditioner.clear()
+        # Reference: TRL's fused head on an output layer whose weight is the conditioned layer's effective weight
+        # for the row's weighting (read off by feeding it the identity), with its LoRA switched off.
+        base, lora_b = lm_head.base_layer.weight, lm_head.lora_B["default"].weight
+        saved_base, saved_b = base.clone(), lora_b.clone()
+        reference = []
+        for row in range(4):
+            trainer.conditioner.set_weights(weights[row : row + 1])
+            try:
+                effective = lm_head(torch.eye(lm_head.in_features).unsqueeze(0))[0].T  # (V, H)
+                base.copy_(effective)
+                lora_b.zero_()
+                reference.append(fused(input_ids[row : row + 1], mask[row : row + 1], 5)[0])
+            finally:
+                base.copy_(saved_base)
+                lora_b.copy_(saved_b)
+                trainer.conditioner.clear()
+    torch.testing.assert_close(unfused, torch.cat(reference), atol=1e-5, rtol=1e-5)
+    assert (unfused - fused_skipping_the_lora).abs().max() > 1e-2  # TRL's fused head alone would miss the LoRA
+    assert (unfused[0] - unfused[1]).abs().max() > 1e-2  # and each row's weighting changes its log-probabilities
     trainer.train()
     assert not torch.equal(lm_head.lora_B["default"].weight, before)
     trainer.save_model()
     saved = (tmp_path / "out" / "clp_config.json").read_text()
     assert "lm_head" in saved
+
+
+def test_logit_variant_saves_the_state_dict_transformers_gathered(tmp_path, tokenizer, prompts_dataset):
+    """Under ZeRO-3 the live parameters are partitioned and `save_model` passes `_save` the gathered state dict: that
+    one must be written, once, without the frozen output layer."""
+    from safetensors.torch import load_file
+
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, conditioning="logit")
+    live = trainer.accelerator.unwrap_model(trainer.model).state_dict()
+    torch.manual_seed(0)
+    gathered = {key: torch.randn_like(value) if "lora_" in key else value for key, value in live.items()}
+    trainer._save(str(tmp_path / "saved"), state_dict=gathered)
+    saved = load_file(str(tmp_path / "saved" / "adapter_model.safetensors"))
+    head = "base_model.model.lm_head"
+    assert not any(".base_layer." in key for key in saved)  # the frozen output layer is reloaded from the base model
+    torch.testing.assert_close(saved[f"{head}.lora_B.weight"], gathered[f"{head}.lora_B.default.weight"], rtol=0, atol=0)
+    assert not torch.equal(saved[f"{head}.lora_B.weight"], live[f"{head}.lora_B.default.weight"])
+    q_proj = "base_model.model.model.layers.0.self_attn.q_proj"
+    torch.testing.assert_close(saved[f"{q_proj}.lora_A.weight"], gathered[f"{q_proj}.lora_A.default.weight"], rtol=0, atol=0)
 
 
 # ---------------------------------------------------------------------------------------------- other reward kinds
@@ -323,22 +605,14 @@ async def async_lower(completions, **kwargs):
 
 
 def test_reward_models_and_async_callables_are_objectives(tmp_path, tokenizer, prompts_dataset):
-    from transformers import LlamaConfig, LlamaForSequenceClassification
-
-    config = LlamaConfig(
-        vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, num_labels=1, pad_token_id=0,
-    )
-    torch.manual_seed(0)
-    path = tmp_path / "tiny-reward-model"
-    LlamaForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(async_lower, str(path)), max_steps=1)
+    path = save_tiny_reward_model(tmp_path / "tiny-reward-model", tokenizer)
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(async_lower, path), max_steps=1)
     assert trainer.objective_names == ["async_lower", "tiny-reward-model"]
     records = record_generations(trainer)
     trainer.train()
     logged = trainer.state.log_history[0]
-    assert "rewards/tiny-reward-model/mean" in logged and "weights/async_lower/mean" in logged
+    assert logged["weights/async_lower/mean"] == pytest.approx(records[0]["clp_weights"][:, 0].mean().item(), rel=1e-5)
+    assert math.isfinite(logged["rewards/tiny-reward-model/mean"]) and logged["rewards/tiny-reward-model/std"] > 0
     assert torch.isfinite(records[0]["advantages"]).all() and records[0]["advantages"].abs().sum() > 0
 
 
@@ -356,7 +630,8 @@ def test_kl_weight_conditioning_adds_a_block_and_encodes_alpha(tmp_path, tokeniz
     torch.testing.assert_close(vectors.sum(-1), torch.ones(len(vectors)))
     # α = 0.05 (the smallest) puts no weight on the KL block, α = 0.5 puts 1 − 0.05/0.5 = 0.9.
     assert {round(v, 5) for v in vectors[:, 2].tolist()} == {0.0, 0.9}
-    assert "kl_weight/mean" in trainer.state.log_history[0]
+    alphas = 0.05 / (1 - records[0]["clp_weights"][:, 2])  # (8,) each row's α, decoded from its KL block
+    assert trainer.state.log_history[0]["kl_weight/mean"] == pytest.approx(alphas.mean().item(), rel=1e-5)
     trainer.save_model()
     from trl_clp import SteerableModel
 

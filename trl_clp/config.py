@@ -143,6 +143,11 @@ class ConditioningFields:
                 "Continuous batching packs rows from different prompts together, which loses the per-row weighting. "
                 "Set `use_transformers_continuous_batching=False`."
             )
+        if (self.generation_kwargs or {}).get("num_return_sequences", 1) > 1:
+            raise ValueError(
+                "`generation_kwargs` sets `num_return_sequences`, which would return several completions per row "
+                "where the trainer expects one. Set `num_generations` for the number of completions per prompt instead."
+            )
         if self.conditioning not in CONDITIONING_VARIANTS:
             raise ValueError(f"`conditioning` must be one of {CONDITIONING_VARIANTS}, got {self.conditioning!r}.")
         if self.weight_distribution not in WEIGHT_DISTRIBUTIONS:

@@ -8,13 +8,11 @@ implements one hook, `_rewards_and_advantages` (its group baseline); see `MultiO
 
 from __future__ import annotations
 
-import functools
 import glob
-import inspect
 import math
-import numbers
 import os
-import shutil
+import warnings
+from collections.abc import Sized
 from contextlib import nullcontext
 
 import torch
@@ -22,6 +20,7 @@ from accelerate.utils import gather, is_peft_model
 from peft import LoraConfig
 from torch import nn
 from transformers import ProcessorMixin
+from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import (
@@ -45,6 +44,14 @@ from .conditioning.config import (
 from .conditioning.layer import WeightConditioner, add_conditioned_output_layer, find_conditioned_layers
 from .config import ConditioningFields, MultiObjectiveConfig
 from .evaluation import Front
+from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import RewardFunctionError` keeps working)
+    RewardFunctionError,
+    check_free_disk_space,
+    check_output_dir_writable,
+    check_reward_values,
+    checked_reward_function,
+    checkpoint_bytes,
+)
 from .model_card import steering_card_section
 from .scalarization import IdealPoint, RunningMoments, leave_one_out_advantages, scalarize_rewards
 from .sampling import kl_conditioning_vector, sample_group_kl_weights, sample_group_weights
@@ -61,120 +68,6 @@ def reward_function_name(reward_func) -> str:
     if isinstance(reward_func, nn.Module):
         return get_config_model_id(reward_func.config).split("/")[-1]
     return get_callable_name(reward_func)
-
-
-def _check_reward_values(values, name: str, expected: int) -> None:
-    if not isinstance(values, (list, tuple)) and not isinstance(values, torch.Tensor):
-        raise TypeError(f"Reward function {name!r} returned {type(values).__name__}; return a list of floats.")
-    if len(values) != expected:
-        raise ValueError(
-            f"Reward function {name!r} returned {len(values)} rewards for {expected} completions: return exactly one "
-            "per completion (None where it does not apply)."
-        )
-    for index, value in enumerate(values):
-        if value is None:
-            continue
-        if not isinstance(value, numbers.Real) and not (isinstance(value, torch.Tensor) and value.numel() == 1):
-            raise TypeError(
-                f"Reward function {name!r} returned {value!r} ({type(value).__name__}) at position {index}: return a "
-                "float, or None where the reward does not apply."
-            )
-        if not math.isfinite(float(value)):
-            raise ValueError(
-                f"Reward function {name!r} returned {float(value)} at position {index}: rewards must be finite (return "
-                "None where a reward does not apply)."
-            )
-
-
-class RewardFunctionError(RuntimeError):
-    """A reward function raised during training; the message names it and says how to continue."""
-
-    def __init__(self, name: str, error: Exception):
-        super().__init__(
-            f"Reward function {name!r} raised {type(error).__name__}: {error}\nTraining stopped before this step's "
-            "update; checkpoints already saved are complete. Fix the reward function and continue with "
-            "`trainer.train(resume_from_checkpoint=True)`."
-        )
-        self.reward_name = name
-
-
-def check_output_dir_writable(output_dir: str) -> None:
-    """Fail before anything is loaded if `output_dir` cannot be created or written.
-
-    Raises:
-        ValueError naming the directory and what to change.
-    """
-    probe = os.path.join(output_dir, f".trl_clp_write_test_{os.getpid()}")
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-        with open(probe, "w") as handle:
-            handle.write("ok")
-        os.remove(probe)
-    except OSError as error:
-        raise ValueError(
-            f"Cannot write to output_dir={output_dir!r} ({error.strerror or error}): checkpoints and the adapter would "
-            "be lost. Choose a writable `output_dir`."
-        ) from error
-
-
-def check_free_disk_space(output_dir: str, required_bytes: int) -> None:
-    """Fail before training if the disk of `output_dir` has less than `required_bytes` free.
-
-    Raises:
-        ValueError saying how much is free, how much is needed, and what to change.
-    """
-    free = shutil.disk_usage(output_dir).free
-    if free < required_bytes:
-        raise ValueError(
-            f"output_dir={output_dir!r} has {free / 2**20:.1f} MiB free, but saving needs about "
-            f"{required_bytes / 2**20:.1f} MiB (adapter, optimizer state, one checkpoint beside the next). Free some "
-            "disk space, choose another `output_dir`, or set `save_strategy='no'`."
-        )
-
-
-def checkpoint_bytes(model: nn.Module, args) -> int:
-    """Estimated bytes on disk while training: each checkpoint holds the trainable parameters and two Adam moments.
-
-    Two checkpoints coexist while `save_total_limit` rotates them; with `save_strategy="no"`, only the final adapter
-    is written.
-    """
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    adapter = 4 * trainable + 2**20  # float32 weights, plus configs, tokenizer and trainer state
-    if args.save_strategy == "no":
-        return adapter
-    return adapter + 2 * (adapter + 8 * trainable)
-
-
-def checked_reward_function(reward_func, name: str):
-    """Wrap a callable reward function so that a bad return value fails with a message naming it.
-
-    The wrapper keeps the name (TRL labels metrics with it) and the sync/async kind of the original.
-    """
-    if inspect.iscoroutinefunction(reward_func) or inspect.iscoroutinefunction(getattr(reward_func, "__call__", None)):
-
-        @functools.wraps(reward_func)
-        async def async_checked(prompts, completions, **kwargs):
-            try:
-                values = await reward_func(prompts=prompts, completions=completions, **kwargs)
-            except Exception as error:
-                raise RewardFunctionError(name, error) from error
-            _check_reward_values(values, name, len(prompts))
-            return values
-
-        async_checked.__name__ = name
-        return async_checked
-
-    @functools.wraps(reward_func)
-    def checked(prompts, completions, **kwargs):
-        try:
-            values = reward_func(prompts=prompts, completions=completions, **kwargs)
-        except Exception as error:
-            raise RewardFunctionError(name, error) from error
-        _check_reward_values(values, name, len(prompts))
-        return values
-
-    checked.__name__ = name
-    return checked
 
 
 class ConditionedTrainerMixin:
@@ -215,7 +108,8 @@ class ConditionedTrainerMixin:
             built here).
         reward_funcs: one reward function per objective, of any kind `RLOOTrainer` takes (callables, async
             callables, reward-model ids, paths or modules).
-        args: the trainer's config (`config_class`).
+        args: the trainer's config (`config_class`); by default one with every default and
+            `output_dir="<model name>-CLP"`, as TRL's trainers build their own.
         peft_config: the LoRA of ONE objective (rank, alpha, targets, dropout); default rank 8, alpha 16,
             all linear layers. DoRA, rsLoRA and data-driven inits are rejected (not linear in the blocks).
         Other arguments: as for the TRL trainer.
@@ -238,6 +132,9 @@ class ConditionedTrainerMixin:
         quantization_config=None,
         peft_config: LoraConfig | None = None,
     ):
+        if args is None:  # named after the model, as TRL's trainers name their default config
+            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
+            args = self.config_class(f"{model_name.split('/')[-1]}-CLP")
         if not isinstance(args, self.config_class):
             raise TypeError(
                 f"`args` must be a `{self.config_class.__name__}`, got {type(args).__name__}: it carries the weighting "
@@ -265,6 +162,8 @@ class ConditionedTrainerMixin:
                 f"The training dataset has columns {column_names} but no 'prompt' column: rename the column holding "
                 "the prompts to 'prompt' (e.g. `dataset.rename_column('text', 'prompt')`)."
             )
+        if isinstance(train_dataset, Sized) and len(train_dataset) == 0:
+            raise ValueError("The training dataset is empty: training would run 0 steps. Pass a dataset with prompts.")
         peft_config = peft_config if peft_config is not None else DEFAULT_LORA_CONFIG
         check_linear_lora_config(peft_config)
         if args.should_save:
@@ -419,6 +318,11 @@ class ConditionedTrainerMixin:
         finally:
             self.conditioner.clear()
 
+    def evaluation_loop(self, *args, **kwargs):
+        # Each evaluation draws the same weightings, so that its metrics compare across evaluations.
+        self._eval_draws = 0
+        return super().evaluation_loop(*args, **kwargs)
+
     def _get_per_token_logps_and_entropies(
         self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs
     ):
@@ -473,18 +377,35 @@ class ConditionedTrainerMixin:
         return selective_log_softmax(logits, targets, temperature=self.temperature), None, None
 
     def _generate(self, prompts: list):
+        weights = self.conditioner.weights
         if self.args.conditioning == "prompt":
-            weights = self.conditioner.weights
             prompts = [
                 format_weighted_prompt(prompt, row.tolist(), self.objective_names, self.args.prompt_template)
                 for prompt, row in zip(prompts, weights, strict=True)
             ]
-        return super()._generate(prompts)
+            return super()._generate(prompts)
+        num_beams = self.generation_config.num_beams or 1
+        if num_beams == 1:
+            return super()._generate(prompts)
+        # Beam search runs each row as `num_beams` consecutive rows (`repeat_interleave`): their weightings follow.
+        self.conditioner.set_weights(weights.repeat_interleave(num_beams, dim=0))
+        try:
+            return super()._generate(prompts)
+        finally:
+            self.conditioner.set_weights(weights)
 
     # ---------------------------------------------------------------- rewards and advantages
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, m)
+        # TRL turns a callable's None into NaN ("does not apply"); a reward model has no None, so its NaN is a fault.
+        for i, (func, name) in enumerate(zip(self.reward_funcs, self.objective_names, strict=True)):
+            if isinstance(func, nn.Module) and torch.isnan(rewards[:, i]).any():
+                raise ValueError(
+                    f"Reward model {name!r} returned NaN for {int(torch.isnan(rewards[:, i]).sum())} of "
+                    f"{rewards.size(0)} completions: check its weights and dtype (e.g. fp16 overflow), or wrap it in a "
+                    "reward function that returns None where it does not apply."
+                )
         self._gathered_rewards = rewards
         return rewards
 
@@ -616,21 +537,41 @@ class ConditionedTrainerMixin:
             handle.write("\n" + steering_card_section(self.conditioning_config, model_id, front))
 
     def _save(self, output_dir: str | None = None, state_dict=None):
-        super()._save(output_dir, state_dict)
+        if self.args.conditioning == "logit":
+            # With the output layer among its targets, PEFT also saves that layer's frozen base weights, which a
+            # reload takes from the base model anyway. Leaving them out of the state dict (the one transformers
+            # gathered, under ZeRO-3 or FSDP) keeps PEFT's single save to the adapter.
+            if state_dict is None:
+                state_dict = self.accelerator.unwrap_model(self.model).state_dict()
+            frozen = tuple(f"{name}.base_layer." for name in self.conditioner.conditioned_module_names)
+            state_dict = {key: value for key, value in state_dict.items() if not key.startswith(frozen)}
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Setting `save_embedding_layers` to `True`")
+                super()._save(output_dir, state_dict)
+        else:
+            super()._save(output_dir, state_dict)
         if self.args.should_save:  # `_save` also runs on the other ranks when they join sharded gathers
-            output_dir = output_dir or self.args.output_dir
-            if self.args.conditioning == "logit":
-                # With `lm_head` among its targets, PEFT's default save also writes the whole (frozen) output layer;
-                # the adapter alone suffices, since the base model is reloaded.
-                self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, save_embedding_layers=False)
-            self.conditioning_config.save(output_dir)
+            self.conditioning_config.save(output_dir or self.args.output_dir)
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None):
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None):
+        """`Trainer.train`, after checking the checkpoint to resume from and restoring its reward statistics.
+
+        Done here rather than in `_load_from_checkpoint`, which transformers skips under DeepSpeed (it calls its own
+        checkpoint loader): `train` is the public entry point every backend passes through, before anything is loaded.
+        """
+        # `True` resolved the way `Trainer.train` resolves it, so that both read the same checkpoint.
+        checkpoint = get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True else resume_from_checkpoint
+        if checkpoint:
+            self._restore_conditioning_state(checkpoint)
+        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
+
+    def _restore_conditioning_state(self, resume_from_checkpoint: str) -> None:
+        """Check that `resume_from_checkpoint` was trained on these objectives; restore its reward statistics."""
         path = os.path.join(resume_from_checkpoint, CLP_CONFIG_NAME)
         if not os.path.isfile(path):
             raise ValueError(
                 f"Checkpoint {resume_from_checkpoint!r} has no {CLP_CONFIG_NAME}: it was not written by "
-                "MultiObjectiveTrainer, so its adapter cannot be matched to the objectives."
+                "trl-clp, so its adapter cannot be matched to the objectives."
             )
         saved = ConditioningConfig.load(path)
         if saved.objective_names != self.objective_names or saved.variant != self.args.conditioning:
@@ -643,7 +584,6 @@ class ConditionedTrainerMixin:
             self.reward_moments.load_state_dict(saved.reward_normalization)
         if self.ideal_point is not None and saved.scalarization["method"] == "tchebycheff" and not self.ideal_point.given:
             self.ideal_point.load_state_dict(saved.scalarization)
-        return super()._load_from_checkpoint(resume_from_checkpoint, model)
 
 
 class MultiObjectiveTrainer(ConditionedTrainerMixin, RLOOTrainer):
