@@ -17,6 +17,12 @@ A real model, dataset and rewards, through flags or a YAML file (every `MultiObj
         --model_name_or_path Qwen/Qwen2.5-0.5B --dataset_name trl-lib/tldr \
         --reward_funcs source_coverage brevity --conditioning attn --output_dir clp-tldr
 
+GRPO instead of RLOO (`--trainer grpo`, or `trainer: grpo` in the YAML; every `MultiObjectiveGRPOConfig` field is
+then a flag, e.g. `--loss_type`, `--scale_rewards`, `--scalarization tchebycheff`):
+
+    accelerate launch examples/train_clp.py --trainer grpo
+    accelerate launch examples/train_clp.py --config examples/configs/tldr_summarization_grpo.yaml
+
 `--reward_funcs` takes built-in names (lowercase, uppercase, titlecase, brevity, source_coverage), `rouge1`/`rouge2`/
 `rougeL` (against `--reference_column`), `nli` (entailment under `--nli_model`), `module:function` import paths, or
 reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
@@ -25,25 +31,36 @@ model (QLoRA, bitsandbytes on a GPU).
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
+import yaml  # noqa: E402
 from datasets import load_dataset  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, simplex_grid  # noqa: E402
+from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer  # noqa: E402
 from trl_clp import demo  # noqa: E402
 from trl_clp.evaluation import evaluate_front  # noqa: E402
 from trl_clp.rewards import resolve_reward_function  # noqa: E402
 
 
+TRAINERS = {"rloo": (MultiObjectiveConfig, MultiObjectiveTrainer), "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer)}
+
+
 @dataclass
 class ScriptArguments:
+    trainer: str = field(
+        default="rloo",
+        metadata={"help": "The TRL trainer under the conditioning: 'rloo' or 'grpo'.", "choices": list(TRAINERS)},
+    )
     dataset_name: str | None = field(
         default=None, metadata={"help": "Dataset id or local path; default: the offline demo prompts."}
     )
@@ -136,7 +153,7 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         )
         for spec in script_args.reward_funcs
     ]
-    trainer = MultiObjectiveTrainer(
+    trainer = TRAINERS[script_args.trainer][1](
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=training_args,
@@ -194,8 +211,20 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
     print(f"Steerable model: {training_args.output_dir}; front: {', '.join(written)}")
 
 
-def make_parser() -> TrlParser:
-    parser = TrlParser((ScriptArguments, MultiObjectiveConfig, ModelConfig))
+def chosen_trainer(argv: list[str]) -> str:
+    """`--trainer`, from the command line or the `--config` YAML: the config class, hence the parser, depends on it."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--trainer")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.trainer is None and known.config is not None:
+        with open(known.config) as handle:
+            known.trainer = (yaml.safe_load(handle) or {}).get("trainer")
+    return known.trainer or "rloo"
+
+
+def make_parser(trainer: str = "rloo") -> TrlParser:
+    parser = TrlParser((ScriptArguments, TRAINERS[trainer][0], ModelConfig))
     # The embedded default: the offline demo, sized for a 2-core CPU. Flags and --config override each value.
     parser.set_defaults(
         output_dir="outputs/clp-demo",
@@ -211,4 +240,4 @@ def make_parser() -> TrlParser:
 
 
 if __name__ == "__main__":
-    main(*make_parser().parse_args_and_config())
+    main(*make_parser(chosen_trainer(sys.argv[1:])).parse_args_and_config())
