@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, PeftModel
+from transformers import AutoModelForCausalLM
 
 from trl_clp import SteerableModel, demo
 from trl_clp.conditioning.layer import scale_lora_blocks
@@ -13,11 +14,12 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 WEIGHTS = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
 
 
-def make_steerable(variant="full", seed=0, tokenizer=None):
-    torch.manual_seed(seed)
+def make_steerable(variant="full", seed=0, tokenizer=None, tied=False):
     # Random B as well as A: with PEFT's default zero B every block would be a no-op and mixing trivially exact.
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False)
-    model = SteerableModel.from_base_model(demo.make_tiny_llama(seed=seed), ["a", "b"], lora, variant, tokenizer=tokenizer)
+    base = demo.make_tiny_llama(seed=seed, tie_word_embeddings=tied)
+    torch.manual_seed(seed)
+    model = SteerableModel.from_base_model(base, ["a", "b"], lora, variant, tokenizer=tokenizer)
     return model.eval()
 
 
@@ -33,9 +35,10 @@ def test_scale_lora_blocks_by_hand():
     torch.testing.assert_close(scale_lora_blocks(hidden, weights), expected)
 
 
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 @pytest.mark.parametrize("variant", ["full", "attn", "logit"])
-def test_per_row_mixing_equals_merged_model(variant):
-    steer = make_steerable(variant)
+def test_per_row_mixing_equals_merged_model(variant, tied):
+    steer = make_steerable(variant, tied=tied)
     input_ids = batch()
     with torch.no_grad(), steer.condition(WEIGHTS):
         mixed = steer(input_ids=input_ids).logits
@@ -56,8 +59,10 @@ def test_attn_variant_conditions_only_attention():
     assert steer.model.base_model.model.model.layers[0].self_attn.q_proj.r["default"] == 8
 
 
-def test_greedy_generation_is_token_identical_to_merged_models(tokenizer):
-    steer = make_steerable()
+@pytest.mark.parametrize("variant", ["full", "logit"])
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_greedy_generation_is_token_identical_to_merged_models(variant, tied):
+    steer = make_steerable(variant, tied=tied)
     input_ids = batch(length=5)
     out = steer.generate(input_ids, weights=WEIGHTS, max_new_tokens=12, do_sample=False, pad_token_id=0)
     for row, weights in enumerate(WEIGHTS):
@@ -169,6 +174,28 @@ def test_merge_returns_a_plain_transformers_model():
     merged = make_steerable().merge(torch.tensor([0.3, 0.7]))
     assert not isinstance(merged, PeftModel)
     assert type(merged).__name__ == "LlamaForCausalLM"
+
+
+def test_merge_of_a_tied_output_layer_keeps_the_input_embeddings(tmp_path):
+    """logit-CLP on a model with `tie_word_embeddings=True` (as Qwen2.5): the merged output layer gets its own weight."""
+    steer = make_steerable("logit", tied=True)
+    embeddings = steer.model.get_input_embeddings().weight.detach().clone()
+    assert steer.model.get_output_embeddings().base_layer.weight is steer.model.get_input_embeddings().weight
+    weights = torch.tensor([0.3, 0.7])
+    merged = steer.merge(weights).eval()
+    torch.testing.assert_close(merged.get_input_embeddings().weight, embeddings, atol=0, rtol=0)
+    assert not torch.equal(merged.get_output_embeddings().weight, embeddings)  # the conditioned LoRA is merged in
+    assert torch.equal(steer.model.get_input_embeddings().weight, embeddings)  # the steerable model is untouched
+    assert merged.config.tie_word_embeddings is False
+    # The merged model is saved and reloaded as an untied model, equal to the conditioned one.
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(weights, batch_size=3):
+        expected = steer(input_ids=input_ids).logits
+    with torch.no_grad():
+        assert (merged(input_ids=input_ids).logits - expected).abs().max() <= 1e-5
+        assert (reloaded(input_ids=input_ids).logits - expected).abs().max() <= 1e-5
 
 
 def test_logit_variant_conditions_only_the_output_layer(tmp_path):

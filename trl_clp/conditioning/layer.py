@@ -95,8 +95,12 @@ def add_conditioned_output_layer(peft_model: PeftModel, peft_config: LoraConfig,
         target_modules=[suffix],
     )
     saved_config = peft_model.peft_config[adapter_name]
-    with warnings.catch_warnings():  # PEFT warns that the model already has an adapter: adding to it is the point
+    with warnings.catch_warnings():
+        # PEFT warns that the model already has an adapter: adding to it is the point. With tied embeddings it warns
+        # that the output layer's LoRA is not mirrored on the input embeddings: it must not be (the conditioning
+        # steers the output distribution only), and `SteerableModel.merge` unties the merged weight.
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True` and a tied layer")
         inject_adapter_in_model(head_config, peft_model.get_base_model(), adapter_name=adapter_name)
     # The injection registers `head_config` under the same name in the config dict PEFT shares with the model.
     peft_model.peft_config[adapter_name] = saved_config

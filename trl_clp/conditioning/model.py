@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
+from collections import Counter
 from contextlib import contextmanager
 
 import torch
@@ -36,6 +38,26 @@ def resolve_clp_file(path_or_id: str, filename: str, **hub_kwargs) -> str:
     from huggingface_hub import hf_hub_download
 
     return hf_hub_download(path_or_id, filename, **hub_kwargs)
+
+
+def untie_adapted_weights(model: nn.Module) -> bool:
+    """Give every LoRA layer's base weight its own copy when another module shares it (tied embeddings).
+
+    Merging adds the LoRA delta to the base weight in place: on an output layer tied to the input embeddings it
+    would change the embeddings too.
+
+    Returns:
+        whether any weight was untied.
+    """
+    owners = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    untied = False
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            base_layer = module.get_base_layer()
+            if owners[id(base_layer.weight)] > 1:
+                base_layer.weight = nn.Parameter(base_layer.weight.detach().clone(), base_layer.weight.requires_grad)
+                untied = True
+    return untied
 
 
 class SteerableModel(nn.Module):
@@ -246,8 +268,11 @@ class SteerableModel(nn.Module):
     def merge(self, weights, kl_weight=None) -> PreTrainedModel:
         """A plain `transformers` model equal to this one conditioned on a single weighting.
 
-        Each conditioned block's `lora_A` rows are scaled by `m·w_i`, then the adapter is merged into a copy of the
-        base weights: `B · diag(m·w) · A = Σ_i m·w_i B_i A_i`, exact up to float rounding.
+        Each conditioned block's `lora_A` rows (of the active adapter) are scaled by `m·w_i`, then the adapter is
+        merged into a copy of the base weights: `B · diag(m·w) · A = Σ_i m·w_i B_i A_i`, exact up to float rounding.
+        An adapted output layer whose weight is tied to the input embeddings (`tie_word_embeddings=True`, as in
+        Qwen2.5) gets its own merged weight, and the returned model's config is untied, so that the input embeddings
+        keep their trained values.
         """
         if self.conditioning_config.variant == "prompt":
             raise ValueError("A prompting-baseline model has no per-objective parameters to merge.")
@@ -255,13 +280,22 @@ class SteerableModel(nn.Module):
         if vector.dim() != 1:
             raise ValueError("`merge` takes one weighting `(m,)`, not a batch.")
         merged = copy.deepcopy(self.model)
+        adapter_name = merged.active_adapter
         modules = dict(merged.named_modules())
         for name in self.conditioning_config.conditioned_modules:
-            layer: LoraLayer = modules[name]
-            for lora_a in layer.lora_A.values():
-                scale = block_scale(vector.unsqueeze(0), lora_a.weight.size(0))[0]  # (m·r,)
-                lora_a.weight.data.mul_(scale.to(lora_a.weight).unsqueeze(-1))
-        return merged.merge_and_unload()
+            lora_a = modules[name].lora_A[adapter_name]  # (m·r, in); other adapters keep their own blocks
+            scale = block_scale(vector.unsqueeze(0), lora_a.weight.size(0))[0]  # (m·r,)
+            lora_a.weight.data.mul_(scale.to(lora_a.weight).unsqueeze(-1))
+        untied = untie_adapted_weights(merged)
+        with warnings.catch_warnings():  # PEFT warns that the embeddings are no longer tied: untying them is the point
+            warnings.filterwarnings("ignore", message="Input and output embeddings are no longer tied")
+            plain = merged.merge_and_unload()
+        if untied:
+            for module in plain.modules():  # the (sub)models whose config asks to re-tie on save and load
+                if isinstance(module, PreTrainedModel):
+                    module.config.tie_word_embeddings = False
+            plain.all_tied_weights_keys = plain.get_expanded_tied_weights_keys(all_submodels=True)
+        return plain
 
     def export_lora(self, directory: str, weights, kl_weight=None) -> str:
         """Write a plain PEFT LoRA adapter equal to this model conditioned on one weighting (for vLLM, TGI, ...).
