@@ -75,8 +75,9 @@ class SteerableModel(nn.Module):
         model: the `PeftModel` holding the CLP adapter.
         conditioning_config: its metadata (objectives, variant, conditioned modules).
         tokenizer: needed by the `"prompt"` variant, which writes the weighting into the prompt text.
-        conditioner: the `WeightConditioner` already attached to `model` (the trainer's); by default a new one is
-            attached to the layers named in `conditioning_config`.
+        conditioner: the `WeightConditioner` of `model` (the trainer's); by default the one already attached to
+            `model`, if any (so that two `SteerableModel`s over one `PeftModel` share one set of hooks), else a new
+            one attached to the layers named in `conditioning_config`.
     """
 
     def __init__(
@@ -90,10 +91,18 @@ class SteerableModel(nn.Module):
         self.model = model
         self.conditioning_config = conditioning_config
         self.tokenizer = tokenizer
-        if conditioner is None:  # a fresh model; otherwise the hooks are already attached (e.g. by the trainer)
-            conditioner = WeightConditioner(conditioning_config.num_blocks or conditioning_config.num_objectives)
-            if conditioning_config.conditioned_modules:
-                conditioner.attach(model, conditioning_config.conditioned_modules)
+        if conditioner is None:  # the model's own conditioner if it has one (never a second set of hooks)
+            conditioner = WeightConditioner.attached_to(model)
+        num_blocks = conditioning_config.num_blocks or conditioning_config.num_objectives
+        if conditioner is None:
+            conditioner = WeightConditioner(num_blocks)
+        if conditioner.num_blocks != num_blocks:
+            raise ValueError(
+                f"The model's conditioner has {conditioner.num_blocks} blocks but the conditioning config "
+                f"{num_blocks}: build the SteerableModel with the config the adapter was trained with."
+            )
+        if conditioning_config.conditioned_modules:
+            conditioner.attach(model, conditioning_config.conditioned_modules, adapter_name=model.active_adapter)
         self.conditioner = conditioner
 
     @property
