@@ -5,10 +5,14 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, PeftModel
+from tokenizers import processors
 from transformers import AutoModelForCausalLM
 
-from trl_clp import SteerableModel, demo
+from trl_clp import MultiObjectiveTrainer, SteerableModel, demo
 from trl_clp.conditioning.layer import scale_lora_blocks
+from trl_clp.rewards import lowercase_reward, uppercase_reward
+
+from .conftest import tiny_config
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 WEIGHTS = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
@@ -239,3 +243,82 @@ def test_from_pretrained_resolves_a_hub_id_through_the_hub_cache(tmp_path, monke
     input_ids = batch()
     with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
         torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)
+
+
+# ---------------------------------------------------------------------------------------------- the prompting variant
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def bos_tokenizer():
+    """The demo's byte tokenizer, adding BOS to every text (as Llama's does), with a chat template."""
+    tokenizer = demo.make_byte_tokenizer()
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+class Captured(Exception):
+    pass
+
+
+def training_prompt_ids(trainer, prompts, weights) -> list[list[int]]:
+    """The prompt ids `MultiObjectiveTrainer._generate` hands to generation (TRL's own tokenization)."""
+    captured = []
+
+    def capture(prompt_ids, images, multimodal_fields):
+        captured.extend(list(ids) for ids in prompt_ids)
+        raise Captured
+
+    trainer._generate_single_turn = capture
+    trainer.conditioner.set_weights(weights)
+    try:
+        with pytest.raises(Captured):
+            trainer._generate(prompts)
+    finally:
+        trainer.conditioner.clear()
+    return captured
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["text", "chat"])
+def test_prompt_variant_builds_the_training_prompt_token_for_token(tmp_path, prompts_dataset, chat):
+    tokenizer = bos_tokenizer()
+    if chat:
+        prompts_dataset = prompts_dataset.map(
+            lambda row: {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": row["prompt"]}]}
+        )
+    trainer = MultiObjectiveTrainer(
+        model=demo.make_tiny_llama(seed=0),
+        reward_funcs=[lowercase_reward, uppercase_reward],
+        args=tiny_config(tmp_path, conditioning="prompt"),
+        train_dataset=prompts_dataset,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+    )
+    prompts = [prompts_dataset[i]["prompt"] for i in range(3)]
+    trained = training_prompt_ids(trainer, prompts, WEIGHTS)
+    # The prompts training saw: one BOS, the weighting in front of the text or inside the first user message.
+    assert all(ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1 for ids in trained)
+    decoded = tokenizer.decode(trained[1])
+    assert ("<|user|>[weights: lowercase_reward=0.30" if chat else "<s>[weights: lowercase_reward=0.30") in decoded
+
+    steer = SteerableModel(trainer.model.eval(), trainer.conditioning_config, tokenizer)
+    encoded = steer.tokenize_prompts(prompts, WEIGHTS)
+    built = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"], strict=True)]
+    assert built == trained
+
+    greedy = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        expected = trainer.model.generate(**encoded, **greedy)[:, encoded["input_ids"].size(1) :]
+    assert steer.generate_from_prompts(prompts, WEIGHTS, **greedy) == tokenizer.batch_decode(expected, skip_special_tokens=True)
+    if chat:  # chat-templated ids cannot be re-weighted faithfully: refused, pointing to the conversations path
+        templated = tokenizer.apply_chat_template(prompts[:1], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        with pytest.raises(ValueError, match="generate_from_prompts"):
+            steer.generate(templated["input_ids"], weights=WEIGHTS[0], **greedy)
+    else:  # the ids path (prompts tokenized with their BOS) generates from the training prompt too
+        plain = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+        out = steer.generate(**plain, weights=WEIGHTS, **greedy)
+        assert torch.equal(out, torch.cat([encoded["input_ids"], expected], 1))

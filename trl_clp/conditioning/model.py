@@ -14,7 +14,7 @@ from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, PreTrainedModel
 
 from ..sampling import check_weights, kl_conditioning_vector
 from .config import (
@@ -242,8 +242,12 @@ class SteerableModel(nn.Module):
     def generate(self, input_ids: torch.Tensor, attention_mask=None, weights=None, kl_weight=None, **generate_kwargs):
         """`transformers` generation with each row steered by its own weighting, in one batch.
 
+        Safe to call from several threads or asyncio tasks at once: each call's weighting is its own.
+
         Args:
-            input_ids: `(B, T)` left-padded prompts.
+            input_ids: `(B, T)` left-padded prompts. For the `"prompt"` variant they are decoded (special tokens
+                dropped), the weighting is written in front and the text re-tokenized as in training; prompts that
+                were chat-templated must be given as conversations to `generate_from_prompts` instead.
             weights: `(m,)` for every row or `(B, m)`.
             kl_weight: for models trained with KL-weight conditioning: a float or `(B,)` α per row.
             **generate_kwargs: as for `PreTrainedModel.generate`.
@@ -260,19 +264,99 @@ class SteerableModel(nn.Module):
             return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
 
     def _generate_with_weighted_prompts(self, input_ids, attention_mask, weights, **generate_kwargs):
-        if self.tokenizer is None:
-            raise ValueError("The prompting variant needs the tokenizer: pass `tokenizer=` to `from_pretrained`.")
-        weights = check_weights(weights, self.conditioning_config.num_objectives)
-        if weights.dim() == 1:
-            weights = weights.unsqueeze(0).expand(input_ids.size(0), -1)
+        tokenizer = self._require_tokenizer()
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        prompts = [self.tokenizer.decode(ids[row_mask.bool()]) for ids, row_mask in zip(input_ids, mask, strict=True)]
-        texts = [
-            format_weighted_prompt(prompt, w.tolist(), self.objective_names, self.conditioning_config.prompt_template)
-            for prompt, w in zip(prompts, weights, strict=True)
-        ]
-        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(self.device)
+        rows = [ids[row_mask.bool()] for ids, row_mask in zip(input_ids, mask, strict=True)]
+        # Training tokenized the weighted text, adding the tokenizer's own special tokens (BOS) once: decode without
+        # them. Chat-template tokens cannot be told from text once decoded, so such ids are refused.
+        allowed = {tokenizer.bos_token_id, tokenizer.pad_token_id}
+        templated = sorted({t for ids in rows for t in ids.tolist() if t in tokenizer.all_special_ids} - allowed)
+        if templated:
+            raise ValueError(
+                f"The prompt ids contain the special tokens {tokenizer.convert_ids_to_tokens(templated)}: they look "
+                f"chat-templated. The prompting variant writes the weighting into the first user message, as in "
+                f"training: pass the conversations to `generate_from_prompts(prompts, weights=...)`."
+            )
+        prompts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+        encoded = self.tokenize_prompts(prompts, weights)
         return self.model.generate(**encoded, **generate_kwargs)
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError("This needs the model's tokenizer: pass `tokenizer=` to `from_pretrained`.")
+        return self.tokenizer
+
+    def tokenize_prompts(self, prompts: list, weights=None, chat_template_kwargs: dict | None = None) -> BatchEncoding:
+        """Left-padded token ids of `prompts`, built exactly as `MultiObjectiveTrainer` built them for generation.
+
+        Plain-text prompts are tokenized with the tokenizer's defaults (its BOS included), conversations with
+        `apply_chat_template(add_generation_prompt=True)`, as TRL's `RLOOTrainer._tokenize_prompts` does. For the
+        `"prompt"` variant the weighting is first written into each prompt with `format_weighted_prompt` (in front of
+        the text, or of the first user message), as in training.
+
+        Args:
+            prompts: B strings, or B conversations (lists of `{"role", "content"}` messages).
+            weights: for the `"prompt"` variant, `(m,)` for every prompt or `(B, m)`; ignored by the others.
+            chat_template_kwargs: the `chat_template_kwargs` of the training config, if any.
+
+        Returns:
+            `input_ids` and `attention_mask`, `(B, T)` on the model's device.
+        """
+        tokenizer = self._require_tokenizer()
+        if not prompts:
+            raise ValueError("`prompts` is empty: give at least one prompt.")
+        if self.conditioning_config.variant == "prompt":
+            if weights is None:
+                raise ValueError(f"Pass `weights=`: the prompt carries a weighting over {self.objective_names}.")
+            weights = check_weights(weights, self.conditioning_config.num_objectives)
+            if weights.dim() == 1:
+                weights = weights.unsqueeze(0).expand(len(prompts), -1)
+            if weights.size(0) != len(prompts):
+                raise ValueError(f"Got {weights.size(0)} weightings for {len(prompts)} prompts: give one per prompt.")
+            template = self.conditioning_config.prompt_template
+            prompts = [
+                format_weighted_prompt(prompt, w.tolist(), self.objective_names, template)
+                for prompt, w in zip(prompts, weights, strict=True)
+            ]
+        if isinstance(prompts[0], str):
+            rows = tokenizer(text=prompts)["input_ids"]
+        else:
+            rows = tokenizer.apply_chat_template(
+                conversation=prompts,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                **(chat_template_kwargs or {}),
+            )["input_ids"]
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + list(ids) for ids in rows])
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
+        return BatchEncoding({"input_ids": input_ids, "attention_mask": attention_mask}).to(self.device)
+
+    @torch.no_grad()
+    def generate_from_prompts(
+        self, prompts: list, weights, kl_weight=None, chat_template_kwargs: dict | None = None, **generate_kwargs
+    ) -> list[str]:
+        """Complete text prompts or conversations, each steered by its weighting, with the prompts of training.
+
+        Args:
+            prompts: B strings, or B conversations (lists of `{"role", "content"}` messages).
+            weights: `(m,)` for every prompt or `(B, m)`.
+            kl_weight: for models trained with KL-weight conditioning: a float or `(B,)` α per prompt.
+            chat_template_kwargs: the `chat_template_kwargs` of the training config, if any.
+            **generate_kwargs: as for `PreTrainedModel.generate` (e.g. `max_new_tokens`, `do_sample`).
+
+        Returns:
+            the completions, decoded without special tokens (as TRL decodes them for the rewards): B·n strings for n
+            returned sequences per prompt, grouped by prompt.
+        """
+        encoded = self.tokenize_prompts(prompts, weights, chat_template_kwargs)
+        if self.conditioning_config.variant == "prompt":
+            sequences = self.model.generate(**encoded, **generate_kwargs)
+        else:
+            sequences = self.generate(**encoded, weights=weights, kl_weight=kl_weight, **generate_kwargs)
+        completions = sequences[:, encoded["input_ids"].size(1) :]
+        return self.tokenizer.batch_decode(completions, skip_special_tokens=True)
 
     def merge(self, weights, kl_weight=None) -> PreTrainedModel:
         """A plain `transformers` model equal to this one conditioned on a single weighting.
