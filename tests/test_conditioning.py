@@ -6,7 +6,7 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel
 from tokenizers import processors
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GenerationConfig
 
 from trl_clp import MultiObjectiveTrainer, SteerableModel, demo
 from trl_clp.conditioning.layer import scale_lora_blocks
@@ -322,3 +322,15 @@ def test_prompt_variant_builds_the_training_prompt_token_for_token(tmp_path, pro
         plain = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
         out = steer.generate(**plain, weights=WEIGHTS, **greedy)
         assert torch.equal(out, torch.cat([encoded["input_ids"], expected], 1))
+
+
+def test_returned_sequences_and_beams_set_in_a_generation_config_follow_their_rows():
+    steer = make_steerable()
+    input_ids = batch(length=5)
+    config = GenerationConfig(num_beams=2, num_return_sequences=2, do_sample=False, max_new_tokens=6, pad_token_id=0)
+    out = steer.generate(input_ids, weights=WEIGHTS, generation_config=config)
+    assert out.size(0) == 2 * len(WEIGHTS)
+    for row, weights in enumerate(WEIGHTS):
+        expected = steer.merge(weights).eval().generate(input_ids[row : row + 1], generation_config=config)
+        assert torch.equal(out[2 * row : 2 * row + 2], expected)
+    assert not torch.equal(out[:2], out[4:])

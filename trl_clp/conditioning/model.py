@@ -238,6 +238,17 @@ class SteerableModel(nn.Module):
             raise ValueError(f"Got {vector.size(0)} weightings for {batch_size} prompts: give one per row, or one.")
         return vector
 
+    def _generation_expansion(self, generate_kwargs: dict) -> int:
+        """How many output rows `generate` makes of each input row: beams or sampled returns.
+
+        Read from the effective generation config, as `generate` does: its keyword arguments over the
+        `generation_config` passed, over the model's own.
+        """
+        config = generate_kwargs.get("generation_config") or self.model.generation_config
+        num_beams = generate_kwargs.get("num_beams", config.num_beams) or 1
+        num_return_sequences = generate_kwargs.get("num_return_sequences", config.num_return_sequences) or 1
+        return max(num_beams, num_return_sequences)
+
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask=None, weights=None, kl_weight=None, **generate_kwargs):
         """`transformers` generation with each row steered by its own weighting, in one batch.
@@ -259,7 +270,7 @@ class SteerableModel(nn.Module):
             return self._generate_with_weighted_prompts(input_ids, attention_mask, weights, **generate_kwargs)
         vector = self._row_weights(weights, kl_weight, batch_size)
         # generate() repeats each row for sampled returns or beams; the weightings must follow their rows.
-        expansion = max(generate_kwargs.get("num_beams", 1), generate_kwargs.get("num_return_sequences", 1))
+        expansion = self._generation_expansion(generate_kwargs)
         with self.conditioner.condition(vector.repeat_interleave(expansion, dim=0)):
             return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
 
