@@ -334,3 +334,35 @@ def test_returned_sequences_and_beams_set_in_a_generation_config_follow_their_ro
         expected = steer.merge(weights).eval().generate(input_ids[row : row + 1], generation_config=config)
         assert torch.equal(out[2 * row : 2 * row + 2], expected)
     assert not torch.equal(out[:2], out[4:])
+
+
+# ---------------------------------------------------------------------------------------------- refused configurations
+
+
+def test_lora_bias_is_refused_at_construction():
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_bias=True)
+    with pytest.raises(ValueError, match="lora_bias"):
+        SteerableModel.from_base_model(demo.make_tiny_llama(), ["a", "b"], lora)
+
+
+def test_conditioned_target_modules_that_match_nothing_are_named():
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS)
+    with pytest.raises(ValueError, match=r"\['qkv_proj'\] match no LoRA layer.*'down_proj'"):
+        SteerableModel.from_base_model(demo.make_tiny_llama(), ["a", "b"], lora, "attn", ["q_proj", "qkv_proj"])
+
+
+def test_merge_conditions_only_the_active_adapter():
+    steer = make_steerable()
+    # A second adapter of another rank on the same layers: its lora_A has no blocks to scale.
+    other = LoraConfig(r=3, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False)
+    steer.model.add_adapter("other", other)
+    assert steer.model.active_adapter == "default"
+    input_ids = batch()
+    weights = torch.tensor([0.3, 0.7])
+    other_a = steer.model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["other"].weight.detach().clone()
+    with torch.no_grad():
+        merged = steer.merge(weights).eval()(input_ids=input_ids).logits
+        with steer.condition(weights, batch_size=3):
+            expected = steer(input_ids=input_ids).logits
+    assert (merged - expected).abs().max() <= 1e-5
+    assert torch.equal(steer.model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["other"].weight, other_a)

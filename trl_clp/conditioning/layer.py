@@ -65,15 +65,26 @@ def find_conditioned_layers(model: nn.Module, conditioned_targets: list[str] | N
     """Names of the LoRA layers of `model` matched by `conditioned_targets` (every LoRA layer if None).
 
     Raises:
-        ValueError listing the model's LoRA layer names when nothing matches.
+        ValueError listing the model's LoRA layer names when nothing matches, or when some entries of
+        `conditioned_targets` match no LoRA layer (a typo would otherwise leave those modules shared, silently).
     """
     lora_names = [name for name, module in model.named_modules() if isinstance(module, LoraLayer)]
-    names = [n for n in lora_names if conditioned_targets is None or any(matches_target(n, t) for t in conditioned_targets)]
+    suffixes = sorted({n.split(".")[-1] for n in lora_names})
+    if conditioned_targets is None:
+        names = lora_names
+        unmatched = []
+    else:
+        names = [n for n in lora_names if any(matches_target(n, t) for t in conditioned_targets)]
+        unmatched = [t for t in conditioned_targets if not any(matches_target(n, t) for n in lora_names)]
     if not names:
-        suffixes = sorted({n.split(".")[-1] for n in lora_names})
         raise ValueError(
             f"No LoRA layer matches `conditioned_target_modules={conditioned_targets}`. The model's LoRA layers are "
             f"named {suffixes}: set `conditioned_target_modules` to some of them."
+        )
+    if unmatched:
+        raise ValueError(
+            f"`conditioned_target_modules` entries {unmatched} match no LoRA layer (of {conditioned_targets}). The "
+            f"model's LoRA layers are named {suffixes}: remove those entries or correct their names."
         )
     return names
 
