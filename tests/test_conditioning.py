@@ -366,3 +366,73 @@ def test_merge_conditions_only_the_active_adapter():
             expected = steer(input_ids=input_ids).logits
     assert (merged - expected).abs().max() <= 1e-5
     assert torch.equal(steer.model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["other"].weight, other_a)
+
+
+# ---------------------------------------------------------------------------------------------- loading from anywhere
+
+
+def test_a_relative_base_path_loads_from_another_working_directory(tmp_path, monkeypatch, tokenizer):
+    """The main job records its base model relative to where it ran (`outputs/clp-demo/base_model`)."""
+    monkeypatch.chdir(tmp_path)
+    demo.make_tiny_llama(seed=0).save_pretrained("outputs/clp-demo/base_model")
+    steer = make_steerable(tokenizer=tokenizer)
+    steer.model.peft_config["default"].base_model_name_or_path = "outputs/clp-demo/base_model"
+    steer.model.save_pretrained("outputs/clp-demo")  # as the trainer saves: the relative path is kept
+    steer.conditioning_config.save("outputs/clp-demo")
+    assert json.loads((tmp_path / "outputs/clp-demo/adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "outputs/clp-demo/base_model"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = SteerableModel.from_pretrained(str(tmp_path / "outputs/clp-demo"))
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
+        expected = steer(input_ids=input_ids).logits
+        torch.testing.assert_close(loaded(input_ids=input_ids).logits, expected)
+    # Saved or exported again, the adapter records the base model's absolute path.
+    loaded.save_pretrained("again")
+    loaded.export_lora("export", torch.tensor([0.3, 0.7]))
+    for folder in ("again", "export"):
+        recorded = json.loads((elsewhere / folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        assert recorded == str(tmp_path / "outputs/clp-demo/base_model")
+    monkeypatch.chdir(tmp_path)
+    again = SteerableModel.from_pretrained(str(elsewhere / "again"))
+    with torch.no_grad(), again.condition(WEIGHTS):
+        torch.testing.assert_close(again(input_ids=input_ids).logits, expected)
+
+
+def test_save_pretrained_records_an_absolute_base_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    demo.make_tiny_llama(seed=0).save_pretrained("base")
+    steer = make_steerable()
+    steer.model.peft_config["default"].base_model_name_or_path = "base"
+    steer.save_pretrained("clp")
+    steer.export_lora("export", torch.tensor([0.5, 0.5]))
+    for folder in ("clp", "export"):
+        recorded = json.loads((tmp_path / folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        assert recorded == str(tmp_path / "base")
+    monkeypatch.chdir(tmp_path.parent)
+    loaded = SteerableModel.from_pretrained(str(tmp_path / "clp"))
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
+        torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)
+
+
+def test_an_adapter_of_an_in_memory_base_model_asks_for_base_model(tmp_path):
+    steer = make_steerable()
+    steer.model.peft_config["default"].base_model_name_or_path = None
+    steer.save_pretrained(tmp_path / "clp")
+    with pytest.raises(ValueError, match="base_model="):
+        SteerableModel.from_pretrained(str(tmp_path / "clp"))
+    loaded = SteerableModel.from_pretrained(str(tmp_path / "clp"), base_model=demo.make_tiny_llama(seed=0))
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
+        torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)
+
+
+@pytest.mark.parametrize("path", ["/no/such/clp-model", "./missing", "~/missing-clp-model", "runs/a/missing"])
+def test_a_missing_local_folder_is_named(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SteerableModel.from_pretrained(path)

@@ -10,7 +10,8 @@ from collections import Counter
 from contextlib import contextmanager
 
 import torch
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from torch import nn
@@ -26,6 +27,69 @@ from .config import (
     resolve_conditioned_targets,
 )
 from .layer import WeightConditioner, add_conditioned_output_layer, block_scale, find_conditioned_layers
+
+
+def check_path_or_repo_id(path_or_id: str, what: str = "CLP model") -> str:
+    """`path_or_id` with `~` expanded, after checking that a local path exists.
+
+    A string that starts with `/`, `.` or `~`, has more than one path separator, or is not a valid hub repository
+    id is a local path: if it does not exist, say so here rather than let the hub client reject it as a repo id.
+
+    Raises:
+        FileNotFoundError naming the missing folder.
+    """
+    path = os.path.expanduser(path_or_id)
+    if os.path.exists(path):
+        return path
+    looks_local = path_or_id.startswith(("/", ".", "~")) or path_or_id.count(os.sep) > 1
+    if not looks_local:
+        try:
+            validate_repo_id(path_or_id)
+        except HFValidationError:
+            looks_local = True
+    if looks_local:
+        raise FileNotFoundError(
+            f"The {what} folder {path_or_id!r} does not exist (resolved to {os.path.abspath(path)!r} from the working "
+            f"directory {os.getcwd()!r}). Check the path, or give a hub repository id such as 'user/model'."
+        )
+    return path_or_id
+
+
+def resolve_recorded_base_model(recorded: str | None, adapter_path: str) -> str:
+    """The base model an adapter's `base_model_name_or_path` names, usable from any working directory.
+
+    A relative path was recorded relative to the working directory of the run that saved the adapter (the main job
+    records `outputs/clp-demo/base_model`): when it does not exist from here, it is looked up from the adapter folder
+    and each of its parents.
+
+    Raises:
+        ValueError: nothing was recorded (an adapter trained from an in-memory base model).
+        FileNotFoundError: a recorded local path that cannot be found.
+    """
+    if not recorded:
+        raise ValueError(
+            f"The adapter in {adapter_path!r} does not record its base model (`base_model_name_or_path` is "
+            f"{recorded!r}: it was trained from an in-memory model). Pass it: "
+            f"`SteerableModel.from_pretrained(path, base_model=...)` with the model instance, its folder or hub id."
+        )
+    if os.path.isabs(recorded) or os.path.exists(recorded) or not os.path.isdir(adapter_path):
+        return check_path_or_repo_id(recorded, "base model")
+    folder = os.path.abspath(adapter_path)
+    while True:
+        candidate = os.path.join(folder, recorded)
+        if os.path.isdir(candidate):
+            return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return check_path_or_repo_id(recorded, "base model")
+        folder = parent
+
+
+def absolute_if_local(path_or_id: str | None) -> str | None:
+    """An existing local folder as an absolute path (loadable from any working directory); anything else as is."""
+    if path_or_id and os.path.isdir(path_or_id):
+        return os.path.abspath(path_or_id)
+    return path_or_id
 
 
 def resolve_clp_file(path_or_id: str, filename: str, **hub_kwargs) -> str:
@@ -159,9 +223,15 @@ class SteerableModel(nn.Module):
             tokenizer: defaults to the tokenizer saved with the adapter, if any.
             **model_kwargs: passed to `AutoModelForCausalLM.from_pretrained` for the base model (e.g. `dtype`).
 
+        A relative base-model path recorded in the adapter is also looked up from the adapter folder and its parents,
+        so a model saved by a run in another working directory loads from anywhere.
+
         Raises:
-            ValueError: the directory has an adapter but no `clp_config.json`.
+            FileNotFoundError: `path_or_id` (or the recorded base model) is a local path that does not exist.
+            ValueError: the directory has an adapter but no `clp_config.json`, or the adapter does not record its base
+                model and `base_model` is not given.
         """
+        path_or_id = check_path_or_repo_id(path_or_id)
         try:
             clp_config_path = resolve_clp_file(path_or_id, CLP_CONFIG_NAME)
         except LocalEntryNotFoundError:
@@ -173,11 +243,14 @@ class SteerableModel(nn.Module):
                 f"not steerable."
             ) from error
         conditioning_config = ConditioningConfig.load(clp_config_path)
-        if base_model is None or isinstance(base_model, str):
-            if base_model is None:
-                with open(resolve_clp_file(path_or_id, "adapter_config.json")) as handle:
-                    base_model = json.load(handle)["base_model_name_or_path"]
-            base_model = AutoModelForCausalLM.from_pretrained(base_model, **model_kwargs)
+        if base_model is None:
+            with open(resolve_clp_file(path_or_id, "adapter_config.json")) as handle:
+                recorded = json.load(handle).get("base_model_name_or_path")
+            base_model = resolve_recorded_base_model(recorded, path_or_id)
+        base_path = None
+        if isinstance(base_model, str):
+            base_path = check_path_or_repo_id(base_model, "base model")
+            base_model = AutoModelForCausalLM.from_pretrained(base_path, **model_kwargs)
         if tokenizer is None:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(path_or_id)
@@ -185,10 +258,14 @@ class SteerableModel(nn.Module):
                 tokenizer = None
         model = PeftModel.from_pretrained(base_model, path_or_id)
         model.eval()
+        if base_path is not None:  # where it was found: a later `save_pretrained` or `export_lora` points there
+            model.peft_config[model.active_adapter].base_model_name_or_path = absolute_if_local(base_path)
         return cls(model, conditioning_config, tokenizer)
 
     def save_pretrained(self, directory: str, **kwargs) -> None:
         """Save the adapter, its `clp_config.json` and the tokenizer (if any) to `directory`."""
+        config = self.model.peft_config[self.model.active_adapter]
+        config.base_model_name_or_path = absolute_if_local(config.base_model_name_or_path)  # loadable from anywhere
         # The base model is reloaded from its own files: never copy a targeted output layer into the adapter.
         self.model.save_pretrained(directory, **{"save_embedding_layers": False, **kwargs})
         self.conditioning_config.save(directory)
@@ -451,6 +528,7 @@ class SteerableModel(nn.Module):
         (export_rank,) = {t.size(0) for k, t in exported.items() if k.endswith("lora_A.weight")}
         export_config = copy.deepcopy(self.model.peft_config[adapter_name])
         export_config.r = export_rank
+        export_config.base_model_name_or_path = absolute_if_local(export_config.base_model_name_or_path)
         export_config.rank_pattern = {}
         export_config.alpha_pattern = {}
         os.makedirs(directory, exist_ok=True)
