@@ -43,7 +43,7 @@ def test_scale_lora_blocks_by_hand():
 @pytest.mark.parametrize("variant", ["full", "attn", "logit"])
 def test_per_row_mixing_equals_merged_model(variant, tied):
     steer = make_steerable(variant, tied=tied)
-    input_ids = batch()
+    input_ids = torch.cat([batch(rows=2), batch(rows=1)])  # rows 0 and 2 share a prompt: only w tells them apart
     with torch.no_grad(), steer.condition(WEIGHTS):
         mixed = steer(input_ids=input_ids).logits
     for row, weights in enumerate(WEIGHTS):
@@ -51,8 +51,8 @@ def test_per_row_mixing_equals_merged_model(variant, tied):
         with torch.no_grad():
             expected = merged(input_ids=input_ids[row : row + 1]).logits[0]
         assert (mixed[row] - expected).abs().max() <= 1e-5
-    # The rows really differ: a conditioning that ignored w would pass the check above only by accident.
-    assert (mixed[0] - mixed[2]).abs().max() > 1e-3
+    # The weighting really changes the output: a conditioning that ignored w would fail here.
+    assert (mixed[0] - mixed[2]).abs().max() > 1e-2
 
 
 def test_attn_variant_conditions_only_attention():
@@ -67,12 +67,13 @@ def test_attn_variant_conditions_only_attention():
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_greedy_generation_is_token_identical_to_merged_models(variant, tied):
     steer = make_steerable(variant, tied=tied)
-    input_ids = batch(length=5)
+    input_ids = batch(rows=1, length=5).expand(len(WEIGHTS), -1)  # one prompt under each weighting
     out = steer.generate(input_ids, weights=WEIGHTS, max_new_tokens=12, do_sample=False, pad_token_id=0)
     for row, weights in enumerate(WEIGHTS):
         merged = steer.merge(weights).eval()
         expected = merged.generate(input_ids[row : row + 1], max_new_tokens=12, do_sample=False, pad_token_id=0)
         assert torch.equal(out[row], expected[0])
+    assert not torch.equal(out[0], out[2])  # the weighting steers the tokens
 
 
 def test_one_hot_weight_trains_only_its_block():

@@ -60,6 +60,8 @@ def test_export_of_a_kl_conditioned_model_takes_the_kl_weight(tmp_path):
         expected = steer(input_ids=INPUT_IDS[:1]).logits
     with torch.no_grad():
         assert torch.allclose(plain(input_ids=INPUT_IDS[:1]).logits, expected, atol=1e-5)
+    with torch.no_grad(), steer.condition(torch.tensor([1.0]), kl_weight=0.1):  # the α reached the export
+        assert (steer(input_ids=INPUT_IDS[:1]).logits - expected).abs().max() > 1e-3
 
 
 def test_export_rejects_a_batch_and_the_prompting_variant(tmp_path):
