@@ -182,7 +182,7 @@ def test_merge_returns_a_plain_transformers_model():
 
 
 def test_merge_of_a_tied_output_layer_keeps_the_input_embeddings(tmp_path):
-    """logit-CLP on a model with `tie_word_embeddings=True` (as Qwen2.5): the merged output layer gets its own weight."""
+    """logit-CLP with `tie_word_embeddings=True` (as Qwen2.5): the merged output layer gets its own weight."""
     steer = make_steerable("logit", tied=True)
     embeddings = steer.model.get_input_embeddings().weight.detach().clone()
     assert steer.model.get_output_embeddings().base_layer.weight is steer.model.get_input_embeddings().weight
@@ -257,7 +257,8 @@ CHAT_TEMPLATE = (
 def bos_tokenizer():
     """The demo's byte tokenizer, adding BOS to every text (as Llama's does), with a chat template."""
     tokenizer = demo.make_byte_tokenizer()
-    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    bos = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer.backend_tokenizer.post_processor = bos
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
@@ -289,7 +290,9 @@ def test_prompt_variant_builds_the_training_prompt_token_for_token(tmp_path, pro
     tokenizer = bos_tokenizer()
     if chat:
         prompts_dataset = prompts_dataset.map(
-            lambda row: {"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": row["prompt"]}]}
+            lambda row: {
+                "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": row["prompt"]}]
+            }
         )
     trainer = MultiObjectiveTrainer(
         model=demo.make_tiny_llama(seed=0),
@@ -308,15 +311,19 @@ def test_prompt_variant_builds_the_training_prompt_token_for_token(tmp_path, pro
 
     steer = SteerableModel(trainer.model.eval(), trainer.conditioning_config, tokenizer)
     encoded = steer.tokenize_prompts(prompts, WEIGHTS)
-    built = [ids[mask.bool()].tolist() for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"], strict=True)]
+    rows = zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
+    built = [ids[mask.bool()].tolist() for ids, mask in rows]
     assert built == trained
 
     greedy = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
     with torch.no_grad():
         expected = trainer.model.generate(**encoded, **greedy)[:, encoded["input_ids"].size(1) :]
-    assert steer.generate_from_prompts(prompts, WEIGHTS, **greedy) == tokenizer.batch_decode(expected, skip_special_tokens=True)
+    completions = tokenizer.batch_decode(expected, skip_special_tokens=True)
+    assert steer.generate_from_prompts(prompts, WEIGHTS, **greedy) == completions
     if chat:  # chat-templated ids cannot be re-weighted faithfully: refused, pointing to the conversations path
-        templated = tokenizer.apply_chat_template(prompts[:1], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        templated = tokenizer.apply_chat_template(
+            prompts[:1], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with pytest.raises(ValueError, match="generate_from_prompts"):
             steer.generate(templated["input_ids"], weights=WEIGHTS[0], **greedy)
     else:  # the ids path (prompts tokenized with their BOS) generates from the training prompt too

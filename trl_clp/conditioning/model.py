@@ -450,7 +450,8 @@ class SteerableModel(nn.Module):
         """A plain `transformers` model equal to this one conditioned on a single weighting.
 
         Each conditioned block's `lora_A` rows (of the active adapter) are scaled by `m·w_i`, then the adapter is
-        merged into a copy of the base weights: `B · diag(m·w) · A = Σ_i m·w_i B_i A_i`, exact up to float rounding.
+        merged into a copy of the base weights: `B · diag(m·w) · A = Σ_i m·w_i B_i A_i`, exact up to float
+        rounding.
         An adapted output layer whose weight is tied to the input embeddings (`tie_word_embeddings=True`, as in
         Qwen2.5) gets its own merged weight, and the returned model's config is untied, so that the input embeddings
         keep their trained values.
