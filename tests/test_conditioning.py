@@ -444,3 +444,12 @@ def test_a_missing_local_folder_is_named(tmp_path, monkeypatch, path):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         SteerableModel.from_pretrained(path)
+
+
+def test_a_missing_recorded_base_folder_is_named(tmp_path):
+    steer = make_steerable()
+    steer.model.peft_config["default"].base_model_name_or_path = "runs/gone/base_model"
+    steer.model.save_pretrained(tmp_path / "clp")
+    steer.conditioning_config.save(tmp_path / "clp")
+    with pytest.raises(FileNotFoundError, match="base model folder 'runs/gone/base_model' does not exist.*base_model="):
+        SteerableModel.from_pretrained(str(tmp_path / "clp"))

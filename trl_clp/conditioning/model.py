@@ -29,7 +29,7 @@ from .config import (
 from .layer import WeightConditioner, add_conditioned_output_layer, block_scale, find_conditioned_layers
 
 
-def check_path_or_repo_id(path_or_id: str, what: str = "CLP model") -> str:
+def check_path_or_repo_id(path_or_id: str, what: str = "CLP model", hint: str = "") -> str:
     """`path_or_id` with `~` expanded, after checking that a local path exists.
 
     A string that starts with `/`, `.` or `~`, has more than one path separator, or is not a valid hub repository
@@ -50,7 +50,7 @@ def check_path_or_repo_id(path_or_id: str, what: str = "CLP model") -> str:
     if looks_local:
         raise FileNotFoundError(
             f"The {what} folder {path_or_id!r} does not exist (resolved to {os.path.abspath(path)!r} from the working "
-            f"directory {os.getcwd()!r}). Check the path, or give a hub repository id such as 'user/model'."
+            f"directory {os.getcwd()!r}). Check the path, or give a hub repository id such as 'user/model'.{hint}"
         )
     return path_or_id
 
@@ -72,8 +72,9 @@ def resolve_recorded_base_model(recorded: str | None, adapter_path: str) -> str:
             f"{recorded!r}: it was trained from an in-memory model). Pass it: "
             f"`SteerableModel.from_pretrained(path, base_model=...)` with the model instance, its folder or hub id."
         )
+    hint = " Or pass the base model: `SteerableModel.from_pretrained(path, base_model=...)`."
     if os.path.isabs(recorded) or os.path.exists(recorded) or not os.path.isdir(adapter_path):
-        return check_path_or_repo_id(recorded, "base model")
+        return check_path_or_repo_id(recorded, "base model", hint)
     folder = os.path.abspath(adapter_path)
     while True:
         candidate = os.path.join(folder, recorded)
@@ -81,7 +82,7 @@ def resolve_recorded_base_model(recorded: str | None, adapter_path: str) -> str:
             return candidate
         parent = os.path.dirname(folder)
         if parent == folder:
-            return check_path_or_repo_id(recorded, "base model")
+            return check_path_or_repo_id(recorded, "base model", hint)
         folder = parent
 
 
@@ -440,6 +441,8 @@ class SteerableModel(nn.Module):
         """
         encoded = self.tokenize_prompts(prompts, weights, chat_template_kwargs)
         if self.conditioning_config.variant == "prompt":
+            if kl_weight is not None:
+                raise ValueError("A prompting-baseline model is not conditioned on the KL weight: drop `kl_weight`.")
             sequences = self.model.generate(**encoded, **generate_kwargs)
         else:
             sequences = self.generate(**encoded, weights=weights, kl_weight=kl_weight, **generate_kwargs)
