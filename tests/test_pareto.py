@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from trl_clp import simplex_grid
 from trl_clp.pareto import (
     additive_epsilon,
     bootstrap_mean_ci,
@@ -98,3 +99,27 @@ def test_bootstrap_ci_brackets_the_mean_and_narrows_with_data():
     large_low, large_high = bootstrap_mean_ci(large)
     assert large_high - large_low < high - low
     assert bootstrap_mean_ci(torch.tensor([1.0, float("nan"), 1.0])) == (1.0, 1.0)
+
+
+def test_monotonicity_compares_only_points_one_move_apart_for_three_objectives():
+    # simplex_grid(3, 3): 0 (1,0,0), 1 (.5,.5,0), 2 (.5,0,.5), 3 (0,1,0), 4 (0,.5,.5), 5 (0,0,1). Weight moved onto
+    # objective 0 gives six comparisons: 3→1→0 and 4→2 (from objective 1), 5→2→0 and 4→1 (from objective 2).
+    weights = simplex_grid(3, 3)
+    # R_1 = w_1 and R_2 = w_2 are steerable. R_0 rises along all six moves, but (0,0,1) → (.5,.5,0), two points
+    # that no single move joins, has it fall from 0.4 to 0.3: not a violation.
+    steerable = T([[0.9, 0.3, 0.5, 0.0, 0.1, 0.4], weights[:, 1].tolist(), weights[:, 2].tolist()]).T
+    assert monotonicity_violations(weights, steerable) == 0
+    # R_0 falls from 0.35 to 0.3 on the move (0,1,0) → (.5,.5,0): one violation (one that sorting every point by w_0
+    # misses, since it steps from (0,0,1) to (.5,.5,0) instead).
+    bumpy = steerable.clone()
+    bumpy[:, 0] = T([0.9, 0.3, 0.5, 0.35, 0.1, 0.2])
+    assert monotonicity_violations(weights, bumpy) == 1
+    assert monotonicity_violations(weights, bumpy, tolerance=0.05) == 0
+    # R_2 falling on the move (1,0,0) → (.5,0,.5) counts once more; the order of the grid's rows does not matter.
+    bumpier = bumpy.clone()
+    bumpier[0, 2] = 0.6
+    assert monotonicity_violations(weights, bumpier) == 2
+    order = torch.randperm(len(weights), generator=torch.Generator().manual_seed(0))
+    assert monotonicity_violations(weights[order], bumpier[order]) == 2
+    assert steerability(weights, bumpier)["monotonicity_violations"] == 2
+

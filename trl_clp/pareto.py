@@ -102,23 +102,41 @@ def spearman_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
     return (rx * ry).sum().div(denominator).item() if denominator > 0 else float("nan")
 
 
-def monotonicity_violations(weights: torch.Tensor, rewards: torch.Tensor, tolerance: float = 0.0) -> int:
-    """How often an objective's reward falls as its weight rises.
+def monotonicity_violations(weights, rewards, tolerance: float = 0.0) -> int:
+    """How often an objective's reward falls as weight moves onto it from one other objective.
 
-    For each objective i, the grid points are sorted by w_i; every step to a strictly larger w_i whose reward R_i
-    drops by more than `tolerance` counts one violation. Perfectly steerable models score 0.
+    The grid points are compared along lines of the simplex: two points lie on line (i, j) when they differ only by
+    weight moved between objectives i and j (every other w_k equal, and w_i + w_j equal). Along each line, sorted by
+    w_i, every step to the next point (a strictly larger w_i) whose reward R_i drops by more than `tolerance` counts
+    one violation; the reverse steps check R_j the same way. For m = 2 there is one line, so this is "sorted by w_i,
+    consecutive points". Points that differ in three or more weights are never compared: a move like (0, 0, 1) →
+    (.5, .5, 0) changes two weights besides w_1, and R_1 may rightly fall along it. Perfectly steerable models
+    score 0.
 
     Args:
         weights: `(K, m)` evaluated weightings.
         rewards: `(K, m)` mean reward of each objective at each weighting.
     """
+    weights = torch.as_tensor(weights, dtype=torch.float64)
+    rewards = torch.as_tensor(rewards, dtype=torch.float64)
+    # Lattice weights such as 1/3 come out of different arithmetic; compare them to 1e-9.
+    keys = torch.round(weights * 1e9).long()  # (K, m)
     violations = 0
-    for i in range(weights.size(1)):
-        order = torch.argsort(weights[:, i], stable=True)
-        w, r = weights[order, i], rewards[order, i]
-        rises = w[1:] > w[:-1]
-        drops = r[1:] < r[:-1] - tolerance
-        violations += int((rises & drops).sum())
+    m = weights.size(1)
+    for i in range(m):
+        for j in range(m):
+            if i == j:
+                continue
+            others = [k for k in range(m) if k not in (i, j)]
+            line_key = torch.cat([keys[:, others], (keys[:, i] + keys[:, j])[:, None]], dim=1)  # (K, m − 1)
+            lines, line_of = torch.unique(line_key, dim=0, return_inverse=True)
+            for line in range(len(lines)):
+                members = (line_of == line).nonzero().squeeze(1)  # the points on this line
+                order = members[torch.argsort(keys[members, i], stable=True)]
+                w, r = keys[order, i], rewards[order, i]
+                rises = w[1:] > w[:-1]
+                drops = r[1:] < r[:-1] - tolerance
+                violations += int((rises & drops).sum())
     return violations
 
 
