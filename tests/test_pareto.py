@@ -123,3 +123,24 @@ def test_monotonicity_compares_only_points_one_move_apart_for_three_objectives()
     assert monotonicity_violations(weights[order], bumpier[order]) == 2
     assert steerability(weights, bumpier)["monotonicity_violations"] == 2
 
+
+def test_array_likes_give_the_values_of_tensors():
+    np = pytest.importorskip("numpy")
+    a = [[1.0, 3.0], [3.0, 1.0], [2.0, 2.0], [1.0, 1.0]]
+    b = [[0.5, 2.0], [2.0, 0.5], [2.5, 2.5]]
+    weights, rewards = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], [[0.9, 0.1], [0.2, 0.5], [0.3, 0.4]]
+    for convert in (list, np.array):
+        assert dominates(convert(a[2]), convert(a[3])) and not dominates(convert(a[0]), convert(a[1]))
+        assert non_dominated_mask(convert(a)).tolist() == non_dominated_mask(T(a)).tolist() == [True, True, True, False]
+        assert torch.equal(pareto_front(convert(a)), pareto_front(T(a)))
+        assert fraction_dominated(convert(a), convert(b)) == fraction_dominated(T(a), T(b)) == pytest.approx(2 / 3)
+        assert additive_epsilon(convert(a), convert(b)) == additive_epsilon(T(a), T(b)) == pytest.approx(0.5)
+        assert hypervolume(convert(a), convert([0.0, 0.0])) == hypervolume(T(a), T([0.0, 0.0])) == pytest.approx(6.0)
+        assert spearman_correlation(convert([0.0, 0.5, 1.0]), convert([1.0, 2.0, 9.0])) == pytest.approx(1.0)
+        assert monotonicity_violations(convert(weights), convert(rewards)) == 2
+        summary, expected = steerability(convert(weights), convert(rewards)), steerability(T(weights), T(rewards))
+        assert summary["range"] == pytest.approx(expected["range"])
+        assert summary["range"] == pytest.approx([0.7, 0.4])
+        assert summary["rank_correlation"] == pytest.approx(expected["rank_correlation"])
+        assert summary["monotonicity_violations"] == expected["monotonicity_violations"] == 2
+        assert bootstrap_mean_ci(convert([1.0, 2.0, 3.0])) == bootstrap_mean_ci(T([1.0, 2.0, 3.0]))
