@@ -128,3 +128,43 @@ def test_plots_are_written_as_png(saved_steerable, tmp_path, tokenizer):
     main(["plot", str(tmp_path / "a" / "front.json"), str(tmp_path / "b" / "front.json"),
           "--output", str(tmp_path / "cli.png")])
     assert (tmp_path / "cli.png").stat().st_size > 1000
+
+
+def _recording_reward(seen: list):
+    """A reward function that records the (prompt, completion_ids) rows it scores and returns 0."""
+
+    def reward(prompts, completions, completion_ids, **kwargs):
+        seen.extend(zip(prompts, completion_ids, strict=True))
+        return [0.0] * len(prompts)
+
+    return reward
+
+
+def test_kl_is_measured_at_the_sampling_temperature(saved_steerable, tokenizer):
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    prompts = ["Describe: a\n", "Describe: b\n"]  # same length: no padding, so each row can be rescored alone
+    weights = torch.tensor([[0.25, 0.75]])
+    seen = []
+    front = evaluate_front(steer, tokenizer, prompts, [_recording_reward(seen), lowercase_reward], weights,
+                           num_samples=3, max_new_tokens=6, temperature=0.7)
+
+    def sequence_kl(prompt, completion_ids, temperature):
+        input_ids = torch.tensor([tokenizer(prompt)["input_ids"] + completion_ids])
+        start = input_ids.size(1) - len(completion_ids)
+
+        def log_probs():
+            logits = steer.model(input_ids=input_ids).logits[0, start - 1 : -1] / temperature  # (C, V)
+            return torch.log_softmax(logits, -1).gather(-1, input_ids[0, start:, None]).sum().item()
+
+        with torch.no_grad():
+            with steer.condition(weights[0]):
+                policy = log_probs()
+            with steer.model.disable_adapter():
+                reference = log_probs()
+        return policy - reference
+
+    assert len(seen) == 6
+    at_sampling = sum(sequence_kl(p, ids, 0.7) for p, ids in seen) / len(seen)
+    at_one = sum(sequence_kl(p, ids, 1.0) for p, ids in seen) / len(seen)
+    assert front.results[0].kl == pytest.approx(at_sampling, abs=1e-4)
+    assert abs(at_sampling - at_one) > 1e-2  # the temperature matters on these completions
