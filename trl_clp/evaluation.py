@@ -15,12 +15,17 @@ from .conditioning.config import format_weighted_prompt
 from .conditioning.model import SteerableModel
 from .decoding import generate_with_mixed_logits, mixture_log_probs
 from .pareto import bootstrap_mean_ci, hypervolume, steerability
+from .rewards import scalarize_rewards
 
 
 @dataclass
 class WeightingResult:
     """One weighting's scores: per-objective mean rewards, the mean sequence KL to the reference, and the
-    KL-regularised value `V = w·R − α·KL`, each mean with a bootstrap confidence interval over prompts."""
+    KL-regularised value `V = w·R − α·KL`, each mean with a bootstrap confidence interval over prompts.
+
+    V is each completion's `w·R − α·KL` computed by training's own `trl_clp.rewards.scalarize_rewards` (a NaN reward
+    term is skipped; a completion whose rewards are all NaN has no value and is left out), then averaged.
+    """
 
     weights: list[float]
     rewards: dict[str, float]
@@ -228,14 +233,18 @@ def evaluate_front(
             for f in reward_funcs
         ]
     ).T  # (R, m)
-    kl = torch.cat(kls)  # (R,)
+    kl = torch.cat(kls).to(scores)  # (R,)
+    # Each completion's value exactly as training scalarises it: NaN terms skipped, NaN if every reward is NaN.
+    row_weights = weightings[[k for k, _ in rows]].to(scores)  # (R, m)
+    row_values = scalarize_rewards(scores, row_weights, kl, torch.full_like(kl, kl_weight))  # (R,)
     # (K, P, S, ·): rows are ordered by weighting, then prompt, then sample.
     shape = (len(weightings), len(prompts), num_samples)
     per_prompt_scores = scores.view(*shape, -1).nanmean(2)  # (K, P, m)
     per_prompt_kl = kl.view(*shape).mean(2)  # (K, P)
+    per_prompt_values = row_values.view(*shape).nanmean(2)  # (K, P); NaN for a prompt with no scorable completion
     results = []
     for k, weights in enumerate(weightings):
-        per_prompt_value = (per_prompt_scores[k] * weights).nansum(-1) - kl_weight * per_prompt_kl[k]  # (P,)
+        per_prompt_value = per_prompt_values[k]  # (P,)
         rewards, reward_ci = {}, {}
         for i, name in enumerate(names):
             rewards[name], reward_ci[name] = _mean_and_ci(per_prompt_scores[k, :, i], num_resamples, confidence, seed)
