@@ -128,3 +128,77 @@ def test_plots_are_written_as_png(saved_steerable, tmp_path, tokenizer):
     main(["plot", str(tmp_path / "a" / "front.json"), str(tmp_path / "b" / "front.json"),
           "--output", str(tmp_path / "cli.png")])
     assert (tmp_path / "cli.png").stat().st_size > 1000
+
+
+def _recording_reward(seen: list):
+    """A reward function that records the (prompt, completion_ids) rows it scores and returns 0."""
+
+    def reward(prompts, completions, completion_ids, **kwargs):
+        seen.extend(zip(prompts, completion_ids, strict=True))
+        return [0.0] * len(prompts)
+
+    return reward
+
+
+def sequence_kl(steer, tokenizer, weights, prompt, completion_ids, temperature=1.0) -> float:
+    """`Σ_t log π_w(y_t) − log π_ref(y_t)` of one unpadded row, recomputed with the logits divided by `temperature`."""
+    input_ids = torch.tensor([tokenizer(prompt)["input_ids"] + list(completion_ids)])
+    start = input_ids.size(1) - len(completion_ids)
+
+    def log_probs():
+        logits = steer.model(input_ids=input_ids).logits[0, start - 1 : -1] / temperature  # (C, V)
+        return torch.log_softmax(logits, -1).gather(-1, input_ids[0, start:, None]).sum().item()
+
+    with torch.no_grad():
+        with steer.condition(weights):
+            policy = log_probs()
+        with steer.model.disable_adapter():
+            reference = log_probs()
+    return policy - reference
+
+
+def test_kl_is_measured_at_the_sampling_temperature(saved_steerable, tokenizer):
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    prompts = ["Describe: a\n", "Describe: b\n"]  # same length: no padding, so each row can be rescored alone
+    weights = torch.tensor([[0.25, 0.75]])
+    seen = []
+    front = evaluate_front(steer, tokenizer, prompts, [_recording_reward(seen), lowercase_reward], weights,
+                           num_samples=3, max_new_tokens=6, temperature=0.7)
+    assert len(seen) == 6
+    at_sampling = sum(sequence_kl(steer, tokenizer, weights[0], p, ids, 0.7) for p, ids in seen) / len(seen)
+    at_one = sum(sequence_kl(steer, tokenizer, weights[0], p, ids, 1.0) for p, ids in seen) / len(seen)
+    assert front.results[0].kl == pytest.approx(at_sampling, abs=1e-4)
+    assert abs(at_sampling - at_one) > 1e-2  # the temperature matters on these completions
+
+
+def test_value_is_trainings_scalarisation_and_skips_unscorable_completions(saved_steerable, tokenizer):
+    from trl_clp.rewards import scalarize_rewards
+
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    prompts = ["Describe: a\n", "Describe: b\n", "Describe: c\n"]  # same length: rows rescored alone below
+    seen = []
+
+    def lower(prompts, completions, completion_ids, **kwargs):  # not applicable to prompt b
+        seen.extend(zip(prompts, completion_ids, strict=True))
+        scores = lowercase_reward(completions)
+        return [None if p.endswith("b\n") else s for p, s in zip(prompts, scores, strict=True)]
+
+    def upper(prompts, completions, **kwargs):  # not applicable to prompts b and c
+        return [None if p[-2] in "bc" else s for p, s in zip(prompts, uppercase_reward(completions), strict=True)]
+
+    weights = torch.tensor([[0.25, 0.75]])
+    front = evaluate_front(steer, tokenizer, prompts, [lower, upper], weights, kl_weight=0.5, num_samples=2,
+                           max_new_tokens=6)
+    kl = torch.tensor([sequence_kl(steer, tokenizer, weights[0], p, ids) for p, ids in seen])  # (6,)
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for _, ids in seen]
+    nan = float("nan")
+    rewards = torch.tensor([
+        [nan if p.endswith("b\n") else lowercase_reward([t])[0], nan if p[-2] in "bc" else uppercase_reward([t])[0]]
+        for (p, _), t in zip(seen, texts, strict=True)
+    ])  # (6, 2): prompt b's rows are all NaN
+    assert torch.isnan(rewards[2:4]).all() and not torch.isnan(rewards[[0, 1, 4, 5], 0]).any()
+    values = scalarize_rewards(rewards, weights.expand(6, -1), kl, torch.full((6,), 0.5))  # the trainer's function
+    assert torch.isnan(values[2:4]).all()
+    expected = (values[0:2].mean() + values[4:6].mean()).item() / 2  # per prompt, then over the scorable prompts
+    assert front.results[0].value == pytest.approx(expected, abs=1e-4)
+    assert front.results[0].kl == pytest.approx(kl.mean().item(), abs=1e-4)  # the KL still counts every completion
