@@ -94,11 +94,12 @@ def _export(args) -> None:
 def _serve(args) -> None:
     from .serving import serve
 
+    # Options left unset keep `ServerConfig`'s defaults.
+    settings = {name: getattr(args, name) for name in ("model_name", "max_batch_size", "max_queue_size",
+                                                        "max_new_tokens", "batch_wait_ms")}
     serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
           trust_remote_code=args.trust_remote_code, chat_template=args.chat_template, api_key=args.api_key,
-          **({"model_name": args.served_model_name} if args.served_model_name else {}),
-          max_batch_size=args.max_batch_size, max_queue_size=args.max_queue_size,
-          max_new_tokens=args.max_new_tokens, batch_wait_ms=args.batch_wait_ms)
+          **{name: value for name, value in settings.items() if value is not None})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,11 +135,12 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--api-key", default=os.environ.get("TRL_CLP_API_KEY") or None,
                        help="bearer token clients must send (default: $TRL_CLP_API_KEY; none: no check)")
-    serve.add_argument("--served-model-name", default=None, help="the `model` id clients send (default: folder name)")
-    serve.add_argument("--max-batch-size", type=int, default=32, help="most requests decoded together")
-    serve.add_argument("--max-queue-size", type=int, default=256, help="waiting requests before answering 503")
-    serve.add_argument("--max-new-tokens", type=int, default=256, help="largest max_tokens a request may ask for")
-    serve.add_argument("--batch-wait-ms", type=float, default=5.0, help="wait of an idle worker for a batch to fill")
+    serve.add_argument("--served-model-name", dest="model_name", help="the `model` id clients send (default: folder name)")
+    serve.add_argument("--max-batch-size", type=int, help="most requests decoded together (default 32)")
+    serve.add_argument("--max-queue-size", type=int, help="waiting requests before answering 503 (default 256)")
+    serve.add_argument("--max-new-tokens", type=int, help="largest max_tokens a request may ask for (default 256)")
+    serve.add_argument("--batch-wait-ms", type=float,
+                       help="an idle worker gathers a batch until no request came for this long, 10x at most (default 10)")
     serve.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     serve.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the checkpoint's)")
     serve.add_argument("--chat-template", default=None, help="Jinja chat template file, for tokenizers without one")

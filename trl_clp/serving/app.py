@@ -49,7 +49,8 @@ class ServerConfig:
     )
     max_new_tokens: int = field(default=256, metadata={"help": "Largest `max_tokens` a request may ask for."})
     batch_wait_ms: float = field(
-        default=5.0, metadata={"help": "How long an idle worker waits for concurrent requests to join a batch."}
+        default=10.0,
+        metadata={"help": "An idle worker gathers a batch until no request came for this long (10 times it at most)."},
     )
 
     def __post_init__(self):
@@ -187,6 +188,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
             raise APIError(400, f"`max_tokens={requested}` exceeds this server's limit of {config.max_new_tokens}: "
                                 f"ask for fewer tokens.")
         queues, requests = [], []
+        loop = asyncio.get_running_loop()
         sampling = SamplingKey(body.temperature, body.top_p if body.temperature > 0 else 1.0)
         for prompt in prompts:
             if steer.conditioning_config.variant == "prompt":  # the prompting baseline reads its weighting as text
@@ -208,7 +210,6 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                                     f"this model's context is {context_length} tokens: shorten the prompt or lower "
                                     f"max_tokens.")
             events: asyncio.Queue = asyncio.Queue()
-            loop = asyncio.get_running_loop()
             requests.append(GenerationRequest(
                 prompt_ids, conditioning, max_new_tokens, sampling,
                 emit=lambda event, q=events: loop.call_soon_threadsafe(q.put_nowait, event),

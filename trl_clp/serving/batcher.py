@@ -28,6 +28,9 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..conditioning.model import SteerableModel
 
+# An idle worker waits for a batch to fill for at most this many `batch_wait_s`.
+MAX_WAIT_FACTOR = 10
+
 
 class QueueFullError(RuntimeError):
     """The request queue is full: the server is at capacity, retry later."""
@@ -164,11 +167,12 @@ class RequestBatcher:
         tokenizer: decodes completions (and checks stop strings).
         max_batch_size: most rows in one `generate` call.
         max_queue_size: requests waiting beyond the running batch; `submit` raises `QueueFullError` past it.
-        batch_wait_s: how long an idle worker waits after the first request for others to join its batch.
+        batch_wait_s: an idle worker that gets a request waits for others to join its batch until none has come for
+            `batch_wait_s` (or `MAX_WAIT_FACTOR × batch_wait_s` have passed).
     """
 
     def __init__(self, steer: SteerableModel, tokenizer, max_batch_size: int = 32, max_queue_size: int = 256,
-                 batch_wait_s: float = 0.005):
+                 batch_wait_s: float = 0.01):
         self.steer = steer
         self.tokenizer = tokenizer
         self.max_batch_size = max_batch_size
@@ -236,10 +240,12 @@ class RequestBatcher:
                 self._pending.append(self._queue.get(timeout=0.1))
             except queue.Empty:
                 return []
-            deadline = time.monotonic() + self.batch_wait_s  # let a burst of concurrent requests arrive
+            # Let a burst of concurrent requests arrive: wait while they keep coming (gaps under `batch_wait_s`),
+            # at most `MAX_WAIT_FACTOR` gaps in all.
+            deadline = time.monotonic() + MAX_WAIT_FACTOR * self.batch_wait_s
             while len(self._pending) < self.max_batch_size and (left := deadline - time.monotonic()) > 0:
                 try:
-                    self._pending.append(self._queue.get(timeout=left))
+                    self._pending.append(self._queue.get(timeout=min(left, self.batch_wait_s)))
                 except queue.Empty:
                     break
         while len(self._pending) < self.max_batch_size:

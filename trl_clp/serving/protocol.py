@@ -27,8 +27,7 @@ UNSUPPORTED = {
     "logit_bias": ((None, {}), "logit_bias is not supported"),
     "presence_penalty": ((None, 0, 0.0), "penalties are not supported; leave presence_penalty at 0"),
     "frequency_penalty": ((None, 0, 0.0), "penalties are not supported; leave frequency_penalty at 0"),
-    "seed": ((None,), "a per-request seed cannot be honoured in a shared batch; use temperature=0 for "
-             "reproducible (greedy) outputs"),
+    "seed": ((None,), "a per-request seed cannot be honoured in a shared batch; use temperature=0 to reproduce"),
     "tools": ((None, []), "tool calling is not supported"),
     "tool_choice": ((None, "none"), "tool calling is not supported"),
     "functions": ((None, []), "function calling is not supported"),
