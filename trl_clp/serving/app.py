@@ -351,10 +351,10 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, device: str | No
 
 
 class ServerThread:
-    """Run an app with uvicorn in a background thread on a free loopback port (tests, notebooks, benchmarks).
+    """Run an app with uvicorn in a background thread on a free loopback port (tests, notebooks).
 
     ```python
-    with ServerThread(create_app(steer)) as server:
+    with ServerThread(create_app(steer)) as server:  # or server = ServerThread(...).start(); ...; server.stop()
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="none")
     ```
     """
@@ -373,7 +373,8 @@ class ServerThread:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def __enter__(self) -> ServerThread:
+    def start(self) -> ServerThread:
+        """Start serving; returns once the server accepts connections."""
         self.thread.start()
         deadline = time.monotonic() + 30
         while not self.server.started:
@@ -382,7 +383,14 @@ class ServerThread:
             time.sleep(0.01)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
+        """Stop the server (requests in progress finish first, within 5 s) and its generation worker."""
         self.server.should_exit = True
         self.thread.join(timeout=30)
         self.socket.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
