@@ -9,6 +9,7 @@ A request picks its trade-off with the extra body field `weights` (and `kl_weigh
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import secrets
@@ -88,6 +89,12 @@ def _validation_message(error: RequestValidationError) -> str:
             message = item["msg"].removeprefix("Value error, ")
             messages.append(message if not location else f"`{location}`: {message}")
     return " ".join(dict.fromkeys(messages))
+
+
+def _emit(loop: asyncio.AbstractEventLoop, events: asyncio.Queue, event: tuple) -> None:
+    """Hand an event from the worker thread to the request's coroutine (dropped if the server loop has closed)."""
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(events.put_nowait, event)
 
 
 def load_steerable_model(path: str, device: str | None = None, dtype: str | None = None,
@@ -197,7 +204,10 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                 if not tokenizer.chat_template:
                     raise APIError(400, "This model's tokenizer has no chat template: use /v1/completions, or start "
                                         "the server with `--chat-template FILE`.")
-                text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+                try:
+                    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+                except Exception as error:  # the template's own check (e.g. roles must alternate) or a render error
+                    raise APIError(400, f"The chat template cannot render these messages: {error}") from None
                 prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             else:
                 prompt_ids = tokenizer(prompt)["input_ids"]
@@ -212,7 +222,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
             events: asyncio.Queue = asyncio.Queue()
             requests.append(GenerationRequest(
                 prompt_ids, conditioning, max_new_tokens, sampling,
-                emit=lambda event, q=events: loop.call_soon_threadsafe(q.put_nowait, event),
+                emit=functools.partial(_emit, loop, events),
                 stop=body.stop_strings, stream=body.stream,
             ))
             queues.append(events)

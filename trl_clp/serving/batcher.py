@@ -17,6 +17,7 @@ Only the worker thread touches the model, and every call sets its weighting insi
 
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -174,7 +175,9 @@ class RequestBatcher:
     def __init__(self, steer: SteerableModel, tokenizer, max_batch_size: int = 32, max_queue_size: int = 256,
                  batch_wait_s: float = 0.01):
         self.steer = steer
-        self.tokenizer = tokenizer
+        # The worker decodes with its own copy: a fast tokenizer used from two threads at once can raise
+        # "Already borrowed" while the server thread encodes.
+        self.tokenizer = copy.deepcopy(tokenizer)
         self.max_batch_size = max_batch_size
         self.batch_wait_s = batch_wait_s
         self._queue: queue.Queue[GenerationRequest] = queue.Queue(maxsize=max_queue_size)
@@ -232,7 +235,10 @@ class RequestBatcher:
                 self._generate(batch)
             except Exception as error:  # one bad batch must not stop the server: its requests get the error
                 for request in batch:
-                    request.emit(("error", error))
+                    try:
+                        request.emit(("error", error))
+                    except Exception:  # a client that is gone (its event loop closed) cannot be told
+                        pass
 
     def _next_batch(self) -> list[GenerationRequest]:
         if not self._pending:
