@@ -4,6 +4,7 @@
     trl-clp evaluate outputs/clp-demo --prompts prompts.txt --reward_funcs lowercase uppercase --grid_points 5
     trl-clp plot outputs/clp-demo/front.json other/front.json --labels CLP prompting --output fronts.png
     trl-clp export outputs/clp-demo lora/w-0.3-0.7 --weights 0.3,0.7
+    trl-clp serve outputs/clp-demo --port 8000
 """
 
 from __future__ import annotations
@@ -90,6 +91,17 @@ def _export(args) -> None:
     print(f"Wrote a plain LoRA adapter for the weighting {shown} to {args.output_dir}")
 
 
+def _serve(args) -> None:
+    from .serving import serve
+
+    # Options left unset keep `ServerConfig`'s defaults.
+    settings = {name: getattr(args, name) for name in ("model_name", "max_batch_size", "max_queue_size",
+                                                        "max_new_tokens", "batch_wait_ms")}
+    serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+          trust_remote_code=args.trust_remote_code, chat_template=args.chat_template, api_key=args.api_key,
+          **{name: value for name, value in settings.items() if value is not None})
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="trl-clp", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -117,6 +129,23 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--weights", required=True, help="comma-separated weighting, in the objectives' order")
     export.add_argument("--kl_weight", type=float, default=None, help="α, for KL-conditioned models")
     export.set_defaults(run=_export)
+    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server, any weighting per request (docs/serving.md)")
+    serve.add_argument("model", help="directory written by MultiObjectiveTrainer.save_model")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("TRL_CLP_API_KEY") or None,
+                       help="bearer token clients must send (default: $TRL_CLP_API_KEY; none: no check)")
+    serve.add_argument("--served-model-name", dest="model_name", help="the `model` id clients send (default: folder name)")
+    serve.add_argument("--max-batch-size", type=int, help="most requests decoded together (default 32)")
+    serve.add_argument("--max-queue-size", type=int, help="waiting requests before answering 503 (default 256)")
+    serve.add_argument("--max-new-tokens", type=int, help="largest max_tokens a request may ask for (default 256)")
+    serve.add_argument("--batch-wait-ms", type=float,
+                       help="an idle worker gathers a batch until no request came for this long, 10x at most (default 10)")
+    serve.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    serve.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the checkpoint's)")
+    serve.add_argument("--chat-template", default=None, help="Jinja chat template file, for tokenizers without one")
+    serve.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code from the hub")
+    serve.set_defaults(run=_serve)
     args = parser.parse_args(argv)
     args.run(args)
 
