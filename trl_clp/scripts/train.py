@@ -102,8 +102,10 @@ class ProgressBarOnly(ProgressCallback):
 
 def quiet_console() -> None:
     """Silence what a user of this script cannot act on; their own warnings and errors still show."""
-    # TRL's config sets the field transformers 5 renamed; the user never wrote it.
-    warnings.filterwarnings("ignore", message=r".*`(is_)?gradient_checkpointing` is deprecated", category=FutureWarning)
+    # TRL's config and trainer use the gradient-checkpointing names transformers 5 renamed; the user never wrote them.
+    warnings.filterwarnings(
+        "ignore", message=r".*`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated", category=FutureWarning
+    )
 
 
 def model_init_kwargs(model_args: ModelConfig) -> dict:
