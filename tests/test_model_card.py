@@ -1,7 +1,5 @@
 """The model card written with every save: it cites CLP, names the model and says how to steer it."""
 
-import os
-
 from tests.conftest import tiny_config
 from trl_clp import MultiObjectiveTrainer, demo
 from trl_clp.rewards import lowercase_reward, uppercase_reward

@@ -61,7 +61,7 @@ def _docstring(obj) -> str:
         elif in_section and line.startswith("        "):
             lines[-1] += " " + line.strip()
         else:
-            in_section = in_section and not line.strip() == "" and not line.startswith("```")
+            in_section = in_section and line.strip() != "" and not line.startswith("```")
             # a fence inside a docstring is an example whose names come from the surrounding text
             lines += [SKIP_MARKER, line] if re.fullmatch(r"```\w+", line) else [line]
     return "\n".join(lines).strip("\n")
@@ -140,9 +140,11 @@ def render() -> str:
     lines = [
         "# API reference",
         "",
-        "Generated from the docstrings by `python -m trl_clp.scripts.api_reference`; do not edit by hand "
-        "(`tests/test_docs.py` checks it is up to date). `MultiObjectiveConfig` lists only the fields it adds to "
-        "TRL's [`RLOOConfig`](https://huggingface.co/docs/trl/rloo_trainer), whose fields all apply too.",
+        (
+            "Generated from the docstrings by `python -m trl_clp.scripts.api_reference`; do not edit by hand "
+            "(`tests/test_docs.py` checks it is up to date). `MultiObjectiveConfig` lists only the fields it adds to "
+            "TRL's [`RLOOConfig`](https://huggingface.co/docs/trl/rloo_trainer), whose fields all apply too."
+        ),
         "",
     ]
     for module_name, title, names in SECTIONS:

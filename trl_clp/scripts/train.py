@@ -36,14 +36,14 @@ from dataclasses import dataclass, field
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-import torch  # noqa: E402
-from transformers.trainer_callback import PrinterCallback, ProgressCallback  # noqa: E402
-from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config  # noqa: E402
+import torch
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
-from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo, simplex_grid  # noqa: E402
-from trl_clp.evaluation import evaluate_front  # noqa: E402
-from trl_clp.rewards import resolve_reward_function  # noqa: E402
-from trl_clp.scripts import limit_cpu_threads  # noqa: E402
+from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo, simplex_grid
+from trl_clp.evaluation import evaluate_front
+from trl_clp.rewards import resolve_reward_function
+from trl_clp.scripts import limit_cpu_threads
 
 
 @dataclass
