@@ -100,6 +100,12 @@ class MultiObjectiveConfig(RLOOConfig):
     )
 
     def __post_init__(self):
+        if self.bf16 is None and not self.fp16:
+            # TRL turns bf16 on when unset, which raises where bf16 cannot run (a CPU, an older GPU): default to it
+            # only where it runs. An explicit `bf16=True` there still fails, with transformers' message.
+            from transformers.utils import is_torch_bf16_gpu_available
+
+            self.bf16 = self.use_cpu or is_torch_bf16_gpu_available()
         # RLOOConfig's checks come first: they derive generation_batch_size that ours don't need.
         if self.reward_weights is not None:
             raise ValueError(

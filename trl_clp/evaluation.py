@@ -73,6 +73,15 @@ class Front:
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines)
 
+    def table_legend(self) -> str:
+        """What the columns of `format_table` mean, to print under it."""
+        num = self.results[0].num_completions if self.results else 0
+        return (
+            f"Each row: one weighting of ({', '.join(self.objective_names)}), the mean reward of each objective over "
+            f"{num} sampled completions; kl = mean KL to the base model (nats per completion); "
+            f"value = w·rewards − α·kl with α = {self.kl_weight:g}, the objective the weighting asks for."
+        )
+
     def save(self, directory: str, stem: str = "front") -> tuple[str, str]:
         """Write `<stem>.json` (everything) and `<stem>.csv` (one row per weighting) to `directory`."""
         os.makedirs(directory, exist_ok=True)
