@@ -451,10 +451,12 @@ def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs
     with open(os.path.join(out, "report.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))
+    print(f"\nReport and figures written to {os.path.abspath(out)}: report.md, results.json, "
+          + ", ".join(os.path.basename(f) for f in figures))
 
 
 def verdict(mean_ci: tuple[float, float], threshold: float = 0.0) -> str:
-    """'holds' when the whole 95% interval is above `threshold`, 'fails' when it is below, else 'not significant'."""
+    """'holds' when the whole 95% interval is above `threshold`, 'fails' when it is below, else 'within noise'."""
     mean, half = mean_ci
     if math.isnan(half):
         return "holds on this seed" if mean > threshold else "fails on this seed"
@@ -462,7 +464,7 @@ def verdict(mean_ci: tuple[float, float], threshold: float = 0.0) -> str:
         return "holds"
     if mean + half < threshold:
         return "fails"
-    return "not significant"
+    return "within noise"
 
 
 def describe_claims(claims: dict) -> list[str]:
@@ -494,10 +496,14 @@ def describe_claims(claims: dict) -> list[str]:
     if "3_kl_conditioning_matches_dera" in claims:
         c = claims["3_kl_conditioning_matches_dera"]
         differences = [entry["value_difference"] for entry in c["per_kl_weight"]]
-        worse = [e["kl_weight"] for e, d in zip(c["per_kl_weight"], differences) if verdict(d) == "fails"]
+        verdicts = [verdict(d) for d in differences]
+        worse = [e["kl_weight"] for e, v in zip(c["per_kl_weight"], verdicts) if v == "fails"]
+        # An interval spanning 0 neither confirms nor refutes "matches": say so rather than "holds".
+        overall = ("fails at α = " + str(worse) if worse else "within noise (no α where CLP is significantly below)"
+                   if "within noise" in verdicts else "holds")
         lines.append(
             f"3. **KL-conditioned CLP matches DeRA at half the decoding cost** — "
-            f"{'holds' if not worse else 'fails at α = ' + str(worse)}: V_CLP − V_DeRA per α "
+            f"{overall}: V_CLP − V_DeRA per α "
             + ", ".join(f"α={e['kl_weight']}: {fmt(d)}" for e, d in zip(c["per_kl_weight"], differences))
             + f"; DeRA's decoding time / CLP's: {fmt(c['dera_over_clp_decode_time'], 2)}."
         )

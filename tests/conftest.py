@@ -4,9 +4,15 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One CPU thread per process unless the caller chose: every model here is tiny, so threads only add overhead, and on
+# a busy 2-core machine torch's default (a spinning thread per core) ran the suite 17-100× slower. Set before torch
+# is imported so that the subprocesses (accelerate, torchrun, the CLI) inherit it too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin imported torch before this file
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, demo  # noqa: E402

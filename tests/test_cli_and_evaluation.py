@@ -1,6 +1,7 @@
 """Evaluation over a weight grid and the `trl-clp` command, on a steerable model saved to a temp dir."""
 
 import json
+import os
 
 import pytest
 import torch
@@ -128,3 +129,190 @@ def test_plots_are_written_as_png(saved_steerable, tmp_path, tokenizer):
     main(["plot", str(tmp_path / "a" / "front.json"), str(tmp_path / "b" / "front.json"),
           "--output", str(tmp_path / "cli.png")])
     assert (tmp_path / "cli.png").stat().st_size > 1000
+
+
+def _recording_reward(seen: list):
+    """A reward function that records the (prompt, completion_ids) rows it scores and returns 0."""
+
+    def reward(prompts, completions, completion_ids, **kwargs):
+        seen.extend(zip(prompts, completion_ids, strict=True))
+        return [0.0] * len(prompts)
+
+    return reward
+
+
+def sequence_kl(steer, tokenizer, weights, prompt, completion_ids, temperature=1.0) -> float:
+    """`Σ_t log π_w(y_t) − log π_ref(y_t)` of one unpadded row, recomputed with the logits divided by `temperature`."""
+    input_ids = torch.tensor([tokenizer(prompt)["input_ids"] + list(completion_ids)])
+    start = input_ids.size(1) - len(completion_ids)
+
+    def log_probs():
+        logits = steer.model(input_ids=input_ids).logits[0, start - 1 : -1] / temperature  # (C, V)
+        return torch.log_softmax(logits, -1).gather(-1, input_ids[0, start:, None]).sum().item()
+
+    with torch.no_grad():
+        with steer.condition(weights):
+            policy = log_probs()
+        with steer.model.disable_adapter():
+            reference = log_probs()
+    return policy - reference
+
+
+def test_kl_is_measured_at_the_sampling_temperature(saved_steerable, tokenizer):
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    prompts = ["Describe: a\n", "Describe: b\n"]  # same length: no padding, so each row can be rescored alone
+    weights = torch.tensor([[0.25, 0.75]])
+    seen = []
+    front = evaluate_front(steer, tokenizer, prompts, [_recording_reward(seen), lowercase_reward], weights,
+                           num_samples=3, max_new_tokens=6, temperature=0.7)
+    assert len(seen) == 6
+    at_sampling = sum(sequence_kl(steer, tokenizer, weights[0], p, ids, 0.7) for p, ids in seen) / len(seen)
+    at_one = sum(sequence_kl(steer, tokenizer, weights[0], p, ids, 1.0) for p, ids in seen) / len(seen)
+    assert front.results[0].kl == pytest.approx(at_sampling, abs=1e-4)
+    assert abs(at_sampling - at_one) > 1e-2  # the temperature matters on these completions
+
+
+def test_value_is_trainings_scalarisation_and_skips_unscorable_completions(saved_steerable, tokenizer):
+    from trl_clp.rewards import scalarize_rewards
+
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    prompts = ["Describe: a\n", "Describe: b\n", "Describe: c\n"]  # same length: rows rescored alone below
+    seen = []
+
+    def lower(prompts, completions, completion_ids, **kwargs):  # not applicable to prompt b
+        seen.extend(zip(prompts, completion_ids, strict=True))
+        scores = lowercase_reward(completions)
+        return [None if p.endswith("b\n") else s for p, s in zip(prompts, scores, strict=True)]
+
+    def upper(prompts, completions, **kwargs):  # not applicable to prompts b and c
+        return [None if p[-2] in "bc" else s for p, s in zip(prompts, uppercase_reward(completions), strict=True)]
+
+    weights = torch.tensor([[0.25, 0.75]])
+    front = evaluate_front(steer, tokenizer, prompts, [lower, upper], weights, kl_weight=0.5, num_samples=2,
+                           max_new_tokens=6)
+    kl = torch.tensor([sequence_kl(steer, tokenizer, weights[0], p, ids) for p, ids in seen])  # (6,)
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for _, ids in seen]
+    nan = float("nan")
+    rewards = torch.tensor([
+        [nan if p.endswith("b\n") else lowercase_reward([t])[0], nan if p[-2] in "bc" else uppercase_reward([t])[0]]
+        for (p, _), t in zip(seen, texts, strict=True)
+    ])  # (6, 2): prompt b's rows are all NaN
+    assert torch.isnan(rewards[2:4]).all() and not torch.isnan(rewards[[0, 1, 4, 5], 0]).any()
+    values = scalarize_rewards(rewards, weights.expand(6, -1), kl, torch.full((6,), 0.5))  # the trainer's function
+    assert torch.isnan(values[2:4]).all()
+    expected = (values[0:2].mean() + values[4:6].mean()).item() / 2  # per prompt, then over the scorable prompts
+    assert front.results[0].value == pytest.approx(expected, abs=1e-4)
+    assert front.results[0].kl == pytest.approx(kl.mean().item(), abs=1e-4)  # the KL still counts every completion
+
+
+def run_cli(argv, capsys):
+    """`trl-clp argv` as a user runs it: the exit status and what it printed."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out + captured.err
+
+
+def test_cli_errors_are_one_line_messages_without_a_traceback(saved_steerable, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, printed = run_cli(["info", "outputs/no-such-model"], capsys)
+    assert code == "trl-clp info: error: The folder 'outputs/no-such-model' does not exist (looked in " + str(tmp_path) + ")."
+    (tmp_path / "empty").mkdir()
+    code, _ = run_cli(["info", "empty"], capsys)
+    assert "'empty' has no clp_config.json: it is not a model saved by" in code
+    for command in (["evaluate", "./missing", "--prompts", "p.txt", "--reward_funcs", "lowercase", "uppercase"],
+                    ["export", "/no/such/folder", "lora", "--weights", "0.5,0.5"]):
+        code, _ = run_cli(command, capsys)
+        assert "does not exist" in code and code.startswith(f"trl-clp {command[0]}: error: The folder")
+    code, _ = run_cli(["evaluate", saved_steerable, "--prompts", "nowhere.txt", "--reward_funcs", "lowercase"], capsys)
+    assert code == f"trl-clp evaluate: error: The prompts file 'nowhere.txt' does not exist (looked in {tmp_path})."
+    code, _ = run_cli(["plot", "a/front.json"], capsys)
+    assert code == f"trl-clp plot: error: The front file 'a/front.json' does not exist (looked in {tmp_path})."
+    code, _ = run_cli(["export", saved_steerable, "lora", "--weights", "0.5,0.2"], capsys)
+    assert code.startswith("trl-clp export: error: ") and "sum to 1" in code  # the library's own message, not a traceback
+
+
+def test_cli_evaluate_rougeL_needs_and_reads_a_reference_column(saved_steerable, tmp_path, capsys):
+    rouge_score = pytest.importorskip("rouge_score.rouge_scorer")
+    text = tmp_path / "prompts.txt"
+    text.write_text("Describe: old city road\\n\n")
+    code, _ = run_cli(["evaluate", saved_steerable, "--prompts", str(text), "--reward_funcs", "rougeL", "lowercase"],
+                      capsys)
+    assert code.startswith("trl-clp evaluate: error: The rewards need a 'reference' column, which") and "JSONL" in code
+
+    rows = [{"prompt": "Describe: old city road\n", "reference": "old city road", "source": "x"},
+            {"prompt": "Describe: a quiet river\n", "reference": "a quiet river", "source": "y"}]
+    jsonl = tmp_path / "heldout.jsonl"
+    jsonl.write_text("\n".join(json.dumps(row) for row in rows))
+    csv_file = tmp_path / "heldout.csv"
+    csv_file.write_text("prompt,reference,source\n" + "".join(
+        f'"{r["prompt"]}",{r["reference"]},{r["source"]}\n' for r in rows))
+    results = {}
+    for path in (jsonl, csv_file):
+        main(["evaluate", saved_steerable, "--prompts", str(path), "--reward_funcs", "rougeL", "lowercase",
+              "--grid_points", "2", "--max_new_tokens", "4", "--samples_per_prompt", "1",
+              "--output_dir", str(tmp_path / path.suffix[1:])])
+        assert "kl = mean KL to the base model" in capsys.readouterr().out
+        results[path.suffix] = json.loads((tmp_path / path.suffix[1:] / "evaluation.json").read_text())["results"]
+    assert results[".jsonl"] == results[".csv"]  # same prompts and references, whichever the format
+
+    # The ROUGE-L values are the mean F-measure of the sampled completions against each row's reference.
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    scorer = rouge_score.RougeScorer(["rougeL"], use_stemmer=True)
+    front = evaluate_front(steer, steer.tokenizer, [r["prompt"] for r in rows],
+                           [lambda completions, reference, **kw: [scorer.score(ref, c)["rougeL"].fmeasure
+                                                                   for ref, c in zip(reference, completions)],
+                            lowercase_reward],
+                           simplex_grid(2, 2), max_new_tokens=4, reward_kwargs={"reference": [r["reference"] for r in rows]})
+    assert [r["rewards"]["lower"] for r in results[".jsonl"]] == pytest.approx([r.rewards["lower"] for r in front.results])
+
+
+def test_cli_prompts_file_without_a_prompt_column_is_refused(saved_steerable, tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "Describe: a"}\n')
+    code, _ = run_cli(["evaluate", saved_steerable, "--prompts", str(bad), "--reward_funcs", "lowercase", "uppercase"],
+                      capsys)
+    assert code == f"trl-clp evaluate: error: {bad} has no `prompt` column; its columns are ['text']."
+
+
+def test_cli_train_takes_the_scripts_arguments(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "usage: trl-clp train" in printed and "--reward_funcs" in printed and "--conditioning" in printed
+    code, _ = run_cli(["train", "--no_such_flag", "1"], capsys)
+    assert code.startswith("trl-clp train: error: ") and "['--no_such_flag', '1']" in code
+
+
+def test_scripts_use_one_thread_on_a_small_machine_unless_told(monkeypatch):
+    from trl_clp.scripts import limit_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        torch.set_num_threads(2)
+        assert limit_cpu_threads() == 1 and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        monkeypatch.setattr(os, "cpu_count", lambda: 32)  # a large machine keeps torch's default
+        assert limit_cpu_threads() is None and torch.get_num_threads() == 2
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")  # the user's choice wins
+        assert limit_cpu_threads() is None and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_bitsandbytes_cpu_kernel_warning_is_dropped_and_others_are_kept(caplog):
+    import logging
+
+    import trl_clp  # noqa: F401  (installs the filter)
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    with caplog.at_level(logging.WARNING):
+        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you "
+                       "already `pip install kernels`", "no kernels")
+        logger.warning("another bitsandbytes warning")
+    assert [record.getMessage() for record in caplog.records] == ["another bitsandbytes warning"]

@@ -5,19 +5,25 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, PeftModel
+from tokenizers import processors
+from transformers import AutoModelForCausalLM, GenerationConfig
 
-from trl_clp import SteerableModel, demo
+from trl_clp import MultiObjectiveTrainer, SteerableModel, demo
 from trl_clp.conditioning.layer import scale_lora_blocks
+from trl_clp.rewards import lowercase_reward, uppercase_reward
+
+from .conftest import tiny_config
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 WEIGHTS = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
 
 
-def make_steerable(variant="full", seed=0, tokenizer=None):
-    torch.manual_seed(seed)
+def make_steerable(variant="full", seed=0, tokenizer=None, tied=False):
     # Random B as well as A: with PEFT's default zero B every block would be a no-op and mixing trivially exact.
     lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False)
-    model = SteerableModel.from_base_model(demo.make_tiny_llama(seed=seed), ["a", "b"], lora, variant, tokenizer=tokenizer)
+    base = demo.make_tiny_llama(seed=seed, tie_word_embeddings=tied)
+    torch.manual_seed(seed)
+    model = SteerableModel.from_base_model(base, ["a", "b"], lora, variant, tokenizer=tokenizer)
     return model.eval()
 
 
@@ -33,10 +39,11 @@ def test_scale_lora_blocks_by_hand():
     torch.testing.assert_close(scale_lora_blocks(hidden, weights), expected)
 
 
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 @pytest.mark.parametrize("variant", ["full", "attn", "logit"])
-def test_per_row_mixing_equals_merged_model(variant):
-    steer = make_steerable(variant)
-    input_ids = batch()
+def test_per_row_mixing_equals_merged_model(variant, tied):
+    steer = make_steerable(variant, tied=tied)
+    input_ids = torch.cat([batch(rows=2), batch(rows=1)])  # rows 0 and 2 share a prompt: only w tells them apart
     with torch.no_grad(), steer.condition(WEIGHTS):
         mixed = steer(input_ids=input_ids).logits
     for row, weights in enumerate(WEIGHTS):
@@ -44,8 +51,8 @@ def test_per_row_mixing_equals_merged_model(variant):
         with torch.no_grad():
             expected = merged(input_ids=input_ids[row : row + 1]).logits[0]
         assert (mixed[row] - expected).abs().max() <= 1e-5
-    # The rows really differ: a conditioning that ignored w would pass the check above only by accident.
-    assert (mixed[0] - mixed[2]).abs().max() > 1e-3
+    # The weighting really changes the output: a conditioning that ignored w would fail here.
+    assert (mixed[0] - mixed[2]).abs().max() > 1e-2
 
 
 def test_attn_variant_conditions_only_attention():
@@ -56,14 +63,17 @@ def test_attn_variant_conditions_only_attention():
     assert steer.model.base_model.model.model.layers[0].self_attn.q_proj.r["default"] == 8
 
 
-def test_greedy_generation_is_token_identical_to_merged_models(tokenizer):
-    steer = make_steerable()
-    input_ids = batch(length=5)
+@pytest.mark.parametrize("variant", ["full", "logit"])
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_greedy_generation_is_token_identical_to_merged_models(variant, tied):
+    steer = make_steerable(variant, tied=tied)
+    input_ids = batch(rows=1, length=5).expand(len(WEIGHTS), -1)  # one prompt under each weighting
     out = steer.generate(input_ids, weights=WEIGHTS, max_new_tokens=12, do_sample=False, pad_token_id=0)
     for row, weights in enumerate(WEIGHTS):
         merged = steer.merge(weights).eval()
         expected = merged.generate(input_ids[row : row + 1], max_new_tokens=12, do_sample=False, pad_token_id=0)
         assert torch.equal(out[row], expected[0])
+    assert not torch.equal(out[0], out[2])  # the weighting steers the tokens
 
 
 def test_one_hot_weight_trains_only_its_block():
@@ -171,6 +181,28 @@ def test_merge_returns_a_plain_transformers_model():
     assert type(merged).__name__ == "LlamaForCausalLM"
 
 
+def test_merge_of_a_tied_output_layer_keeps_the_input_embeddings(tmp_path):
+    """logit-CLP with `tie_word_embeddings=True` (as Qwen2.5): the merged output layer gets its own weight."""
+    steer = make_steerable("logit", tied=True)
+    embeddings = steer.model.get_input_embeddings().weight.detach().clone()
+    assert steer.model.get_output_embeddings().base_layer.weight is steer.model.get_input_embeddings().weight
+    weights = torch.tensor([0.3, 0.7])
+    merged = steer.merge(weights).eval()
+    torch.testing.assert_close(merged.get_input_embeddings().weight, embeddings, atol=0, rtol=0)
+    assert not torch.equal(merged.get_output_embeddings().weight, embeddings)  # the conditioned LoRA is merged in
+    assert torch.equal(steer.model.get_input_embeddings().weight, embeddings)  # the steerable model is untouched
+    assert merged.config.tie_word_embeddings is False
+    # The merged model is saved and reloaded as an untied model, equal to the conditioned one.
+    merged.save_pretrained(tmp_path / "merged")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "merged").eval()
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(weights, batch_size=3):
+        expected = steer(input_ids=input_ids).logits
+    with torch.no_grad():
+        assert (merged(input_ids=input_ids).logits - expected).abs().max() <= 1e-5
+        assert (reloaded(input_ids=input_ids).logits - expected).abs().max() <= 1e-5
+
+
 def test_logit_variant_conditions_only_the_output_layer(tmp_path):
     steer = make_steerable("logit")
     assert steer.conditioning_config.conditioned_modules == ["base_model.model.lm_head"]
@@ -212,3 +244,212 @@ def test_from_pretrained_resolves_a_hub_id_through_the_hub_cache(tmp_path, monke
     input_ids = batch()
     with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
         torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)
+
+
+# ---------------------------------------------------------------------------------------------- the prompting variant
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def bos_tokenizer():
+    """The demo's byte tokenizer, adding BOS to every text (as Llama's does), with a chat template."""
+    tokenizer = demo.make_byte_tokenizer()
+    bos = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer.backend_tokenizer.post_processor = bos
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+class Captured(Exception):
+    pass
+
+
+def training_prompt_ids(trainer, prompts, weights) -> list[list[int]]:
+    """The prompt ids `MultiObjectiveTrainer._generate` hands to generation (TRL's own tokenization)."""
+    captured = []
+
+    def capture(prompt_ids, images, multimodal_fields):
+        captured.extend(list(ids) for ids in prompt_ids)
+        raise Captured
+
+    trainer._generate_single_turn = capture
+    trainer.conditioner.set_weights(weights)
+    try:
+        with pytest.raises(Captured):
+            trainer._generate(prompts)
+    finally:
+        trainer.conditioner.clear()
+    return captured
+
+
+@pytest.mark.parametrize("chat", [False, True], ids=["text", "chat"])
+def test_prompt_variant_builds_the_training_prompt_token_for_token(tmp_path, prompts_dataset, chat):
+    tokenizer = bos_tokenizer()
+    if chat:
+        prompts_dataset = prompts_dataset.map(
+            lambda row: {
+                "prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": row["prompt"]}]
+            }
+        )
+    trainer = MultiObjectiveTrainer(
+        model=demo.make_tiny_llama(seed=0),
+        reward_funcs=[lowercase_reward, uppercase_reward],
+        args=tiny_config(tmp_path, conditioning="prompt"),
+        train_dataset=prompts_dataset,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+    )
+    prompts = [prompts_dataset[i]["prompt"] for i in range(3)]
+    trained = training_prompt_ids(trainer, prompts, WEIGHTS)
+    # The prompts training saw: one BOS, the weighting in front of the text or inside the first user message.
+    assert all(ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1 for ids in trained)
+    decoded = tokenizer.decode(trained[1])
+    assert ("<|user|>[weights: lowercase_reward=0.30" if chat else "<s>[weights: lowercase_reward=0.30") in decoded
+
+    steer = SteerableModel(trainer.model.eval(), trainer.conditioning_config, tokenizer)
+    encoded = steer.tokenize_prompts(prompts, WEIGHTS)
+    rows = zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
+    built = [ids[mask.bool()].tolist() for ids, mask in rows]
+    assert built == trained
+
+    greedy = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
+    with torch.no_grad():
+        expected = trainer.model.generate(**encoded, **greedy)[:, encoded["input_ids"].size(1) :]
+    completions = tokenizer.batch_decode(expected, skip_special_tokens=True)
+    assert steer.generate_from_prompts(prompts, WEIGHTS, **greedy) == completions
+    if chat:  # chat-templated ids cannot be re-weighted faithfully: refused, pointing to the conversations path
+        templated = tokenizer.apply_chat_template(
+            prompts[:1], add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
+        with pytest.raises(ValueError, match="generate_from_prompts"):
+            steer.generate(templated["input_ids"], weights=WEIGHTS[0], **greedy)
+    else:  # the ids path (prompts tokenized with their BOS) generates from the training prompt too
+        plain = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+        out = steer.generate(**plain, weights=WEIGHTS, **greedy)
+        assert torch.equal(out, torch.cat([encoded["input_ids"], expected], 1))
+
+
+def test_returned_sequences_and_beams_set_in_a_generation_config_follow_their_rows():
+    steer = make_steerable()
+    input_ids = batch(length=5)
+    config = GenerationConfig(num_beams=2, num_return_sequences=2, do_sample=False, max_new_tokens=6, pad_token_id=0)
+    out = steer.generate(input_ids, weights=WEIGHTS, generation_config=config)
+    assert out.size(0) == 2 * len(WEIGHTS)
+    for row, weights in enumerate(WEIGHTS):
+        expected = steer.merge(weights).eval().generate(input_ids[row : row + 1], generation_config=config)
+        assert torch.equal(out[2 * row : 2 * row + 2], expected)
+    assert not torch.equal(out[:2], out[4:])
+
+
+# ---------------------------------------------------------------------------------------------- refused configurations
+
+
+def test_lora_bias_is_refused_at_construction():
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, lora_bias=True)
+    with pytest.raises(ValueError, match="lora_bias"):
+        SteerableModel.from_base_model(demo.make_tiny_llama(), ["a", "b"], lora)
+
+
+def test_conditioned_target_modules_that_match_nothing_are_named():
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS)
+    with pytest.raises(ValueError, match=r"\['qkv_proj'\] match no LoRA layer.*'down_proj'"):
+        SteerableModel.from_base_model(demo.make_tiny_llama(), ["a", "b"], lora, "attn", ["q_proj", "qkv_proj"])
+
+
+def test_merge_conditions_only_the_active_adapter():
+    steer = make_steerable()
+    # A second adapter of another rank on the same layers: its lora_A has no blocks to scale.
+    other = LoraConfig(r=3, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False)
+    steer.model.add_adapter("other", other)
+    assert steer.model.active_adapter == "default"
+    input_ids = batch()
+    weights = torch.tensor([0.3, 0.7])
+    other_a = steer.model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["other"].weight.detach().clone()
+    with torch.no_grad():
+        merged = steer.merge(weights).eval()(input_ids=input_ids).logits
+        with steer.condition(weights, batch_size=3):
+            expected = steer(input_ids=input_ids).logits
+    assert (merged - expected).abs().max() <= 1e-5
+    assert torch.equal(steer.model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["other"].weight, other_a)
+
+
+# ---------------------------------------------------------------------------------------------- loading from anywhere
+
+
+def test_a_relative_base_path_loads_from_another_working_directory(tmp_path, monkeypatch, tokenizer):
+    """The main job records its base model relative to where it ran (`outputs/clp-demo/base_model`)."""
+    monkeypatch.chdir(tmp_path)
+    demo.make_tiny_llama(seed=0).save_pretrained("outputs/clp-demo/base_model")
+    steer = make_steerable(tokenizer=tokenizer)
+    steer.model.peft_config["default"].base_model_name_or_path = "outputs/clp-demo/base_model"
+    steer.model.save_pretrained("outputs/clp-demo")  # as the trainer saves: the relative path is kept
+    steer.conditioning_config.save("outputs/clp-demo")
+    assert json.loads((tmp_path / "outputs/clp-demo/adapter_config.json").read_text())["base_model_name_or_path"] == (
+        "outputs/clp-demo/base_model"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    loaded = SteerableModel.from_pretrained(str(tmp_path / "outputs/clp-demo"))
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
+        expected = steer(input_ids=input_ids).logits
+        torch.testing.assert_close(loaded(input_ids=input_ids).logits, expected)
+    # Saved or exported again, the adapter records the base model's absolute path.
+    loaded.save_pretrained("again")
+    loaded.export_lora("export", torch.tensor([0.3, 0.7]))
+    for folder in ("again", "export"):
+        recorded = json.loads((elsewhere / folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        assert recorded == str(tmp_path / "outputs/clp-demo/base_model")
+    monkeypatch.chdir(tmp_path)
+    again = SteerableModel.from_pretrained(str(elsewhere / "again"))
+    with torch.no_grad(), again.condition(WEIGHTS):
+        torch.testing.assert_close(again(input_ids=input_ids).logits, expected)
+
+
+def test_save_pretrained_records_an_absolute_base_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    demo.make_tiny_llama(seed=0).save_pretrained("base")
+    steer = make_steerable()
+    steer.model.peft_config["default"].base_model_name_or_path = "base"
+    steer.save_pretrained("clp")
+    steer.export_lora("export", torch.tensor([0.5, 0.5]))
+    for folder in ("clp", "export"):
+        recorded = json.loads((tmp_path / folder / "adapter_config.json").read_text())["base_model_name_or_path"]
+        assert recorded == str(tmp_path / "base")
+    monkeypatch.chdir(tmp_path.parent)
+    loaded = SteerableModel.from_pretrained(str(tmp_path / "clp"))
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
+        torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)
+
+
+def test_an_adapter_of_an_in_memory_base_model_asks_for_base_model(tmp_path):
+    steer = make_steerable()
+    steer.model.peft_config["default"].base_model_name_or_path = None
+    steer.save_pretrained(tmp_path / "clp")
+    with pytest.raises(ValueError, match="base_model="):
+        SteerableModel.from_pretrained(str(tmp_path / "clp"))
+    loaded = SteerableModel.from_pretrained(str(tmp_path / "clp"), base_model=demo.make_tiny_llama(seed=0))
+    input_ids = batch()
+    with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
+        torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)
+
+
+@pytest.mark.parametrize("path", ["/no/such/clp-model", "./missing", "~/missing-clp-model", "runs/a/missing"])
+def test_a_missing_local_folder_is_named(tmp_path, monkeypatch, path):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        SteerableModel.from_pretrained(path)
+
+
+def test_a_missing_recorded_base_folder_is_named(tmp_path):
+    steer = make_steerable()
+    steer.model.peft_config["default"].base_model_name_or_path = "runs/gone/base_model"
+    steer.model.save_pretrained(tmp_path / "clp")
+    steer.conditioning_config.save(tmp_path / "clp")
+    with pytest.raises(FileNotFoundError, match="base model folder 'runs/gone/base_model' does not exist.*base_model="):
+        SteerableModel.from_pretrained(str(tmp_path / "clp"))

@@ -32,6 +32,30 @@ def test_main_job_trains_saves_and_writes_the_table(train_clp, tmp_path, capsys)
     assert (out / "front.csv").is_file() and (out / "clp_config.json").is_file()
     printed = capsys.readouterr().out
     assert "lowercase_reward" in printed and "with weight 1" in printed
+    # The console keeps the table and its legend; the logged metrics go to trainer_state.json, not to the console.
+    assert "kl = mean KL to the base model" in printed and "'rewards/" not in printed and "'loss'" not in printed
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    assert any("rewards/lowercase_reward/mean" in entry for entry in history)
+    assert "## Steering this model" in (out / "README.md").read_text()
+
+
+def test_trl_clp_train_is_the_example_script(train_clp, tmp_path, capsys):
+    from trl_clp.cli import main as cli
+
+    assert train_clp.main is __import__("trl_clp.scripts.train", fromlist=["main"]).main
+    recipe = os.path.join(EXAMPLES, "configs", "tldr_summarization.yaml")
+    parsed = [train_clp.make_parser().parse_args_and_config(args=["--config", recipe, "--bf16", "False"])]
+    from trl_clp.scripts.train import make_parser
+
+    parsed.append(make_parser(prog="trl-clp train").parse_args_and_config(args=["--config", recipe, "--bf16", "False"]))
+    assert parsed[0][0] == parsed[1][0] and parsed[0][2] == parsed[1][2]  # same script and model arguments
+    out = tmp_path / "cli"
+    cli(["train", "--output_dir", str(out), "--max_steps", "1", "--pretrain_steps", "2", "--num_train_prompts", "8",
+         "--num_eval_prompts", "1", "--eval_grid_points", "2", "--eval_samples_per_prompt", "1",
+         "--max_completion_length", "4", "--per_device_train_batch_size", "8", "--disable_tqdm", "True"])
+    rows = json.loads((out / "front.json").read_text())["results"]
+    assert [row["weights"] for row in rows] == [[1.0, 0.0], [0.0, 1.0]]
+    assert "Steerable model: " + str(out) in capsys.readouterr().out
 
 
 RECIPES = {

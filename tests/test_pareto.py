@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from trl_clp import simplex_grid
 from trl_clp.pareto import (
     additive_epsilon,
     bootstrap_mean_ci,
@@ -98,3 +99,48 @@ def test_bootstrap_ci_brackets_the_mean_and_narrows_with_data():
     large_low, large_high = bootstrap_mean_ci(large)
     assert large_high - large_low < high - low
     assert bootstrap_mean_ci(torch.tensor([1.0, float("nan"), 1.0])) == (1.0, 1.0)
+
+
+def test_monotonicity_compares_only_points_one_move_apart_for_three_objectives():
+    # simplex_grid(3, 3): 0 (1,0,0), 1 (.5,.5,0), 2 (.5,0,.5), 3 (0,1,0), 4 (0,.5,.5), 5 (0,0,1). Weight moved onto
+    # objective 0 gives six comparisons: 3→1→0 and 4→2 (from objective 1), 5→2→0 and 4→1 (from objective 2).
+    weights = simplex_grid(3, 3)
+    # R_1 = w_1 and R_2 = w_2 are steerable. R_0 rises along all six moves, but (0,0,1) → (.5,.5,0), two points
+    # that no single move joins, has it fall from 0.4 to 0.3: not a violation.
+    steerable = T([[0.9, 0.3, 0.5, 0.0, 0.1, 0.4], weights[:, 1].tolist(), weights[:, 2].tolist()]).T
+    assert monotonicity_violations(weights, steerable) == 0
+    # R_0 falls from 0.35 to 0.3 on the move (0,1,0) → (.5,.5,0): one violation (one that sorting every point by w_0
+    # misses, since it steps from (0,0,1) to (.5,.5,0) instead).
+    bumpy = steerable.clone()
+    bumpy[:, 0] = T([0.9, 0.3, 0.5, 0.35, 0.1, 0.2])
+    assert monotonicity_violations(weights, bumpy) == 1
+    assert monotonicity_violations(weights, bumpy, tolerance=0.05) == 0
+    # R_2 falling on the move (1,0,0) → (.5,0,.5) counts once more; the order of the grid's rows does not matter.
+    bumpier = bumpy.clone()
+    bumpier[0, 2] = 0.6
+    assert monotonicity_violations(weights, bumpier) == 2
+    order = torch.randperm(len(weights), generator=torch.Generator().manual_seed(0))
+    assert monotonicity_violations(weights[order], bumpier[order]) == 2
+    assert steerability(weights, bumpier)["monotonicity_violations"] == 2
+
+
+def test_array_likes_give_the_values_of_tensors():
+    np = pytest.importorskip("numpy")
+    a = [[1.0, 3.0], [3.0, 1.0], [2.0, 2.0], [1.0, 1.0]]
+    b = [[0.5, 2.0], [2.0, 0.5], [2.5, 2.5]]
+    weights, rewards = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], [[0.9, 0.1], [0.2, 0.5], [0.3, 0.4]]
+    for convert in (list, np.array):
+        assert dominates(convert(a[2]), convert(a[3])) and not dominates(convert(a[0]), convert(a[1]))
+        assert non_dominated_mask(convert(a)).tolist() == non_dominated_mask(T(a)).tolist() == [True, True, True, False]
+        assert torch.equal(pareto_front(convert(a)), pareto_front(T(a)))
+        assert fraction_dominated(convert(a), convert(b)) == fraction_dominated(T(a), T(b)) == pytest.approx(2 / 3)
+        assert additive_epsilon(convert(a), convert(b)) == additive_epsilon(T(a), T(b)) == pytest.approx(0.5)
+        assert hypervolume(convert(a), convert([0.0, 0.0])) == hypervolume(T(a), T([0.0, 0.0])) == pytest.approx(6.0)
+        assert spearman_correlation(convert([0.0, 0.5, 1.0]), convert([1.0, 2.0, 9.0])) == pytest.approx(1.0)
+        assert monotonicity_violations(convert(weights), convert(rewards)) == 2
+        summary, expected = steerability(convert(weights), convert(rewards)), steerability(T(weights), T(rewards))
+        assert summary["range"] == pytest.approx(expected["range"])
+        assert summary["range"] == pytest.approx([0.7, 0.4])
+        assert summary["rank_correlation"] == pytest.approx(expected["rank_correlation"])
+        assert summary["monotonicity_violations"] == expected["monotonicity_violations"] == 2
+        assert bootstrap_mean_ci(convert([1.0, 2.0, 3.0])) == bootstrap_mean_ci(T([1.0, 2.0, 3.0]))

@@ -102,3 +102,21 @@ def test_command_line_specs_build_the_rewards(nli_model_path):
     assert isinstance(nli, NLIReward) and nli.premise_column == "document"
     with pytest.raises(ValueError, match="nli_model"):
         resolve_reward_function("nli")
+
+
+def test_reward_model_objective_leaves_the_callers_tokenizer_alone_and_keeps_the_end(reward_model_path, tokenizer):
+    model = LlamaForSequenceClassification.from_pretrained(reward_model_path).eval()
+    before = (tokenizer.truncation_side, tokenizer.padding_side, tokenizer.pad_token)
+    objective = RewardModelObjective(model, name="helpfulness", tokenizer=tokenizer, batch_size=2, max_length=8)
+    prompts, completions = ["Tell me ", "Say ", "Hi "], ["a long story about rivers", "nothing", "there you go"]
+    scores = objective(prompts=prompts, completions=completions)
+    # The policy's tokenizer, shared with the objective, still truncates on the right as before.
+    assert (tokenizer.truncation_side, tokenizer.padding_side, tokenizer.pad_token) == before
+    assert tokenizer.truncation_side == "right"
+    assert tokenizer("abcdefghij", truncation=True, max_length=3)["input_ids"] == tokenizer("abc")["input_ids"]
+    # Each text scored on its last 8 tokens (the byte tokenizer adds no special tokens).
+    with torch.no_grad():
+        expected = [model(input_ids=torch.tensor([tokenizer(p + c)["input_ids"][-8:]])).logits[0, 0].item()
+                    for p, c in zip(prompts, completions, strict=True)]
+    assert scores == pytest.approx(expected, abs=1e-5)
+    assert len(tokenizer(prompts[0] + completions[0])["input_ids"]) > 8  # truncation did happen

@@ -1,61 +1,155 @@
-"""`trl-clp` command line: inspect and evaluate saved steerable models.
+"""`trl-clp` command line: train, inspect and evaluate steerable models.
 
+    trl-clp train --output_dir outputs/clp-demo          # every flag of examples/train_clp.py; --config file.yaml
     trl-clp info outputs/clp-demo
     trl-clp evaluate outputs/clp-demo --prompts prompts.txt --reward_funcs lowercase uppercase --grid_points 5
+    trl-clp evaluate clp-tldr --prompts heldout.jsonl --reward_funcs nli rougeL --nli_model path/to/nli
     trl-clp plot outputs/clp-demo/front.json other/front.json --labels CLP prompting --output fronts.png
     trl-clp export outputs/clp-demo lora/w-0.3-0.7 --weights 0.3,0.7
+    trl-clp serve outputs/clp-demo --port 8000
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
+import sys
 
 from .conditioning.config import CLP_CONFIG_NAME
 
 
+class CommandError(Exception):
+    """A mistake in the command line or its files: printed as a one-line message, without a traceback."""
+
+
+def _check_model_folder(model: str) -> None:
+    """Refuse early a path that cannot be a saved model; anything else may still be a hub repository id."""
+    looks_like_a_path = model.startswith(("/", ".", "~")) or model.count("/") > 1 or os.sep != "/" and os.sep in model
+    if os.path.exists(model) and not os.path.isdir(model):
+        raise CommandError(f"{model!r} is a file: give the folder written by `trainer.save_model()`.")
+    if not os.path.exists(model) and looks_like_a_path:
+        raise CommandError(f"The folder {model!r} does not exist (looked in {os.getcwd()}).")
+
+
+def _load_steerable(model: str):
+    from .conditioning.model import SteerableModel
+
+    _check_model_folder(model)
+    try:
+        return SteerableModel.from_pretrained(model)
+    except (OSError, ValueError) as error:
+        if os.path.isdir(model):
+            raise
+        # "user/name" may be a folder that is not there or a hub repository: say both.
+        raise CommandError(
+            f"{model!r} is not a folder here ({os.getcwd()}) and could not be loaded as a hub repository: {error}"
+        ) from error
+
+
 def _info(args) -> None:
-    with open(os.path.join(args.model, CLP_CONFIG_NAME)) as handle:
+    if not os.path.isdir(args.model):
+        raise CommandError(f"The folder {args.model!r} does not exist (looked in {os.getcwd()}).")
+    path = os.path.join(args.model, CLP_CONFIG_NAME)
+    if not os.path.isfile(path):
+        raise CommandError(
+            f"{args.model!r} has no {CLP_CONFIG_NAME}: it is not a model saved by `MultiObjectiveTrainer.save_model()` "
+            "or `SteerableModel.save_pretrained()`."
+        )
+    with open(path) as handle:
         print(json.dumps(json.load(handle), indent=2))
+
+
+def read_prompts(path: str) -> dict[str, list]:
+    """Columns of a prompts file: `{"prompt": [...], <other column>: [...]}`.
+
+    A `.jsonl` file holds one JSON object per line, a `.json` file a list of them (or one per line), a `.csv` file a
+    header row; each needs a `prompt` column, and its other columns (e.g. `reference`, `source`) reach the reward
+    functions as keyword arguments, as dataset columns do in training. Any other file is plain text, one prompt per
+    line, with `\\n` for a newline inside a prompt.
+    """
+    if not os.path.isfile(path):
+        raise CommandError(f"The prompts file {path!r} does not exist (looked in {os.getcwd()}).")
+    extension = os.path.splitext(path)[1].lower()
+    with open(path, newline="" if extension == ".csv" else None) as handle:
+        if extension == ".csv":
+            rows = list(csv.DictReader(handle))
+        elif extension in (".jsonl", ".json"):
+            text = handle.read()
+            try:
+                rows = json.loads(text) if extension == ".json" and text.lstrip().startswith("[") else [
+                    json.loads(line) for line in text.splitlines() if line.strip()
+                ]
+            except json.JSONDecodeError as error:
+                raise CommandError(f"{path}: not valid JSON ({error}); write one object per line.") from error
+        else:
+            return {"prompt": [line.rstrip("\n").replace("\\n", "\n") for line in handle if line.strip()]}
+    if not rows:
+        raise CommandError(f"{path} has no rows.")
+    columns = list(rows[0])
+    if "prompt" not in columns:
+        raise CommandError(f"{path} has no `prompt` column; its columns are {columns}.")
+    missing = [i for i, row in enumerate(rows) if set(row) != set(columns)]
+    if missing:
+        raise CommandError(f"{path}: row {missing[0] + 1} does not have the columns of the first row, {columns}.")
+    return {column: [row[column] for row in rows] for column in columns}
 
 
 def _evaluate(args) -> None:
     import torch
 
-    from .conditioning.model import SteerableModel
     from .evaluation import evaluate_front
-    from .rewards import resolve_reward_function
+    from .rewards import RougeReward, resolve_reward_function
     from .sampling import simplex_grid
 
-    steer = SteerableModel.from_pretrained(args.model)
-    if steer.tokenizer is None:
-        raise SystemExit(f"{args.model} has no tokenizer files: save the tokenizer beside the adapter.")
-    steer.to("cuda" if torch.cuda.is_available() else "cpu")
-    with open(args.prompts) as handle:
-        prompts = [line.rstrip("\n").replace("\\n", "\n") for line in handle if line.strip()]
-    reward_funcs = [resolve_reward_function(spec) for spec in args.reward_funcs]
+    _check_model_folder(args.model)
+    columns = read_prompts(args.prompts)
+    reward_funcs = [
+        resolve_reward_function(spec, reference_column=args.reference_column, nli_model=args.nli_model,
+                                premise_column=args.premise_column)
+        for spec in args.reward_funcs
+    ]
     if any(isinstance(f, str) for f in reward_funcs):
-        raise SystemExit("`evaluate` takes callable rewards (built-in names or module:function).")
+        raise CommandError(
+            "`evaluate` takes callable rewards: built-in names (lowercase, uppercase, titlecase, brevity, "
+            f"source_coverage), rouge1/rouge2/rougeL, nli, or module:function; got {args.reward_funcs}."
+        )
+    needed = {f.reference_column for f in reward_funcs if isinstance(f, RougeReward)}
+    needed |= {args.premise_column} if "nli" in args.reward_funcs and args.premise_column else set()
+    for column in sorted(needed - set(columns)):
+        raise CommandError(
+            f"The rewards need a {column!r} column, which {args.prompts} does not have: give the prompts as a JSONL "
+            f"or CSV file with `prompt` and `{column}` columns (or name the column with --reference_column)."
+        )
+    steer = _load_steerable(args.model)
+    if steer.tokenizer is None:
+        raise CommandError(f"{args.model} has no tokenizer files: save the tokenizer beside the adapter.")
     if len(reward_funcs) != steer.conditioning_config.num_objectives:
-        raise SystemExit(f"Give one reward function per objective: {steer.objective_names}.")
+        raise CommandError(
+            f"Give one reward function per objective, in this order: {steer.objective_names} "
+            f"({len(reward_funcs)} given)."
+        )
+    steer.to("cuda" if torch.cuda.is_available() else "cpu")
     front = evaluate_front(
         steer,
         steer.tokenizer,
-        prompts,
+        columns["prompt"],
         reward_funcs,
         simplex_grid(steer.conditioning_config.num_objectives, args.grid_points),
         num_samples=args.samples_per_prompt,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        reward_kwargs={name: values for name, values in columns.items() if name != "prompt"},
     )
     print(front.format_table())
+    print(front.table_legend())
     directory = args.output_dir or args.model
     paths = list(front.save(directory, stem="evaluation"))
     try:
         from .plotting import plot_fronts
 
-        paths.append(plot_fronts({os.path.basename(os.path.normpath(args.model)): front},
+        paths.append(plot_fronts({os.path.basename(os.path.abspath(args.model)): front},
                                  os.path.join(directory, "evaluation.png")))
     except ImportError as error:
         print(f"No plot: {error}")
@@ -68,7 +162,10 @@ def _plot(args) -> None:
 
     labels = args.labels or [os.path.basename(os.path.dirname(os.path.abspath(path))) for path in args.fronts]
     if len(labels) != len(args.fronts):
-        raise SystemExit(f"Give one label per front: {len(args.fronts)} fronts, {len(labels)} labels.")
+        raise CommandError(f"Give one label per front: {len(args.fronts)} fronts, {len(labels)} labels.")
+    for path in args.fronts:
+        if not os.path.isfile(path):
+            raise CommandError(f"The front file {path!r} does not exist (looked in {os.getcwd()}).")
     fronts = {label: Front.load(path) for label, path in zip(labels, args.fronts, strict=True)}
     print("Wrote " + plot_fronts(fronts, args.output))
 
@@ -76,13 +173,12 @@ def _plot(args) -> None:
 def _export(args) -> None:
     import torch
 
-    from .conditioning.model import SteerableModel
-
-    steer = SteerableModel.from_pretrained(args.model)
+    _check_model_folder(args.model)
     try:
         weights = torch.tensor([float(w) for w in args.weights.split(",")])
     except ValueError as error:
-        raise SystemExit(f"--weights takes comma-separated numbers, e.g. 0.3,0.7; got {args.weights!r}.") from error
+        raise CommandError(f"--weights takes comma-separated numbers, e.g. 0.3,0.7; got {args.weights!r}.") from error
+    steer = _load_steerable(args.model)
     steer.export_lora(args.output_dir, weights, kl_weight=args.kl_weight)
     if steer.tokenizer is not None:
         steer.tokenizer.save_pretrained(args.output_dir)
@@ -90,16 +186,41 @@ def _export(args) -> None:
     print(f"Wrote a plain LoRA adapter for the weighting {shown} to {args.output_dir}")
 
 
+def _serve(args) -> None:
+    from .serving import serve
+
+    # Options left unset keep `ServerConfig`'s defaults.
+    settings = {name: getattr(args, name) for name in ("model_name", "max_batch_size", "max_queue_size",
+                                                        "max_new_tokens", "batch_wait_ms")}
+    serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
+          trust_remote_code=args.trust_remote_code, chat_template=args.chat_template, api_key=args.api_key,
+          **{name: value for name, value in settings.items() if value is not None})
+
+
+def _train(args) -> None:
+    from .scripts.train import run
+
+    run(args.train_args)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="trl-clp", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    # Its arguments are the training script's (TrlParser: dataclass fields and --config), parsed by the script.
+    train = commands.add_parser("train", add_help=False, help="train a steerable model (examples/train_clp.py's "
+                                "arguments and YAML; `trl-clp train --help` lists them)")
+    train.set_defaults(run=_train)
     info = commands.add_parser("info", help="print the conditioning metadata of a saved model")
     info.add_argument("model", help="directory written by MultiObjectiveTrainer.save_model")
     info.set_defaults(run=_info)
     evaluate = commands.add_parser("evaluate", help="score a saved model over a grid of weightings")
     evaluate.add_argument("model", help="directory written by MultiObjectiveTrainer.save_model")
-    evaluate.add_argument("--prompts", required=True, help="text file, one prompt per line ('\\n' for newlines)")
+    evaluate.add_argument("--prompts", required=True, help="text file, one prompt per line ('\\n' for newlines); or "
+                          "JSONL/CSV with a `prompt` column and the columns the rewards read (reference, source)")
     evaluate.add_argument("--reward_funcs", nargs="+", required=True, help="one per objective, in order")
+    evaluate.add_argument("--reference_column", default="reference", help="column with the reference, for rouge*")
+    evaluate.add_argument("--nli_model", default=None, help="NLI model id or path, for the `nli` reward")
+    evaluate.add_argument("--premise_column", default=None, help="column with the source for `nli` (default: prompt)")
     evaluate.add_argument("--grid_points", type=int, default=5, help="points per simplex edge")
     evaluate.add_argument("--samples_per_prompt", type=int, default=2)
     evaluate.add_argument("--max_new_tokens", type=int, default=32)
@@ -117,8 +238,40 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--weights", required=True, help="comma-separated weighting, in the objectives' order")
     export.add_argument("--kl_weight", type=float, default=None, help="α, for KL-conditioned models")
     export.set_defaults(run=_export)
-    args = parser.parse_args(argv)
-    args.run(args)
+    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server, any weighting per request (docs/serving.md)")
+    serve.add_argument("model", help="directory written by MultiObjectiveTrainer.save_model")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", default=os.environ.get("TRL_CLP_API_KEY") or None,
+                       help="bearer token clients must send (default: $TRL_CLP_API_KEY; none: no check)")
+    serve.add_argument("--served-model-name", dest="model_name", help="the `model` id clients send (default: folder name)")
+    serve.add_argument("--max-batch-size", type=int, help="most requests decoded together (default 32)")
+    serve.add_argument("--max-queue-size", type=int, help="waiting requests before answering 503 (default 256)")
+    serve.add_argument("--max-new-tokens", type=int, help="largest max_tokens a request may ask for (default 256)")
+    serve.add_argument("--batch-wait-ms", type=float,
+                       help="an idle worker gathers a batch until no request came for this long, 10x at most (default 10)")
+    serve.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    serve.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the checkpoint's)")
+    serve.add_argument("--chat-template", default=None, help="Jinja chat template file, for tokenizers without one")
+    serve.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code from the hub")
+    serve.set_defaults(run=_serve)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "train":
+        args.train_args = argv[argv.index("train") + 1 :]
+    elif unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    from .scripts import limit_cpu_threads
+
+    limit_cpu_threads()
+    try:
+        args.run(args)
+    except (CommandError, OSError, ValueError, KeyError, ImportError) as error:
+        # What a user can fix: the message says how; TRL_CLP_DEBUG=1 shows the traceback.
+        if os.environ.get("TRL_CLP_DEBUG"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        sys.exit(f"trl-clp {args.command}: error: {message}")
 
 
 if __name__ == "__main__":

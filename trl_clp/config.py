@@ -121,6 +121,12 @@ class ConditioningFields:
     )
 
     def __post_init__(self):
+        if self.bf16 is None and not self.fp16:
+            # TRL turns bf16 on when unset, which raises where bf16 cannot run (a CPU, an older GPU): default to it
+            # only where it runs. An explicit `bf16=True` there still fails, with transformers' message.
+            from transformers.utils import is_torch_bf16_gpu_available
+
+            self.bf16 = self.use_cpu or is_torch_bf16_gpu_available()
         # Ours come first (they need none of the values TRL's config derives), then the TRL config's.
         if self.reward_weights is not None:
             raise ValueError(

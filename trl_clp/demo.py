@@ -57,8 +57,12 @@ def make_tiny_llama(
     num_heads: int = 4,
     intermediate_size: int = 128,
     seed: int = 0,
+    tie_word_embeddings: bool = False,
 ) -> LlamaForCausalLM:
-    """A randomly initialised Llama (0.2M parameters with the defaults); ids match `make_byte_tokenizer`."""
+    """A randomly initialised Llama (0.2M parameters with the defaults); ids match `make_byte_tokenizer`.
+
+    `tie_word_embeddings=True` shares the output layer's weight with the input embeddings, as in Qwen2.5-0.5B.
+    """
     import torch
 
     torch.manual_seed(seed)
@@ -73,7 +77,7 @@ def make_tiny_llama(
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
-        tie_word_embeddings=False,
+        tie_word_embeddings=tie_word_embeddings,
     )
     return LlamaForCausalLM(config)
 

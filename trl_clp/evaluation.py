@@ -15,12 +15,17 @@ from .conditioning.config import format_weighted_prompt
 from .conditioning.model import SteerableModel
 from .decoding import generate_with_mixed_logits, mixture_log_probs
 from .pareto import bootstrap_mean_ci, hypervolume, steerability
+from .rewards import scalarize_rewards
 
 
 @dataclass
 class WeightingResult:
     """One weighting's scores: per-objective mean rewards, the mean sequence KL to the reference, and the
-    KL-regularised value `V = w·R − α·KL`, each mean with a bootstrap confidence interval over prompts."""
+    KL-regularised value `V = w·R − α·KL`, each mean with a bootstrap confidence interval over prompts.
+
+    V is each completion's `w·R − α·KL` computed by training's own `trl_clp.rewards.scalarize_rewards` (a NaN reward
+    term is skipped; a completion whose rewards are all NaN has no value and is left out), then averaged.
+    """
 
     weights: list[float]
     rewards: dict[str, float]
@@ -68,6 +73,15 @@ class Front:
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines)
 
+    def table_legend(self) -> str:
+        """What the columns of `format_table` mean, to print under it."""
+        num = self.results[0].num_completions if self.results else 0
+        return (
+            f"Each row: one weighting of ({', '.join(self.objective_names)}), the mean reward of each objective over "
+            f"{num} sampled completions; kl = mean KL to the base model (nats per completion); "
+            f"value = w·rewards − α·kl with α = {self.kl_weight:g}, the objective the weighting asks for."
+        )
+
     def save(self, directory: str, stem: str = "front") -> tuple[str, str]:
         """Write `<stem>.json` (everything) and `<stem>.csv` (one row per weighting) to `directory`."""
         os.makedirs(directory, exist_ok=True)
@@ -100,10 +114,17 @@ class Front:
         return cls(data["objective_names"], data["kl_weight"], [WeightingResult(**r) for r in data["results"]])
 
 
-def completion_log_probs(model, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int) -> torch.Tensor:
-    """`(B, C)` log-probability of each completion token (positions after `prompt_length`) under `model`."""
+def completion_log_probs(
+    model, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """`(B, C)` log-probability of each completion token (positions after `prompt_length`) under `model`.
+
+    The logits are divided by `temperature` first, as TRL does for the policy and the reference during training: the
+    log-probabilities are those of the distribution the completions were sampled from.
+    """
     logits = model(input_ids=sequences, attention_mask=attention_mask).logits[:, prompt_length - 1 : -1]  # (B, C, V)
-    return torch.log_softmax(logits.float(), dim=-1).gather(-1, sequences[:, prompt_length:, None]).squeeze(-1)
+    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)  # (B, C, V)
+    return log_probs.gather(-1, sequences[:, prompt_length:, None]).squeeze(-1)
 
 
 def _mask_after_eos(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
@@ -154,7 +175,9 @@ def evaluate_front(
         decoding: for decoding-time baselines, a function mapping the rows' `(b, m)` weightings to logit-mixture
             components (see `trl_clp.decoding`, e.g. DeRA or a mixture of experts); completions are then sampled
             from the mixture and its KL is measured. Default: the model conditioned on each row's weighting.
-        **generation_kwargs: passed to `generate` (full-distribution sampling by default).
+        **generation_kwargs: passed to `generate` (full-distribution sampling by default). With `temperature=T`,
+            the KL is measured between the policy and the reference both at temperature T (logits divided by T), as
+            in training with `MultiObjectiveConfig(temperature=T)`.
 
     Returns:
         a `Front` with K results, in the order of `weightings`.
@@ -167,6 +190,7 @@ def evaluate_front(
     # Full-distribution sampling, as in training (transformers would otherwise default to top_k=50).
     generation_kwargs = {"do_sample": True, "top_k": 0, "top_p": 1.0, "pad_token_id": tokenizer.pad_token_id,
                          **generation_kwargs}
+    temperature = generation_kwargs.get("temperature", 1.0)
     rows = [(k, p) for k in range(len(weightings)) for p in range(len(prompts)) for _ in range(num_samples)]
     torch.manual_seed(seed)
     completions, completion_ids, kls = [], [], []
@@ -188,20 +212,19 @@ def evaluate_front(
             components = decoding(row_weights.to(model.device))
             sequences = generate_with_mixed_logits(
                 model, encoded["input_ids"], encoded["attention_mask"], components, max_new_tokens,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                temperature=generation_kwargs.get("temperature", 1.0),
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, temperature=temperature,
             )
             completion_mask = _mask_after_eos(sequences[:, prompt_length:], tokenizer.eos_token_id)
             mask = torch.cat([encoded["attention_mask"], completion_mask], 1)
-            policy = mixture_log_probs(model, sequences, mask, prompt_length, components)
+            policy = mixture_log_probs(model, sequences, mask, prompt_length, components, temperature)
         else:
             with context:
                 sequences = model.model.generate(**encoded, max_new_tokens=max_new_tokens, **generation_kwargs)
                 completion_mask = _mask_after_eos(sequences[:, prompt_length:], tokenizer.eos_token_id)
                 mask = torch.cat([encoded["attention_mask"], completion_mask], 1)
-                policy = completion_log_probs(model.model, sequences, mask, prompt_length)
+                policy = completion_log_probs(model.model, sequences, mask, prompt_length, temperature)
         with model.model.disable_adapter():
-            reference = completion_log_probs(model.model, sequences, mask, prompt_length)
+            reference = completion_log_probs(model.model, sequences, mask, prompt_length, temperature)
         kls.append(((policy - reference) * completion_mask).sum(1).cpu())  # (b,)
         for ids, row_mask in zip(sequences[:, prompt_length:], completion_mask, strict=True):
             kept = ids[row_mask.bool()].tolist()
@@ -219,14 +242,18 @@ def evaluate_front(
             for f in reward_funcs
         ]
     ).T  # (R, m)
-    kl = torch.cat(kls)  # (R,)
+    kl = torch.cat(kls).to(scores)  # (R,)
+    # Each completion's value exactly as training scalarises it: NaN terms skipped, NaN if every reward is NaN.
+    row_weights = weightings[[k for k, _ in rows]].to(scores)  # (R, m)
+    row_values = scalarize_rewards(scores, row_weights, kl, torch.full_like(kl, kl_weight))  # (R,)
     # (K, P, S, ·): rows are ordered by weighting, then prompt, then sample.
     shape = (len(weightings), len(prompts), num_samples)
     per_prompt_scores = scores.view(*shape, -1).nanmean(2)  # (K, P, m)
     per_prompt_kl = kl.view(*shape).mean(2)  # (K, P)
+    per_prompt_values = row_values.view(*shape).nanmean(2)  # (K, P); NaN for a prompt with no scorable completion
     results = []
     for k, weights in enumerate(weightings):
-        per_prompt_value = (per_prompt_scores[k] * weights).nansum(-1) - kl_weight * per_prompt_kl[k]  # (P,)
+        per_prompt_value = per_prompt_values[k]  # (P,)
         rewards, reward_ci = {}, {}
         for i, name in enumerate(names):
             rewards[name], reward_ci[name] = _mean_and_ci(per_prompt_scores[k, :, i], num_resamples, confidence, seed)

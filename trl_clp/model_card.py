@@ -2,8 +2,63 @@
 
 from __future__ import annotations
 
+import os
+import re
+import textwrap
+
 from .conditioning.config import ConditioningConfig
 from .evaluation import Front
+
+# What TRL's card cites as "the method" (`Trainer._paper`); the trainer optimises with RLOO, which the card also names.
+CLP_PAPER = {
+    "title": "Conditional Language Policy: A General Framework for Steerable Multi-Objective Finetuning",
+    "id": "2407.15762",
+    # docstyle-ignore
+    "citation": textwrap.dedent("""\
+        @inproceedings{wang2024conditional,
+            title        = {{Conditional Language Policy: A General Framework for Steerable Multi-Objective Finetuning}},
+            author       = {Kaiwen Wang and Rahul Kidambi and Ryan Sullivan and Alekh Agarwal and Christoph Dann and Andrea Michi and Marco Gelmi and Yunxuan Li and Raghav Gupta and Avinava Dubey and Alexandre Ram{\\'{e}} and Johan Ferret and Geoffrey Cideron and Le Hou and Hongkun Yu and Amr Ahmed and Aranyak Mehta and L{\\'{e}}onard Hussenot and Olivier Bachem and Edouard Leurent},
+            year         = 2024,
+            booktitle    = {Findings of the Association for Computational Linguistics: EMNLP 2024},
+            eprint       = {2407.15762},
+            archivePrefix = {arXiv},
+        }"""),
+}
+RLOO_PAPER_ID = "2402.14740"
+
+
+def finish_model_card(card: str, config: ConditioningConfig, model_id: str, front: Front | None = None,
+                      base_model: str | None = None) -> str:
+    """TRL's model card made right for a CLP adapter.
+
+    TRL's quick start loads the model with `pipeline`, which would apply the adapter with the uniform weighting: it
+    is replaced by `steering_card_section`. A local base model (a path, which TRL's card renders as "None") is named.
+
+    Args:
+        card: the text TRL's `create_model_card` wrote.
+        config, model_id, front: as for `steering_card_section`.
+        base_model: the base model's id or path.
+    """
+    section = steering_card_section(config, model_id, front)
+    quick_start = re.compile(r"## Quick start\n.*?(?=\n## )", re.DOTALL)
+    card = quick_start.sub(lambda _: section.rstrip("\n") + "\n", card, count=1) if quick_start.search(card) else (
+        card + "\n" + section
+    )
+    if not base_model:
+        shown = "a base model given in memory"
+    elif os.path.isdir(base_model):
+        shown = f"`{os.path.basename(os.path.normpath(base_model))}` (a local model)"
+    else:
+        shown = f"[{base_model}](https://huggingface.co/{base_model})"
+    card = card.replace("[None](https://huggingface.co/None)", shown)
+    paper_link = f"(https://huggingface.co/papers/{CLP_PAPER['id']})."
+    card = card.replace(
+        paper_link,
+        paper_link[:-1] + f", with RLOO ([Ahmadian et al., 2024](https://huggingface.co/papers/{RLOO_PAPER_ID})) as "
+        "its policy-gradient step.",
+        1,
+    )
+    return card
 
 
 def scalarization_note(config: ConditioningConfig) -> str:

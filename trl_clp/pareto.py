@@ -1,7 +1,8 @@
 """Pareto fronts of steerable models: dominance, hypervolume, steerability and confidence intervals.
 
 Every function maximises: a point `p` (one mean reward per objective) dominates `q` when `p >= q` everywhere and
-`p > q` somewhere. Points are `(K, m)` tensors, K points of m objectives.
+`p > q` somewhere. Points are `(K, m)`, K points of m objectives: torch tensors, or anything `torch.as_tensor` takes
+(nested lists, numpy arrays, as pymoo and moocore use).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 
 def dominates(p: torch.Tensor, q: torch.Tensor) -> bool:
     """Whether `(m,)` point `p` Pareto-dominates `q` (maximisation)."""
+    p, q = torch.as_tensor(p), torch.as_tensor(q)
     return bool((p >= q).all() and (p > q).any())
 
 
@@ -20,6 +22,7 @@ def non_dominated_mask(points: torch.Tensor) -> torch.Tensor:
     Args:
         points: `(K, m)`.
     """
+    points = torch.as_tensor(points)
     geq = (points.unsqueeze(0) >= points.unsqueeze(1)).all(-1)  # (K, K): geq[j, i] = points[i] >= points[j]
     gt = (points.unsqueeze(0) > points.unsqueeze(1)).any(-1)  # (K, K)
     dominated = (geq & gt).any(dim=1)  # (K,): some i dominates j
@@ -27,12 +30,14 @@ def non_dominated_mask(points: torch.Tensor) -> torch.Tensor:
 
 
 def pareto_front(points: torch.Tensor) -> torch.Tensor:
-    """The non-dominated points of `(K, m)` `points`, in their original order."""
+    """The non-dominated points of `(K, m)` `points`, in their original order (a tensor)."""
+    points = torch.as_tensor(points)
     return points[non_dominated_mask(points)]
 
 
 def fraction_dominated(front_a: torch.Tensor, front_b: torch.Tensor) -> float:
     """Fraction of the points of `front_b` `(K_b, m)` that some point of `front_a` `(K_a, m)` dominates."""
+    front_a, front_b = torch.as_tensor(front_a), torch.as_tensor(front_b)
     geq = (front_a.unsqueeze(1) >= front_b.unsqueeze(0)).all(-1)  # (K_a, K_b)
     gt = (front_a.unsqueeze(1) > front_b.unsqueeze(0)).any(-1)
     return (geq & gt).any(dim=0).float().mean().item()
@@ -44,6 +49,7 @@ def additive_epsilon(front_a: torch.Tensor, front_b: torch.Tensor) -> float:
     `max_b min_a max_i (b_i − a_i)`. ≤ 0 means A weakly dominates B (by |ε| with room to spare); > 0 is how far A
     falls short of B somewhere. Comparing I(A, B) and I(B, A) says which front is ahead and by how much.
     """
+    front_a, front_b = torch.as_tensor(front_a), torch.as_tensor(front_b)
     gaps = (front_b.unsqueeze(0) - front_a.unsqueeze(1)).max(-1).values  # (K_a, K_b)
     return gaps.min(dim=0).values.max().item()
 
@@ -56,8 +62,8 @@ def hypervolume(points: torch.Tensor, reference: torch.Tensor) -> float:
 
     Example: points (1, 3), (2, 2), (3, 1) with reference (0, 0) cover 3 + 2 + 1 = 6.
     """
-    points = points.double()
-    reference = reference.double().to(points.device)
+    points = torch.as_tensor(points, dtype=torch.float64)
+    reference = torch.as_tensor(reference, dtype=torch.float64, device=points.device)
     points = points[(points > reference).all(-1)]
     if points.numel() == 0:
         return 0.0
@@ -96,29 +102,48 @@ def spearman_correlation(x: torch.Tensor, y: torch.Tensor) -> float:
             ranked[tied] = ranked[tied].mean()
         return ranked
 
-    rx, ry = ranks(x.double()), ranks(y.double())
+    rx = ranks(torch.as_tensor(x, dtype=torch.float64))
+    ry = ranks(torch.as_tensor(y, dtype=torch.float64))
     rx, ry = rx - rx.mean(), ry - ry.mean()
     denominator = (rx.square().sum() * ry.square().sum()).sqrt()
     return (rx * ry).sum().div(denominator).item() if denominator > 0 else float("nan")
 
 
-def monotonicity_violations(weights: torch.Tensor, rewards: torch.Tensor, tolerance: float = 0.0) -> int:
-    """How often an objective's reward falls as its weight rises.
+def monotonicity_violations(weights, rewards, tolerance: float = 0.0) -> int:
+    """How often an objective's reward falls as weight moves onto it from one other objective.
 
-    For each objective i, the grid points are sorted by w_i; every step to a strictly larger w_i whose reward R_i
-    drops by more than `tolerance` counts one violation. Perfectly steerable models score 0.
+    The grid points are compared along lines of the simplex: two points lie on line (i, j) when they differ only by
+    weight moved between objectives i and j (every other w_k equal, and w_i + w_j equal). Along each line, sorted by
+    w_i, every step to the next point (a strictly larger w_i) whose reward R_i drops by more than `tolerance` counts
+    one violation; the reverse steps check R_j the same way. For m = 2 there is one line, so this is "sorted by w_i,
+    consecutive points". Points that differ in three or more weights are never compared: a move like (0, 0, 1) →
+    (.5, .5, 0) changes two weights besides w_1, and R_1 may rightly fall along it. Perfectly steerable models
+    score 0.
 
     Args:
         weights: `(K, m)` evaluated weightings.
         rewards: `(K, m)` mean reward of each objective at each weighting.
     """
+    weights = torch.as_tensor(weights, dtype=torch.float64)
+    rewards = torch.as_tensor(rewards, dtype=torch.float64)
+    # Lattice weights such as 1/3 come out of different arithmetic; compare them to 1e-9.
+    keys = torch.round(weights * 1e9).long()  # (K, m)
     violations = 0
-    for i in range(weights.size(1)):
-        order = torch.argsort(weights[:, i], stable=True)
-        w, r = weights[order, i], rewards[order, i]
-        rises = w[1:] > w[:-1]
-        drops = r[1:] < r[:-1] - tolerance
-        violations += int((rises & drops).sum())
+    m = weights.size(1)
+    for i in range(m):
+        for j in range(m):
+            if i == j:
+                continue
+            others = [k for k in range(m) if k not in (i, j)]
+            line_key = torch.cat([keys[:, others], (keys[:, i] + keys[:, j])[:, None]], dim=1)  # (K, m − 1)
+            lines, line_of = torch.unique(line_key, dim=0, return_inverse=True)
+            for line in range(len(lines)):
+                members = (line_of == line).nonzero().squeeze(1)  # the points on this line
+                order = members[torch.argsort(keys[members, i], stable=True)]
+                w, r = keys[order, i], rewards[order, i]
+                rises = w[1:] > w[:-1]
+                drops = r[1:] < r[:-1] - tolerance
+                violations += int((rises & drops).sum())
     return violations
 
 
@@ -132,6 +157,7 @@ def steerability(weights: torch.Tensor, rewards: torch.Tensor, tolerance: float 
         `{"range": [m floats], "rank_correlation": [m floats], "monotonicity_violations": int}`: the range is
         `max_k R_i − min_k R_i` over the grid; the correlation is Spearman's between w_i and R_i.
     """
+    weights, rewards = torch.as_tensor(weights), torch.as_tensor(rewards)
     return {
         "range": (rewards.max(0).values - rewards.min(0).values).tolist(),
         "rank_correlation": [spearman_correlation(weights[:, i], rewards[:, i]) for i in range(weights.size(1))],
@@ -143,7 +169,8 @@ def bootstrap_mean_ci(
     values: torch.Tensor, num_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile bootstrap confidence interval of the mean of `(P,)` per-prompt values (NaN entries dropped)."""
-    values = values[~torch.isnan(values)].double()
+    values = torch.as_tensor(values, dtype=torch.float64)
+    values = values[~torch.isnan(values)]
     if values.numel() == 0:
         return float("nan"), float("nan")
     generator = torch.Generator().manual_seed(seed)

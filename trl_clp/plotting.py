@@ -18,39 +18,58 @@ def _pyplot():
     return plt
 
 
-def _draw_front(axis, front: Front, i: int, j: int, label: str) -> None:
-    rewards = front.rewards()  # (K, m)
-    x, y = rewards[:, i].tolist(), rewards[:, j].tolist()
-    x_err = [[r.rewards[front.objective_names[i]] - r.reward_ci[front.objective_names[i]][0] for r in front.results],
-             [r.reward_ci[front.objective_names[i]][1] - r.rewards[front.objective_names[i]] for r in front.results]]
-    y_err = [[r.rewards[front.objective_names[j]] - r.reward_ci[front.objective_names[j]][0] for r in front.results],
-             [r.reward_ci[front.objective_names[j]][1] - r.rewards[front.objective_names[j]] for r in front.results]]
-    axis.errorbar(x, y, xerr=x_err, yerr=y_err, marker="o", capsize=2, label=label)
+# Where each front's weighting labels sit, in points from the marker: fronts drawn together label on different sides.
+LABEL_OFFSETS = [((7, 5), "left"), ((-7, -11), "right"), ((7, -11), "left"), ((-7, 5), "right")]
+
+
+def _draw_front(axis, front: Front, i: int, j: int, label: str, index: int) -> None:
+    names = front.objective_names
+    x, y = front.rewards()[:, i].tolist(), front.rewards()[:, j].tolist()  # (K,) each
+    x_err = [[r.rewards[names[i]] - r.reward_ci[names[i]][0] for r in front.results],
+             [r.reward_ci[names[i]][1] - r.rewards[names[i]] for r in front.results]]
+    y_err = [[r.rewards[names[j]] - r.reward_ci[names[j]][0] for r in front.results],
+             [r.reward_ci[names[j]][1] - r.rewards[names[j]] for r in front.results]]
+    line = axis.errorbar(x, y, xerr=x_err, yerr=y_err, marker="o", capsize=2, label=label)
+    offset, alignment = LABEL_OFFSETS[index % len(LABEL_OFFSETS)]
     for result, xi, yi in zip(front.results, x, y, strict=True):
-        axis.annotate(",".join(f"{w:.2g}" for w in result.weights), (xi, yi), fontsize=6, alpha=0.7)
-    axis.set_xlabel(front.objective_names[i])
-    axis.set_ylabel(front.objective_names[j])
+        axis.annotate("(" + ", ".join(f"{w:.2g}" for w in result.weights) + ")", (xi, yi), xytext=offset,
+                      textcoords="offset points", ha=alignment, fontsize=8, color=line.lines[0].get_color())
+    axis.set_xlabel(f"{names[i]} (mean reward)")
+    axis.set_ylabel(f"{names[j]} (mean reward)")
 
 
 def plot_fronts(fronts: dict[str, Front], path: str, title: str | None = None) -> str:
     """One panel per pair of objectives (one panel for m = 2); one line per method, with 95% CI bars.
 
+    Each point is one weighting, labelled with it; a note under the plot says what the points, labels and bars are.
+
     Args:
-        fronts: method label → its evaluated front (all on the same objectives).
+        fronts: legend label → its evaluated front (all on the same objectives). Name the model in the label, e.g.
+            "full-CLP, 300 steps", not only the variant.
         path: the PNG file to write.
+        title: drawn above the panels.
     """
     plt = _pyplot()
     first = next(iter(fronts.values()))
-    pairs = list(itertools.combinations(range(len(first.objective_names)), 2))
-    figure, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 4.5), squeeze=False)
+    names = first.objective_names
+    pairs = list(itertools.combinations(range(len(names)), 2))
+    figure, axes = plt.subplots(1, len(pairs), figsize=(6 * len(pairs), 5.5), squeeze=False)
     for axis, (i, j) in zip(axes[0], pairs, strict=True):
-        for label, front in fronts.items():
-            _draw_front(axis, front, i, j, label)
+        for index, (label, front) in enumerate(fronts.items()):
+            _draw_front(axis, front, i, j, label, index)
         axis.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
+        axis.margins(0.12)  # room for the labels at the extremes
+    axes[0][0].legend(fontsize=9)
     if title:
         figure.suptitle(title)
-    figure.tight_layout()
+    samples = first.results[0].num_completions if first.results else 0
+    figure.text(
+        0.01, 0.01,
+        f"Each point: one weighting w = ({', '.join(names)}), labelled; its mean rewards over {samples} completions. "
+        "Bars: 95% bootstrap intervals over prompts.",
+        fontsize=8, wrap=True,
+    )
+    figure.tight_layout(rect=(0, 0.05, 1, 1))
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path

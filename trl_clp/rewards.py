@@ -6,6 +6,7 @@ The maths that turns their per-objective rewards into advantages lives in `trl_c
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 
@@ -151,11 +152,16 @@ class _SequenceClassifierReward:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         device, dtype = _inference_device_and_dtype(device, dtype)
-        if isinstance(model, str):
-            tokenizer = tokenizer or AutoTokenizer.from_pretrained(model)
-            model = AutoModelForSequenceClassification.from_pretrained(model, dtype=dtype)
-        elif tokenizer is None:
+        if tokenizer is not None:
+            # Our own copy: the padding and truncation settings below must not change the caller's tokenizer, which
+            # is often the policy's own (`processing_class`).
+            tokenizer = copy.deepcopy(tokenizer)
+        elif isinstance(model, str):
+            tokenizer = AutoTokenizer.from_pretrained(model)
+        else:
             raise ValueError("Pass the reward model's `tokenizer=` along with a model instance.")
+        if isinstance(model, str):
+            model = AutoModelForSequenceClassification.from_pretrained(model, dtype=dtype)
         self.model = model.to(device).eval()
         self.model.requires_grad_(False)
         self.tokenizer = tokenizer
@@ -254,8 +260,10 @@ class RewardModelObjective(_SequenceClassifierReward):
     Args:
         model: model id, local path or a loaded `AutoModelForSequenceClassification` with `num_labels=1`.
         name: the objective's name (metrics, `clp_config.json`, the weighting's order).
-        tokenizer: required with a model instance; loaded from the id or path otherwise.
-        device, dtype, batch_size, max_length: as for `NLIReward`.
+        tokenizer: required with a model instance; loaded from the id or path otherwise. The objective works on its
+            own copy (padded, truncated from the left to keep the end of the answer): yours is left unchanged.
+        device, dtype, batch_size, max_length: as for `NLIReward`; texts longer than `max_length` tokens lose their
+            beginning.
     """
 
     def __init__(self, model, name: str, tokenizer=None, device=None, dtype=None, batch_size=16, max_length=1024):
@@ -265,6 +273,7 @@ class RewardModelObjective(_SequenceClassifierReward):
                 f"A reward model scores with one output, but this one has num_labels={self.model.config.num_labels}; "
                 "for a classifier use e.g. `NLIReward`, or wrap it in your own function."
             )
+        self.tokenizer.truncation_side = "left"  # keep the end of the answer, which the model scores
         self.__name__ = name
 
     def __call__(self, prompts, completions, **kwargs) -> list[float]:
@@ -275,7 +284,6 @@ class RewardModelObjective(_SequenceClassifierReward):
                 self.tokenizer.apply_chat_template(prompt + completion, tokenize=False)
                 for prompt, completion in zip(prompts, completions, strict=True)
             ]
-        self.tokenizer.truncation_side = "left"  # keep the end of the answer, which the model scores
         return self._logits(texts)[:, 0].tolist()
 
 

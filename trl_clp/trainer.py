@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Sized
 from contextlib import nullcontext
@@ -52,7 +53,7 @@ from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import R
     checked_reward_function,
     checkpoint_bytes,
 )
-from .model_card import steering_card_section
+from .model_card import CLP_PAPER, finish_model_card
 from .scalarization import IdealPoint, RunningMoments, leave_one_out_advantages, scalarize_rewards
 from .sampling import kl_conditioning_vector, sample_group_kl_weights, sample_group_weights
 
@@ -117,6 +118,7 @@ class ConditionedTrainerMixin:
 
     config_class: type = ConditioningFields
     _name = "CLP"
+    _paper = CLP_PAPER
 
     def __init__(
         self,
@@ -519,11 +521,14 @@ class ConditionedTrainerMixin:
     # ---------------------------------------------------------------- saving and resuming
 
     def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        """TRL's model card, plus how to steer the model and its evaluated front.
+        """TRL's model card, citing CLP, with how to steer the model and its evaluated front instead of TRL's quick
+        start. The model is named after `hub_model_id`, else `output_dir`.
 
         The front is `<output_dir>/front.json` if present (written by `Front.save`, e.g. by the main example),
         else the latest `fronts/step-<N>.json` of a `FrontEvaluationCallback`.
         """
+        model_id = self.hub_model_id or self.args.hub_model_id or self.args.output_dir
+        model_name = model_name or os.path.basename(os.path.normpath(model_id))
         super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
         if not self.is_world_process_zero():
             return
@@ -532,9 +537,12 @@ class ConditionedTrainerMixin:
             steps = glob.glob(os.path.join(self.args.output_dir, "fronts", "step-*.json"))
             front_path = max(steps, key=lambda p: int(p.rsplit("-", 1)[1][:-5])) if steps else None
         front = Front.load(front_path) if front_path else None
-        model_id = self.hub_model_id or self.args.hub_model_id or self.args.output_dir
-        with open(os.path.join(self.args.output_dir, "README.md"), "a") as handle:
-            handle.write("\n" + steering_card_section(self.conditioning_config, model_id, front))
+        card_path = os.path.join(self.args.output_dir, "README.md")
+        with open(card_path) as handle:
+            card = handle.read()
+        base_model = get_config_model_id(self.accelerator.unwrap_model(self.model).config) or None
+        with open(card_path, "w") as handle:
+            handle.write(finish_model_card(card, self.conditioning_config, model_id, front, base_model))
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         if self.args.conditioning == "logit":
@@ -551,7 +559,12 @@ class ConditionedTrainerMixin:
         else:
             super()._save(output_dir, state_dict)
         if self.args.should_save:  # `_save` also runs on the other ranks when they join sharded gathers
-            self.conditioning_config.save(output_dir or self.args.output_dir)
+            output_dir = output_dir or self.args.output_dir
+            self.conditioning_config.save(output_dir)
+            # The card goes with every save (PEFT's save alone leaves its blank template); TRL writes it to output_dir.
+            self.create_model_card()
+            if os.path.abspath(output_dir) != os.path.abspath(self.args.output_dir):
+                shutil.copyfile(os.path.join(self.args.output_dir, "README.md"), os.path.join(output_dir, "README.md"))
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None):
         """`Trainer.train`, after checking the checkpoint to resume from and restoring its reward statistics.

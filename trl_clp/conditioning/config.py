@@ -104,6 +104,11 @@ def check_linear_lora_config(peft_config: LoraConfig) -> None:
         )
     if peft_config.rank_pattern or peft_config.alpha_pattern:
         problems.append("`rank_pattern`/`alpha_pattern` (trl-clp sets the ranks of conditioned layers): remove them")
+    if peft_config.lora_bias:
+        problems.append(
+            "`lora_bias=True` (the bias of `lora_B` is not a block: exporting one weighting would rescale it, and "
+            "merging needs a biased base layer, which most LLMs lack): set it to False"
+        )
     if peft_config.target_parameters:
         problems.append("`target_parameters` (parameter-level LoRA has no lora_A module to condition): remove it")
     if problems:

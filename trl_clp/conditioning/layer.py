@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 
 import torch
 from peft import LoraConfig, PeftModel, inject_adapter_in_model
@@ -25,6 +27,9 @@ from torch import nn
 
 from ..sampling import check_weights
 from .config import matches_target
+
+# The attribute of a model that holds its `WeightConditioner` (one per model: a second would scale twice).
+CONDITIONER_ATTRIBUTE = "clp_conditioner"
 
 
 def block_scale(weights: torch.Tensor, total_rank: int) -> torch.Tensor:
@@ -60,15 +65,26 @@ def find_conditioned_layers(model: nn.Module, conditioned_targets: list[str] | N
     """Names of the LoRA layers of `model` matched by `conditioned_targets` (every LoRA layer if None).
 
     Raises:
-        ValueError listing the model's LoRA layer names when nothing matches.
+        ValueError listing the model's LoRA layer names when nothing matches, or when some entries of
+        `conditioned_targets` match no LoRA layer (a typo would otherwise leave those modules shared, silently).
     """
     lora_names = [name for name, module in model.named_modules() if isinstance(module, LoraLayer)]
-    names = [n for n in lora_names if conditioned_targets is None or any(matches_target(n, t) for t in conditioned_targets)]
+    suffixes = sorted({n.split(".")[-1] for n in lora_names})
+    if conditioned_targets is None:
+        names = lora_names
+        unmatched = []
+    else:
+        names = [n for n in lora_names if any(matches_target(n, t) for t in conditioned_targets)]
+        unmatched = [t for t in conditioned_targets if not any(matches_target(n, t) for n in lora_names)]
     if not names:
-        suffixes = sorted({n.split(".")[-1] for n in lora_names})
         raise ValueError(
             f"No LoRA layer matches `conditioned_target_modules={conditioned_targets}`. The model's LoRA layers are "
             f"named {suffixes}: set `conditioned_target_modules` to some of them."
+        )
+    if unmatched:
+        raise ValueError(
+            f"`conditioned_target_modules` entries {unmatched} match no LoRA layer (of {conditioned_targets}). The "
+            f"model's LoRA layers are named {suffixes}: remove those entries or correct their names."
         )
     return names
 
@@ -95,8 +111,12 @@ def add_conditioned_output_layer(peft_model: PeftModel, peft_config: LoraConfig,
         target_modules=[suffix],
     )
     saved_config = peft_model.peft_config[adapter_name]
-    with warnings.catch_warnings():  # PEFT warns that the model already has an adapter: adding to it is the point
+    with warnings.catch_warnings():
+        # PEFT warns that the model already has an adapter: adding to it is the point. With tied embeddings it warns
+        # that the output layer's LoRA is not mirrored on the input embeddings: it must not be (the conditioning
+        # steers the output distribution only), and `SteerableModel.merge` unties the merged weight.
         warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True` and a tied layer")
         inject_adapter_in_model(head_config, peft_model.get_base_model(), adapter_name=adapter_name)
     # The injection registers `head_config` under the same name in the config dict PEFT shares with the model.
     peft_model.peft_config[adapter_name] = saved_config
@@ -108,41 +128,82 @@ def add_conditioned_output_layer(peft_model: PeftModel, peft_config: LoraConfig,
     return name
 
 
-class WeightConditioner:
-    """Holds the per-row weightings of the current forward pass and applies them to conditioned LoRA layers.
+@dataclass
+class _Conditioning:
+    """One weighting and its block scalings, built once and reused by every conditioned layer and decoding step."""
 
-    The weighting is always set explicitly, by `condition(...)` (restored on exit) or, where a forward and its
-    backward span two calls (gradient checkpointing recomputes the forward during backward), by `set_weights` and a
-    `clear` in the caller's `finally`. A conditioned layer called with no weighting set raises instead of silently
-    using some default. The weighting is read when it is set (its block scaling is computed once, then shared by
-    every conditioned layer and decoding step): set a new tensor rather than modifying the current one in place.
+    weights: torch.Tensor  # (B, num_blocks)
+    # keyed by (m·r, dtype, device, dim) of the `lora_A` output
+    scales: dict[tuple, torch.Tensor] = field(default_factory=dict)
+
+
+class WeightConditioner:
+    """Applies per-row weightings to the conditioned LoRA layers of one model.
+
+    A weighting reaches the layers by one of two paths:
+
+    - **per call** (inference): `condition(weights)` keeps it in a `contextvars.ContextVar` of this conditioner for
+      the duration of the `with` block, so concurrent threads and asyncio tasks using the same model each see their
+      own weighting, and nothing is left set after the block.
+    - **training**: `set_weights` / `clear`, a state shared by every thread, which the trainer sets for a step and
+      clears in a `finally`. It exists because a forward and its backward can run in different threads: under
+      gradient checkpointing backward recomputes the forward, and on CUDA autograd runs backward in its own device
+      thread, where a context variable set in the main thread is not visible. A conditioned layer reads the per-call
+      weighting first and falls back to the training one; use the training path only where one caller owns the
+      model (a training loop), never to serve concurrent requests.
+
+    A conditioned layer called with neither set raises instead of silently using some default. A weighting is read
+    when it is set (its block scaling is computed once, then shared by every conditioned layer and decoding step):
+    set a new tensor rather than modifying the current one in place.
+
+    One model has at most one conditioner: `attach` records it on the model (see `attached_to`), so that a second
+    `SteerableModel` over the same `PeftModel` reuses it instead of stacking a second set of hooks.
     """
 
     def __init__(self, num_blocks: int):
         self.num_blocks = num_blocks
-        self._weights: torch.Tensor | None = None  # (B, num_blocks)
-        # The block scaling of the current weighting, built once and reused by every conditioned layer and every
-        # decoding step: keyed by (m·r, dtype, device, dim) of the `lora_A` output.
-        self._scales: dict[tuple, torch.Tensor] = {}
+        self._per_call: ContextVar[_Conditioning | None] = ContextVar(f"clp_weights_{id(self)}", default=None)
+        self._training: _Conditioning | None = None
         self.conditioned_module_names: list[str] = []
         self._handles = []
+        self._model: nn.Module | None = None  # the model `attach` recorded this conditioner on
+
+    def __deepcopy__(self, memo) -> WeightConditioner:
+        # A deep-copied model (e.g. by `SteerableModel.merge`) carries its hooks, bound to this conditioner: the copy
+        # gets a conditioner of its own, with no weighting set (a ContextVar cannot be copied).
+        copied = WeightConditioner(self.num_blocks)
+        copied.conditioned_module_names = list(self.conditioned_module_names)
+        memo[id(self)] = copied
+        return copied
+
+    @staticmethod
+    def attached_to(model: nn.Module) -> WeightConditioner | None:
+        """The conditioner whose hooks are on `model`, if any."""
+        return getattr(model, CONDITIONER_ATTRIBUTE, None)
+
+    def _current(self) -> _Conditioning | None:
+        state = self._per_call.get()
+        return self._training if state is None else state
 
     @property
     def weights(self) -> torch.Tensor | None:
-        """`(B, num_blocks)` weightings of the current forward pass, or None."""
-        return self._weights
-
-    @weights.setter
-    def weights(self, weights: torch.Tensor | None) -> None:
-        self._weights = weights
-        self._scales = {}
+        """`(B, num_blocks)` weightings the conditioned layers use here and now (per call, else training), or None."""
+        state = self._current()
+        return None if state is None else state.weights
 
     def attach(self, model: nn.Module, module_names: list[str], adapter_name: str = "default") -> None:
         """Register the block-scaling hook on `lora_B[adapter_name]` of each named LoRA layer.
 
         Raises:
-            ValueError: a name is not a LoRA layer of `model`, or its rank is not a multiple of `num_blocks`.
+            ValueError: a name is not a LoRA layer of `model`, or its rank is not a multiple of `num_blocks`, or
+                another conditioner is already attached to `model`.
         """
+        attached = self.attached_to(model)
+        if attached is not None and attached is not self:
+            raise ValueError(
+                "This model already has a WeightConditioner attached: a second one would scale its LoRA blocks twice. "
+                "Reuse it (`WeightConditioner.attached_to(model)`, or `SteerableModel(model, config)` finds it)."
+            )
         modules = dict(model.named_modules())
         for name in module_names:
             layer = modules.get(name)
@@ -156,50 +217,60 @@ class WeightConditioner:
                 raise ValueError(
                     f"LoRA layer {name!r} has rank {rank}, not a multiple of the {self.num_blocks} conditioned blocks."
                 )
-            self._handles.append(layer.lora_B[adapter_name].register_forward_pre_hook(self._scale_hook))
-            self.conditioned_module_names.append(name)
+        for name in module_names:
+            if name not in self.conditioned_module_names:
+                self._handles.append(modules[name].lora_B[adapter_name].register_forward_pre_hook(self._scale_hook))
+                self.conditioned_module_names.append(name)
+        setattr(model, CONDITIONER_ATTRIBUTE, self)
+        self._model = model
 
     def detach(self) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         self.conditioned_module_names.clear()
+        if self._model is not None and self.attached_to(self._model) is self:
+            delattr(self._model, CONDITIONER_ATTRIBUTE)
+        self._model = None
 
     def _scale_hook(self, module: nn.Module, args: tuple) -> tuple:
-        if self.weights is None:
+        state = self._current()
+        if state is None:
             raise RuntimeError(
                 "A conditioned LoRA layer ran without a weighting. Wrap the call in `with model.condition(weights):` "
                 "or pass `weights=` to `generate`."
             )
         (lora_a_output,) = args
-        if lora_a_output.size(0) != self.weights.size(0):
+        if lora_a_output.size(0) != state.weights.size(0):
             raise RuntimeError(
-                f"The batch has {lora_a_output.size(0)} rows but {self.weights.size(0)} weightings are set: give one "
+                f"The batch has {lora_a_output.size(0)} rows but {state.weights.size(0)} weightings are set: give one "
                 f"weighting per row (or a single one for the whole batch)."
             )
-        return (lora_a_output * self._block_scale(lora_a_output),)
+        return (lora_a_output * self._block_scale(state, lora_a_output),)
 
-    def _block_scale(self, lora_a_output: torch.Tensor) -> torch.Tensor:
-        """`(B, 1, ..., m·r)` factors of `scale_lora_blocks` for the current weighting, cached until it changes."""
+    @staticmethod
+    def _block_scale(state: _Conditioning, lora_a_output: torch.Tensor) -> torch.Tensor:
+        """`(B, 1, ..., m·r)` factors of `scale_lora_blocks` for `state`'s weighting, cached in `state`."""
         key = (lora_a_output.size(-1), lora_a_output.dtype, lora_a_output.device, lora_a_output.dim())
-        scale = self._scales.get(key)
+        scale = state.scales.get(key)
         if scale is None:
-            scale = block_scale(self._weights.to(lora_a_output.device), lora_a_output.size(-1))  # (B, m·r)
+            scale = block_scale(state.weights.to(lora_a_output.device), lora_a_output.size(-1))  # (B, m·r)
             scale = scale.view(scale.size(0), *([1] * (lora_a_output.dim() - 2)), -1).to(lora_a_output.dtype)
-            if not self._weights.requires_grad:  # a graph through the weighting must be rebuilt for every forward
-                self._scales[key] = scale
+            if not state.weights.requires_grad:  # a graph through the weighting must be rebuilt for every forward
+                state.scales[key] = scale
         return scale
 
     def set_weights(self, weights: torch.Tensor | None) -> None:
-        """Set `(B, num_blocks)` weightings (or None) without validation; see `condition` for the checked path."""
-        self.weights = weights
+        """Set the training weighting `(B, num_blocks)` (or None), unvalidated, until `clear`; see the class docs."""
+        self._training = None if weights is None else _Conditioning(weights)
 
     def clear(self) -> None:
-        self.weights = None
+        """Clear the training weighting."""
+        self._training = None
 
     @contextmanager
     def condition(self, weights: torch.Tensor, batch_size: int | None = None):
-        """Condition every forward inside the block on `weights`, restoring the previous weighting on exit.
+        """Condition every forward of this thread or task inside the block on `weights`; restored on exit.
 
         Args:
             weights: `(num_blocks,)` for all rows, or `(B, num_blocks)` one per row.
@@ -209,9 +280,8 @@ class WeightConditioner:
         weights = check_weights(weights, self.num_blocks)
         if weights.dim() == 1:
             weights = weights.unsqueeze(0).expand(batch_size or 1, -1)
-        previous = self.weights
-        self.weights = weights
+        token = self._per_call.set(_Conditioning(weights))
         try:
             yield
         finally:
-            self.weights = previous
+            self._per_call.reset(token)

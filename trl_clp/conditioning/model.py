@@ -5,14 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import os
+import warnings
+from collections import Counter
 from contextlib import contextmanager
 
 import torch
-from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+from huggingface_hub.utils import validate_repo_id
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, PreTrainedModel
 
 from ..sampling import check_weights, kl_conditioning_vector
 from .config import (
@@ -26,6 +29,70 @@ from .config import (
 from .layer import WeightConditioner, add_conditioned_output_layer, block_scale, find_conditioned_layers
 
 
+def check_path_or_repo_id(path_or_id: str, what: str = "CLP model", hint: str = "") -> str:
+    """`path_or_id` with `~` expanded, after checking that a local path exists.
+
+    A string that starts with `/`, `.` or `~`, has more than one path separator, or is not a valid hub repository
+    id is a local path: if it does not exist, say so here rather than let the hub client reject it as a repo id.
+
+    Raises:
+        FileNotFoundError naming the missing folder.
+    """
+    path = os.path.expanduser(path_or_id)
+    if os.path.exists(path):
+        return path
+    looks_local = path_or_id.startswith(("/", ".", "~")) or path_or_id.count(os.sep) > 1
+    if not looks_local:
+        try:
+            validate_repo_id(path_or_id)
+        except HFValidationError:
+            looks_local = True
+    if looks_local:
+        raise FileNotFoundError(
+            f"The {what} folder {path_or_id!r} does not exist (resolved to {os.path.abspath(path)!r} from the working "
+            f"directory {os.getcwd()!r}). Check the path, or give a hub repository id such as 'user/model'.{hint}"
+        )
+    return path_or_id
+
+
+def resolve_recorded_base_model(recorded: str | None, adapter_path: str) -> str:
+    """The base model an adapter's `base_model_name_or_path` names, usable from any working directory.
+
+    A relative path was recorded relative to the working directory of the run that saved the adapter (the main job
+    records `outputs/clp-demo/base_model`): when it does not exist from here, it is looked up from the adapter folder
+    and each of its parents.
+
+    Raises:
+        ValueError: nothing was recorded (an adapter trained from an in-memory base model).
+        FileNotFoundError: a recorded local path that cannot be found.
+    """
+    if not recorded:
+        raise ValueError(
+            f"The adapter in {adapter_path!r} does not record its base model (`base_model_name_or_path` is "
+            f"{recorded!r}: it was trained from an in-memory model). Pass it: "
+            f"`SteerableModel.from_pretrained(path, base_model=...)` with the model instance, its folder or hub id."
+        )
+    hint = " Or pass the base model: `SteerableModel.from_pretrained(path, base_model=...)`."
+    if os.path.isabs(recorded) or os.path.exists(recorded) or not os.path.isdir(adapter_path):
+        return check_path_or_repo_id(recorded, "base model", hint)
+    folder = os.path.abspath(adapter_path)
+    while True:
+        candidate = os.path.join(folder, recorded)
+        if os.path.isdir(candidate):
+            return candidate
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return check_path_or_repo_id(recorded, "base model", hint)
+        folder = parent
+
+
+def absolute_if_local(path_or_id: str | None) -> str | None:
+    """An existing local folder as an absolute path (loadable from any working directory); anything else as is."""
+    if path_or_id and os.path.isdir(path_or_id):
+        return os.path.abspath(path_or_id)
+    return path_or_id
+
+
 def resolve_clp_file(path_or_id: str, filename: str, **hub_kwargs) -> str:
     """Path of `filename` in a local directory or a hub repository (downloaded to the cache)."""
     if os.path.isdir(path_or_id):
@@ -36,6 +103,26 @@ def resolve_clp_file(path_or_id: str, filename: str, **hub_kwargs) -> str:
     from huggingface_hub import hf_hub_download
 
     return hf_hub_download(path_or_id, filename, **hub_kwargs)
+
+
+def untie_adapted_weights(model: nn.Module) -> bool:
+    """Give every LoRA layer's base weight its own copy when another module shares it (tied embeddings).
+
+    Merging adds the LoRA delta to the base weight in place: on an output layer tied to the input embeddings it
+    would change the embeddings too.
+
+    Returns:
+        whether any weight was untied.
+    """
+    owners = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    untied = False
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            base_layer = module.get_base_layer()
+            if owners[id(base_layer.weight)] > 1:
+                base_layer.weight = nn.Parameter(base_layer.weight.detach().clone(), base_layer.weight.requires_grad)
+                untied = True
+    return untied
 
 
 class SteerableModel(nn.Module):
@@ -53,8 +140,9 @@ class SteerableModel(nn.Module):
         model: the `PeftModel` holding the CLP adapter.
         conditioning_config: its metadata (objectives, variant, conditioned modules).
         tokenizer: needed by the `"prompt"` variant, which writes the weighting into the prompt text.
-        conditioner: the `WeightConditioner` already attached to `model` (the trainer's); by default a new one is
-            attached to the layers named in `conditioning_config`.
+        conditioner: the `WeightConditioner` of `model` (the trainer's); by default the one already attached to
+            `model`, if any (so that two `SteerableModel`s over one `PeftModel` share one set of hooks), else a new
+            one attached to the layers named in `conditioning_config`.
     """
 
     def __init__(
@@ -68,10 +156,18 @@ class SteerableModel(nn.Module):
         self.model = model
         self.conditioning_config = conditioning_config
         self.tokenizer = tokenizer
-        if conditioner is None:  # a fresh model; otherwise the hooks are already attached (e.g. by the trainer)
-            conditioner = WeightConditioner(conditioning_config.num_blocks or conditioning_config.num_objectives)
-            if conditioning_config.conditioned_modules:
-                conditioner.attach(model, conditioning_config.conditioned_modules)
+        if conditioner is None:  # the model's own conditioner if it has one (never a second set of hooks)
+            conditioner = WeightConditioner.attached_to(model)
+        num_blocks = conditioning_config.num_blocks or conditioning_config.num_objectives
+        if conditioner is None:
+            conditioner = WeightConditioner(num_blocks)
+        if conditioner.num_blocks != num_blocks:
+            raise ValueError(
+                f"The model's conditioner has {conditioner.num_blocks} blocks but the conditioning config "
+                f"{num_blocks}: build the SteerableModel with the config the adapter was trained with."
+            )
+        if conditioning_config.conditioned_modules:
+            conditioner.attach(model, conditioning_config.conditioned_modules, adapter_name=model.active_adapter)
         self.conditioner = conditioner
 
     @property
@@ -128,9 +224,15 @@ class SteerableModel(nn.Module):
             tokenizer: defaults to the tokenizer saved with the adapter, if any.
             **model_kwargs: passed to `AutoModelForCausalLM.from_pretrained` for the base model (e.g. `dtype`).
 
+        A relative base-model path recorded in the adapter is also looked up from the adapter folder and its parents,
+        so a model saved by a run in another working directory loads from anywhere.
+
         Raises:
-            ValueError: the directory has an adapter but no `clp_config.json`.
+            FileNotFoundError: `path_or_id` (or the recorded base model) is a local path that does not exist.
+            ValueError: the directory has an adapter but no `clp_config.json`, or the adapter does not record its base
+                model and `base_model` is not given.
         """
+        path_or_id = check_path_or_repo_id(path_or_id)
         try:
             clp_config_path = resolve_clp_file(path_or_id, CLP_CONFIG_NAME)
         except LocalEntryNotFoundError:
@@ -142,11 +244,14 @@ class SteerableModel(nn.Module):
                 f"not steerable."
             ) from error
         conditioning_config = ConditioningConfig.load(clp_config_path)
-        if base_model is None or isinstance(base_model, str):
-            if base_model is None:
-                with open(resolve_clp_file(path_or_id, "adapter_config.json")) as handle:
-                    base_model = json.load(handle)["base_model_name_or_path"]
-            base_model = AutoModelForCausalLM.from_pretrained(base_model, **model_kwargs)
+        if base_model is None:
+            with open(resolve_clp_file(path_or_id, "adapter_config.json")) as handle:
+                recorded = json.load(handle).get("base_model_name_or_path")
+            base_model = resolve_recorded_base_model(recorded, path_or_id)
+        base_path = None
+        if isinstance(base_model, str):
+            base_path = check_path_or_repo_id(base_model, "base model")
+            base_model = AutoModelForCausalLM.from_pretrained(base_path, **model_kwargs)
         if tokenizer is None:
             try:
                 tokenizer = AutoTokenizer.from_pretrained(path_or_id)
@@ -154,10 +259,14 @@ class SteerableModel(nn.Module):
                 tokenizer = None
         model = PeftModel.from_pretrained(base_model, path_or_id)
         model.eval()
+        if base_path is not None:  # where it was found: a later `save_pretrained` or `export_lora` points there
+            model.peft_config[model.active_adapter].base_model_name_or_path = absolute_if_local(base_path)
         return cls(model, conditioning_config, tokenizer)
 
     def save_pretrained(self, directory: str, **kwargs) -> None:
         """Save the adapter, its `clp_config.json` and the tokenizer (if any) to `directory`."""
+        config = self.model.peft_config[self.model.active_adapter]
+        config.base_model_name_or_path = absolute_if_local(config.base_model_name_or_path)  # loadable from anywhere
         # The base model is reloaded from its own files: never copy a targeted output layer into the adapter.
         self.model.save_pretrained(directory, **{"save_embedding_layers": False, **kwargs})
         self.conditioning_config.save(directory)
@@ -207,12 +316,27 @@ class SteerableModel(nn.Module):
             raise ValueError(f"Got {vector.size(0)} weightings for {batch_size} prompts: give one per row, or one.")
         return vector
 
+    def _generation_expansion(self, generate_kwargs: dict) -> int:
+        """How many output rows `generate` makes of each input row: beams or sampled returns.
+
+        Read from the effective generation config, as `generate` does: its keyword arguments over the
+        `generation_config` passed, over the model's own.
+        """
+        config = generate_kwargs.get("generation_config") or self.model.generation_config
+        num_beams = generate_kwargs.get("num_beams", config.num_beams) or 1
+        num_return_sequences = generate_kwargs.get("num_return_sequences", config.num_return_sequences) or 1
+        return max(num_beams, num_return_sequences)
+
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask=None, weights=None, kl_weight=None, **generate_kwargs):
         """`transformers` generation with each row steered by its own weighting, in one batch.
 
+        Safe to call from several threads or asyncio tasks at once: each call's weighting is its own.
+
         Args:
-            input_ids: `(B, T)` left-padded prompts.
+            input_ids: `(B, T)` left-padded prompts. For the `"prompt"` variant they are decoded (special tokens
+                dropped), the weighting is written in front and the text re-tokenized as in training; prompts that
+                were chat-templated must be given as conversations to `generate_from_prompts` instead.
             weights: `(m,)` for every row or `(B, m)`.
             kl_weight: for models trained with KL-weight conditioning: a float or `(B,)` α per row.
             **generate_kwargs: as for `PreTrainedModel.generate`.
@@ -224,30 +348,116 @@ class SteerableModel(nn.Module):
             return self._generate_with_weighted_prompts(input_ids, attention_mask, weights, **generate_kwargs)
         vector = self._row_weights(weights, kl_weight, batch_size)
         # generate() repeats each row for sampled returns or beams; the weightings must follow their rows.
-        expansion = max(generate_kwargs.get("num_beams", 1), generate_kwargs.get("num_return_sequences", 1))
+        expansion = self._generation_expansion(generate_kwargs)
         with self.conditioner.condition(vector.repeat_interleave(expansion, dim=0)):
             return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs)
 
     def _generate_with_weighted_prompts(self, input_ids, attention_mask, weights, **generate_kwargs):
-        if self.tokenizer is None:
-            raise ValueError("The prompting variant needs the tokenizer: pass `tokenizer=` to `from_pretrained`.")
-        weights = check_weights(weights, self.conditioning_config.num_objectives)
-        if weights.dim() == 1:
-            weights = weights.unsqueeze(0).expand(input_ids.size(0), -1)
+        tokenizer = self._require_tokenizer()
         mask = attention_mask if attention_mask is not None else torch.ones_like(input_ids)
-        prompts = [self.tokenizer.decode(ids[row_mask.bool()]) for ids, row_mask in zip(input_ids, mask, strict=True)]
-        texts = [
-            format_weighted_prompt(prompt, w.tolist(), self.objective_names, self.conditioning_config.prompt_template)
-            for prompt, w in zip(prompts, weights, strict=True)
-        ]
-        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(self.device)
+        rows = [ids[row_mask.bool()] for ids, row_mask in zip(input_ids, mask, strict=True)]
+        # Training tokenized the weighted text, adding the tokenizer's own special tokens (BOS) once: decode without
+        # them. Chat-template tokens cannot be told from text once decoded, so such ids are refused.
+        allowed = {tokenizer.bos_token_id, tokenizer.pad_token_id}
+        templated = sorted({t for ids in rows for t in ids.tolist() if t in tokenizer.all_special_ids} - allowed)
+        if templated:
+            raise ValueError(
+                f"The prompt ids contain the special tokens {tokenizer.convert_ids_to_tokens(templated)}: they look "
+                f"chat-templated. The prompting variant writes the weighting into the first user message, as in "
+                f"training: pass the conversations to `generate_from_prompts(prompts, weights=...)`."
+            )
+        prompts = tokenizer.batch_decode(rows, skip_special_tokens=True)
+        encoded = self.tokenize_prompts(prompts, weights)
         return self.model.generate(**encoded, **generate_kwargs)
+
+    def _require_tokenizer(self):
+        if self.tokenizer is None:
+            raise ValueError("This needs the model's tokenizer: pass `tokenizer=` to `from_pretrained`.")
+        return self.tokenizer
+
+    def tokenize_prompts(self, prompts: list, weights=None, chat_template_kwargs: dict | None = None) -> BatchEncoding:
+        """Left-padded token ids of `prompts`, built exactly as `MultiObjectiveTrainer` built them for generation.
+
+        Plain-text prompts are tokenized with the tokenizer's defaults (its BOS included), conversations with
+        `apply_chat_template(add_generation_prompt=True)`, as TRL's `RLOOTrainer._tokenize_prompts` does. For the
+        `"prompt"` variant the weighting is first written into each prompt with `format_weighted_prompt` (in front of
+        the text, or of the first user message), as in training.
+
+        Args:
+            prompts: B strings, or B conversations (lists of `{"role", "content"}` messages).
+            weights: for the `"prompt"` variant, `(m,)` for every prompt or `(B, m)`; ignored by the others.
+            chat_template_kwargs: the `chat_template_kwargs` of the training config, if any.
+
+        Returns:
+            `input_ids` and `attention_mask`, `(B, T)` on the model's device.
+        """
+        tokenizer = self._require_tokenizer()
+        if not prompts:
+            raise ValueError("`prompts` is empty: give at least one prompt.")
+        if self.conditioning_config.variant == "prompt":
+            if weights is None:
+                raise ValueError(f"Pass `weights=`: the prompt carries a weighting over {self.objective_names}.")
+            weights = check_weights(weights, self.conditioning_config.num_objectives)
+            if weights.dim() == 1:
+                weights = weights.unsqueeze(0).expand(len(prompts), -1)
+            if weights.size(0) != len(prompts):
+                raise ValueError(f"Got {weights.size(0)} weightings for {len(prompts)} prompts: give one per prompt.")
+            template = self.conditioning_config.prompt_template
+            prompts = [
+                format_weighted_prompt(prompt, w.tolist(), self.objective_names, template)
+                for prompt, w in zip(prompts, weights, strict=True)
+            ]
+        if isinstance(prompts[0], str):
+            rows = tokenizer(text=prompts)["input_ids"]
+        else:
+            rows = tokenizer.apply_chat_template(
+                conversation=prompts,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=True,
+                **(chat_template_kwargs or {}),
+            )["input_ids"]
+        width = max(len(ids) for ids in rows)
+        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + list(ids) for ids in rows])
+        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
+        return BatchEncoding({"input_ids": input_ids, "attention_mask": attention_mask}).to(self.device)
+
+    @torch.no_grad()
+    def generate_from_prompts(
+        self, prompts: list, weights, kl_weight=None, chat_template_kwargs: dict | None = None, **generate_kwargs
+    ) -> list[str]:
+        """Complete text prompts or conversations, each steered by its weighting, with the prompts of training.
+
+        Args:
+            prompts: B strings, or B conversations (lists of `{"role", "content"}` messages).
+            weights: `(m,)` for every prompt or `(B, m)`.
+            kl_weight: for models trained with KL-weight conditioning: a float or `(B,)` α per prompt.
+            chat_template_kwargs: the `chat_template_kwargs` of the training config, if any.
+            **generate_kwargs: as for `PreTrainedModel.generate` (e.g. `max_new_tokens`, `do_sample`).
+
+        Returns:
+            the completions, decoded without special tokens (as TRL decodes them for the rewards): B·n strings for n
+            returned sequences per prompt, grouped by prompt.
+        """
+        encoded = self.tokenize_prompts(prompts, weights, chat_template_kwargs)
+        if self.conditioning_config.variant == "prompt":
+            if kl_weight is not None:
+                raise ValueError("A prompting-baseline model is not conditioned on the KL weight: drop `kl_weight`.")
+            sequences = self.model.generate(**encoded, **generate_kwargs)
+        else:
+            sequences = self.generate(**encoded, weights=weights, kl_weight=kl_weight, **generate_kwargs)
+        completions = sequences[:, encoded["input_ids"].size(1) :]
+        return self.tokenizer.batch_decode(completions, skip_special_tokens=True)
 
     def merge(self, weights, kl_weight=None) -> PreTrainedModel:
         """A plain `transformers` model equal to this one conditioned on a single weighting.
 
-        Each conditioned block's `lora_A` rows are scaled by `m·w_i`, then the adapter is merged into a copy of the
-        base weights: `B · diag(m·w) · A = Σ_i m·w_i B_i A_i`, exact up to float rounding.
+        Each conditioned block's `lora_A` rows (of the active adapter) are scaled by `m·w_i`, then the adapter is
+        merged into a copy of the base weights: `B · diag(m·w) · A = Σ_i m·w_i B_i A_i`, exact up to float
+        rounding.
+        An adapted output layer whose weight is tied to the input embeddings (`tie_word_embeddings=True`, as in
+        Qwen2.5) gets its own merged weight, and the returned model's config is untied, so that the input embeddings
+        keep their trained values.
         """
         if self.conditioning_config.variant == "prompt":
             raise ValueError("A prompting-baseline model has no per-objective parameters to merge.")
@@ -255,13 +465,22 @@ class SteerableModel(nn.Module):
         if vector.dim() != 1:
             raise ValueError("`merge` takes one weighting `(m,)`, not a batch.")
         merged = copy.deepcopy(self.model)
+        adapter_name = merged.active_adapter
         modules = dict(merged.named_modules())
         for name in self.conditioning_config.conditioned_modules:
-            layer: LoraLayer = modules[name]
-            for lora_a in layer.lora_A.values():
-                scale = block_scale(vector.unsqueeze(0), lora_a.weight.size(0))[0]  # (m·r,)
-                lora_a.weight.data.mul_(scale.to(lora_a.weight).unsqueeze(-1))
-        return merged.merge_and_unload()
+            lora_a = modules[name].lora_A[adapter_name]  # (m·r, in); other adapters keep their own blocks
+            scale = block_scale(vector.unsqueeze(0), lora_a.weight.size(0))[0]  # (m·r,)
+            lora_a.weight.data.mul_(scale.to(lora_a.weight).unsqueeze(-1))
+        untied = untie_adapted_weights(merged)
+        with warnings.catch_warnings():  # PEFT warns that the embeddings are no longer tied: untying them is the point
+            warnings.filterwarnings("ignore", message="Input and output embeddings are no longer tied")
+            plain = merged.merge_and_unload()
+        if untied:
+            for module in plain.modules():  # the (sub)models whose config asks to re-tie on save and load
+                if isinstance(module, PreTrainedModel):
+                    module.config.tie_word_embeddings = False
+            plain.all_tied_weights_keys = plain.get_expanded_tied_weights_keys(all_submodels=True)
+        return plain
 
     def export_lora(self, directory: str, weights, kl_weight=None) -> str:
         """Write a plain PEFT LoRA adapter equal to this model conditioned on one weighting (for vLLM, TGI, ...).
@@ -313,6 +532,7 @@ class SteerableModel(nn.Module):
         (export_rank,) = {t.size(0) for k, t in exported.items() if k.endswith("lora_A.weight")}
         export_config = copy.deepcopy(self.model.peft_config[adapter_name])
         export_config.r = export_rank
+        export_config.base_model_name_or_path = absolute_if_local(export_config.base_model_name_or_path)
         export_config.rank_pattern = {}
         export_config.alpha_pattern = {}
         os.makedirs(directory, exist_ok=True)

@@ -1,0 +1,334 @@
+"""The HTTP server: the real uvicorn server on a loopback port, called with the `openai` client and plain HTTP."""
+
+import concurrent.futures
+import dataclasses
+import json
+import math
+import os
+import random
+import threading
+import time
+
+import httpx
+import openai
+import pytest
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM
+
+from trl_clp import SteerableModel, demo, format_weighted_prompt
+from trl_clp.serving import QueueFullError, ServerConfig, ServerThread, create_app, load_steerable_model
+
+NAMES = ["lower", "upper"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+PROMPTS = ["Describe: quiet river\n", "Describe: a storm over the old city walls\n", "Hi", "Describe: green\n"]
+EOS = 2
+
+
+def save_steerable(directory, variant="full", names=NAMES, min_kl_weight=None):
+    """A tiny CLP model with random LoRA A and B (so weightings change outputs), saved with its base and tokenizer."""
+    tokenizer = demo.make_byte_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    base_path = os.path.join(directory, "base")
+    demo.make_tiny_llama(seed=0).save_pretrained(base_path)
+    torch.manual_seed(1)
+    lora = LoraConfig(r=4, lora_alpha=16, init_lora_weights=False, target_modules=demo.LLAMA_LINEAR_MODULES)
+    steer = SteerableModel.from_base_model(AutoModelForCausalLM.from_pretrained(base_path), names, lora, variant,
+                                           tokenizer=tokenizer)
+    if min_kl_weight is not None:  # the last block is the KL block of a multi-α model
+        steer.conditioning_config = dataclasses.replace(
+            steer.conditioning_config, objective_names=names[:-1], min_kl_weight=min_kl_weight
+        )
+    path = os.path.join(directory, "clp")
+    steer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    return save_steerable(str(tmp_path_factory.mktemp("served")))
+
+
+@pytest.fixture(scope="module")
+def reference(model_path):
+    """A second copy of the model, never touched by the server: requests served alone, in plain Python."""
+    return load_steerable_model(model_path)
+
+
+@pytest.fixture(scope="module")
+def server(model_path):
+    app = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp", max_new_tokens=64))
+    with ServerThread(app) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def served_alone(steer, prompt_ids, weights, max_tokens, stop=None, kl_weight=None):
+    """Greedy completion of one prompt in a batch of one, cut at EOS and at the stop string, as the API defines it."""
+    ids = torch.tensor([prompt_ids])
+    out = steer.generate(ids, attention_mask=torch.ones_like(ids), weights=torch.tensor([weights]), kl_weight=kl_weight,
+                         max_new_tokens=max_tokens, do_sample=False, pad_token_id=0)
+    new = out[0, ids.size(1):].tolist()
+    new = new[: new.index(EOS)] if EOS in new else new
+    text = steer.tokenizer.decode(new)
+    return text[: text.find(stop)] if stop and stop in text else text
+
+
+def post(server, path, body=None, content=None, headers=None):
+    return httpx.post(server.url + path, json=body, content=content, headers=headers, timeout=60)
+
+
+def test_models_and_health(server, client):
+    (card,) = client.models.list().data
+    assert card.id == "clp" and card.objectives == NAMES and card.variant == "full" and card.max_model_len == 256
+    assert httpx.get(server.url + "/health").json()["status"] == "ok"
+
+
+def test_completion_is_steered_by_the_weights_field(client, reference):
+    def complete(weights):
+        kwargs = {} if weights is None else {"extra_body": {"weights": weights}}
+        return client.completions.create(model="clp", prompt=PROMPTS[0], max_tokens=12, temperature=0, **kwargs)
+
+    by_name = complete({"lower": 0.2, "upper": 0.8})
+    prompt_ids = reference.tokenizer(PROMPTS[0])["input_ids"]
+    assert by_name.choices[0].text == served_alone(reference, prompt_ids, [0.2, 0.8], 12)
+    assert by_name.usage.prompt_tokens == len(prompt_ids) and by_name.usage.completion_tokens == 12
+    assert by_name.choices[0].finish_reason == "length" and by_name.weights == {"lower": 0.2, "upper": 0.8}
+    assert complete([0.2, 0.8]).choices[0].text == by_name.choices[0].text  # a list in objective order
+    assert complete({"upper": 1.0}).choices[0].text == served_alone(reference, prompt_ids, [0.0, 1.0], 12)  # omitted: 0
+    assert complete({"lower": 1.0}).choices[0].text != complete({"upper": 1.0}).choices[0].text  # weightings matter
+    default = complete(None)  # documented default: the uniform weighting
+    assert default.weights == {"lower": 0.5, "upper": 0.5}
+    assert default.choices[0].text == served_alone(reference, prompt_ids, [0.5, 0.5], 12)
+
+
+def test_chat_completion_uses_the_chat_template(client, reference):
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Describe: a river"}]
+    response = client.chat.completions.create(model="clp", messages=messages, max_tokens=10, temperature=0,
+                                              extra_body={"weights": [0.7, 0.3]})
+    text = "<system>Be brief.\n<user>Describe: a river\n<assistant>"
+    expected = served_alone(reference, reference.tokenizer(text)["input_ids"], [0.7, 0.3], 10)
+    assert response.choices[0].message.content == expected and response.choices[0].message.role == "assistant"
+    assert response.usage.prompt_tokens == len(text)  # one byte per token
+
+
+def test_streaming_gives_the_same_text_as_a_plain_response(client):
+    request = dict(model="clp", max_tokens=20, temperature=0, stop=["e"], extra_body={"weights": [0.4, 0.6]})
+    plain = client.completions.create(prompt=PROMPTS[1], **request).choices[0]
+    chunks = list(client.completions.create(prompt=PROMPTS[1], stream=True, **request))
+    assert "".join(chunk.choices[0].text for chunk in chunks) == plain.text
+    assert chunks[-1].choices[0].finish_reason == plain.finish_reason
+    messages = [{"role": "user", "content": "Describe: a river"}]
+    chat = client.chat.completions.create(messages=messages, **request).choices[0].message.content
+    stream = client.chat.completions.create(messages=messages, stream=True, **request)
+    assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == chat
+
+
+def test_concurrent_requests_get_what_they_get_alone(server, client, reference):
+    """32 clients at once, each with its own weighting, prompt, budget and stop string: every greedy response is the
+    request served alone, although they shared batches (and sampled requests were mixed in)."""
+    rng = random.Random(0)
+    jobs = []
+    for index in range(32):
+        prompt = rng.choice(PROMPTS) + "x" * rng.randrange(8)  # different lengths: left padding in a batch
+        w = rng.random()
+        weights, max_tokens = [w, 1 - w], rng.randint(4, 24)
+        expected = served_alone(reference, reference.tokenizer(prompt)["input_ids"], weights, max_tokens)
+        stop = None
+        if index % 3 == 0 and len(expected) > 4 and expected[len(expected) // 2].isascii():  # ends the row early
+            stop = expected[len(expected) // 2]
+            expected = expected[: expected.find(stop)]
+        jobs.append((prompt, weights, max_tokens, stop, expected))
+    sampled = [dict(prompt=PROMPTS[0], temperature=0.8, max_tokens=8)] * 4
+    batcher = server.server.config.app.state.batcher
+    batches_before, rows_before = batcher.batches_run, batcher.rows_run
+    start = threading.Barrier(len(jobs) + len(sampled))
+
+    def call(kwargs):
+        start.wait()
+        return client.completions.create(model="clp", **kwargs).choices[0].text
+
+    greedy = [dict(prompt=p, max_tokens=m, temperature=0, stop=s, extra_body={"weights": w}) for p, w, m, s, _ in jobs]
+    with concurrent.futures.ThreadPoolExecutor(len(greedy) + len(sampled)) as pool:
+        texts = list(pool.map(call, greedy + sampled))
+    assert texts[: len(jobs)] == [expected for *_, expected in jobs]
+    batches, rows = batcher.batches_run - batches_before, batcher.rows_run - rows_before
+    assert rows == 36 and batches <= 12, (batches, rows)  # requests shared batches
+    assert server.server.config.app.state.steer.conditioner.weights is None  # no weighting left behind
+
+
+BAD_REQUESTS = [
+    ({"weights": [0.2, 0.3, 0.5]}, 400, "give one weight per objective"),
+    ({"weights": {"lower": 0.5, "shouting": 0.5}}, 400, "unknown objectives ['shouting']"),
+    ({"weights": [1.5, -0.5]}, 400, "negative"),
+    ({"weights": [0.3, 0.3]}, 400, "must sum to 1"),
+    ({"weights": "lower"}, 400, "weights"),
+    ({"kl_weight": 0.5}, 400, "drop `kl_weight`"),
+    ({"prompt": "x" * 250, "max_tokens": 10}, 400, "context is 256 tokens"),
+    ({"prompt": ""}, 400, "prompt is empty"),
+    ({"max_tokens": 65}, 400, "limit of 64"),
+    ({"max_tokens": 0}, 400, "max_tokens"),
+    ({"n": 2}, 400, "n=2"),
+    ({"logprobs": 3}, 400, "log-probabilities"),
+    ({"seed": 1}, 400, "temperature=0"),
+    ({"presence_penalty": 0.5}, 400, "penalties"),
+    ({"best_of": 3}, 400, "best_of"),
+    ({"top_k": 5}, 400, "Unsupported parameter `top_k`"),
+    ({"temperature": -1}, 400, "temperature"),
+    ({"stop": ["a", "b", "c", "d", "e"]}, 400, "up to 4"),
+    ({"model": "gpt-4"}, 404, "this server serves `clp`"),
+]
+
+
+@pytest.mark.parametrize(("change", "status", "message"), BAD_REQUESTS)
+def test_bad_requests_get_a_4xx_that_says_what_to_fix(server, change, status, message):
+    response = post(server, "/v1/completions", {"model": "clp", "prompt": "Hi", "max_tokens": 4, **change})
+    assert response.status_code == status
+    assert message in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b'{"model": "clp", "prompt": "Hi",', "not valid JSON"),
+     (b'{"model": "clp", "prompt": "Hi", "weights": [NaN, 0.5]}', "NaN or inf"),
+     (b'{"model": "clp", "prompt": "Hi", "weights": [1e999, 0]}', "NaN or inf"),
+     (b'{"model": "clp", "prompt": "Hi", "weights": [0.5, 0.5], "kl_weight": Infinity}', "kl_weight"),
+     (b'{"prompt": "Hi"}', "Missing required field `model`")],
+)
+def test_malformed_and_non_finite_bodies_get_400(server, content, message):
+    response = post(server, "/v1/completions", content=content, headers={"content-type": "application/json"})
+    assert response.status_code == 400 and message in response.json()["error"]["message"]
+
+
+def test_bad_chat_requests_and_the_server_keeps_serving(server, client, reference):
+    assert post(server, "/v1/chat/completions", {"model": "clp", "messages": []}).status_code == 400
+    bad_role = post(server, "/v1/chat/completions", {"model": "clp", "messages": [{"role": "robot", "content": "x"}]})
+    assert bad_role.status_code == 400 and "role" in bad_role.json()["error"]["message"]
+    # After every bad request above: the worker still serves, with no weighting left set.
+    text = client.completions.create(model="clp", prompt="Hi", max_tokens=6, temperature=0,
+                                     extra_body={"weights": [0.9, 0.1]}).choices[0].text
+    assert text == served_alone(reference, reference.tokenizer("Hi")["input_ids"], [0.9, 0.1], 6)
+    assert server.server.config.app.state.steer.conditioner.weights is None
+
+
+def test_a_full_queue_answers_503_and_a_failed_batch_500(model_path):
+    app = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp", max_batch_size=1, max_queue_size=2))
+    batcher = app.state.batcher
+    release, generate = threading.Event(), batcher._generate
+
+    def held_generate(batch):  # the worker is busy until released: the queue fills deterministically
+        release.wait(30)
+        generate(batch)
+
+    batcher._generate = held_generate
+    body = {"model": "clp", "prompt": "Hi", "max_tokens": 3, "temperature": 0}
+    with ServerThread(app) as server, concurrent.futures.ThreadPoolExecutor(3) as pool:
+        held = [pool.submit(post, server, "/v1/completions", body)]
+        while batcher.queued:  # the worker took the first request
+            time.sleep(0.01)
+        held += [pool.submit(post, server, "/v1/completions", body) for _ in range(2)]
+        while batcher.queued < 2:
+            time.sleep(0.01)
+        full = post(server, "/v1/completions", body)
+        assert full.status_code == 503 and "at capacity" in full.json()["error"]["message"]
+        assert full.headers["retry-after"] == "1"
+        release.set()
+        assert [future.result().status_code for future in held] == [200, 200, 200]
+
+        def failing(*args, **kwargs):
+            raise RuntimeError("out of memory")
+
+        app.state.steer.model.generate, real = failing, app.state.steer.model.generate
+        failed = post(server, "/v1/completions", body)
+        assert failed.status_code == 500 and "out of memory" in failed.json()["error"]["message"]
+        app.state.steer.model.generate = real
+        assert post(server, "/v1/completions", body).status_code == 200
+        assert app.state.steer.conditioner.weights is None
+
+
+def test_submit_is_all_or_nothing_when_the_queue_fills(reference):
+    from trl_clp.serving import GenerationRequest, RequestBatcher, SamplingKey
+
+    batcher = RequestBatcher(reference, reference.tokenizer, max_queue_size=2)  # not started: nothing is taken
+    requests = [GenerationRequest([5], None, 1, SamplingKey(0.0, 1.0), emit=print) for _ in range(3)]
+    with pytest.raises(QueueFullError, match="retry later"):
+        batcher.submit(requests)
+    assert [r.cancelled.is_set() for r in requests] == [True, True, False]  # queued ones are skipped by the worker
+
+
+def test_variants_kl_weight_and_prompting(tmp_path):
+    kl_path = save_steerable(str(tmp_path / "kl"), names=["reward", "kl"], min_kl_weight=0.1)
+    prompt_path = save_steerable(str(tmp_path / "prompt"), variant="prompt")
+    with ServerThread(create_app(load_steerable_model(kl_path), ServerConfig(model_name="kl"))) as server:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+        reference = load_steerable_model(kl_path)
+        ids = reference.tokenizer("Hi")["input_ids"]
+        texts = {}
+        for alpha in (0.1, 0.4):
+            response = client.completions.create(model="kl", prompt="Hi", max_tokens=10, temperature=0,
+                                                 extra_body={"weights": [1.0], "kl_weight": alpha})
+            assert response.choices[0].text == served_alone(reference, ids, [1.0], 10, kl_weight=alpha)
+            texts[alpha] = response.choices[0].text
+        assert texts[0.1] != texts[0.4]
+        low = post(server, "/v1/completions", {"model": "kl", "prompt": "Hi", "kl_weight": 0.01})
+        assert low.status_code == 400 and ">= 0.1" in low.json()["error"]["message"]
+    with ServerThread(create_app(load_steerable_model(prompt_path), ServerConfig(model_name="p"))) as server:
+        response = post(server, "/v1/completions", {"model": "p", "prompt": "Hi", "max_tokens": 8, "temperature": 0,
+                                                    "weights": [0.25, 0.75]})
+        reference = load_steerable_model(prompt_path)
+        text = format_weighted_prompt("Hi", [0.25, 0.75], NAMES)  # the weighting written into the prompt text
+        ids = torch.tensor([reference.tokenizer(text)["input_ids"]])
+        out = reference.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
+                                       do_sample=False, pad_token_id=0)[0, ids.size(1):].tolist()
+        expected = reference.tokenizer.decode(out[: out.index(EOS)] if EOS in out else out)
+        assert response.json()["choices"][0]["text"] == expected
+        assert response.json()["usage"]["prompt_tokens"] == len(text)
+
+
+def test_only_safetensors_are_loaded(tmp_path, model_path):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    pickled = tmp_path / "pickled"
+    shutil.copytree(model_path, pickled)
+    torch.save(load_file(str(pickled / "adapter_model.safetensors")), pickled / "adapter_model.bin")
+    os.remove(pickled / "adapter_model.safetensors")
+    with pytest.raises(ValueError, match="safetensors only"):
+        load_steerable_model(str(pickled))
+
+
+def test_cli_serves_on_loopback_with_the_api_key_from_the_environment(model_path, monkeypatch):
+    """`trl-clp serve PATH`: binds 127.0.0.1 by default and takes the key from $TRL_CLP_API_KEY. uvicorn.run is
+    replaced by a call that records its app, which is then run on a free loopback port."""
+    import uvicorn
+
+    from trl_clp import cli
+
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    monkeypatch.setenv("TRL_CLP_API_KEY", "secret-key")
+    cli.main(["serve", model_path, "--max-batch-size", "4"])
+    ((app, kwargs),) = calls
+    assert kwargs["host"] == "127.0.0.1" and kwargs["port"] == 8000
+    assert app.state.config.max_batch_size == 4
+    with ServerThread(app) as server:
+        assert httpx.get(server.url + "/health").status_code == 200  # health needs no key
+        body = {"model": "clp", "prompt": "Hi", "max_tokens": 4, "weights": {"lower": 1.0}}
+        missing = post(server, "/v1/completions", body)
+        assert missing.status_code == 401 and "Bearer" in missing.json()["error"]["message"]
+        assert httpx.get(server.url + "/v1/models", headers={"Authorization": "Bearer nope"}).status_code == 401
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="secret-key", max_retries=0)
+        assert client.models.list().data[0].id == "clp"  # the folder's name
+        assert client.completions.create(model="clp", prompt="Hi", max_tokens=4).usage.completion_tokens >= 1
+
+
+def test_no_api_key_means_no_check(server):
+    assert httpx.get(server.url + "/v1/models").status_code == 200
+    assert math.isfinite(json.loads(httpx.get(server.url + "/health").text)["rows"])

@@ -1,0 +1,299 @@
+# Copyright 2026 The trl-clp developers. Apache-2.0.
+"""
+Train a Conditional Language Policy (one model steerable across several rewards), then evaluate it on a grid of
+weightings over held-out prompts. Installed as `trl-clp train`; `examples/train_clp.py` runs the same code.
+
+With no arguments it runs offline on a CPU in a few minutes: a tiny Llama and a byte-level tokenizer are built and
+saved locally, prompts are generated, and the two rewards (lowercase vs uppercase share of the answer) conflict
+on every character:
+
+    trl-clp train
+    accelerate launch examples/train_clp.py                        # the same run
+    accelerate launch -m trl_clp.scripts.train --output_dir clp    # the same, from an installed package
+
+A real model, dataset and rewards, through flags or a YAML file (every `MultiObjectiveConfig` field is a flag):
+
+    trl-clp train --config examples/configs/tldr_summarization.yaml
+
+    trl-clp train --model_name_or_path Qwen/Qwen2.5-0.5B --dataset_name trl-lib/tldr \
+        --reward_funcs source_coverage brevity --conditioning attn --output_dir clp-tldr
+
+GRPO instead of RLOO under the same conditioning (`--trainer grpo`, or `trainer: grpo` in the YAML; every
+`MultiObjectiveGRPOConfig` field is then a flag, e.g. `--loss_type`, `--scale_rewards`):
+
+    trl-clp train --trainer grpo --scalarization tchebycheff
+    trl-clp train --config examples/configs/tldr_summarization_grpo.yaml
+
+`--reward_funcs` takes built-in names (lowercase, uppercase, titlecase, brevity, source_coverage), `rouge1`/`rouge2`/
+`rougeL` (against `--reference_column`), `nli` (entailment under `--nli_model`), `module:function` import paths, or
+reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
+model (QLoRA, bitsandbytes on a GPU).
+
+The console shows a progress bar and the final table; the metrics logged every `--logging_steps` go to the
+`--report_to` trackers and to `<output_dir>/trainer_state.json` (`--print_metrics True` prints them as well).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import torch
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
+
+import yaml
+
+from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo, simplex_grid
+from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer
+from trl_clp.evaluation import evaluate_front
+from trl_clp.rewards import resolve_reward_function
+from trl_clp.scripts import limit_cpu_threads
+
+
+TRAINERS = {"rloo": (MultiObjectiveConfig, MultiObjectiveTrainer), "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer)}
+
+
+@dataclass
+class ScriptArguments:
+    trainer: str = field(
+        default="rloo",
+        metadata={"help": "The TRL trainer under the conditioning: 'rloo' or 'grpo'.", "choices": list(TRAINERS)},
+    )
+    """The script's own arguments (data, rewards, evaluation); training and model arguments are TRL's."""
+
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "Dataset id or local path; default: the offline demo prompts."}
+    )
+    dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_eval_split: str | None = field(
+        default=None, metadata={"help": "Split holding the held-out evaluation prompts (default: test, else train)."}
+    )
+    prompt_column: str = field(default="prompt", metadata={"help": "Column with the prompts; renamed to 'prompt'."})
+    reward_funcs: list[str] = field(
+        default_factory=lambda: ["lowercase", "uppercase"],
+        metadata={"help": "One reward per objective: built-in name, 'module:function', or a reward-model id/path."},
+    )
+    num_train_prompts: int = field(default=512, metadata={"help": "Demo task: number of training prompts."})
+    pretrain_steps: int = field(default=300, metadata={"help": "Demo task: pre-training steps of the tiny model."})
+    num_eval_prompts: int = field(default=32, metadata={"help": "Held-out prompts used by the final evaluation."})
+    eval_grid_points: int = field(
+        default=5, metadata={"help": "Points per simplex edge of the evaluation grid (5 → 0, .25, .5, .75, 1)."}
+    )
+    eval_samples_per_prompt: int = field(default=2, metadata={"help": "Completions per (prompt, weighting) pair."})
+    prompt_format: str | None = field(
+        default=None,
+        metadata={"help": "Build the prompt from the dataset's columns, e.g. '{document}\\nTL;DR:' (XSum); default: "
+                  "use `prompt_column` as it is."},
+    )
+    reference_column: str = field(
+        default="reference",
+        metadata={"help": "Dataset column with the reference text, for the ROUGE rewards. A `completion` column (e.g. "
+                  "trl-lib/tldr's reference summaries) is renamed `reference`: TRL keeps it from reward functions."},
+    )
+    nli_model: str | None = field(
+        default=None, metadata={"help": "NLI model id or path for the `nli` reward (entailment of the answer)."}
+    )
+    premise_column: str | None = field(
+        default=None, metadata={"help": "Dataset column holding the source for `nli` (default: the prompt)."}
+    )
+    print_metrics: bool = field(
+        default=False,
+        metadata={"help": "Also print every logged metrics dict to the console (they always go to the `report_to` "
+                  "trackers and <output_dir>/trainer_state.json)."},
+    )
+
+
+class ProgressBarOnly(ProgressCallback):
+    """Transformers' progress bar without the metric dicts it writes under the bar at every logging step."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
+def quiet_console() -> None:
+    """Silence what a user of this script cannot act on; their own warnings and errors still show."""
+    # TRL's config and trainer use the gradient-checkpointing names transformers 5 renamed; the user never wrote them.
+    warnings.filterwarnings(
+        "ignore", message=r".*`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated", category=FutureWarning
+    )
+
+
+def model_init_kwargs(model_args: ModelConfig) -> dict:
+    """How TRL loads the policy from its id or path: revision, dtype and attention implementation."""
+    dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
+    return {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation, "dtype": dtype}
+
+
+def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, model_args: ModelConfig):
+    started = time.perf_counter()
+    limit_cpu_threads()
+    quiet_console()
+
+    ################
+    # Model and tokenizer
+    ################
+    from transformers import AutoTokenizer
+
+    if model_args.model_name_or_path is None:
+        # Saved to disk so that the adapter records a base model path that SteerableModel can reload.
+        base_path = os.path.join(training_args.output_dir, "base_model")
+        tokenizer = demo.make_byte_tokenizer()
+        base_model = demo.make_tiny_llama(seed=training_args.seed)
+        demo.pretrain_demo_model(base_model, tokenizer, steps=script_args.pretrain_steps, seed=training_args.seed)
+        base_model.save_pretrained(base_path)
+        tokenizer.save_pretrained(base_path)
+        model_args.model_name_or_path = base_path
+    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, padding_side="left")
+    training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
+
+    ################
+    # Dataset
+    ################
+    if script_args.dataset_name is None:
+        train_dataset = demo.make_prompt_dataset(script_args.num_train_prompts, seed=training_args.seed)
+        eval_dataset = demo.make_prompt_dataset(script_args.num_eval_prompts, seed=training_args.seed + 1)
+    else:
+        from datasets import load_dataset
+
+        dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
+        if script_args.prompt_format is not None:
+            dataset = dataset.map(lambda example: {"prompt": script_args.prompt_format.format(**example)})
+        elif script_args.prompt_column != "prompt":
+            dataset = dataset.rename_column(script_args.prompt_column, "prompt")
+        if "completion" in dataset.column_names[script_args.dataset_train_split]:
+            dataset = dataset.rename_column("completion", "reference")
+        train_dataset = dataset[script_args.dataset_train_split]
+        eval_split = script_args.dataset_eval_split or ("test" if "test" in dataset else script_args.dataset_train_split)
+        eval_dataset = dataset[eval_split].select(range(min(script_args.num_eval_prompts, len(dataset[eval_split]))))
+
+    ################
+    # Training
+    ################
+    reward_funcs = [
+        resolve_reward_function(
+            spec,
+            reference_column=script_args.reference_column,
+            nli_model=script_args.nli_model,
+            premise_column=script_args.premise_column,
+        )
+        for spec in script_args.reward_funcs
+    ]
+    trainer = TRAINERS[script_args.trainer][1](
+        model=model_args.model_name_or_path,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        # --load_in_4bit: QLoRA, the conditioned LoRA blocks train on a 4-bit (bitsandbytes) base model.
+        quantization_config=get_quantization_config(model_args),
+    )
+    if not script_args.print_metrics:
+        trainer.remove_callback(PrinterCallback)  # used instead of the bar with --disable_tqdm
+        if trainer.pop_callback(ProgressCallback) is not None:
+            trainer.add_callback(ProgressBarOnly)
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.state.save_to_json(os.path.join(training_args.output_dir, "trainer_state.json"))
+    train_seconds = time.perf_counter() - started
+
+    ################
+    # Evaluation on a grid of weightings (main process only)
+    ################
+    if not trainer.accelerator.is_main_process:
+        return
+    steer = SteerableModel.from_pretrained(training_args.output_dir, tokenizer=tokenizer)
+    steer.to(trainer.accelerator.device)
+    callable_rewards = [f for f in trainer.reward_funcs if callable(f) and not isinstance(f, torch.nn.Module)]
+    if len(callable_rewards) != len(trainer.reward_funcs):
+        print("Reward models are not evaluated by this script; use callables to get the evaluation table.")
+        return
+    front = evaluate_front(
+        steer,
+        tokenizer,
+        list(eval_dataset["prompt"]),
+        callable_rewards,
+        simplex_grid(steer.conditioning_config.num_objectives, script_args.eval_grid_points),
+        num_samples=script_args.eval_samples_per_prompt,
+        # References, sources, ...: the reward functions see the same dataset columns as in training.
+        reward_kwargs={column: list(eval_dataset[column]) for column in eval_dataset.column_names if column != "prompt"},
+        max_new_tokens=training_args.max_completion_length,
+        seed=training_args.seed,
+        temperature=training_args.temperature,
+        top_k=training_args.top_k,
+        top_p=training_args.top_p,
+    )
+    written = list(front.save(training_args.output_dir))
+    try:
+        from trl_clp.plotting import plot_fronts
+
+        label = f"{training_args.conditioning}-CLP, {trainer.state.global_step} steps"
+        written.append(plot_fronts({label: front}, os.path.join(training_args.output_dir, "front.png")))
+    except ImportError:  # matplotlib is optional: `pip install "trl-clp[plots]"`
+        pass
+    print(f"\nTrained in {train_seconds:.0f} s; evaluated {len(front.results)} weightings in "
+          f"{time.perf_counter() - started - train_seconds:.0f} s on {len(eval_dataset)} held-out prompts.")
+    print(front.format_table())
+    print(front.table_legend())
+    for i, name in enumerate(steer.objective_names):
+        at_one = [r.rewards[name] for r in front.results if r.weights[i] == 1.0]
+        at_zero = [r.rewards[name] for r in front.results if r.weights[i] == 0.0]
+        low, high = sum(at_zero) / len(at_zero), sum(at_one) / len(at_one)
+        print(f"{name}: {low:.4f} with weight 0 → {high:.4f} with weight 1 ({high - low:+.4f})")
+    print(f"Steerable model: {training_args.output_dir}; front: {', '.join(written)}; training metrics: "
+          f"{os.path.join(training_args.output_dir, 'trainer_state.json')}")
+
+
+def chosen_trainer(argv: list[str]) -> str:
+    """`--trainer`, from the command line or the `--config` YAML: the config class, hence the parser, depends on it."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--trainer")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.trainer is None and known.config is not None:
+        with open(known.config) as handle:
+            known.trainer = (yaml.safe_load(handle) or {}).get("trainer")
+    return known.trainer or "rloo"
+
+
+def make_parser(prog: str | None = None, trainer: str = "rloo") -> TrlParser:
+    """The script's parser: `ScriptArguments`, the trainer's config (`MultiObjectiveConfig` for `"rloo"`,
+    `MultiObjectiveGRPOConfig` for `"grpo"`) and TRL's `ModelConfig`, with `--config`.
+
+    A new group of options is one more dataclass in the tuple (and one more value returned by
+    `parse_args_and_config`).
+    """
+    parser = TrlParser((ScriptArguments, TRAINERS[trainer][0], ModelConfig), prog=prog)
+    # The embedded default: the offline demo, sized for a 2-core CPU. Flags and --config override each value.
+    parser.set_defaults(
+        output_dir="outputs/clp-demo",
+        conditioning="full",
+        # bf16 only where it runs: TRL's default (bf16=True) raises on a CPU.
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        dataloader_pin_memory=torch.cuda.is_available(),
+        use_peft=True,
+        lora_r=demo.DEMO_LORA["r"],
+        lora_alpha=demo.DEMO_LORA["lora_alpha"],
+        lora_target_modules=demo.DEMO_LORA["target_modules"],
+        **demo.DEMO_TRAINING_ARGS,
+    )
+    return parser
+
+
+def run(argv: list[str] | None = None) -> None:
+    """Parse `argv` (default: the command line) and train: the body of `trl-clp train`."""
+    trainer = chosen_trainer(sys.argv[1:] if argv is None else argv)
+    main(*make_parser(prog="trl-clp train", trainer=trainer).parse_args_and_config(args=argv))
+
+
+if __name__ == "__main__":
+    run()

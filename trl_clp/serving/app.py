@@ -1,0 +1,406 @@
+"""An OpenAI-compatible HTTP server for a steerable model: FastAPI routes over `RequestBatcher`, run by uvicorn.
+
+    trl-clp serve outputs/clp-demo --port 8000
+
+Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (both with `stream`), `GET /v1/models`, `GET /health`.
+A request picks its trade-off with the extra body field `weights` (and `kl_weight`); see docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import secrets
+import socket
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException
+
+from ..conditioning.config import format_weighted_prompt
+from ..conditioning.model import SteerableModel, resolve_clp_file
+from .batcher import GenerationRequest, QueueFullError, RequestBatcher, SamplingKey
+from .protocol import ChatCompletionRequest, CompletionRequest, conditioning_for, resolve_weighting
+
+API_KEY_ENV = "TRL_CLP_API_KEY"
+# The OpenAI completions API's default `max_tokens`; chat completions default to the server's cap.
+DEFAULT_COMPLETION_TOKENS = 16
+
+
+@dataclass
+class ServerConfig:
+    """How the server batches and bounds requests. Host and port are `serve`'s arguments."""
+
+    model_name: str = field(default="trl-clp", metadata={"help": "Model id clients send in `model` and see in /v1/models."})
+    api_key: str | None = field(
+        default=None,
+        metadata={"help": f"Bearer token required on /v1/*; None disables the check (`serve` reads ${API_KEY_ENV})."},
+    )
+    max_batch_size: int = field(default=32, metadata={"help": "Most requests decoded together in one batch."})
+    max_queue_size: int = field(
+        default=256, metadata={"help": "Requests waiting for a batch; past it the server answers 503."}
+    )
+    max_new_tokens: int = field(default=256, metadata={"help": "Largest `max_tokens` a request may ask for."})
+    batch_wait_ms: float = field(
+        default=10.0,
+        metadata={"help": "An idle worker gathers a batch until no request came for this long (10 times it at most)."},
+    )
+
+    def __post_init__(self):
+        for name in ("max_batch_size", "max_queue_size", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
+        if self.batch_wait_ms < 0:
+            raise ValueError(f"`batch_wait_ms` must be >= 0, got {self.batch_wait_ms}.")
+
+
+class APIError(Exception):
+    """An error answered as OpenAI-style JSON: `{"error": {"message", "type", "param", "code"}}`."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code = status, message, type, code
+
+
+def _error_response(status: int, message: str, type: str = "invalid_request_error", code=None, headers=None):
+    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    messages = []
+    for item in error.errors():
+        location = ".".join(str(part) for part in item["loc"] if part != "body")
+        if item["type"] == "json_invalid":
+            return f"The request body is not valid JSON ({item.get('ctx', {}).get('error', 'parse error')}): send a JSON object."
+        if item["type"] == "extra_forbidden":
+            messages.append(f"Unsupported parameter `{location}`: remove it (see /docs for the accepted fields).")
+        elif item["type"] == "missing":
+            messages.append(f"Missing required field `{location}`.")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            messages.append(message if not location else f"`{location}`: {message}")
+    return " ".join(dict.fromkeys(messages))
+
+
+def _emit(loop: asyncio.AbstractEventLoop, events: asyncio.Queue, event: tuple) -> None:
+    """Hand an event from the worker thread to the request's coroutine (dropped if the server loop has closed)."""
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(events.put_nowait, event)
+
+
+def load_steerable_model(path: str, device: str | None = None, dtype: str | None = None,
+                         trust_remote_code: bool = False, chat_template: str | None = None) -> SteerableModel:
+    """Load a saved CLP model for serving: safetensors only, no remote code unless `trust_remote_code`.
+
+    Args:
+        path: directory (or hub id) written by `MultiObjectiveTrainer.save_model`, with the tokenizer.
+        device: default `"cuda"` when available, else `"cpu"`.
+        dtype: e.g. `"bfloat16"`; default the checkpoint's.
+        chat_template: a Jinja chat template (file path or the template itself) for tokenizers without one.
+
+    Raises:
+        ValueError: no `adapter_model.safetensors` (a pickled adapter is never loaded), or no tokenizer.
+    """
+    import torch
+    from transformers import AutoTokenizer
+
+    try:
+        resolve_clp_file(path, "adapter_model.safetensors")
+    except Exception as error:
+        raise ValueError(
+            f"{path!r} has no adapter_model.safetensors: the server loads safetensors only (pickled .bin files can run "
+            f"code). Re-save the adapter with `save_pretrained(..., safe_serialization=True)`."
+        ) from error
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model_kwargs = {"use_safetensors": True, "trust_remote_code": trust_remote_code}
+    if dtype is not None:
+        model_kwargs["dtype"] = getattr(torch, dtype)
+    steer = SteerableModel.from_pretrained(path, tokenizer=tokenizer, **model_kwargs)
+    if chat_template is not None:
+        if os.path.isfile(chat_template):
+            with open(chat_template) as handle:
+                chat_template = handle.read()
+        steer.tokenizer.chat_template = chat_template
+    return steer.to(device or ("cuda" if torch.cuda.is_available() else "cpu")).eval()
+
+
+def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> FastAPI:
+    """The FastAPI app serving `steer`. Its generation worker starts and stops with the app (lifespan)."""
+    config = config or ServerConfig()
+    tokenizer = steer.tokenizer
+    if tokenizer is None:
+        raise ValueError("Serving needs the model's tokenizer: save it beside the adapter or pass `tokenizer=`.")
+    batcher = RequestBatcher(steer, tokenizer, config.max_batch_size, config.max_queue_size, config.batch_wait_ms / 1000)
+    names = steer.objective_names
+    context_length = getattr(steer.model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    created = int(time.time())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        batcher.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(batcher.close)
+
+    app = FastAPI(title="trl-clp", description="OpenAI-compatible server for a steerable (CLP) model.", lifespan=lifespan)
+    app.state.batcher = batcher
+    app.state.steer = steer
+    app.state.config = config
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, error: APIError):
+        headers = {"Retry-After": "1"} if error.status == 503 else None
+        return _error_response(error.status, error.message, error.type, error.code, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError):
+        return _error_response(400, _validation_message(error))
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, error: HTTPException):
+        return _error_response(error.status_code, str(error.detail), "invalid_request_error")
+
+    async def check_api_key(request: Request) -> None:
+        if config.api_key is None:
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), config.api_key.encode()):
+            raise APIError(401, "Missing or wrong API key: send `Authorization: Bearer <key>`.", "authentication_error",
+                           "invalid_api_key")
+
+    def check_model(body) -> None:
+        if body.model != config.model_name:
+            raise APIError(404, f"The model `{body.model}` does not exist: this server serves `{config.model_name}`.",
+                           code="model_not_found")
+
+    def build_requests(body, prompts: list, chat: bool) -> tuple[list[GenerationRequest], list, dict]:
+        """Validate the weighting and limits, tokenize each prompt, and return the queued requests' parts."""
+        try:
+            weighting = resolve_weighting(body.weights, names)
+            conditioning = conditioning_for(steer, weighting, body.kl_weight)
+        except ValueError as error:
+            raise APIError(400, str(error)) from None
+        requested = body.max_tokens if not chat else (body.max_completion_tokens or body.max_tokens)
+        if requested is not None and requested > config.max_new_tokens:
+            raise APIError(400, f"`max_tokens={requested}` exceeds this server's limit of {config.max_new_tokens}: "
+                                f"ask for fewer tokens.")
+        queues, requests = [], []
+        loop = asyncio.get_running_loop()
+        sampling = SamplingKey(body.temperature, body.top_p if body.temperature > 0 else 1.0)
+        for prompt in prompts:
+            if steer.conditioning_config.variant == "prompt":  # the prompting baseline reads its weighting as text
+                prompt = format_weighted_prompt(prompt, weighting, names, steer.conditioning_config.prompt_template)
+            if chat:
+                if not tokenizer.chat_template:
+                    raise APIError(400, "This model's tokenizer has no chat template: use /v1/completions, or start "
+                                        "the server with `--chat-template FILE`.")
+                try:
+                    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+                except Exception as error:  # the template's own check (e.g. roles must alternate) or a render error
+                    raise APIError(400, f"The chat template cannot render these messages: {error}") from None
+                prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            else:
+                prompt_ids = tokenizer(prompt)["input_ids"]
+            if not prompt_ids:
+                raise APIError(400, "The prompt is empty: send at least one token of text.")
+            room = context_length - len(prompt_ids)
+            max_new_tokens = requested or (DEFAULT_COMPLETION_TOKENS if not chat else min(config.max_new_tokens, room))
+            if max_new_tokens > room:
+                raise APIError(400, f"The prompt has {len(prompt_ids)} tokens and max_tokens is {max_new_tokens}, but "
+                                    f"this model's context is {context_length} tokens: shorten the prompt or lower "
+                                    f"max_tokens.")
+            events: asyncio.Queue = asyncio.Queue()
+            requests.append(GenerationRequest(
+                prompt_ids, conditioning, max_new_tokens, sampling,
+                emit=functools.partial(_emit, loop, events),
+                stop=body.stop_strings, stream=body.stream,
+            ))
+            queues.append(events)
+        shown = {"weights": dict(zip(names, weighting, strict=True))}
+        if steer.conditioning_config.min_kl_weight is not None:
+            shown["kl_weight"] = body.kl_weight if body.kl_weight is not None else steer.conditioning_config.min_kl_weight
+        return requests, queues, shown
+
+    def submit(requests: list[GenerationRequest]) -> None:
+        try:
+            batcher.submit(requests)
+        except QueueFullError as error:
+            raise APIError(503, str(error), "server_overloaded", "queue_full") from None
+
+    async def wait_done(events: asyncio.Queue):
+        while True:
+            kind, value = await events.get()
+            if kind == "done":
+                return value
+            if kind == "error":
+                raise APIError(500, f"Generation failed: {value}", "server_error")
+
+    def usage(results) -> dict:
+        prompt = sum(r.prompt_tokens for r in results)
+        completion = sum(len(r.token_ids) for r in results)
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+    async def run(requests, queues, make_chunk, make_response, prefix: str):
+        """Non-streaming: wait for every row. Streaming: server-sent events, one chunk per text delta."""
+        submit(requests)
+        response_id = f"{prefix}-{uuid.uuid4().hex}"
+        if not requests[0].stream:
+            try:
+                results = await asyncio.gather(*(wait_done(events) for events in queues))
+            finally:
+                for request in requests:  # a client that went away frees its rows
+                    request.cancelled.set()
+            return make_response(response_id, results)
+
+        async def events_stream():
+            try:
+                for index, (request, events) in enumerate(zip(requests, queues, strict=True)):
+                    yield f"data: {json.dumps(make_chunk(response_id, index, text='', first=True))}\n\n"
+                    while True:
+                        kind, value = await events.get()
+                        if kind == "delta":
+                            yield f"data: {json.dumps(make_chunk(response_id, index, text=value))}\n\n"
+                        elif kind == "done":
+                            chunk = make_chunk(response_id, index, text="", finish_reason=value.finish_reason)
+                            yield f"data: {json.dumps(chunk)}\n\n"
+                            break
+                        else:
+                            error = {"error": {"message": f"Generation failed: {value}", "type": "server_error"}}
+                            yield f"data: {json.dumps(error)}\n\n"
+                            return
+                yield "data: [DONE]\n\n"
+            finally:
+                for request in requests:
+                    request.cancelled.set()
+
+        return StreamingResponse(events_stream(), media_type="text/event-stream")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "queued": batcher.queued, "batches": batcher.batches_run, "rows": batcher.rows_run}
+
+    @app.get("/v1/models", dependencies=[Depends(check_api_key)])
+    async def models():
+        card = {
+            "id": config.model_name, "object": "model", "created": created, "owned_by": "trl-clp",
+            "objectives": names, "variant": steer.conditioning_config.variant, "max_model_len": context_length,
+            "kl_conditioning": steer.conditioning_config.min_kl_weight is not None,
+        }
+        return {"object": "list", "data": [card]}
+
+    @app.post("/v1/completions", dependencies=[Depends(check_api_key)])
+    async def completions(body: CompletionRequest):
+        check_model(body)
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not 1 <= len(prompts) <= config.max_batch_size:
+            raise APIError(400, f"`prompt` takes a string or a list of 1 to {config.max_batch_size} strings.")
+        requests, queues, shown = build_requests(body, prompts, chat=False)
+
+        def chunk(response_id, index, text, first=False, finish_reason=None):
+            choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+            return {"id": response_id, "object": "text_completion", "created": int(time.time()),
+                    "model": config.model_name, "choices": [choice], **shown}
+
+        def response(response_id, results):
+            choices = [{"index": index, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
+                       for index, r in enumerate(results)]
+            return {"id": response_id, "object": "text_completion", "created": int(time.time()),
+                    "model": config.model_name, "choices": choices, "usage": usage(results), **shown}
+
+        return await run(requests, queues, chunk, response, "cmpl")
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(check_api_key)])
+    async def chat_completions(body: ChatCompletionRequest):
+        check_model(body)
+        messages = [message.model_dump(exclude_none=True) for message in body.messages]
+        requests, queues, shown = build_requests(body, [messages], chat=True)
+
+        def chunk(response_id, index, text, first=False, finish_reason=None):
+            delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            return {"id": response_id, "object": "chat.completion.chunk", "created": int(time.time()),
+                    "model": config.model_name, "choices": [choice], **shown}
+
+        def response(response_id, results):
+            (result,) = results
+            choice = {"index": 0, "message": {"role": "assistant", "content": result.text}, "logprobs": None,
+                      "finish_reason": result.finish_reason}
+            return {"id": response_id, "object": "chat.completion", "created": int(time.time()),
+                    "model": config.model_name, "choices": [choice], "usage": usage(results), **shown}
+
+        return await run(requests, queues, chunk, response, "chatcmpl")
+
+    return app
+
+
+def serve(path: str, host: str = "127.0.0.1", port: int = 8000, device: str | None = None, dtype: str | None = None,
+          trust_remote_code: bool = False, chat_template: str | None = None, log_level: str = "info",
+          **config_kwargs) -> None:
+    """Load the model at `path` and serve it until interrupted (the `trl-clp serve` command).
+
+    `config_kwargs` are `ServerConfig` fields; `api_key` defaults to the environment variable `TRL_CLP_API_KEY`
+    and `model_name` to the folder's name.
+    """
+    import uvicorn
+
+    config_kwargs.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
+    config_kwargs.setdefault("model_name", os.path.basename(os.path.normpath(path)))
+    config = ServerConfig(**config_kwargs)
+    steer = load_steerable_model(path, device, dtype, trust_remote_code, chat_template)
+    uvicorn.run(create_app(steer, config), host=host, port=port, log_level=log_level)
+
+
+class ServerThread:
+    """Run an app with uvicorn in a background thread on a free loopback port (tests, notebooks).
+
+    ```python
+    with ServerThread(create_app(steer)) as server:  # or server = ServerThread(...).start(); ...; server.stop()
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="none")
+    ```
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.socket.bind((host, port))
+        self.host, self.port = self.socket.getsockname()
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=5))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.socket]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> ServerThread:
+        """Start serving; returns once the server accepts connections."""
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("The server did not start.")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop the server (requests in progress finish first, within 5 s) and its generation worker."""
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.socket.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
