@@ -18,9 +18,9 @@ import torch
 from peft import LoraConfig
 from reporting import Measurement, describe_machine, machine_line
 from transformers import LlamaForCausalLM, PrinterCallback, TrainerCallback
-from trl import RLOOConfig, RLOOTrainer
+from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, demo
+from trl_clp import MultiObjectiveConfig, MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, MultiObjectiveTrainer, demo
 from trl_clp.rewards import (
     _character_fraction,
     brevity_reward,
@@ -141,7 +141,8 @@ class TrainingSettings:
 
 
 class TrainingRun(NamedTuple):
-    """One training configuration; `variant` is "baseline" for plain `RLOOTrainer` with one LoRA."""
+    """One training configuration; `variant` is "baseline" for plain `RLOOTrainer` with one LoRA, "grpo-baseline" for
+    plain `GRPOTrainer` with one LoRA, "grpo-<variant>" for `MultiObjectiveGRPOTrainer`."""
 
     variant: str
     num_objectives: int
@@ -149,7 +150,7 @@ class TrainingRun(NamedTuple):
 
     @property
     def label(self) -> str:
-        name = "rloo+lora" if self.variant == "baseline" else f"{self.variant}-clp"
+        name = {"baseline": "rloo+lora", "grpo-baseline": "grpo+lora"}.get(self.variant, f"{self.variant}-clp")
         return f"{name} m={self.num_objectives} B={self.batch_size}"
 
     @classmethod
@@ -213,6 +214,11 @@ def build_trainer(run: TrainingRun, settings: TrainingSettings, max_steps: int, 
     }
     if run.variant == "baseline":
         trainer = RLOOTrainer(args=RLOOConfig(**config_values), **common)
+    elif run.variant == "grpo-baseline":
+        trainer = GRPOTrainer(args=GRPOConfig(**config_values), **common)
+    elif run.variant.startswith("grpo-"):
+        config = MultiObjectiveGRPOConfig(**config_values, conditioning=run.variant.removeprefix("grpo-"))
+        trainer = MultiObjectiveGRPOTrainer(args=config, **common)
     else:
         trainer = MultiObjectiveTrainer(args=MultiObjectiveConfig(**config_values, conditioning=run.variant), **common)
     trainer.remove_callback(PrinterCallback)  # the benchmarks print their own lines
