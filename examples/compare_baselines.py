@@ -14,6 +14,14 @@ Methods (all `MultiObjectiveTrainer`, rank-8 LoRA per objective on every linear 
 - prompting: one shared LoRA, the weighting written into the prompt.
 
 Writes `<output_dir>/report.md` (tables and verdicts), `results.json`, and PNG figures.
+
+`--experiments concave` (not in the default) compares scalarisations where the trade-off is concave: the rewards are
+the *squared* lowercase and uppercase shares, so a completion's reward pair (l², u²) with l + u ≤ 1 lies on a front
+that bulges inwards, and every weighting of the weighted sum of one completion's rewards is maximised at an end.
+Methods: clp-linear (w·R), clp-tchebycheff (augmented, ρ = 0.01, running ideal point), rewarded-soups (one-hot
+weightings). Reference point of the hypervolume: (0, 0), fixed before any run. Writes `concave.md`:
+
+    python examples/compare_baselines.py --experiments concave --max_steps 120 --early_step 60
 """
 
 from __future__ import annotations
@@ -39,6 +47,22 @@ from trl_clp.evaluation import Front, evaluate_front  # noqa: E402
 from trl_clp.pareto import additive_epsilon, fraction_dominated  # noqa: E402
 from trl_clp.plotting import plot_fronts, plot_fronts_over_steps, plot_reward_kl, plot_value_ratio  # noqa: E402
 from trl_clp.rewards import lowercase_reward, titlecase_reward, uppercase_reward  # noqa: E402
+
+def squared_lowercase_reward(completions, **kwargs) -> list[float]:
+    """(lowercase share)²: with the squared uppercase share, a concave trade-off per completion."""
+    return [value**2 for value in lowercase_reward(completions)]
+
+
+def squared_uppercase_reward(completions, **kwargs) -> list[float]:
+    return [value**2 for value in uppercase_reward(completions)]
+
+
+CONCAVE_METHODS = {
+    "clp-linear": dict(conditioning="full"),
+    "clp-tchebycheff": dict(conditioning="full", scalarization="tchebycheff", tchebycheff_augmentation=0.01),
+    "rewarded-soups": dict(conditioning="full", weight_distribution="one_hot"),
+}
+CONCAVE_REFERENCE_POINT = [0.0, 0.0]
 
 METHODS = {
     "clp-full": dict(conditioning="full"),
@@ -71,7 +95,8 @@ class CompareArguments:
         default_factory=lambda: ["two", "three", "kl", "fixed"],
         metadata={"help": "two: 2 rewards, all methods (claims 1, 2, 5); three: 3 rewards (claim 4); kl: DeRA (3); "
                   "fixed: plain RLOOTrainer, one model per weighting, each with 1/K of the budget; mixing: Rewarded "
-                  "Soups' experts mixed in parameter space vs in logit space (Theorem 1), not in the default."},
+                  "Soups' experts mixed in parameter space vs in logit space (Theorem 1), not in the default; concave: "
+                  "linear vs Tchebycheff CLP vs Rewarded Soups on a concave trade-off, not in the default."},
     )
     quick: bool = field(default=False, metadata={"help": "1 seed, 30 steps, 8 prompts: a smoke run for CI."})
 
@@ -115,8 +140,10 @@ def train(method_config: dict, seed, base_path, reward_funcs, args: CompareArgum
     return trainer
 
 
-def train_and_evaluate(method, seed, base_path, reward_funcs, grid, prompts, args: CompareArguments, tag: str):
-    """Train one method for one seed; return its fronts at the early and the final step."""
+def train_and_evaluate(method, seed, base_path, reward_funcs, grid, prompts, args: CompareArguments, tag: str,
+                       method_config: dict | None = None):
+    """Train one method (`METHODS[method]`, or `method_config`) for one seed; return its fronts at the early and the
+    final step."""
     fronts = {}
 
     def make_callback(trainer):
@@ -127,7 +154,7 @@ def train_and_evaluate(method, seed, base_path, reward_funcs, grid, prompts, arg
         fronts["callback"] = callback
         return callback
 
-    train(METHODS[method], seed, base_path, reward_funcs, args, os.path.join(tag, f"{method}-seed{seed}"),
+    train(method_config or METHODS[method], seed, base_path, reward_funcs, args, os.path.join(tag, f"{method}-seed{seed}"),
           [make_callback])
     return fronts["callback"].fronts[args.early_step], fronts["callback"].fronts[args.max_steps]
 
@@ -245,6 +272,7 @@ def main(args: CompareArguments) -> dict:
     fronts = {method: {"early": [], "final": []} for method in args.methods} if "two" in args.experiments else {}
     fronts3 = {method: [] for method in ("clp-full", "rewarded-soups")} if "three" in args.experiments else {}
     kl_runs, fixed_fronts, mixing_runs = [], [], []
+    concave = {method: [] for method in CONCAVE_METHODS} if "concave" in args.experiments else {}
     for seed in args.seeds:
         tokenizer = demo.make_byte_tokenizer()
         base_path = os.path.join(args.output_dir, f"base-seed{seed}")
@@ -267,10 +295,18 @@ def main(args: CompareArguments) -> dict:
         if "mixing" in args.experiments:
             mixing_runs.append(mixing_fronts(seed, base_path, prompts, grid2, args))
             print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} mixing done", flush=True)
+        for method, config in CONCAVE_METHODS.items() if concave else ():
+            _, final = train_and_evaluate(method, seed, base_path, [squared_lowercase_reward, squared_uppercase_reward],
+                                          grid2, prompts, args, "concave", config)
+            concave[method].append(final)
+            print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} concave {method}: "
+                  f"hypervolume {final.hypervolume(CONCAVE_REFERENCE_POINT):.4f}", flush=True)
         if "kl" in args.experiments:
             kl_runs.append(kl_experiment(seed, base_path, prompts, args))
             print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} KL experiment done", flush=True)
     results = summarize(args, fronts, fronts3, kl_runs, fixed_fronts, mixing_runs)
+    if concave:
+        results["concave"] = summarize_concave(args, concave)
     results["wall_seconds"] = time.perf_counter() - started
     write_report(args, results, fronts, fronts3, kl_runs, fixed_fronts, mixing_runs)
     return results
@@ -336,6 +372,49 @@ def summarize(args: CompareArguments, fronts, fronts3, kl_runs, fixed_fronts, mi
                 for k, r in enumerate(fixed_fronts[0].results)
             ],
         }
+    return summary
+
+
+def summarize_concave(args: CompareArguments, concave: dict[str, list[Front]]) -> dict:
+    """Hypervolume, steerability, mutual dominance and the balanced weighting's point of each method on the concave
+    task; also writes `concave.md` and the fronts."""
+    summary = {"reference_point": CONCAVE_REFERENCE_POINT, "methods": {}, "dominance": {}}
+    for method, per_seed in concave.items():
+        steer = [f.steerability() for f in per_seed]
+        middle = [next(r for r in f.results if r.weights == [0.5, 0.5]) for f in per_seed]
+        summary["methods"][method] = {
+            "hypervolume": mean_and_ci([f.hypervolume(CONCAVE_REFERENCE_POINT) for f in per_seed]),
+            "range": [mean_and_ci([s["range"][i] for s in steer]) for i in range(2)],
+            "rank_correlation": [mean_and_ci([s["rank_correlation"][i] for s in steer]) for i in range(2)],
+            "at_balanced_weighting": [mean_and_ci([list(r.rewards.values())[i] for r in middle]) for i in range(2)],
+        }
+        for seed, front in zip(args.seeds, per_seed, strict=True):
+            front.save(os.path.join(args.output_dir, "fronts"), stem=f"concave-{method}-seed{seed}")
+    methods = list(concave)
+    for a in methods:
+        for b in methods:
+            if a != b:  # share of b's points dominated by a's front
+                summary["dominance"][f"{a} over {b}"] = mean_and_ci(
+                    [fraction_dominated(fa.rewards(), fb.rewards()) for fa, fb in zip(concave[a], concave[b], strict=True)]
+                )
+    lines = [
+        f"## Concave trade-off: squared lowercase vs squared uppercase share ({len(args.seeds)} seeds, "
+        f"{args.max_steps} steps, hypervolume reference point {tuple(CONCAVE_REFERENCE_POINT)}, mean ± 95% CI)",
+        "",
+        "| method | hypervolume | range (R1, R2) | rank correlation (R1, R2) | (R1, R2) at w = (0.5, 0.5) |",
+        "|---|---|---|---|---|",
+    ]
+    for method, entry in summary["methods"].items():
+        lines.append(
+            f"| {method} | {fmt(entry['hypervolume'], 4)} | {', '.join(fmt(v) for v in entry['range'])} | "
+            f"{', '.join(fmt(v, 2) for v in entry['rank_correlation'])} | "
+            f"{', '.join(fmt(v) for v in entry['at_balanced_weighting'])} |"
+        )
+    lines += ["", "| share of the second method's points dominated by the first's front | mean ± CI |", "|---|---|"]
+    lines += [f"| {pair} | {fmt(value, 2)} |" for pair, value in summary["dominance"].items()]
+    with open(os.path.join(args.output_dir, "concave.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
     return summary
 
 
