@@ -20,7 +20,11 @@ import sys
 # Module → the names documented from it, in reading order. `trl_clp.__all__` is the top-level API; the rest are the
 # modules a user imports from directly (rewards, metrics, plots, the demo, decoding baselines, the script).
 SECTIONS = [
-    ("trl_clp", "Training", ["MultiObjectiveConfig", "MultiObjectiveTrainer"]),
+    ("trl_clp", "Training", [
+        "MultiObjectiveConfig", "MultiObjectiveTrainer", "MultiObjectiveGRPOConfig", "MultiObjectiveGRPOTrainer",
+    ]),
+    ("trl_clp.trainer", "The conditioning layer both trainers share", ["ConditionedTrainerMixin"]),
+    ("trl_clp.scalarization", "Scalarisation", None),
     ("trl_clp", "Steerable models", ["SteerableModel", "ConditioningConfig", "format_weighted_prompt"]),
     ("trl_clp", "Weightings", ["simplex_grid", "check_weights", "sample_group_weights"]),
     ("trl_clp", "Evaluation", ["evaluate_front", "Front", "FrontEvaluationCallback"]),
@@ -76,11 +80,12 @@ def _signature(name: str, obj) -> str:
 
 
 def _field_table(cls, own_only: bool) -> list[str]:
-    """Markdown table of a dataclass's fields: name, default, help (only the fields `cls` itself adds if asked)."""
+    """Markdown table of a dataclass's fields: name, default, help (only the fields trl-clp adds if asked: those not
+    inherited from a TRL or transformers config)."""
     inherited = set()
     if own_only:
         for base in cls.__mro__[1:]:
-            if dataclasses.is_dataclass(base):
+            if dataclasses.is_dataclass(base) and not base.__module__.startswith("trl_clp"):
                 inherited |= {f.name for f in dataclasses.fields(base)}
     lines = ["| field | default | help |", "|---|---|---|"]
     for f in dataclasses.fields(cls):
