@@ -494,7 +494,7 @@ def describe_claims(claims: dict) -> list[str]:
     if "3_kl_conditioning_matches_dera" in claims:
         c = claims["3_kl_conditioning_matches_dera"]
         differences = [entry["value_difference"] for entry in c["per_kl_weight"]]
-        worse = [e["kl_weight"] for e, d in zip(c["per_kl_weight"], differences) if verdict(d) == "fails"]
+        worse = [e["kl_weight"] for e, d in zip(c["per_kl_weight"], differences) if verdict(d).startswith("fails")]
         lines.append(
             f"3. **KL-conditioned CLP matches DeRA at half the decoding cost** — "
             f"{'holds' if not worse else 'fails at α = ' + str(worse)}: V_CLP − V_DeRA per α "
