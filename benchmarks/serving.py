@@ -2,7 +2,7 @@
 serving them one at a time and against swapping a merged model per weighting (Rewarded Soups), plus a load run.
 
     python benchmarks/serving.py            # the demo-sized model, 16 clients, 5 repeats, a 20 s load run
-    python benchmarks/serving.py --quick    # the same figures, fewer repeats and a 4 s load run (about a minute)
+    python benchmarks/serving.py --quick    # the same figures, 2 repeats and a 4 s load run (about 2 minutes)
     python benchmarks/serving.py --model_size 20m   # the 20.7M-parameter Llama of the other benchmarks
 
 The model is a CLP adapter (full-CLP, m = 2, LoRA r = 8 per objective, random `lora_B` so that weightings change
@@ -58,7 +58,7 @@ EOS = 2
 
 @dataclass
 class BenchmarkArguments:
-    quick: bool = field(default=False, metadata={"help": "Fewer repeats and a short load run: about a minute."})
+    quick: bool = field(default=False, metadata={"help": "2 repeats and a 4 s load run: about 2 minutes."})
     model_size: str = field(default="tiny", metadata={"help": "`tiny` (the demo's 0.2M Llama) or `20m`."})
     clients: int = field(default=16, metadata={"help": "Concurrent clients, each request with its own weighting."})
     new_tokens: int = field(default=32, metadata={"help": "`max_tokens` of every throughput request."})

@@ -576,7 +576,7 @@ def describe_claims(claims: dict) -> list[str]:
         c = claims["3_kl_conditioning_matches_dera"]
         differences = [entry["value_difference"] for entry in c["per_kl_weight"]]
         verdicts = [verdict(d) for d in differences]
-        worse = [e["kl_weight"] for e, v in zip(c["per_kl_weight"], verdicts) if v == "fails"]
+        worse = [e["kl_weight"] for e, v in zip(c["per_kl_weight"], verdicts) if v.startswith("fails")]
         # An interval spanning 0 neither confirms nor refutes "matches": say so rather than "holds".
         overall = ("fails at α = " + str(worse) if worse else "within noise (no α where CLP is significantly below)"
                    if "within noise" in verdicts else "holds")

@@ -1,5 +1,5 @@
 """Two processes (gloo on CPU): one weighting per prompt group on both ranks, identical gradients and parameters,
-metadata saved once."""
+metadata saved once, and the front evaluated by both ranks in step and written once."""
 
 import json
 import os
@@ -51,3 +51,21 @@ def test_two_processes_share_group_weightings_and_parameters(tmp_path, kind):
     assert (tmp_path / "final" / "clp_config.json").is_file()
     # Only the main process writes the metadata (and TRL only it the adapter).
     assert ranks[0]["metadata_saves"] == [str(tmp_path / "final")] and ranks[1]["metadata_saves"] == []
+
+    # The front callback ran on both ranks with the same number of forward calls (ZeRO-3 and FSDP need every rank in
+    # every forward), both hold the same front, rank 0 alone wrote it, and it equals a one-process evaluation.
+    calls = [rank["evaluation_forward_calls"] for rank in ranks]
+    assert calls[0].keys() == {"1", "2", "3"} and calls[0]["1"] == calls[0]["2"] == 0
+    assert calls[0]["3"] == calls[1]["3"] > 0
+    assert ranks[0]["front_saves"] == ["step-3"] and ranks[1]["front_saves"] == []
+    written = json.loads((tmp_path / "out" / "fronts" / "step-3.json").read_text())
+    assert written == ranks[0]["callback_fronts"]["3"] == ranks[1]["callback_fronts"]["3"]
+    single = ranks[0]["single_process_front"]
+    assert [r["weights"] for r in written["results"]] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+    for got, expected in zip(written["results"], single["results"], strict=True):
+        assert got["num_completions"] == expected["num_completions"] == 3
+        for key in ("kl", "value"):
+            assert abs(got[key] - expected[key]) <= 1e-6, (key, got, expected)
+        for name, value in expected["rewards"].items():
+            assert abs(got["rewards"][name] - value) <= 1e-6, (name, got, expected)
+    assert len({round(r["kl"], 6) for r in written["results"]}) == 3  # the weightings sampled different completions

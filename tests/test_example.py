@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import math
 import os
 import sys
 
@@ -178,5 +179,50 @@ def test_comparison_runner_writes_a_report(tmp_path):
     assert set(results["mixing"]) == {"parameter mixing", "logit mixing"}
     report = (tmp_path / "report.md").read_text()
     assert "| clp-full |" in report and "| prompting |" in report
+    claim_lines = {line[0]: line for line in report.splitlines() if line[:1].isdigit() and line[1:3] == ". "}
+
+    # Each claim's numbers are recomputed from the fronts the runner saved, and its verdict matches them (one seed:
+    # no interval, so the verdict is the sign of the mean).
+    from trl_clp.evaluation import Front
+    from trl_clp.pareto import additive_epsilon, fraction_dominated
+
+    final = {m: Front.load(str(tmp_path / "fronts" / f"{m}-final-seed0.json")) for m in results["methods"]}
+    volumes = {m: front.hypervolume([0, 0]) for m, front in final.items()}
+    for method, volume in volumes.items():
+        assert results["methods"][method]["final"]["hypervolume"][0] == pytest.approx(volume)
+        assert results["methods"][method]["final"]["range"][0][0] == pytest.approx(final[method].steerability()["range"][0])
+    claim = results["claims"]["1_clp_dominates_rewarded_soups"]
+    clp, rs = final["clp-full"].rewards(), final["rewarded-soups"].rewards()
+    difference = claim["hypervolume_difference"][0]
+    assert difference == pytest.approx(volumes["clp-full"] - volumes["rewarded-soups"])
+    assert claim["share_of_rs_points_dominated_by_clp"][0] == pytest.approx(fraction_dominated(clp, rs))
+    assert claim["share_of_clp_points_dominated_by_rs"][0] == pytest.approx(fraction_dominated(rs, clp))
+    assert claim["epsilon_clp_to_cover_rs"][0] == pytest.approx(additive_epsilon(clp, rs))
+    assert f"— {'holds' if difference > 0 else 'fails'} on this seed." in claim_lines["1"]
+    claim = results["claims"]["2_clp_more_steerable_than_prompting"]
+    assert claim["clp_range"] == results["methods"]["clp-full"]["final"]["range"]
+    assert claim["prompting_range"] == results["methods"]["prompting"]["final"]["range"]
+    gaps = [c[0] - p[0] for c, p in zip(claim["clp_range"], claim["prompting_range"], strict=True)]
+    assert claim_lines["2"].split("range gap per objective: ")[1].startswith(
+        ", ".join(f"{'holds' if gap > 0 else 'fails'} on this seed" for gap in gaps))
+    claim = results["claims"]["3_kl_conditioning_matches_dera"]
+    behind = []
+    for entry in claim["per_kl_weight"]:
+        alpha = entry["kl_weight"]
+        for name in ("clp", "dera"):  # V = R − α·KL at w = (1, 0)
+            reward, kl, value = (entry[f"{name}_{key}"][0] for key in ("reward", "kl", "value"))
+            assert value == pytest.approx(reward - alpha * kl, abs=1e-5)
+        assert entry["value_difference"][0] == pytest.approx(entry["clp_value"][0] - entry["dera_value"][0])
+        if entry["value_difference"][0] <= 0:
+            behind.append(alpha)
+    ratio = claim["dera_over_clp_decode_time"][0]
+    assert math.isfinite(ratio) and ratio > 0
+    assert f"— {'holds' if not behind else 'fails at α = ' + str(behind)}:" in claim_lines["3"]
+    claim = results["claims"]["4_three_rewards_value_at_least_rs"]
+    differences = [entry["difference"][0] for entry in claim["value_difference_per_weighting"]]
+    assert len(differences) == 3  # simplex_grid(3, 2): the corners
+    share = claim["share_of_weightings_with_clp_value_at_least_rs"][0]
+    assert share == pytest.approx(sum(d >= 0 for d in differences) / len(differences))
+    assert f"— {'holds' if share == 1.0 else 'fails'}:" in claim_lines["4"]
     for figure in ("fronts_final.png", "fronts_early.png", "three_rewards_value.png", "kl_front.png", "mixing.png"):
         assert (tmp_path / figure).stat().st_size > 1000

@@ -117,7 +117,9 @@ def test_an_empty_training_dataset_is_rejected_at_construction(tmp_path, tokeniz
         make_trainer(tmp_path, tokenizer, Dataset.from_dict({"prompt": []}))
 
 
-def test_without_args_a_default_config_named_after_the_model_is_built(tmp_path, tokenizer, saved_base_model, monkeypatch):
+def test_without_args_a_default_config_named_after_the_model_is_built(
+    tmp_path, tokenizer, saved_base_model, monkeypatch
+):
     import dataclasses
 
     from trl_clp import trainer as trainer_module
@@ -343,7 +345,8 @@ def test_advantages_equal_a_recomputation_of_w_dot_r_minus_alpha_kl(tmp_path, to
     last = records[-1]
     rewards = list(zip(calls["lower"][-1], calls["upper"][-1], strict=True))
     for wrong in (torch.ones_like(last["clp_weights"]), last["clp_weights"].flip(1)):
-        assert not torch.allclose(last["advantages"], expected_advantages(rewards, wrong, last["kl"], alpha, 4), atol=1e-3)
+        wrong_advantages = expected_advantages(rewards, wrong, last["kl"], alpha, num_generations=4)
+        assert not torch.allclose(last["advantages"], wrong_advantages, atol=1e-3)
 
 
 def test_logs_weights_and_reward_by_weight(tmp_path, tokenizer, prompts_dataset):
@@ -591,10 +594,11 @@ def test_logit_variant_saves_the_state_dict_transformers_gathered(tmp_path, toke
     saved = load_file(str(tmp_path / "saved" / "adapter_model.safetensors"))
     head = "base_model.model.lm_head"
     assert not any(".base_layer." in key for key in saved)  # the frozen output layer is reloaded from the base model
-    torch.testing.assert_close(saved[f"{head}.lora_B.weight"], gathered[f"{head}.lora_B.default.weight"], rtol=0, atol=0)
+    exact = functools.partial(torch.testing.assert_close, rtol=0, atol=0)
+    exact(saved[f"{head}.lora_B.weight"], gathered[f"{head}.lora_B.default.weight"])
     assert not torch.equal(saved[f"{head}.lora_B.weight"], live[f"{head}.lora_B.default.weight"])
     q_proj = "base_model.model.model.layers.0.self_attn.q_proj"
-    torch.testing.assert_close(saved[f"{q_proj}.lora_A.weight"], gathered[f"{q_proj}.lora_A.default.weight"], rtol=0, atol=0)
+    exact(saved[f"{q_proj}.lora_A.weight"], gathered[f"{q_proj}.lora_A.default.weight"])
 
 
 # ---------------------------------------------------------------------------------------------- other reward kinds

@@ -8,6 +8,7 @@ import os
 import torch
 from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback, TrackioCallback, WandbCallback
+from trl.models import unwrap_model_for_generation
 
 from .conditioning.model import SteerableModel
 from .evaluation import Front, evaluate_front
@@ -20,8 +21,10 @@ class FrontEvaluationCallback(TrainerCallback):
     Each evaluation logs, through the trainer's metrics (so to every configured tracker at the next logging step):
     `front/hypervolume`, `front/<objective>/range`, `front/<objective>/rank_correlation` and
     `front/monotonicity_violations`, and writes the whole front to `<output_dir>/fronts/step-<N>.json` (and `.csv`).
-    It runs on the main process only, and forks the torch RNG so that training samples the same completions with or
-    without it.
+    Every process takes part (each samples a share of the batches, the results are gathered, every process scores
+    them and holds the same front), as ZeRO-3 and FSDP need; only the main process writes files. The torch RNG is
+    forked, so training samples the same completions with or without it, and the front equals a one-process
+    `evaluate_front` on the same prompts and seed.
 
     Args:
         trainer: the `MultiObjectiveTrainer`.
@@ -31,7 +34,8 @@ class FrontEvaluationCallback(TrainerCallback):
         eval_every_steps: evaluation period in optimizer steps.
         reference_point: `(m,)` hypervolume reference. Default: the per-objective minimum of the first evaluated
             front, minus 1e-6; it is then kept fixed and written to `fronts/reference_point.json`.
-        num_samples, max_new_tokens, seed, **generation_kwargs: as in `evaluate_front`.
+        num_samples, max_new_tokens, batch_size, seed, **generation_kwargs: as in `evaluate_front`; the sampling
+            temperature is the trainer's.
     """
 
     def __init__(
@@ -44,6 +48,7 @@ class FrontEvaluationCallback(TrainerCallback):
         reference_point: list[float] | None = None,
         num_samples: int = 1,
         max_new_tokens: int | None = None,
+        batch_size: int = 64,
         seed: int = 0,
         **generation_kwargs,
     ):
@@ -62,6 +67,7 @@ class FrontEvaluationCallback(TrainerCallback):
         self.evaluation_kwargs = dict(
             num_samples=num_samples,
             max_new_tokens=max_new_tokens or trainer.args.max_completion_length,
+            batch_size=batch_size,
             seed=seed,
             temperature=trainer.args.temperature,
             **generation_kwargs,
@@ -69,29 +75,41 @@ class FrontEvaluationCallback(TrainerCallback):
         self.fronts: dict[int, Front] = {}
 
     def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.eval_every_steps or not state.is_world_process_zero:
+        if state.global_step % self.eval_every_steps:
             return
         trainer = self.trainer
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        steer = SteerableModel(model, trainer.conditioning_config, trainer.processing_class, trainer.conditioner)
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.random.fork_rng(devices=[]):
+        # Every process evaluates (its share of the batches, then all results gathered): under ZeRO-3 and FSDP a
+        # forward needs every process. Parameters are gathered for generation as TRL gathers them for training's.
+        device = trainer.accelerator.device
+        with (
+            unwrap_model_for_generation(
+                trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation,
+                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+            ) as model,
+            trainer._dist.summon_full_params(trainer.model_wrapped, recurse=False),
+            # The evaluation seeds its own sampling; training's RNG (CPU and this GPU) continues as without it.
+            torch.random.fork_rng(devices=[device] if device.type == "cuda" else []),
+        ):
+            steer = SteerableModel(model, trainer.conditioning_config, trainer.processing_class, trainer.conditioner)
+            was_training = model.training
+            model.eval()
+            try:
                 front = evaluate_front(
                     steer, trainer.processing_class, self.prompts, self.reward_funcs, self.weightings,
-                    **self.evaluation_kwargs,
+                    accelerator=trainer.accelerator, **self.evaluation_kwargs,
                 )
-        finally:
-            model.train(was_training)
+            finally:
+                model.train(was_training)
         self.fronts[state.global_step] = front
         directory = os.path.join(args.output_dir, "fronts")
         if self.reference_point is None:
             self.reference_point = (front.rewards().min(0).values - 1e-6).tolist()
-            os.makedirs(directory, exist_ok=True)
-            with open(os.path.join(directory, "reference_point.json"), "w") as handle:
-                json.dump({"reference_point": self.reference_point}, handle)
-        front.save(directory, stem=f"step-{state.global_step}")
+            if state.is_world_process_zero:
+                os.makedirs(directory, exist_ok=True)
+                with open(os.path.join(directory, "reference_point.json"), "w") as handle:
+                    json.dump({"reference_point": self.reference_point}, handle)
+        if state.is_world_process_zero:
+            front.save(directory, stem=f"step-{state.global_step}")
 
         metrics = trainer._metrics["train"]  # averaged and logged with TRL's metrics at the next logging step
         metrics["front/hypervolume"].append(front.hypervolume(self.reference_point))

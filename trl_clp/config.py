@@ -151,8 +151,8 @@ class ConditioningFields:
             )
         if (self.generation_kwargs or {}).get("num_return_sequences", 1) > 1:
             raise ValueError(
-                "`generation_kwargs` sets `num_return_sequences`, which would return several completions per row "
-                "where the trainer expects one. Set `num_generations` for the number of completions per prompt instead."
+                "`generation_kwargs` sets `num_return_sequences`, which would return several completions per row where "
+                "the trainer expects one. Set `num_generations` for the number of completions per prompt instead."
             )
         if self.conditioning not in CONDITIONING_VARIANTS:
             raise ValueError(f"`conditioning` must be one of {CONDITIONING_VARIANTS}, got {self.conditioning!r}.")

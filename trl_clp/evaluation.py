@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from accelerate.utils import gather_object
+
 from .conditioning.config import format_weighted_prompt
 from .conditioning.model import SteerableModel
 from .decoding import generate_with_mixed_logits, mixture_log_probs
@@ -154,13 +156,20 @@ def evaluate_front(
     num_resamples: int = 1000,
     confidence: float = 0.95,
     decoding=None,
+    accelerator=None,
     **generation_kwargs,
 ) -> Front:
     """Sample completions for every (prompt, weighting) pair, score them, and summarise each weighting.
 
-    Rows with different weightings share each `generate` call. Sampling is seeded, so two calls with the same
-    arguments give the same front. Confidence intervals are percentile bootstraps over prompts (each prompt's
-    samples averaged first).
+    Rows with different weightings share each `generate` call (`batch_size` rows at a time). Each batch is sampled
+    from its own seed, drawn from `seed`, so two calls with the same arguments give the same front, on one process
+    or several. Confidence intervals are percentile bootstraps over prompts (each prompt's samples averaged first).
+
+    On several processes (`accelerator` given), every process must call this function with the same arguments:
+    each samples its share of the batches, the completions and KLs are gathered, every process scores all of them
+    with `reward_funcs` and returns the same `Front`, equal to a one-process evaluation. Processes make the same
+    sequence of forward calls, as ZeRO-3 and FSDP require (`generate` keeps them in step itself there, through
+    `synced_gpus`).
 
     Args:
         model: the steerable model.
@@ -174,7 +183,11 @@ def evaluate_front(
         reward_kwargs: extra per-prompt columns passed to the reward functions (length P each).
         decoding: for decoding-time baselines, a function mapping the rows' `(b, m)` weightings to logit-mixture
             components (see `trl_clp.decoding`, e.g. DeRA or a mixture of experts); completions are then sampled
-            from the mixture and its KL is measured. Default: the model conditioned on each row's weighting.
+            from the mixture and its KL is measured. Default: the model conditioned on each row's weighting. Its
+            sampling loop stops when its rows end, which differs between processes: do not combine it with
+            `accelerator` on a ZeRO-3 or FSDP model.
+        accelerator: the `accelerate.Accelerator` (or `PartialState`) of a multi-process run, to share the
+            sampling between processes; None evaluates everything in this process.
         **generation_kwargs: passed to `generate` (full-distribution sampling by default). With `temperature=T`,
             the KL is measured between the policy and the reference both at temperature T (logits divided by T), as
             in training with `MultiObjectiveConfig(temperature=T)`.
@@ -192,12 +205,15 @@ def evaluate_front(
                          **generation_kwargs}
     temperature = generation_kwargs.get("temperature", 1.0)
     rows = [(k, p) for k in range(len(weightings)) for p in range(len(prompts)) for _ in range(num_samples)]
-    torch.manual_seed(seed)
-    completions, completion_ids, kls = [], [], []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        row_weights = weightings[[k for k, _ in chunk]]  # (b, m)
-        texts = [prompts[p] for _, p in chunk]
+    batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    # One seed per batch, drawn from `seed`: a batch samples the same completions whichever process runs it.
+    batch_seeds = torch.randint(2**62, (len(batches),), generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def sample(batch: list[tuple[int, int]], batch_seed: int) -> tuple[list[list[int]], list[float]]:
+        """The batch's completion ids (up to and including EOS) and sequence KLs to the reference."""
+        torch.manual_seed(batch_seed)
+        row_weights = weightings[[k for k, _ in batch]]  # (b, m)
+        texts = [prompts[p] for _, p in batch]
         if config.variant == "prompt":
             texts = [
                 format_weighted_prompt(text, w.tolist(), names, config.prompt_template)
@@ -225,11 +241,27 @@ def evaluate_front(
                 policy = completion_log_probs(model.model, sequences, mask, prompt_length, temperature)
         with model.model.disable_adapter():
             reference = completion_log_probs(model.model, sequences, mask, prompt_length, temperature)
-        kls.append(((policy - reference) * completion_mask).sum(1).cpu())  # (b,)
-        for ids, row_mask in zip(sequences[:, prompt_length:], completion_mask, strict=True):
-            kept = ids[row_mask.bool()].tolist()
-            completion_ids.append(kept)
-            completions.append(tokenizer.decode(kept, skip_special_tokens=True))
+        kl = ((policy - reference) * completion_mask).sum(1)  # (b,)
+        kept = [ids[row_mask.bool()].tolist() for ids, row_mask in zip(sequences[:, prompt_length:], completion_mask,
+                                                                       strict=True)]
+        return kept, kl.tolist()
+
+    process_index, num_processes = (0, 1) if accelerator is None else (accelerator.process_index,
+                                                                       accelerator.num_processes)
+    sampled = []  # (batch index, completion ids, KLs) of the batches this process ran
+    # Process k runs batches k, k + n, k + 2n, ...; in the last round a process without a batch reruns batch 0 and
+    # drops it, so that every process makes the same sequence of forward calls (each is collective under ZeRO-3 and
+    # FSDP, where a process that stopped early would leave the others waiting).
+    for first in range(0, len(batches), num_processes):
+        index = first + process_index
+        batch_ids, batch_kl = sample(batches[index % len(batches)], batch_seeds[index % len(batches)])
+        if index < len(batches):
+            sampled.append((index, batch_ids, batch_kl))
+    if num_processes > 1:
+        sampled = sorted(gather_object(sampled), key=lambda item: item[0])  # every process holds every batch
+    completion_ids = [ids for _, batch_ids, _ in sampled for ids in batch_ids]
+    completions = [tokenizer.decode(ids, skip_special_tokens=True) for ids in completion_ids]
+    kl = torch.tensor([value for _, _, batch_kl in sampled for value in batch_kl])  # (R,)
 
     row_prompts = [prompts[p] for _, p in rows]
     extra = {key: [values[p] for _, p in rows] for key, values in (reward_kwargs or {}).items()}
@@ -242,7 +274,7 @@ def evaluate_front(
             for f in reward_funcs
         ]
     ).T  # (R, m)
-    kl = torch.cat(kls).to(scores)  # (R,)
+    kl = kl.to(scores)
     # Each completion's value exactly as training scalarises it: NaN terms skipped, NaN if every reward is NaN.
     row_weights = weightings[[k for k, _ in rows]].to(scores)  # (R, m)
     row_values = scalarize_rewards(scores, row_weights, kl, torch.full_like(kl, kl_weight))  # (R,)

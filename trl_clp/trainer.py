@@ -573,7 +573,9 @@ class ConditionedTrainerMixin:
         checkpoint loader): `train` is the public entry point every backend passes through, before anything is loaded.
         """
         # `True` resolved the way `Trainer.train` resolves it, so that both read the same checkpoint.
-        checkpoint = get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True else resume_from_checkpoint
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
         if checkpoint:
             self._restore_conditioning_state(checkpoint)
         return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)

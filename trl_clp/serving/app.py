@@ -199,7 +199,10 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         sampling = SamplingKey(body.temperature, body.top_p if body.temperature > 0 else 1.0)
         for prompt in prompts:
             if steer.conditioning_config.variant == "prompt":  # the prompting baseline reads its weighting as text
-                prompt = format_weighted_prompt(prompt, weighting, names, steer.conditioning_config.prompt_template)
+                try:
+                    prompt = format_weighted_prompt(prompt, weighting, names, steer.conditioning_config.prompt_template)
+                except ValueError as error:  # a conversation without a user message to carry the weighting
+                    raise APIError(400, str(error)) from None
             if chat:
                 if not tokenizer.chat_template:
                     raise APIError(400, "This model's tokenizer has no chat template: use /v1/completions, or start "
