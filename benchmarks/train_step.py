@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 # Offline and quiet: the hub is never contacted, no telemetry is sent (read when huggingface_hub is imported).
@@ -70,6 +71,10 @@ class BenchmarkArguments(TrainingSettings):
     timing: bool = field(default=True, metadata={"help": "Measure step times."})
     memory: bool = field(default=True, metadata={"help": "Measure peak memory (one subprocess per configuration)."})
     memory_repeats: int = field(default=1, metadata={"help": "Probes per configuration (the profiled peak repeats exactly)."})
+    memory_workers: int = field(
+        default=1,
+        metadata={"help": "Probes run at once: each is a process of its own and its peak does not depend on the load."},
+    )
     memory_steps: int = field(
         default=2, metadata={"help": "Steps of each memory probe: the second holds activations and optimizer state."}
     )
@@ -199,12 +204,17 @@ def main(args: BenchmarkArguments):
 
     probes = {}
     if args.memory:
+        probed = [
+            run
+            for m in (args.num_objectives[-1:] if args.quick else args.num_objectives)
+            for _ in range(args.memory_repeats)
+            for run in runs[m]
+        ]
+        with ThreadPoolExecutor(max_workers=args.memory_workers) as pool:
+            for run, probe in zip(probed, pool.map(measure_memory_in_subprocess, probed), strict=True):
+                probes.setdefault(run.key(), []).append(probe)
         for m in args.num_objectives[-1:] if args.quick else args.num_objectives:
-            peaks = {run: Measurement(run.label, "bytes") for run in runs[m]}
-            for _ in range(args.memory_repeats):
-                for run in runs[m]:
-                    probes.setdefault(run.key(), []).append(measure_memory_in_subprocess(run))
-                    peaks[run].samples.append(probes[run.key()][-1]["peak_bytes"])
+            peaks = {run: Measurement(run.label, "bytes", [p["peak_bytes"] for p in probes[run.key()]]) for run in runs[m]}
             baseline = peaks[runs[m][0]]
             for run in runs[m][1:]:
                 notes = probes[run.key()][0]["method"] + ", one fresh subprocess per probe"
