@@ -3,6 +3,8 @@ without CLP's per-row conditioning.
 
     python benchmarks/generation.py            # 20.7M-parameter Llama (the figures in docs/benchmarks.md)
     python benchmarks/generation.py --quick    # the demo's 0.2M-parameter Llama, under 2 minutes on 2 CPU cores
+    python benchmarks/generation.py --shape qwen2.5-0.5b --num_layers 2 --baselines plain_lora --num_prompts 8 \
+        --new_tokens 16                        # the Qwen2.5-0.5B shape, against one plain LoRA only
 
 Every method produces the same work: 16 rows × `--new_tokens` sampled tokens (EOS cannot end a row early), from the
 same left-padded prompts, seed and base model. Figures are tokens-per-second ratios `CLP / baseline` (higher is
@@ -49,6 +51,15 @@ from trl_clp.sampling import sample_group_weights
 @dataclass
 class BenchmarkArguments:
     quick: bool = field(default=False, metadata={"help": "Tiny demo model: under 2 minutes."})
+    shape: str = field(
+        default="20m",
+        metadata={"help": "'20m' (Llama, byte vocabulary) or 'qwen2.5-0.5b' (Qwen2.5-0.5B architecture, random weights)."},
+    )
+    num_layers: int | None = field(default=None, metadata={"help": "Override the model's depth (CPU time)."})
+    baselines: list[str] = field(
+        default_factory=lambda: ["plain_lora", "rewarded_soups", "dera"],
+        metadata={"help": "Baselines to measure against, among plain_lora, rewarded_soups and dera."},
+    )
     variants: list[str] = field(
         default_factory=lambda: ["full", "attn", "logit"], metadata={"help": "CLP conditioning variants."}
     )
@@ -62,9 +73,13 @@ class BenchmarkArguments:
 
     def __post_init__(self):
         if self.output_json is None:
+            shape = "" if self.shape == "20m" else f"_{self.shape}"
             self.output_json = os.path.join(
-                "benchmarks", "results", f"generation{'_quick' if self.quick else ''}.json"
+                "benchmarks", "results", f"generation{shape}{'_quick' if self.quick else ''}.json"
             )
+        unknown = set(self.baselines) - {"plain_lora", "rewarded_soups", "dera"}
+        if unknown:
+            raise ValueError(f"Unknown baselines {sorted(unknown)}: choose among plain_lora, rewarded_soups, dera.")
 
 
 def randomize_lora_b(model: torch.nn.Module, seed: int) -> None:
@@ -115,7 +130,7 @@ def build_methods(base, variant: str, num_objectives: int, inputs: dict, weights
             merged = steer.merge(weights[row])
             merged.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt), **sampling)
 
-    return {
+    methods = {
         "plain_lora": lambda: plain.generate(input_ids=input_ids, attention_mask=attention_mask, **sampling),
         "clp": lambda: steer.generate(input_ids, attention_mask=attention_mask, weights=weights, **sampling),
         "rewarded_soups": rewarded_soups,
@@ -126,6 +141,8 @@ def build_methods(base, variant: str, num_objectives: int, inputs: dict, weights
             steer, input_ids, attention_mask, [(weights, torch.ones(input_ids.size(0)))], **loop
         ),
     }
+    kept = {"clp", *args.baselines} | ({"clp_same_loop"} if "dera" in args.baselines else set())
+    return {name: method for name, method in methods.items() if name in kept}
 
 
 def main(args: BenchmarkArguments):
@@ -133,9 +150,9 @@ def main(args: BenchmarkArguments):
     print(machine_line(machine))
     if args.quick:
         print("QUICK: demo model, not the figures of docs/benchmarks.md")
-    size = "tiny" if args.quick else "20m"
-    base = workload.make_base_model(size, seed=0).eval()
-    print(f"MODEL {size}: {workload.count_parameters(base) / 1e6:.1f}M parameters; LoRA r={workload.LORA['r']}")
+    size = workload.QUICK_SIZES[args.shape] if args.quick else args.shape
+    base = workload.make_base_model(size, seed=0, num_layers=args.num_layers).eval()
+    print(workload.describe_model(size, args.num_layers))
     tokenizer = demo.make_byte_tokenizer()
     prompts = list(demo.make_prompt_dataset(args.num_prompts, seed=1)["prompt"])
     inputs = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
@@ -163,9 +180,10 @@ def main(args: BenchmarkArguments):
                 for name, method in methods.items():  # interleaved: every repeat runs every method once
                     throughput[name].samples.append(tokens / timed(method))
             cell = f"generation/{variant}/m{num_objectives}"
-            for name in ("plain_lora", "rewarded_soups", "dera"):
+            for name in args.baselines:
                 figures.append(Figure(f"{cell}/vs_{name}", throughput[name], throughput["clp"], targets[name]))
-            figures.append(Figure(f"{cell}/vs_dera_same_loop", throughput["dera"], throughput["clp_same_loop"]))
+            if "dera" in args.baselines:
+                figures.append(Figure(f"{cell}/vs_dera_same_loop", throughput["dera"], throughput["clp_same_loop"]))
             print(f"{variant} m={num_objectives} done ({time.perf_counter() - started:.0f} s)", flush=True)
 
     for figure in figures:

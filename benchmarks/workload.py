@@ -2,6 +2,11 @@
 
 A CLP run and its baseline must see the same model, inputs, rewards and settings, so both are built here, from
 seeds only: no downloads. `--quick` swaps the ≥20M-parameter Llama for the demo's tiny one.
+
+`--shape qwen2.5-0.5b` runs the Qwen2.5-0.5B architecture instead (hidden 896, 14 heads, 2 KV heads, MLP 4864, a
+151,936-entry vocabulary, tied embeddings; random weights from a `Qwen2Config`, nothing downloaded), with
+`--num_layers` to cut its 24 layers for CPU time. Its ids above the byte tokenizer's 259 decode to nothing, which
+only shortens the rewarded text.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ from typing import NamedTuple
 import torch
 from peft import LoraConfig
 from reporting import Measurement, describe_machine, machine_line
-from transformers import LlamaForCausalLM, PrinterCallback, TrainerCallback
+from transformers import LlamaForCausalLM, PrinterCallback, Qwen2Config, Qwen2ForCausalLM, TrainerCallback
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, MultiObjectiveTrainer, demo
 from trl_clp.rewards import (
@@ -36,27 +42,82 @@ MODEL_SIZES = {
     "20m": {"hidden_size": 512, "num_layers": 6, "num_heads": 8, "intermediate_size": 1536},
     "tiny": {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "intermediate_size": 128},
 }
+# The Qwen2.5-0.5B architecture (its published config), and a 2-layer, 64-wide one with the same vocabulary for
+# `--quick`.
+QWEN_SHAPES = {
+    "qwen2.5-0.5b": {
+        "hidden_size": 896,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 14,
+        "num_key_value_heads": 2,
+        "intermediate_size": 4864,
+        "vocab_size": 151_936,
+    },
+    "qwen-tiny": {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "vocab_size": 151_936,
+    },
+}
+QUICK_SIZES = {"20m": "tiny", "qwen2.5-0.5b": "qwen-tiny"}
 # The LoRA of one objective: the baseline's single LoRA and each CLP block have this rank.
 LORA = {"r": 8, "lora_alpha": 16, "target_modules": demo.LLAMA_LINEAR_MODULES}
 
 
-def make_base_model(size: str, seed: int = 0) -> LlamaForCausalLM:
-    """A randomly initialised Llama for the byte tokenizer; the same `seed` gives the same weights."""
-    return demo.make_tiny_llama(seed=seed, **MODEL_SIZES[size])
+def qwen_config(size: str, num_layers: int | None = None) -> Qwen2Config:
+    shape = {**QWEN_SHAPES[size], **({"num_hidden_layers": num_layers} if num_layers else {})}
+    return Qwen2Config(
+        **shape,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        rope_theta=1_000_000.0,
+        rms_norm_eps=1e-6,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+
+
+def make_base_model(size: str, seed: int = 0, num_layers: int | None = None) -> LlamaForCausalLM | Qwen2ForCausalLM:
+    """A randomly initialised model whose ids match the byte tokenizer's; the same `seed` gives the same weights.
+
+    `size` is a key of `MODEL_SIZES` (Llama) or `QWEN_SHAPES`; `num_layers` overrides the depth.
+    """
+    if size in QWEN_SHAPES:
+        torch.manual_seed(seed)
+        return Qwen2ForCausalLM(qwen_config(size, num_layers))
+    shape = {**MODEL_SIZES[size], **({"num_layers": num_layers} if num_layers else {})}
+    return demo.make_tiny_llama(seed=seed, **shape)
 
 
 def count_parameters(model: torch.nn.Module) -> int:
+    """Distinct parameters (a tied output layer counts once)."""
     return sum(p.numel() for p in model.parameters())
 
 
-def announce_training_benchmark(model_size: str, quick: bool) -> tuple[dict, int]:
+def describe_model(size: str, num_layers: int | None = None) -> str:
+    with torch.device("meta"):  # shapes only: nothing allocated
+        model = make_base_model(size, num_layers=num_layers)
+    config = model.config
+    return (
+        f"MODEL {size}: {count_parameters(model) / 1e6:.1f}M parameters (hidden {config.hidden_size}, "
+        f"{config.num_hidden_layers} layers, vocabulary {config.vocab_size}, tied embeddings "
+        f"{config.tie_word_embeddings}); LoRA r={LORA['r']} per objective"
+    )
+
+
+def announce_training_benchmark(model_size: str, quick: bool, num_layers: int | None = None) -> tuple[dict, int]:
     """Print the machine and model lines of a training benchmark; return the machine and the parameter count."""
     machine = describe_machine()
     print(machine_line(machine))
     if quick:
-        print("QUICK: tiny demo model; not the figures of docs/benchmarks.md")
-    parameters = count_parameters(make_base_model(model_size))
-    print(f"MODEL {model_size}: {parameters / 1e6:.1f}M parameters; LoRA r={LORA['r']} per objective")
+        print("QUICK: tiny model; not the figures of docs/benchmarks.md")
+    with torch.device("meta"):
+        parameters = count_parameters(make_base_model(model_size, num_layers=num_layers))
+    print(describe_model(model_size, num_layers))
     return machine, parameters
 
 
@@ -122,6 +183,11 @@ class TrainingSettings:
     """What every timed training run shares, baseline and CLP alike."""
 
     quick: bool = field(default=False, metadata={"help": "Tiny demo model and fewer figures: under 2 minutes."})
+    shape: str = field(
+        default="20m",
+        metadata={"help": "'20m' (Llama, byte vocabulary) or 'qwen2.5-0.5b' (Qwen2.5-0.5B architecture, random weights)."},
+    )
+    num_layers: int | None = field(default=None, metadata={"help": "Override the model's depth (CPU time)."})
     batch_size: int = field(default=16, metadata={"help": "Completions per step (`per_device_train_batch_size`)."})
     num_generations: int = field(default=4, metadata={"help": "Completions per prompt."})
     completion_length: int = field(
@@ -137,12 +203,31 @@ class TrainingSettings:
 
     @property
     def model_size(self) -> str:
-        return "tiny" if self.quick else "20m"
+        if self.shape not in QUICK_SIZES:
+            raise ValueError(f"Unknown shape {self.shape!r}: choose among {sorted(QUICK_SIZES)}.")
+        return QUICK_SIZES[self.shape] if self.quick else self.shape
+
+
+class MaterialisingLogitTrainer(MultiObjectiveTrainer):
+    """logit-CLP scored the way it was before the tiled head: the `(B, C, V)` logits materialised (for comparison)."""
+
+    def _unfused_logps_and_entropies(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **kwargs
+    ):
+        with self.accelerator.autocast():
+            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1).logits
+        logits = logits[:, :-1]  # (B, C, V)
+        targets = input_ids[:, -logits_to_keep:]  # (B, C)
+        if compute_entropy:
+            logps, entropies = selective_log_softmax_and_entropy(logits, targets, temperature=self.temperature)
+            return logps, entropies, None
+        return selective_log_softmax(logits, targets, temperature=self.temperature), None, None
 
 
 class TrainingRun(NamedTuple):
-    """One training configuration; `variant` is "baseline" for plain `RLOOTrainer` with one LoRA, "grpo-baseline" for
-    plain `GRPOTrainer` with one LoRA, "grpo-<variant>" for `MultiObjectiveGRPOTrainer`."""
+    """One training configuration; `variant` is "baseline" for plain `RLOOTrainer` with one LoRA, "logit-unfused"
+    for logit-CLP through the materialised logits, "grpo-baseline" for plain `GRPOTrainer` with one LoRA,
+    "grpo-<variant>" for `MultiObjectiveGRPOTrainer`."""
 
     variant: str
     num_objectives: int
@@ -183,8 +268,21 @@ class StepTimer(TrainerCallback):
         self.durations.append(time.perf_counter() - self._start)
 
 
-def build_trainer(run: TrainingRun, settings: TrainingSettings, max_steps: int, output_dir: str, callbacks=()):
-    """`RLOOTrainer` (baseline) or `MultiObjectiveTrainer` for `run`; everything but the trainer class is shared."""
+def build_trainer(
+    run: TrainingRun,
+    settings: TrainingSettings,
+    max_steps: int,
+    output_dir: str,
+    callbacks=(),
+    model=None,
+    bf16: bool | None = None,
+    quantization_config=None,
+):
+    """`RLOOTrainer` (baseline) or `MultiObjectiveTrainer` for `run`; everything but the trainer class is shared.
+
+    `model` (an instance or a local path) replaces the settings' fresh base model; `bf16` the precision default
+    (bf16 mixed precision on a GPU, fp32 on CPU); `quantization_config` loads the model path in 4 bits.
+    """
     config_values = {
         "output_dir": output_dir,
         "per_device_train_batch_size": run.batch_size,
@@ -202,15 +300,27 @@ def build_trainer(run: TrainingRun, settings: TrainingSettings, max_steps: int, 
         "seed": 0,
         "gradient_checkpointing": settings.gradient_checkpointing,
     }
+    if settings.model_size in QWEN_SHAPES:
+        # The byte tokenizer decodes ids above its 259 to nothing: sampled only from its ids, completions carry text
+        # for the rewards (so advantages are not all zero). The 151,936 logits are still computed at every step.
+        vocab_size = QWEN_SHAPES[settings.model_size]["vocab_size"]
+        config_values["generation_kwargs"]["suppress_tokens"] = list(range(len(demo.make_byte_tokenizer()), vocab_size))
     if not torch.cuda.is_available():
         config_values.update(bf16=False, dataloader_pin_memory=False)
+    if bf16 is not None:
+        config_values["bf16"] = bf16
+        if bf16 and not torch.cuda.is_available():
+            config_values["use_cpu"] = True  # transformers' condition for bf16 autocast on CPU
+    if model is None:
+        model = make_base_model(settings.model_size, seed=0, num_layers=settings.num_layers)
     common = {
-        "model": make_base_model(settings.model_size, seed=0),
+        "model": model,
         "reward_funcs": reward_funcs(run.num_objectives),
         "train_dataset": demo.make_prompt_dataset(max_steps * run.batch_size, seed=0),
         "processing_class": demo.make_byte_tokenizer(),
         "peft_config": lora_config(),
         "callbacks": list(callbacks),
+        **({"quantization_config": quantization_config} if quantization_config is not None else {}),
     }
     if run.variant == "baseline":
         trainer = RLOOTrainer(args=RLOOConfig(**config_values), **common)
@@ -219,6 +329,8 @@ def build_trainer(run: TrainingRun, settings: TrainingSettings, max_steps: int, 
     elif run.variant.startswith("grpo-"):
         config = MultiObjectiveGRPOConfig(**config_values, conditioning=run.variant.removeprefix("grpo-"))
         trainer = MultiObjectiveGRPOTrainer(args=config, **common)
+    elif run.variant == "logit-unfused":
+        trainer = MaterialisingLogitTrainer(args=MultiObjectiveConfig(**config_values, conditioning="logit"), **common)
     else:
         trainer = MultiObjectiveTrainer(args=MultiObjectiveConfig(**config_values, conditioning=run.variant), **common)
     trainer.remove_callback(PrinterCallback)  # the benchmarks print their own lines

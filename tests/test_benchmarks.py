@@ -138,3 +138,30 @@ def test_generation_benchmark_reports_every_baseline(benchmarks, tmp_path, capsy
     assert dera["baseline"]["samples"] == dera_same_loop["baseline"]["samples"]
     assert dera_same_loop["candidate"]["samples"] != dera["candidate"]["samples"]
     assert f"RATIO generation/full/m2/vs_rewarded_soups {soups['ratio']:.3f} " in capsys.readouterr().out
+
+
+def test_gpu_check_runs_on_cpu(benchmarks, tmp_path, capsys):
+    """The GPU check's whole code path at tiny sizes: training ratios, QLoRA, generation, bf16 identities."""
+    import gpu_check
+
+    args = gpu_check.GpuCheckArguments(
+        cpu=True, num_objectives=[2], variants=["full", "logit"], output_json=str(tmp_path / "gpu_check.json")
+    )
+    gpu_check.main(args)
+
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["machine"]["torch"] and report["settings"]["device"] == "cpu"
+    names = [figure["name"] for figure in report["figures"]]
+    assert names == [
+        "step_time/full/m2", "peak_memory/full/m2", "step_time/logit/m2", "peak_memory/logit/m2",
+        "generation/full/m2/vs_plain_lora", "generation/logit/m2/vs_plain_lora",
+    ]
+    assert all(figure["ratio"] > 0 for figure in report["figures"])
+    assert all(run["lora_moved"] for run in report["training_runs"])
+    qlora = report["qlora"]
+    assert "skipped" in qlora or qlora["passed"]
+    for variant, identity in report["identities"].items():
+        assert identity["passed"], (variant, identity)
+        assert identity["mixed_vs_merged"] > 0  # computed, not skipped
+    assert "tiled_head_vs_materialised_logps" in report["identities"]["logit"]
+    assert "IDENTITIES passed: True" in capsys.readouterr().out

@@ -42,6 +42,7 @@ from .conditioning.config import (
     format_weighted_prompt,
     resolve_conditioned_targets,
 )
+from .conditioning.fused_head import conditioned_head_logps_and_entropies, fuses_output_layer
 from .conditioning.layer import WeightConditioner, add_conditioned_output_layer, find_conditioned_layers
 from .config import ConditioningFields, MultiObjectiveConfig
 from .evaluation import Front
@@ -365,11 +366,26 @@ class ConditionedTrainerMixin:
         """Log-probabilities through the model's own (adapted) output layer, for logit-CLP.
 
         TRL's fused head multiplies the hidden states by `lm_head.weight` directly, which would skip the conditioned
-        LoRA of the output layer; this path materialises the `(B, C, V)` logits of the completion positions instead.
+        LoRA of the output layer. `conditioned_head_logps_and_entropies` applies that layer as its low-rank update
+        in tiles instead, so that the `(B, C, V)` logits are never held (exact, gradients included). Models whose
+        head it cannot reproduce (quantised, softcapped or scaled logits) materialise the logits.
         """
         if kwargs.get("compute_aux_loss"):
             raise NotImplementedError("conditioning='logit' does not compute the MoE auxiliary loss.")
+        output_layer = self.accelerator.unwrap_model(model).get_output_embeddings()
         with self.accelerator.autocast():
+            if fuses_output_layer(output_layer, self.model.config):
+                logps, entropies = conditioned_head_logps_and_entropies(
+                    model,
+                    output_layer,
+                    input_ids,
+                    attention_mask,
+                    logits_to_keep,
+                    self.conditioner.weights,
+                    temperature=self.temperature,
+                    compute_entropy=compute_entropy,
+                )
+                return logps, entropies, None
             logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1).logits
         logits = logits[:, :-1]  # (B, C, V): position t predicts completion token t
         targets = input_ids[:, -logits_to_keep:]  # (B, C)
