@@ -17,12 +17,18 @@ A real model, dataset and rewards, through flags or a YAML file (every `MultiObj
         --model_name_or_path Qwen/Qwen2.5-0.5B --dataset_name trl-lib/tldr \
         --reward_funcs source_coverage brevity --conditioning attn --output_dir clp-tldr
 
+GRPO instead of RLOO: `--trainer grpo` (or `trainer: grpo` in the YAML), e.g.
+
+    accelerate launch examples/train_clp.py --config examples/configs/tldr_summarization_grpo.yaml
+
 The code is `trl_clp/scripts/train.py`, installed with the package as the `trl-clp train` command (same arguments,
 same YAML files): read it there, section by section (model and tokenizer, dataset, training, evaluation).
 `--help` lists every argument.
 """
 
-from trl_clp.scripts.train import ScriptArguments, main, make_parser  # noqa: F401  (the script's public names)
+import sys
+
+from trl_clp.scripts.train import ScriptArguments, chosen_trainer, main, make_parser  # noqa: F401  (public names)
 
 if __name__ == "__main__":
-    main(*make_parser().parse_args_and_config())
+    main(*make_parser(trainer=chosen_trainer(sys.argv[1:])).parse_args_and_config())

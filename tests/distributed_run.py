@@ -10,25 +10,28 @@ import pathlib
 import sys
 
 import torch
-from conftest import tiny_config  # run as a script: its folder, tests/, is on sys.path (and sets offline mode)
+from conftest import tiny_config, tiny_config_values  # run as a script: its folder, tests/, is on sys.path (and sets offline mode)
 from peft import LoraConfig
 from transformers import TrainerCallback
 
-from trl_clp import ConditioningConfig, MultiObjectiveTrainer, demo
+from trl_clp import ConditioningConfig, MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, MultiObjectiveTrainer, demo
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 
-def main(out_dir):
+def main(out_dir, kind="rloo"):
     tokenizer = demo.make_byte_tokenizer()
-    args = tiny_config(
-        pathlib.Path(out_dir),
+    values = dict(
         use_cpu=True,
         per_device_train_batch_size=2,  # 2 ranks x 2 rows: each prompt group of 4 spans both ranks
         max_completion_length=6,
         max_steps=3,
         beta=0.05,
     )
-    trainer = MultiObjectiveTrainer(
+    if kind == "grpo":
+        args = MultiObjectiveGRPOConfig(**tiny_config_values(pathlib.Path(out_dir), **values), scalarization="tchebycheff")
+    else:
+        args = tiny_config(pathlib.Path(out_dir), **values)
+    trainer = (MultiObjectiveGRPOTrainer if kind == "grpo" else MultiObjectiveTrainer)(
         model=demo.make_tiny_llama(seed=0),
         reward_funcs=[lowercase_reward, uppercase_reward],
         args=args,
@@ -64,9 +67,10 @@ def main(out_dir):
     rank = trainer.accelerator.process_index
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
         json.dump({"seen": seen, "checksums": checksums, "gradients": gradient_sums, "metadata_saves": metadata_saves,
+                   "ideal_point": None if trainer.ideal_point is None else trainer.ideal_point.maxima.tolist(),
                    "world_size": trainer.accelerator.num_processes}, handle)
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(sys.argv[1])
+    main(*sys.argv[1:])

@@ -7,6 +7,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -14,11 +16,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_two_processes_share_group_weightings_and_parameters(tmp_path):
+@pytest.mark.parametrize("kind", ["rloo", "grpo"])  # grpo: with Tchebycheff, whose ideal point ranks must share
+def test_two_processes_share_group_weightings_and_parameters(tmp_path, kind):
     script = os.path.join(os.path.dirname(__file__), "distributed_run.py")
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), script, str(tmp_path),
+        "--master_port", str(free_port()), script, str(tmp_path), kind,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -44,6 +47,7 @@ def test_two_processes_share_group_weightings_and_parameters(tmp_path):
     assert ranks[0]["checksums"].keys() == ranks[1]["checksums"].keys()
     for name, value in ranks[0]["checksums"].items():
         assert abs(value - ranks[1]["checksums"][name]) <= 1e-6 * max(1.0, abs(value)), name
+    assert ranks[0]["ideal_point"] == ranks[1]["ideal_point"]  # from the gathered rewards: the same on both ranks
     assert (tmp_path / "final" / "clp_config.json").is_file()
     # Only the main process writes the metadata (and TRL only it the adapter).
     assert ranks[0]["metadata_saves"] == [str(tmp_path / "final")] and ranks[1]["metadata_saves"] == []

@@ -4,11 +4,19 @@ import pytest
 import torch
 from peft import LoraConfig
 
-from trl_clp import MultiObjectiveTrainer, SteerableModel, demo, simplex_grid
+from trl_clp import (
+    MultiObjectiveConfig,
+    MultiObjectiveGRPOConfig,
+    MultiObjectiveGRPOTrainer,
+    MultiObjectiveTrainer,
+    SteerableModel,
+    demo,
+    simplex_grid,
+)
 from trl_clp.evaluation import evaluate_front
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
-from .conftest import tiny_config
+from .conftest import tiny_config_values
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -23,10 +31,14 @@ def pretrained_base(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.parametrize("conditioning", ["full", "attn", "logit"])
-def test_training_makes_the_objectives_steerable(tmp_path, pretrained_base, conditioning):
+TRAINERS = {"rloo": (MultiObjectiveConfig, MultiObjectiveTrainer), "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer)}
+
+
+@pytest.mark.parametrize("conditioning, trainer", [("full", "rloo"), ("attn", "rloo"), ("logit", "rloo"), ("full", "grpo")])
+def test_training_makes_the_objectives_steerable(tmp_path, pretrained_base, conditioning, trainer):
     tokenizer = demo.make_byte_tokenizer()
-    args = tiny_config(
+    config_class, trainer_class = TRAINERS[trainer]
+    args = config_class(**tiny_config_values(
         tmp_path,
         conditioning=conditioning,
         max_steps=120,
@@ -35,8 +47,8 @@ def test_training_makes_the_objectives_steerable(tmp_path, pretrained_base, cond
         learning_rate=3e-3,
         beta=0.01,
         logging_steps=20,
-    )
-    trainer = MultiObjectiveTrainer(
+    ))
+    trainer = trainer_class(
         model=pretrained_base,
         reward_funcs=[lowercase_reward, uppercase_reward],
         args=args,

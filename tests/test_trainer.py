@@ -128,7 +128,7 @@ def test_without_args_a_default_config_named_after_the_model_is_built(
     class CPUConfig(MultiObjectiveConfig):  # TRL's defaults ask for bf16, which this CPU lacks (so does RLOOTrainer's)
         bf16: bool | None = False
 
-    monkeypatch.setattr(trainer_module, "MultiObjectiveConfig", CPUConfig)
+    monkeypatch.setattr(trainer_module.MultiObjectiveTrainer, "config_class", CPUConfig)
     monkeypatch.chdir(tmp_path)  # the default output_dir is relative, as RLOOTrainer's is
     trainer = MultiObjectiveTrainer(
         model=saved_base_model, reward_funcs=[lower, upper], train_dataset=demo.make_prompt_dataset(8, seed=0),

@@ -22,6 +22,8 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_Without4bitCpuKern
 from .callbacks import FrontEvaluationCallback
 from .conditioning import ConditioningConfig, SteerableModel, format_weighted_prompt
 from .config import MultiObjectiveConfig
+from .grpo_config import MultiObjectiveGRPOConfig
+from .grpo_trainer import MultiObjectiveGRPOTrainer
 from .evaluation import Front, evaluate_front
 from .sampling import check_weights, sample_group_weights, simplex_grid
 from .trainer import MultiObjectiveTrainer
@@ -31,6 +33,8 @@ __all__ = [
     "Front",
     "FrontEvaluationCallback",
     "MultiObjectiveConfig",
+    "MultiObjectiveGRPOConfig",
+    "MultiObjectiveGRPOTrainer",
     "MultiObjectiveTrainer",
     "SteerableModel",
     "check_weights",

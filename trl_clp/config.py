@@ -1,27 +1,25 @@
-"""`MultiObjectiveConfig`: `RLOOConfig` plus the fields of Conditional Language Policy training."""
+"""The fields of Conditional Language Policy training, once for every trainer, and `MultiObjectiveConfig` (RLOO)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
 from .conditioning.config import CONDITIONING_VARIANTS, DEFAULT_PROMPT_TEMPLATE
 from .sampling import SIMPLEX_TOLERANCE, WEIGHT_DISTRIBUTIONS
+from .scalarization import SCALARIZATIONS
 
 REWARD_NORMALIZATIONS = ("none", "running")
 
 
 @dataclass
-class MultiObjectiveConfig(RLOOConfig):
-    r"""
-    Configuration for [`MultiObjectiveTrainer`]: [`~trl.RLOOConfig`] plus the fields below. Only the fields of
-    Conditional Language Policy (CLP, https://huggingface.co/papers/2407.15762) are new; every RLOO field keeps
-    its meaning, except that `beta` is the KL weight α of the per-row reward `w·R − α·KL` (unless `kl_weights` or
-    `kl_weight_range` conditions the policy on α) and `reward_weights` is replaced by sampled weightings.
+class ConditioningFields:
+    """The fields CLP adds to a TRL online trainer's config, and their checks.
 
-    The LoRA rank, alpha and targets of one objective come from the trainer's `peft_config` (a `peft.LoraConfig`;
-    default rank 8, alpha 16, all linear layers); conditioned layers get one such block per objective.
+    Mixed into `MultiObjectiveConfig` (RLOO) and `MultiObjectiveGRPOConfig` (GRPO) ahead of the TRL config class:
+    `__post_init__` checks these fields, then calls the TRL config's.
     """
 
     objective_names: list[str] | None = field(
@@ -86,9 +84,32 @@ class MultiObjectiveConfig(RLOOConfig):
         default="none",
         metadata={
             "help": "Per-objective normalisation before weighting: 'none' or 'running' ((R_i − mean_i) / std_i with "
-            "running statistics over all rewards seen). Order: normalise each objective, weight by w, clip "
-            "(`reward_clip_range`), subtract α·KL, leave-one-out baseline.",
+            "running statistics over all rewards seen). Order: normalise each objective, scalarise with w, clip "
+            "(RLOO's `reward_clip_range`), subtract α·KL, the trainer's group baseline.",
             "choices": list(REWARD_NORMALIZATIONS),
+        },
+    )
+    scalarization: str = field(
+        default="linear",
+        metadata={
+            "help": "How each row's weighting w turns the per-objective rewards R into one reward: 'linear' (w·R) or "
+            "'tchebycheff' (−max_i w_i (z_i − R_i), z the ideal point). The weighted sum only reaches the convex part "
+            "of a Pareto front; Tchebycheff reaches concave parts too.",
+            "choices": list(SCALARIZATIONS),
+        },
+    )
+    ideal_point: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "For scalarization='tchebycheff': the ideal point z, one value per objective (after "
+            "`reward_normalization`). Default: the running per-objective maxima of the training rewards."
+        },
+    )
+    tchebycheff_augmentation: float = field(
+        default=0.0,
+        metadata={
+            "help": "For scalarization='tchebycheff': ρ >= 0 of the augmented form, which subtracts ρ·Σ_i (z_i − R_i); "
+            "a small ρ (e.g. 0.01) makes every optimum Pareto-optimal, not only weakly."
         },
     )
     prompt_template: str = field(
@@ -106,7 +127,7 @@ class MultiObjectiveConfig(RLOOConfig):
             from transformers.utils import is_torch_bf16_gpu_available
 
             self.bf16 = self.use_cpu or is_torch_bf16_gpu_available()
-        # RLOOConfig's checks come first: they derive generation_batch_size that ours don't need.
+        # Ours come first (they need none of the values TRL's config derives), then the TRL config's.
         if self.reward_weights is not None:
             raise ValueError(
                 "`reward_weights` is fixed for the whole run, while CLP draws a weighting per prompt group. Remove "
@@ -114,7 +135,7 @@ class MultiObjectiveConfig(RLOOConfig):
             )
         if self.num_generations is None or self.num_generations < 2:
             raise ValueError(
-                f"`num_generations` is {self.num_generations}: the leave-one-out baseline needs at least 2 "
+                f"`num_generations` is {self.num_generations}: the group baseline needs at least 2 "
                 "completions per prompt. Set `num_generations >= 2`."
             )
         if self.use_vllm:
@@ -153,6 +174,7 @@ class MultiObjectiveConfig(RLOOConfig):
                 "The prompting baseline does not condition on the KL weight. Unset `kl_weights`/`kl_weight_range` or "
                 "choose conditioning='full', 'attn' or 'logit'."
             )
+        self._check_scalarization()
         if "{weights}" not in self.prompt_template:
             raise ValueError(f"`prompt_template` must contain '{{weights}}', got {self.prompt_template!r}.")
         super().__post_init__()
@@ -190,6 +212,21 @@ class MultiObjectiveConfig(RLOOConfig):
             raise ValueError(f"`fixed_weights` rows have different lengths: {rows}. Give one weight per objective each.")
         self.fixed_weights = rows
 
+    def _check_scalarization(self):
+        if self.scalarization not in SCALARIZATIONS:
+            raise ValueError(f"`scalarization` must be one of {SCALARIZATIONS}, got {self.scalarization!r}.")
+        if self.scalarization != "tchebycheff" and (self.ideal_point is not None or self.tchebycheff_augmentation):
+            raise ValueError(
+                "`ideal_point` and `tchebycheff_augmentation` are used with scalarization='tchebycheff' only: set it, "
+                "or remove them."
+            )
+        if not self.tchebycheff_augmentation >= 0:
+            raise ValueError(f"`tchebycheff_augmentation` must be >= 0, got {self.tchebycheff_augmentation}.")
+        if self.ideal_point is not None:
+            self.ideal_point = [float(v) for v in self.ideal_point]
+            if not all(math.isfinite(v) for v in self.ideal_point):
+                raise ValueError(f"`ideal_point` must be finite, got {self.ideal_point}.")
+
     def _check_kl_weights(self):
         if self.kl_weights is not None and self.kl_weight_range is not None:
             raise ValueError("Set at most one of `kl_weights` and `kl_weight_range`.")
@@ -214,8 +251,13 @@ class MultiObjectiveConfig(RLOOConfig):
                 f"`fixed_weights` rows have {len(self.fixed_weights[0])} entries for {num_objectives} reward "
                 "functions: give one weight per reward function."
             )
+        if self.ideal_point is not None and len(self.ideal_point) != num_objectives:
+            raise ValueError(
+                f"`ideal_point` has {len(self.ideal_point)} entries for {num_objectives} reward functions: give one "
+                "value per reward function."
+            )
         if num_objectives < 2:
-            raise ValueError("CLP needs at least 2 reward functions to condition on; use RLOOTrainer for one.")
+            raise ValueError("CLP needs at least 2 reward functions to condition on; use TRL's trainer for one.")
 
     @property
     def min_kl_weight(self) -> float | None:
@@ -224,3 +266,16 @@ class MultiObjectiveConfig(RLOOConfig):
         if self.kl_weight_range is not None:
             return float(self.kl_weight_range[0])
         return None
+
+
+@dataclass
+class MultiObjectiveConfig(ConditioningFields, RLOOConfig):
+    r"""
+    Configuration for [`MultiObjectiveTrainer`]: [`~trl.RLOOConfig`] plus the fields below. Only the fields of
+    Conditional Language Policy (CLP, https://huggingface.co/papers/2407.15762) are new; every RLOO field keeps
+    its meaning, except that `beta` is the KL weight α of the per-row reward `w·R − α·KL` (unless `kl_weights` or
+    `kl_weight_range` conditions the policy on α) and `reward_weights` is replaced by sampled weightings.
+
+    The LoRA rank, alpha and targets of one objective come from the trainer's `peft_config` (a `peft.LoraConfig`;
+    default rank 8, alpha 16, all linear layers); conditioned layers get one such block per objective.
+    """

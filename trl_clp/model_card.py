@@ -61,6 +61,20 @@ def finish_model_card(card: str, config: ConditioningConfig, model_id: str, fron
     return card
 
 
+def scalarization_note(config: ConditioningConfig) -> str:
+    """One sentence: how the rewards were scalarised in training."""
+    scalarization = config.scalarization
+    if scalarization["method"] == "linear":
+        return "Trained with the linear scalarisation `w·R` (the weighted sum of the rewards).\n"
+    z = ", ".join("n/a" if v is None else f"{v:.4g}" for v in scalarization["ideal_point"])
+    source = "given" if scalarization["given"] else "the running per-objective maxima at save time"
+    augmented = f" − {scalarization['augmentation']}·Σ_i (z_i − R_i)" if scalarization["augmentation"] else ""
+    return (
+        f"Trained with the Tchebycheff scalarisation `−max_i w_i (z_i − R_i){augmented}`, ideal point z = ({z}) "
+        f"({source}): a weighting asks for the point of the front where the weighted shortfalls from z are equal.\n"
+    )
+
+
 def steering_card_section(config: ConditioningConfig, model_id: str, front: Front | None = None) -> str:
     """Markdown: the objectives, the conditioning, a runnable steering snippet and, if given, the evaluated front.
 
@@ -88,6 +102,7 @@ def steering_card_section(config: ConditioningConfig, model_id: str, front: Fron
             f"Conditioning: `{config.variant}`"
         )
         + (f", {len(config.conditioned_modules)} conditioned LoRA layers." if config.conditioned_modules else "."),
+        scalarization_note(config),
         kl_note,
         "```python",
         "import torch",

@@ -1,4 +1,10 @@
-"""`MultiObjectiveTrainer`: RLOO that trains one policy for every weighting of several rewards (CLP)."""
+"""The conditioning layer of CLP, shared by every TRL online trainer, and `MultiObjectiveTrainer` (RLOO + it).
+
+`ConditionedTrainerMixin` holds everything CLP adds to a TRL trainer: per-group weighting draws, conditioned
+forwards, per-row rewards, logging, save/resume metadata. A trainer class mixes it in ahead of the TRL class and
+implements one hook, `_rewards_and_advantages` (its group baseline); see `MultiObjectiveTrainer` below and
+`trl_clp.grpo_trainer.MultiObjectiveGRPOTrainer`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import os
 import shutil
 import warnings
 from collections.abc import Sized
+from contextlib import nullcontext
 
 import torch
 from accelerate.utils import gather, is_peft_model
@@ -36,7 +43,7 @@ from .conditioning.config import (
     resolve_conditioned_targets,
 )
 from .conditioning.layer import WeightConditioner, add_conditioned_output_layer, find_conditioned_layers
-from .config import MultiObjectiveConfig
+from .config import ConditioningFields, MultiObjectiveConfig
 from .evaluation import Front
 from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import RewardFunctionError` keeps working)
     RewardFunctionError,
@@ -47,7 +54,7 @@ from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import R
     checkpoint_bytes,
 )
 from .model_card import CLP_PAPER, finish_model_card
-from .rewards import RunningMoments, leave_one_out_advantages, scalarize_rewards
+from .scalarization import IdealPoint, RunningMoments, leave_one_out_advantages, scalarize_rewards
 from .sampling import kl_conditioning_vector, sample_group_kl_weights, sample_group_weights
 
 DEFAULT_LORA_CONFIG = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -64,12 +71,14 @@ def reward_function_name(reward_func) -> str:
     return get_callable_name(reward_func)
 
 
-class MultiObjectiveTrainer(RLOOTrainer):
+class ConditionedTrainerMixin:
     """
-    Conditional Language Policy training (Wang et al., 2024, https://huggingface.co/papers/2407.15762) on top of
-    [`~trl.RLOOTrainer`]: one LoRA-adapted policy π(y | x; w) for every weighting w of several reward functions.
+    Conditional Language Policy training (Wang et al., 2024, https://huggingface.co/papers/2407.15762) on a TRL
+    online trainer: one LoRA-adapted policy π(y | x; w) for every weighting w of several reward functions. Mix it in
+    ahead of the TRL trainer class (`class T(ConditionedTrainerMixin, RLOOTrainer)`); it wraps the trainer's methods
+    with `super()`.
 
-    The only changes with respect to `RLOOTrainer` are:
+    The changes with respect to the TRL trainer are:
 
     1. The PEFT adapter is built from `peft_config` with one LoRA block per objective in the conditioned layers
        (`args.conditioning`), and each batch row mixes the blocks with its own weighting (see
@@ -80,29 +89,34 @@ class MultiObjectiveTrainer(RLOOTrainer):
     3. Generation, old and new log-probabilities are computed with each row conditioned on its weighting; for
        `conditioning="prompt"`, the weighting is written into the generated prompt instead (reward functions
        still see the original prompt).
-    4. The scalar reward is computed per row, `w·R − α·KL`, and the leave-one-out advantages are recomputed from
-       it (TRL's fixed `reward_weights` and scalar `beta` are neutralised). The logged `reward`, `reward_std`,
-       `frac_reward_zero_std`, `kl` and the completions table's advantages are corrected accordingly, and the
-       weightings and the reward as a function of the weighting are logged.
+    4. The scalar reward is computed per row, `s(R; w) − α·KL` (`args.scalarization`), and the advantages are
+       recomputed from it by the trainer's hook `_rewards_and_advantages` (TRL's fixed `reward_weights` and scalar
+       `beta` are neutralised). The logged `reward`, `reward_std`, `frac_reward_zero_std`, `kl` and the completions
+       table's advantages are corrected accordingly, and the weightings and the reward as a function of the
+       weighting are logged.
     5. `save_model` writes `clp_config.json` (the conditioning metadata) beside the adapter; resuming checks it;
        the model card says how to steer the model and shows its evaluated front.
     6. Construction fails if `output_dir` cannot be written or lacks disk space for the checkpoints; a reward
        function that raises stops training with a `RewardFunctionError` naming it. With TensorBoard, W&B or trackio
        in `report_to`, the sampled weightings are logged as histograms.
 
+    A trainer class sets `config_class` (its config, a `ConditioningFields` subclass) and implements
+    `_rewards_and_advantages`; it may override `_policy_logps` if its TRL trainer does not always compute the old
+    log-probabilities.
+
     Args:
         model: a model id, a local path, or a `PreTrainedModel` (not a `PeftModel`: the conditioned adapter is
             built here).
         reward_funcs: one reward function per objective, of any kind `RLOOTrainer` takes (callables, async
             callables, reward-model ids, paths or modules).
-        args: a [`MultiObjectiveConfig`]; by default one with every default and `output_dir="<model name>-CLP"`,
-            as `RLOOTrainer` builds its own.
+        args: the trainer's config (`config_class`); by default one with every default and
+            `output_dir="<model name>-CLP"`, as TRL's trainers build their own.
         peft_config: the LoRA of ONE objective (rank, alpha, targets, dropout); default rank 8, alpha 16,
             all linear layers. DoRA, rsLoRA and data-driven inits are rejected (not linear in the blocks).
-        Other arguments: as for `RLOOTrainer`.
+        Other arguments: as for the TRL trainer.
     """
 
-    _tag_names = ["trl", "rloo", "clp", "trl-clp"]
+    config_class: type = ConditioningFields
     _name = "CLP"
     _paper = CLP_PAPER
 
@@ -110,7 +124,7 @@ class MultiObjectiveTrainer(RLOOTrainer):
         self,
         model,
         reward_funcs,
-        args: MultiObjectiveConfig | None = None,
+        args: ConditioningFields | None = None,
         train_dataset=None,
         eval_dataset=None,
         processing_class=None,
@@ -120,12 +134,12 @@ class MultiObjectiveTrainer(RLOOTrainer):
         quantization_config=None,
         peft_config: LoraConfig | None = None,
     ):
-        if args is None:  # named after the model, as `RLOOTrainer` names its default config
+        if args is None:  # named after the model, as TRL's trainers name their default config
             model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-            args = MultiObjectiveConfig(f"{model_name.split('/')[-1]}-CLP")
-        if not isinstance(args, MultiObjectiveConfig):
+            args = self.config_class(f"{model_name.split('/')[-1]}-CLP")
+        if not isinstance(args, self.config_class):
             raise TypeError(
-                f"`args` must be a `MultiObjectiveConfig`, got {type(args).__name__}: it carries the weighting "
+                f"`args` must be a `{self.config_class.__name__}`, got {type(args).__name__}: it carries the weighting "
                 "distribution and conditioning variant."
             )
         reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
@@ -139,11 +153,11 @@ class MultiObjectiveTrainer(RLOOTrainer):
             )
         if isinstance(model, nn.Module) and is_peft_model(model):
             raise ValueError(
-                "Pass the base model and a `peft_config`: MultiObjectiveTrainer builds the conditioned adapter itself. "
+                f"Pass the base model and a `peft_config`: {type(self).__name__} builds the conditioned adapter itself. "
                 "To continue from a trained CLP adapter, use `resume_from_checkpoint`."
             )
         if isinstance(processing_class, ProcessorMixin):
-            raise ValueError("MultiObjectiveTrainer supports text-only models; pass a tokenizer as `processing_class`.")
+            raise ValueError(f"{type(self).__name__} supports text-only models; pass a tokenizer as `processing_class`.")
         column_names = getattr(train_dataset, "column_names", None)
         if column_names is not None and "prompt" not in column_names:
             raise ValueError(
@@ -193,6 +207,7 @@ class MultiObjectiveTrainer(RLOOTrainer):
         elif args.conditioning != "prompt":
             self.conditioner.attach(self.model, find_conditioned_layers(self.model, conditioned_targets))
         self.reward_moments = RunningMoments(self.num_objectives) if args.reward_normalization == "running" else None
+        self.ideal_point = IdealPoint(self.num_objectives, args.ideal_point) if args.scalarization == "tchebycheff" else None
         if self.args.should_save:
             check_free_disk_space(args.output_dir, checkpoint_bytes(self.model, args))
         # (N, m) per generation since the last log, kept only for the trackers' weighting histograms.
@@ -222,6 +237,27 @@ class MultiObjectiveTrainer(RLOOTrainer):
             kl_weight=None if self.args.conditions_on_kl_weight else self.kl_weight,
             prompt_template=self.args.prompt_template,
             reward_normalization=self.reward_moments.state_dict() if self.reward_moments is not None else None,
+            scalarization=self.scalarization_state,
+        )
+
+    @property
+    def scalarization_state(self) -> dict:
+        """How rewards are scalarised (saved in `clp_config.json`), with Tchebycheff's current ideal point."""
+        if self.ideal_point is None:
+            return {"method": "linear"}
+        return {"method": "tchebycheff", **self.ideal_point.state_dict(), "augmentation": self.args.tchebycheff_augmentation}
+
+    def _scalarize(self, rewards_per_objective, weights, kl=None, kl_weights=None, clip_range=None) -> torch.Tensor:
+        """`(N,)` per-row `s(R; w) − α·KL` with the configured scalarisation (see `scalarize_rewards`)."""
+        return scalarize_rewards(
+            rewards_per_objective,
+            weights,
+            kl,
+            kl_weights,
+            clip_range,
+            scalarization=self.args.scalarization,
+            ideal_point=None if self.ideal_point is None else self.ideal_point.including(rewards_per_objective),
+            augmentation=self.args.tchebycheff_augmentation,
         )
 
     # ---------------------------------------------------------------- weightings of the rows
@@ -375,19 +411,44 @@ class MultiObjectiveTrainer(RLOOTrainer):
         self._gathered_rewards = rewards
         return rewards
 
-    def _reference_logps(self, output: dict, batch_size: int) -> torch.Tensor:
-        """`(L,)` summed log-probabilities of the local completions under the reference (adapter disabled)."""
+    def _completion_logps(self, output: dict, batch_size: int, reference: bool = False) -> torch.Tensor:
+        """`(L,)` summed log-probabilities of the local completions, under the policy with each row conditioned on
+        its weighting, or with `reference=True` under the reference (adapter disabled)."""
         input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
+        adapter = use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None) if reference else nullcontext()
         with (
             torch.no_grad(),
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
-            use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None),
+            adapter,
         ):
             per_token, _, _ = self._get_per_token_logps_and_entropies(
                 self.model, input_ids, attention_mask, output["completion_ids"].size(1), batch_size
             )
         return (per_token * output["completion_mask"]).sum(1)
+
+    def _policy_logps(self, output: dict, batch_size: int) -> torch.Tensor:
+        """Hook: `(L,)` summed log-probabilities of the local completions under the policy that sampled them (called
+        with the rows' weightings set). Override to reuse what the TRL trainer already computed."""
+        return self._completion_logps(output, batch_size)
+
+    def _rewards_and_advantages(
+        self, rewards_per_objective: torch.Tensor, weights: torch.Tensor, kl, kl_weights, num_generations: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hook: the trainer's group baseline on per-row scalar rewards.
+
+        Args:
+            rewards_per_objective: `(N, m)` gathered rewards (normalised if `reward_normalization` says so).
+            weights: `(N, m)` each row's weighting; rows `[g·K, (g+1)·K)` form prompt group g and share it.
+            kl: `(N,)` sequence KL to the reference, or None when every α is 0.
+            kl_weights: `(N,)` each row's α.
+            num_generations: K.
+
+        Returns:
+            the scalar rewards `(N,)` the advantages were computed from, and the advantages `(N,)` (0 where a row is
+            unscorable).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement `_rewards_and_advantages`.")
 
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
@@ -398,7 +459,7 @@ class MultiObjectiveTrainer(RLOOTrainer):
             output = super()._generate_and_score_completions(inputs)
             batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
             if (kl_weights != 0).any():
-                local_kl = output["old_logps"] - self._reference_logps(output, batch_size)  # (L,)
+                local_kl = self._policy_logps(output, batch_size) - self._completion_logps(output, batch_size, True)
                 kl = gather(local_kl)  # (N,)
             else:
                 local_kl, kl = None, None
@@ -410,12 +471,10 @@ class MultiObjectiveTrainer(RLOOTrainer):
             if mode == "train":
                 self.reward_moments.update(rewards_per_objective)
             rewards_per_objective = self.reward_moments.normalize(rewards_per_objective)
-        weighted = scalarize_rewards(rewards_per_objective, weights)  # (N,) w·R, for logging
-        rewards = scalarize_rewards(rewards_per_objective, weights, kl, kl_weights, self.reward_clip_range)  # (N,)
-        advantages = leave_one_out_advantages(rewards, num_generations)
-        if self.normalize_advantages:
-            advantages = (advantages - torch.nanmean(advantages)) / (nanstd(advantages) + 1e-4)
-        advantages = torch.nan_to_num(advantages, nan=0.0)
+        if self.ideal_point is not None and mode == "train":
+            self.ideal_point.update(rewards_per_objective)
+        weighted = self._scalarize(rewards_per_objective, weights)  # (N,) s(R; w) without KL, for logging
+        rewards, advantages = self._rewards_and_advantages(rewards_per_objective, weights, kl, kl_weights, num_generations)
         num_local = len(inputs)
         process_slice = slice(self.accelerator.process_index * num_local, (self.accelerator.process_index + 1) * num_local)
         output["advantages"] = advantages[process_slice]
@@ -527,7 +586,7 @@ class MultiObjectiveTrainer(RLOOTrainer):
         if not os.path.isfile(path):
             raise ValueError(
                 f"Checkpoint {resume_from_checkpoint!r} has no {CLP_CONFIG_NAME}: it was not written by "
-                "MultiObjectiveTrainer, so its adapter cannot be matched to the objectives."
+                "trl-clp, so its adapter cannot be matched to the objectives."
             )
         saved = ConditioningConfig.load(path)
         if saved.objective_names != self.objective_names or saved.variant != self.args.conditioning:
@@ -538,3 +597,28 @@ class MultiObjectiveTrainer(RLOOTrainer):
             )
         if self.reward_moments is not None and saved.reward_normalization is not None:
             self.reward_moments.load_state_dict(saved.reward_normalization)
+        if self.ideal_point is not None and saved.scalarization["method"] == "tchebycheff" and not self.ideal_point.given:
+            self.ideal_point.load_state_dict(saved.scalarization)
+
+
+class MultiObjectiveTrainer(ConditionedTrainerMixin, RLOOTrainer):
+    """CLP on [`~trl.RLOOTrainer`]: the conditioning of `ConditionedTrainerMixin` (see there for every change
+    with respect to RLOO) with RLOO's leave-one-out baseline on the per-row rewards `w·R − α·KL`.
+
+    Args:
+        model, reward_funcs, peft_config, and the other arguments: as for `ConditionedTrainerMixin`.
+        args: a [`MultiObjectiveConfig`].
+    """
+
+    config_class = MultiObjectiveConfig
+    _tag_names = ["trl", "rloo", "clp", "trl-clp"]
+
+    def _policy_logps(self, output, batch_size):
+        return output["old_logps"]  # RLOO always scores the completions under the sampling policy
+
+    def _rewards_and_advantages(self, rewards_per_objective, weights, kl, kl_weights, num_generations):
+        rewards = self._scalarize(rewards_per_objective, weights, kl, kl_weights, self.reward_clip_range)  # (N,)
+        advantages = leave_one_out_advantages(rewards, num_generations)
+        if self.normalize_advantages:
+            advantages = (advantages - torch.nanmean(advantages)) / (nanstd(advantages) + 1e-4)
+        return rewards, torch.nan_to_num(advantages, nan=0.0)

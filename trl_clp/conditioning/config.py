@@ -28,6 +28,9 @@ class ConditioningConfig:
         kl_weight: the fixed KL weight the policy was trained with, when it is not conditioned on α.
         prompt_template: for `"prompt"`: how the weighting is written in front of the prompt.
         reward_normalization: per-objective running statistics used in training (`count`, `mean`, `sum_sq`), if any.
+        scalarization: how the rewards were scalarised in training: `{"method": "linear"}` (w·R; also what files
+            written before this field mean), or `{"method": "tchebycheff", "ideal_point": z, "given": bool,
+            "augmentation": ρ}` (see `trl_clp.scalarization`).
     """
 
     objective_names: list[str]
@@ -38,6 +41,7 @@ class ConditioningConfig:
     kl_weight: float | None = None
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     reward_normalization: dict | None = None
+    scalarization: dict = field(default_factory=lambda: {"method": "linear"})
     format_version: int = 1
 
     @property

@@ -18,6 +18,12 @@ A real model, dataset and rewards, through flags or a YAML file (every `MultiObj
     trl-clp train --model_name_or_path Qwen/Qwen2.5-0.5B --dataset_name trl-lib/tldr \
         --reward_funcs source_coverage brevity --conditioning attn --output_dir clp-tldr
 
+GRPO instead of RLOO under the same conditioning (`--trainer grpo`, or `trainer: grpo` in the YAML; every
+`MultiObjectiveGRPOConfig` field is then a flag, e.g. `--loss_type`, `--scale_rewards`):
+
+    trl-clp train --trainer grpo --scalarization tchebycheff
+    trl-clp train --config examples/configs/tldr_summarization_grpo.yaml
+
 `--reward_funcs` takes built-in names (lowercase, uppercase, titlecase, brevity, source_coverage), `rouge1`/`rouge2`/
 `rougeL` (against `--reference_column`), `nli` (entailment under `--nli_model`), `module:function` import paths, or
 reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
@@ -29,7 +35,9 @@ The console shows a progress bar and the final table; the metrics logged every `
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,14 +48,24 @@ import torch
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
+import yaml
+
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo, simplex_grid
+from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer
 from trl_clp.evaluation import evaluate_front
 from trl_clp.rewards import resolve_reward_function
 from trl_clp.scripts import limit_cpu_threads
 
 
+TRAINERS = {"rloo": (MultiObjectiveConfig, MultiObjectiveTrainer), "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer)}
+
+
 @dataclass
 class ScriptArguments:
+    trainer: str = field(
+        default="rloo",
+        metadata={"help": "The TRL trainer under the conditioning: 'rloo' or 'grpo'.", "choices": list(TRAINERS)},
+    )
     """The script's own arguments (data, rewards, evaluation); training and model arguments are TRL's."""
 
     dataset_name: str | None = field(
@@ -168,7 +186,7 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         )
         for spec in script_args.reward_funcs
     ]
-    trainer = MultiObjectiveTrainer(
+    trainer = TRAINERS[script_args.trainer][1](
         model=model_args.model_name_or_path,
         reward_funcs=reward_funcs,
         args=training_args,
@@ -235,13 +253,26 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
           f"{os.path.join(training_args.output_dir, 'trainer_state.json')}")
 
 
-def make_parser(prog: str | None = None) -> TrlParser:
-    """The script's parser: `ScriptArguments`, `MultiObjectiveConfig` and TRL's `ModelConfig`, with `--config`.
+def chosen_trainer(argv: list[str]) -> str:
+    """`--trainer`, from the command line or the `--config` YAML: the config class, hence the parser, depends on it."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--trainer")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(argv)
+    if known.trainer is None and known.config is not None:
+        with open(known.config) as handle:
+            known.trainer = (yaml.safe_load(handle) or {}).get("trainer")
+    return known.trainer or "rloo"
+
+
+def make_parser(prog: str | None = None, trainer: str = "rloo") -> TrlParser:
+    """The script's parser: `ScriptArguments`, the trainer's config (`MultiObjectiveConfig` for `"rloo"`,
+    `MultiObjectiveGRPOConfig` for `"grpo"`) and TRL's `ModelConfig`, with `--config`.
 
     A new group of options is one more dataclass in the tuple (and one more value returned by
     `parse_args_and_config`).
     """
-    parser = TrlParser((ScriptArguments, MultiObjectiveConfig, ModelConfig), prog=prog)
+    parser = TrlParser((ScriptArguments, TRAINERS[trainer][0], ModelConfig), prog=prog)
     # The embedded default: the offline demo, sized for a 2-core CPU. Flags and --config override each value.
     parser.set_defaults(
         output_dir="outputs/clp-demo",
@@ -260,7 +291,8 @@ def make_parser(prog: str | None = None) -> TrlParser:
 
 def run(argv: list[str] | None = None) -> None:
     """Parse `argv` (default: the command line) and train: the body of `trl-clp train`."""
-    main(*make_parser(prog="trl-clp train").parse_args_and_config(args=argv))
+    trainer = chosen_trainer(sys.argv[1:] if argv is None else argv)
+    main(*make_parser(prog="trl-clp train", trainer=trainer).parse_args_and_config(args=argv))
 
 
 if __name__ == "__main__":
