@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from .conditioning.config import CONDITIONING_VARIANTS, DEFAULT_PROMPT_TEMPLATE
+from .conditioning.config import CONDITIONING_VARIANTS
+from .conditioning.prompts import DEFAULT_PROMPT_TEMPLATE
 from .sampling import SIMPLEX_TOLERANCE, WEIGHT_DISTRIBUTIONS
 from .scalarization import SCALARIZATIONS
 

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .conditioning.config import format_weighted_prompt
 from .conditioning.model import SteerableModel
+from .conditioning.prompts import format_weighted_prompt
 from .decoding import generate_with_mixed_logits, mixture_log_probs
 from .pareto import bootstrap_mean_ci, hypervolume, steerability
 from .rewards import scalarize_rewards

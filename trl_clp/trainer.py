@@ -34,15 +34,14 @@ from trl.trainer.utils import (
 )
 
 from .callbacks import WeightingHistogramCallback
-from .conditioning.config import (
-    CLP_CONFIG_NAME,
-    ConditioningConfig,
+from .conditioning.config import CLP_CONFIG_NAME, ConditioningConfig
+from .conditioning.model import (
+    attach_conditioning,
     build_conditioned_lora_config,
     check_linear_lora_config,
-    format_weighted_prompt,
     resolve_conditioned_targets,
 )
-from .conditioning.layer import WeightConditioner, add_conditioned_output_layer, find_conditioned_layers
+from .conditioning.prompts import format_weighted_prompt
 from .config import ConditioningFields, MultiObjectiveConfig
 from .evaluation import Front
 from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import RewardFunctionError` keeps working)
@@ -201,11 +200,9 @@ class ConditionedTrainerMixin:
         self.beta = 0.0
         self.reward_weights = torch.ones(self.num_objectives)
 
-        self.conditioner = WeightConditioner(num_blocks)
-        if args.conditioning == "logit":
-            self.conditioner.attach(self.model, [add_conditioned_output_layer(self.model, peft_config, num_blocks)])
-        elif args.conditioning != "prompt":
-            self.conditioner.attach(self.model, find_conditioned_layers(self.model, conditioned_targets))
+        self.conditioner = attach_conditioning(
+            self.model, peft_config, args.conditioning, conditioned_targets, num_blocks
+        )
         self.reward_moments = RunningMoments(self.num_objectives) if args.reward_normalization == "running" else None
         self.ideal_point = IdealPoint(self.num_objectives, args.ideal_point) if args.scalarization == "tchebycheff" else None
         if self.args.should_save:

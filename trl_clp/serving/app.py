@@ -25,8 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from ..conditioning.config import format_weighted_prompt
 from ..conditioning.model import SteerableModel, resolve_clp_file
+from ..conditioning.prompts import format_weighted_prompt
 from .batcher import GenerationRequest, QueueFullError, RequestBatcher, SamplingKey
 from .protocol import ChatCompletionRequest, CompletionRequest, conditioning_for, resolve_weighting
 
