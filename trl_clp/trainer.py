@@ -9,7 +9,6 @@ implements one hook, `_rewards_and_advantages` (its group baseline); see `MultiO
 from __future__ import annotations
 
 import glob
-import math
 import os
 import shutil
 import warnings
@@ -53,6 +52,7 @@ from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import R
     checkpoint_bytes,
 )
 from .model_card import CLP_PAPER, finish_model_card
+from .pareto import reward_by_weight
 from .scalarization import IdealPoint, RunningMoments, leave_one_out_advantages, scalarize_rewards
 from .sampling import kl_conditioning_vector, sample_group_kl_weights, sample_group_weights
 
@@ -408,6 +408,21 @@ class ConditionedTrainerMixin:
         self._gathered_rewards = rewards
         return rewards
 
+    def _pop_gathered_rewards(self) -> torch.Tensor:
+        """`(N, m)` the rewards `_calculate_rewards` gathered during the TRL call that just returned.
+
+        A side channel rather than a return value: TRL's `_generate_and_score_completions` calls `_calculate_rewards`
+        in its middle and returns only its output dict, which drops the per-objective rewards (it keeps the advantages
+        it computed from them with unit weights). They are taken back here, once, right after that call.
+        """
+        rewards, self._gathered_rewards = self._gathered_rewards, None
+        if rewards is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: the TRL trainer returned completions without calling `_calculate_rewards`; "
+                "this TRL version is not supported (see the tested versions in pyproject.toml)."
+            )
+        return rewards
+
     def _completion_logps(self, output: dict, batch_size: int, reference: bool = False) -> torch.Tensor:
         """`(L,)` summed log-probabilities of the local completions, under the policy with each row conditioned on
         its weighting, or with `reference=True` under the reference (adapter disabled)."""
@@ -462,7 +477,7 @@ class ConditionedTrainerMixin:
                 local_kl, kl = None, None
         finally:
             self.conditioner.clear()
-        rewards_per_objective, self._gathered_rewards = self._gathered_rewards, None  # (N, m)
+        rewards_per_objective = self._pop_gathered_rewards()  # (N, m)
 
         if self.reward_moments is not None:
             if mode == "train":
@@ -477,14 +492,21 @@ class ConditionedTrainerMixin:
         output["advantages"] = advantages[process_slice]
         output["clp_weights"] = local_vectors
 
-        self._log_conditioned_metrics(mode, rewards_per_objective, weights, kl_weights, weighted, rewards, advantages,
-                                      local_kl, output["completion_mask"], num_generations)
+        self._replace_trl_logged_values(mode, weighted, rewards, advantages, num_generations)
+        self._log_conditioning_metrics(
+            mode, rewards_per_objective, weights, kl_weights, local_kl, output["completion_mask"]
+        )
         return output
 
-    def _log_conditioned_metrics(self, mode, rewards_per_objective, weights, kl_weights, weighted, rewards,
-                                 advantages, local_kl, completion_mask, num_generations):
+    def _replace_trl_logged_values(self, mode, weighted, rewards, advantages, num_generations):
+        """Overwrite what TRL logged from its unit-weight rewards in this same call with the per-row values.
+
+        Args:
+            weighted: `(N,)` each row's `s(R; w)` without KL: the logged `reward` and `reward_std`.
+            rewards: `(N,)` the scalar rewards the advantages came from: `frac_reward_zero_std`.
+            advantages: `(N,)`: the completions table's advantages.
+        """
         metrics = self._metrics[mode]
-        # TRL appended these from its unit-weight rewards in this same call: replace them.
         metrics["reward"][-1] = torch.nanmean(weighted).item()
         metrics["reward_std"][-1] = nanstd(weighted).item()
         group_std = nanstd(rewards.view(-1, num_generations), dim=1)
@@ -492,6 +514,10 @@ class ConditionedTrainerMixin:
         for _ in range(advantages.numel()):  # TRL's unit-weight advantages of these rows, appended last
             self._logs["advantages"].pop()
         self._logs["advantages"].extend(advantages.tolist())
+
+    def _log_conditioning_metrics(self, mode, rewards_per_objective, weights, kl_weights, local_kl, completion_mask):
+        """Log what CLP adds: the KL to the reference, the weightings, each reward as a function of its weight."""
+        metrics = self._metrics[mode]
         if local_kl is not None:
             kl_stats = self.accelerator.reduce(
                 torch.stack([local_kl.sum(), completion_mask.sum().float()]), reduction="sum"
@@ -501,19 +527,12 @@ class ConditionedTrainerMixin:
             metrics["kl_weight/mean"].append(kl_weights.mean().item())
         if mode == "train" and self._sampled_weightings is not None:
             self._sampled_weightings.append(weights.cpu())
+        by_weight = reward_by_weight(weights, rewards_per_objective)  # {statistic: (m,)}
         for i, name in enumerate(self.objective_names):
-            w, r = weights[:, i], rewards_per_objective[:, i]
-            metrics[f"weights/{name}/mean"].append(w.mean().item())
-            self._logs["extra"][f"w_{name}"].extend(w.tolist())
-            # Reward as a function of the weight: an average over random weightings hides steerability.
-            for label, low, high in (("low", 0.0, 1 / 3), ("mid", 1 / 3, 2 / 3), ("high", 2 / 3, 1.01)):
-                in_bin = (w >= low) & (w < high) & ~torch.isnan(r)
-                metrics[f"rewards/{name}/w_{label}"].append(r[in_bin].mean().item() if in_bin.any() else math.nan)
-            valid = ~torch.isnan(r)
-            w_centered = w[valid] - w[valid].mean()
-            variance = (w_centered**2).mean()
-            slope = ((w_centered * (r[valid] - r[valid].mean())).mean() / variance).item() if variance > 1e-8 else math.nan
-            metrics[f"rewards/{name}/slope_vs_weight"].append(slope)
+            metrics[f"weights/{name}/mean"].append(weights[:, i].mean().item())
+            self._logs["extra"][f"w_{name}"].extend(weights[:, i].tolist())
+            for statistic, values in by_weight.items():
+                metrics[f"rewards/{name}/{statistic}"].append(values[i].item())
 
     # ---------------------------------------------------------------- saving and resuming
 
