@@ -171,7 +171,7 @@ def test_metadata_lists_objectives_and_conditioned_modules(tmp_path):
     steer = make_steerable("attn")
     steer.save_pretrained(tmp_path / "clp")
     saved = json.loads((tmp_path / "clp" / "clp_config.json").read_text())
-    assert saved["objective_names"] == ["a", "b"] and saved["variant"] == "attn"
+    assert saved["objective_names"] == ["a", "b"] and saved["conditioning"] == "attn"
     assert len(saved["conditioned_modules"]) == 2 * 4  # 2 layers x 4 attention projections
 
 

@@ -41,7 +41,7 @@ from .conditioning.model import (
     resolve_conditioned_targets,
 )
 from .conditioning.prompts import format_weighted_prompt
-from .config import ConditioningFields, MultiObjectiveConfig
+from .rloo_config import ConditioningFields, MultiObjectiveConfig
 from .evaluation import Front
 from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import RewardFunctionError` keeps working)
     RewardFunctionError,
@@ -195,7 +195,8 @@ class ConditionedTrainerMixin:
         )
 
         # The scalar reward and KL penalty are per row (see `_generate_and_score_completions`); TRL's own
-        # computation runs with unit weights and no KL so that it costs no reference forward pass.
+        # computation runs with unit weights and no KL so that it costs no reference forward pass. `beta` is TRL's
+        # name for the KL weight α: from here on it is `kl_weight`, as everywhere else in trl-clp.
         self.kl_weight = self.beta
         self.beta = 0.0
         self.reward_weights = torch.ones(self.num_objectives)
@@ -227,7 +228,7 @@ class ConditionedTrainerMixin:
         """The metadata saved beside the adapter."""
         return ConditioningConfig(
             objective_names=self.objective_names,
-            variant=self.args.conditioning,
+            conditioning=self.args.conditioning,
             conditioned_modules=list(self.conditioner.conditioned_module_names),
             num_blocks=self.conditioner.num_blocks,
             min_kl_weight=self.args.min_kl_weight,
@@ -308,7 +309,7 @@ class ConditionedTrainerMixin:
             self.conditioner.clear()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.conditioner.set_weights(inputs["clp_weights"])
+        self.conditioner.set_weights(inputs["conditioning_vectors"])
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -465,8 +466,8 @@ class ConditionedTrainerMixin:
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        weights, kl_weights, local_vectors = self._draw_row_conditioning(len(inputs), num_generations, mode)
-        self.conditioner.set_weights(local_vectors)
+        weights, kl_weights, conditioning_vectors = self._draw_row_conditioning(len(inputs), num_generations, mode)
+        self.conditioner.set_weights(conditioning_vectors)
         try:
             output = super()._generate_and_score_completions(inputs)
             batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
@@ -490,7 +491,7 @@ class ConditionedTrainerMixin:
         num_local = len(inputs)
         process_slice = slice(self.accelerator.process_index * num_local, (self.accelerator.process_index + 1) * num_local)
         output["advantages"] = advantages[process_slice]
-        output["clp_weights"] = local_vectors
+        output["conditioning_vectors"] = conditioning_vectors
 
         self._replace_trl_logged_values(mode, weighted, rewards, advantages, num_generations)
         self._log_conditioning_metrics(
@@ -605,10 +606,10 @@ class ConditionedTrainerMixin:
                 "trl-clp, so its adapter cannot be matched to the objectives."
             )
         saved = ConditioningConfig.load(path)
-        if saved.objective_names != self.objective_names or saved.variant != self.args.conditioning:
+        if saved.objective_names != self.objective_names or saved.conditioning != self.args.conditioning:
             raise ValueError(
                 f"Checkpoint {resume_from_checkpoint!r} was trained on objectives {saved.objective_names} with "
-                f"conditioning={saved.variant!r}, but this trainer has {self.objective_names} with "
+                f"conditioning={saved.conditioning!r}, but this trainer has {self.objective_names} with "
                 f"conditioning={self.args.conditioning!r}. Resume with the same reward functions, in the same order."
             )
         if self.reward_moments is not None and saved.reward_normalization is not None:

@@ -18,7 +18,8 @@ class ConditioningConfig:
 
     Args:
         objective_names: one name per reward objective, in the order of the weight vector.
-        variant: `"full"`, `"attn"`, `"logit"` or `"prompt"`.
+        conditioning: the conditioning variant, `"full"`, `"attn"`, `"logit"` or `"prompt"` (as the config field of
+            the same name). Older files call it `variant`: `load` reads both.
         conditioned_modules: full module names of the LoRA layers that carry one block per conditioned dimension.
         num_blocks: blocks per conditioned layer: the number of objectives, plus one with KL-weight conditioning.
         min_kl_weight: α0 of KL-weight conditioning (see `trl_clp.sampling.kl_conditioning_vector`); None without it.
@@ -31,7 +32,7 @@ class ConditioningConfig:
     """
 
     objective_names: list[str]
-    variant: str
+    conditioning: str
     conditioned_modules: list[str] = field(default_factory=list)
     num_blocks: int = 0
     min_kl_weight: float | None = None
@@ -52,4 +53,7 @@ class ConditioningConfig:
     @classmethod
     def load(cls, path: str) -> ConditioningConfig:
         with open(path) as handle:
-            return cls(**json.load(handle))
+            values = json.load(handle)
+        if "variant" in values:  # the key's name in files written before it was renamed after the config field
+            values["conditioning"] = values.pop("variant")
+        return cls(**values)

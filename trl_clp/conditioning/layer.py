@@ -92,7 +92,7 @@ class WeightConditioner:
 
     def __init__(self, num_blocks: int):
         self.num_blocks = num_blocks
-        self._per_call: ContextVar[_Conditioning | None] = ContextVar(f"clp_weights_{id(self)}", default=None)
+        self._per_call: ContextVar[_Conditioning | None] = ContextVar(f"clp_conditioning_{id(self)}", default=None)
         self._training: _Conditioning | None = None
         self.conditioned_module_names: list[str] = []
         self._handles = []

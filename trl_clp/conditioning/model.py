@@ -63,15 +63,15 @@ def check_linear_lora_config(peft_config: LoraConfig) -> None:
         raise ValueError("This LoRA configuration cannot be conditioned:\n- " + "\n- ".join(problems))
 
 
-def resolve_conditioned_targets(variant: str, conditioned_target_modules: list[str] | None) -> list[str] | None:
+def resolve_conditioned_targets(conditioning: str, conditioned_target_modules: list[str] | None) -> list[str] | None:
     """The module-name suffixes to condition; None means every LoRA target (the `"full"` default)."""
     if conditioned_target_modules is not None:
         return list(conditioned_target_modules)
-    return {"attn": DEFAULT_ATTENTION_MODULES, "logit": ["lm_head"]}.get(variant)
+    return {"attn": DEFAULT_ATTENTION_MODULES, "logit": ["lm_head"]}.get(conditioning)
 
 
 def build_conditioned_lora_config(
-    peft_config: LoraConfig, variant: str, conditioned_target_modules: list[str] | None, num_blocks: int
+    peft_config: LoraConfig, conditioning: str, conditioned_target_modules: list[str] | None, num_blocks: int
 ) -> LoraConfig:
     """Turn a per-objective LoRA configuration into the CLP one.
 
@@ -80,20 +80,20 @@ def build_conditioned_lora_config(
 
     Args:
         peft_config: the per-objective LoRA (rank r, alpha α, targets), validated by `check_linear_lora_config`.
-        variant: one of `CONDITIONING_VARIANTS`.
+        conditioning: one of `CONDITIONING_VARIANTS`.
         conditioned_target_modules: module-name suffixes to condition; None means every target for `"full"`.
         num_blocks: m (+1 with KL-weight conditioning).
     """
     config = copy.deepcopy(peft_config)
-    if variant in ("prompt", "logit"):  # logit: the output layer's blocks are added after TRL builds the model
+    if conditioning in ("prompt", "logit"):  # logit: the output layer's blocks are added after TRL builds the model
         return config
-    if variant == "full" and conditioned_target_modules is None:
+    if conditioning == "full" and conditioned_target_modules is None:
         config.r = num_blocks * peft_config.r
         return config
     targets = config.target_modules
     if isinstance(targets, str) and targets != "all-linear":
         raise ValueError(
-            f"With conditioning={variant!r}, give `target_modules` as a list (or 'all-linear'), not the regex "
+            f"With conditioning={conditioning!r}, give `target_modules` as a list (or 'all-linear'), not the regex "
             f"{targets!r}, so the conditioned modules can be added to it."
         )
     if isinstance(targets, (list, set, tuple)):
@@ -315,7 +315,7 @@ class SteerableModel(nn.Module):
 
     Args:
         model: the `PeftModel` holding the CLP adapter.
-        conditioning_config: its metadata (objectives, variant, conditioned modules).
+        conditioning_config: its metadata (objectives, conditioning variant, conditioned modules).
         tokenizer: needed by the `"prompt"` variant, which writes the weighting into the prompt text.
         conditioner: the `WeightConditioner` of `model` (the trainer's); by default the one already attached to
             `model`, if any (so that two `SteerableModel`s over one `PeftModel` share one set of hooks), else a new
@@ -361,7 +361,7 @@ class SteerableModel(nn.Module):
         model: PreTrainedModel,
         objective_names: list[str],
         peft_config: LoraConfig,
-        variant: str = "full",
+        conditioning: str = "full",
         conditioned_target_modules: list[str] | None = None,
         tokenizer=None,
     ) -> SteerableModel:
@@ -371,15 +371,16 @@ class SteerableModel(nn.Module):
             model: the base causal LM (modified in place by PEFT).
             objective_names: m names; the adapter gets m blocks per conditioned layer.
             peft_config: the LoRA of one objective (rank r, alpha, targets).
-            variant, conditioned_target_modules: as in `MultiObjectiveConfig`.
+            conditioning, conditioned_target_modules: as in `MultiObjectiveConfig`.
         """
         check_linear_lora_config(peft_config)
-        targets = resolve_conditioned_targets(variant, conditioned_target_modules)
+        targets = resolve_conditioned_targets(conditioning, conditioned_target_modules)
         num_blocks = len(objective_names)
-        peft_model = get_peft_model(model, build_conditioned_lora_config(peft_config, variant, targets, num_blocks))
-        conditioner = attach_conditioning(peft_model, peft_config, variant, targets, num_blocks)
+        lora_config = build_conditioned_lora_config(peft_config, conditioning, targets, num_blocks)
+        peft_model = get_peft_model(model, lora_config)
+        conditioner = attach_conditioning(peft_model, peft_config, conditioning, targets, num_blocks)
         names = list(conditioner.conditioned_module_names)
-        config = ConditioningConfig(list(objective_names), variant, names, num_blocks)
+        config = ConditioningConfig(list(objective_names), conditioning, names, num_blocks)
         return cls(peft_model, config, tokenizer, conditioner)
 
     @classmethod
@@ -473,7 +474,7 @@ class SteerableModel(nn.Module):
     @contextmanager
     def condition(self, weights, kl_weight=None, batch_size: int | None = None):
         """Condition every forward pass inside the block on `weights` (`(m,)` or `(B, m)`), cleared on exit."""
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             raise ValueError(
                 "A prompting-baseline model is conditioned through its prompt: use `generate(..., weights=...)` or "
                 "write the prompt with `trl_clp.format_weighted_prompt`."
@@ -520,7 +521,7 @@ class SteerableModel(nn.Module):
         if weights is None:
             raise ValueError("Pass `weights=`: a steerable model needs a weighting over " f"{self.objective_names}.")
         batch_size = input_ids.size(0)
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             return self._generate_with_weighted_prompts(input_ids, attention_mask, weights, **generate_kwargs)
         vector = self._row_weights(weights, kl_weight, batch_size)
         # generate() repeats each row for sampled returns or beams; the weightings must follow their rows.
@@ -570,7 +571,7 @@ class SteerableModel(nn.Module):
         tokenizer = self._require_tokenizer()
         if not prompts:
             raise ValueError("`prompts` is empty: give at least one prompt.")
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             if weights is None:
                 raise ValueError(f"Pass `weights=`: the prompt carries a weighting over {self.objective_names}.")
             weights = check_weights(weights, self.conditioning_config.num_objectives)
@@ -603,7 +604,7 @@ class SteerableModel(nn.Module):
             returned sequences per prompt, grouped by prompt.
         """
         encoded = self.tokenize_prompts(prompts, weights, chat_template_kwargs)
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             if kl_weight is not None:
                 raise ValueError("A prompting-baseline model is not conditioned on the KL weight: drop `kl_weight`.")
             sequences = self.model.generate(**encoded, **generate_kwargs)
@@ -622,7 +623,7 @@ class SteerableModel(nn.Module):
         Qwen2.5) gets its own merged weight, and the returned model's config is untied, so that the input embeddings
         keep their trained values.
         """
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             raise ValueError("A prompting-baseline model has no per-objective parameters to merge.")
         vector = self.conditioning_vector(weights, kl_weight)
         if vector.dim() != 1:
@@ -664,7 +665,7 @@ class SteerableModel(nn.Module):
         """
         from safetensors.torch import save_file
 
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             raise ValueError(
                 "A prompting-baseline model has no per-objective parameters: serve its adapter as it is and write the "
                 "weighting into the prompt with `trl_clp.format_weighted_prompt`."

@@ -198,7 +198,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         loop = asyncio.get_running_loop()
         sampling = SamplingKey(body.temperature, body.top_p if body.temperature > 0 else 1.0)
         for prompt in prompts:
-            if steer.conditioning_config.variant == "prompt":  # the prompting baseline reads its weighting as text
+            if steer.conditioning_config.conditioning == "prompt":  # the prompting baseline reads its weighting as text
                 prompt = format_weighted_prompt(prompt, weighting, names, steer.conditioning_config.prompt_template)
             if chat:
                 if not tokenizer.chat_template:
@@ -293,7 +293,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
     async def models():
         card = {
             "id": config.model_name, "object": "model", "created": created, "owned_by": "trl-clp",
-            "objectives": names, "variant": steer.conditioning_config.variant, "max_model_len": context_length,
+            "objectives": names, "conditioning": steer.conditioning_config.conditioning, "max_model_len": context_length,
             "kl_conditioning": steer.conditioning_config.min_kl_weight is not None,
         }
         return {"object": "list", "data": [card]}
