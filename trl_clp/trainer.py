@@ -283,7 +283,7 @@ class ConditionedTrainerMixin:
             args.seed,
             stream,
             concentration=args.dirichlet_concentration,
-            fixed_weights=args.fixed_weights,
+            fixed_weights=args.parsed_fixed_weights,
         )  # (G, m)
         if args.conditions_on_kl_weight:
             group_kl = sample_group_kl_weights(num_groups, args.seed, stream, args.kl_weights, args.kl_weight_range)
