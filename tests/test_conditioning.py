@@ -12,9 +12,8 @@ from trl_clp import MultiObjectiveTrainer, SteerableModel, demo
 from trl_clp.conditioning.layer import scale_lora_blocks
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
-from .conftest import tiny_config
+from .conftest import TARGETS, tiny_config
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 WEIGHTS = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
 
 

@@ -2,7 +2,6 @@
 steps), every loss_type, one-hot gradients, resume, and the private TRL methods it overrides."""
 
 import inspect
-import math
 
 import pytest
 import torch
@@ -10,20 +9,9 @@ from peft import LoraConfig
 from trl import GRPOConfig, GRPOTrainer, RLOOTrainer
 
 from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, demo
-from trl_clp.rewards import lowercase_reward, uppercase_reward
 
-from .conftest import tiny_config_values
+from .conftest import TARGETS, lower, tiny_config_values, upper
 from .test_scalarization import record_rewards_and_outputs
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def lower(completions, **kwargs):
-    return lowercase_reward(completions)
-
-
-def upper(completions, **kwargs):
-    return uppercase_reward(completions)
 
 
 def grpo_config(tmp_path, **overrides) -> MultiObjectiveGRPOConfig:

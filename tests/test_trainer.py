@@ -13,17 +13,7 @@ from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, demo
 from trl_clp.conditioning.config import CLP_CONFIG_NAME
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
-from .conftest import tiny_config, tiny_config_values
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def lower(completions, **kwargs):
-    return lowercase_reward(completions)
-
-
-def upper(completions, **kwargs):
-    return uppercase_reward(completions)
+from .conftest import TARGETS, lower, tiny_config, tiny_config_values, upper
 
 
 def make_trainer(tmp_path, tokenizer, dataset, reward_funcs=(lower, upper), peft_config=None, model=None, **overrides):
