@@ -1,4 +1,4 @@
-"""The conditioning layer of CLP, shared by every TRL online trainer, and `MultiObjectiveTrainer` (RLOO + it).
+"""CLP training on a TRL online trainer: `ConditionedTrainerMixin`, and `MultiObjectiveTrainer` (RLOO + the mixin).
 
 `ConditionedTrainerMixin` holds everything CLP adds to a TRL trainer: per-group weighting draws, conditioned
 forwards, per-row rewards, logging, save/resume metadata. A trainer class mixes it in ahead of the TRL class and
