@@ -16,6 +16,20 @@ torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin im
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, demo  # noqa: E402
+from trl_clp.rewards import lowercase_reward, uppercase_reward  # noqa: E402
+
+# LoRA targets of the tiny Llama: all its linear layers (`from .conftest import TARGETS`).
+TARGETS = list(demo.LLAMA_LINEAR_MODULES)
+
+
+def lower(completions, **kwargs):
+    """The lowercase objective, named "lower" (TRL names an objective after its reward function)."""
+    return lowercase_reward(completions)
+
+
+def upper(completions, **kwargs):
+    """The uppercase objective, named "upper"."""
+    return uppercase_reward(completions)
 
 
 @pytest.fixture

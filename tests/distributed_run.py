@@ -56,7 +56,7 @@ def main(out_dir, kind="rloo"):
 
     def recording(inputs):
         output = original(inputs)
-        for example, weights in zip(inputs, output["clp_weights"], strict=True):
+        for example, weights in zip(inputs, output["conditioning_vectors"], strict=True):
             seen.append([example["prompt"], trainer.state.global_step, weights.tolist()])
         return output
 

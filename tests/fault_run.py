@@ -43,7 +43,7 @@ def record_weightings(trainer: MultiObjectiveTrainer, path: str) -> None:
     def recording(inputs):
         output = original(inputs)
         with open(path, "a") as handle:
-            handle.write(json.dumps([trainer.state.global_step, output["clp_weights"].tolist()]) + "\n")
+            handle.write(json.dumps([trainer.state.global_step, output["conditioning_vectors"].tolist()]) + "\n")
         return output
 
     trainer._generate_and_score_completions = recording

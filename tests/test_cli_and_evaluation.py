@@ -173,7 +173,7 @@ def test_kl_is_measured_at_the_sampling_temperature(saved_steerable, tokenizer):
 
 
 def test_value_is_trainings_scalarisation_and_skips_unscorable_completions(saved_steerable, tokenizer):
-    from trl_clp.rewards import scalarize_rewards
+    from trl_clp.scalarization import scalarize_rewards
 
     steer = SteerableModel.from_pretrained(saved_steerable)
     prompts = ["Describe: a\n", "Describe: b\n", "Describe: c\n"]  # same length: rows rescored alone below

@@ -12,9 +12,8 @@ from trl_clp import MultiObjectiveTrainer, SteerableModel, demo
 from trl_clp.conditioning.layer import scale_lora_blocks
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
-from .conftest import tiny_config
+from .conftest import TARGETS, tiny_config
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 WEIGHTS = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
 
 
@@ -171,7 +170,7 @@ def test_metadata_lists_objectives_and_conditioned_modules(tmp_path):
     steer = make_steerable("attn")
     steer.save_pretrained(tmp_path / "clp")
     saved = json.loads((tmp_path / "clp" / "clp_config.json").read_text())
-    assert saved["objective_names"] == ["a", "b"] and saved["variant"] == "attn"
+    assert saved["objective_names"] == ["a", "b"] and saved["conditioning"] == "attn"
     assert len(saved["conditioned_modules"]) == 2 * 4  # 2 layers x 4 attention projections
 
 

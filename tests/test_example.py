@@ -113,7 +113,7 @@ def test_local_recipe_runs_on_a_local_model_nli_model_and_dataset_file(train_clp
     assert results["objective_names"] == ["faithfulness", "rouge"]
     for row in results["results"]:
         assert 0.0 <= row["rewards"]["faithfulness"] <= 1.0 and 0.0 <= row["rewards"]["rouge"] <= 1.0
-    assert json.loads((out / "clp_config.json").read_text())["variant"] == "attn"
+    assert json.loads((out / "clp_config.json").read_text())["conditioning"] == "attn"
 
 
 def test_main_job_with_load_in_4bit_trains_on_a_quantized_policy(train_clp, tmp_path, saved_base_model, monkeypatch):

@@ -2,7 +2,6 @@
 steps), every loss_type, one-hot gradients, resume, and the private TRL methods it overrides."""
 
 import inspect
-import math
 
 import pytest
 import torch
@@ -10,20 +9,9 @@ from peft import LoraConfig
 from trl import GRPOConfig, GRPOTrainer, RLOOTrainer
 
 from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, demo
-from trl_clp.rewards import lowercase_reward, uppercase_reward
 
-from .conftest import tiny_config_values
+from .conftest import TARGETS, lower, tiny_config_values, upper
 from .test_scalarization import record_rewards_and_outputs
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def lower(completions, **kwargs):
-    return lowercase_reward(completions)
-
-
-def upper(completions, **kwargs):
-    return uppercase_reward(completions)
 
 
 def grpo_config(tmp_path, **overrides) -> MultiObjectiveGRPOConfig:
@@ -132,7 +120,7 @@ def test_advantages_by_value_with_multi_alpha_and_buffered_steps(
     def checking(inputs):
         output = generate(inputs)
         rewards_per_objective = trainer.state.__dict__.pop("_test_rewards")
-        vectors = output["clp_weights"]  # (N, 3): (s·w, 1 − s) with s = α0 / α
+        vectors = output["conditioning_vectors"]  # (N, 3): (s·w, 1 − s) with s = α0 / α
         scale = 1 - vectors[:, 2]
         weights, alpha = vectors[:, :2] / scale.unsqueeze(1), 0.05 / scale
         policy = sequence_logps(model, output, vectors, conditioner)
@@ -163,7 +151,7 @@ def test_advantages_by_value_with_multi_alpha_and_buffered_steps(
     compute_loss = trainer.compute_loss
 
     def recording(model, inputs, *args, **kwargs):
-        seen.append((inputs["prompt_ids"].clone(), inputs["clp_weights"].clone()))
+        seen.append((inputs["prompt_ids"].clone(), inputs["conditioning_vectors"].clone()))
         return compute_loss(model, inputs, *args, **kwargs)
 
     trainer.compute_loss = recording
@@ -237,7 +225,7 @@ def test_resume_continues_the_weight_stream_and_the_ideal_point(tmp_path, tokeni
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "out" / "checkpoint-2"))
     assert len(resumed_records) == 2
     for expected, got in zip(full_records[2:], resumed_records, strict=True):
-        torch.testing.assert_close(got["clp_weights"], expected["clp_weights"])
+        torch.testing.assert_close(got["conditioning_vectors"], expected["conditioning_vectors"])
     # The running maxima continued from the checkpoint's, not from scratch.
     torch.testing.assert_close(resumed.ideal_point.maxima, full.ideal_point.maxima)
     from_scratch = torch.stack([r["rewards"].amax(0) for r in resumed_records]).amax(0).double()

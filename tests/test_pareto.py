@@ -15,6 +15,7 @@ from trl_clp.pareto import (
     monotonicity_violations,
     non_dominated_mask,
     pareto_front,
+    reward_by_weight,
     spearman_correlation,
     steerability,
 )
@@ -144,3 +145,27 @@ def test_array_likes_give_the_values_of_tensors():
         assert summary["rank_correlation"] == pytest.approx(expected["rank_correlation"])
         assert summary["monotonicity_violations"] == expected["monotonicity_violations"] == 2
         assert bootstrap_mean_ci(convert([1.0, 2.0, 3.0])) == bootstrap_mean_ci(T([1.0, 2.0, 3.0]))
+
+
+def test_reward_by_weight_bins_and_slope_by_hand():
+    weights = T([[0.0, 1.0], [0.2, 0.8], [0.5, 0.5], [0.9, 0.1], [1.0, 0.0], [0.5, 0.5]])  # (6, 2)
+    rewards = T([[1.0, 4.0], [3.0, math.nan], [5.0, 2.0], [7.0, 1.0], [9.0, 0.0], [math.nan, 3.0]])  # (6, 2)
+    stats = reward_by_weight(weights, rewards)
+    # Objective 0: w < 1/3 → rewards 1, 3; w in [1/3, 2/3) → 5 (the NaN row left out); w >= 2/3 → 7, 9.
+    # Objective 1: w < 1/3 → 1, 0; mid → 2, 3; high → 4 (the NaN at w = 0.8 left out).
+    assert stats["w_low"].tolist() == pytest.approx([2.0, 0.5])
+    assert stats["w_mid"].tolist() == pytest.approx([5.0, 2.5])
+    assert stats["w_high"].tolist() == pytest.approx([8.0, 4.0])
+    # Objective 0 over its 5 scored rows: w = (0, .2, .5, .9, 1), mean .52; R = (1, 3, 5, 7, 9), mean 5:
+    # Σ(w − .52)(R − 5) = 5.4 and Σ(w − .52)² = 0.748.
+    w0, r0 = torch.tensor([0.0, 0.2, 0.5, 0.9, 1.0]), torch.tensor([1.0, 3.0, 5.0, 7.0, 9.0])
+    slope0 = ((w0 - 0.52) * (r0 - 5.0)).sum() / ((w0 - 0.52) ** 2).sum()
+    # Objective 1 over its 5 scored rows: w = (1, .5, .1, 0, .5), R = (4, 2, 1, 0, 3): means .42 and 2.
+    w1, r1 = torch.tensor([1.0, 0.5, 0.1, 0.0, 0.5]), torch.tensor([4.0, 2.0, 1.0, 0.0, 3.0])
+    slope1 = ((w1 - 0.42) * (r1 - 2.0)).sum() / ((w1 - 0.42) ** 2).sum()
+    assert stats["slope_vs_weight"].tolist() == pytest.approx([slope0.item(), slope1.item()])
+    assert slope0.item() == pytest.approx(5.4 / 0.748) and slope1.item() == pytest.approx(3.8217, abs=1e-4)
+    # An empty bin and a weight that does not vary give NaN.
+    one_hot = reward_by_weight(T([[1.0, 0.0], [1.0, 0.0]]), T([[1.0, 2.0], [3.0, 4.0]]))
+    assert math.isnan(one_hot["w_mid"][0]) and math.isnan(one_hot["w_low"][0]) and one_hot["w_high"][0] == 2.0
+    assert math.isnan(one_hot["slope_vs_weight"][0]) and math.isnan(one_hot["slope_vs_weight"][1])

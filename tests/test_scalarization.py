@@ -1,6 +1,7 @@
 """Scalarisation maths by hand-computed cases: linear, Tchebycheff (plain and augmented), the ideal point, GRPO's
 group baselines, and why Tchebycheff matters: on a concave front it selects points no weighted sum selects."""
 
+import json
 import math
 
 import pytest
@@ -150,7 +151,7 @@ def test_rloo_tchebycheff_advantages_by_value_and_ideal_point_saved(tmp_path, to
     trainer.save_model()
     z = torch.full((2,), -math.inf)
     for record in records:
-        rewards, weights = record["rewards"], record["clp_weights"]  # (N, 2) each, one process
+        rewards, weights = record["rewards"], record["conditioning_vectors"]  # (N, 2) each, one process
         z = torch.maximum(z, rewards.amax(0))  # running maxima, this batch included
         gaps = z - rewards
         scalar = -(weights * gaps).amax(1) - 0.05 * gaps.sum(1)
@@ -163,8 +164,10 @@ def test_rloo_tchebycheff_advantages_by_value_and_ideal_point_saved(tmp_path, to
     torch.testing.assert_close(torch.tensor(saved["ideal_point"]), z)
     card = steering_card_section(ConditioningConfig.load(str(tmp_path / "out" / "clp_config.json")), "m")
     assert "Tchebycheff scalarisation `−max_i w_i (z_i − R_i) − 0.05·Σ_i (z_i − R_i)`" in card
-    old_file = {"objective_names": ["a", "b"], "variant": "full"}  # written before the field existed: linear
-    assert "linear scalarisation" in steering_card_section(ConditioningConfig(**old_file), "m")
+    old_file = tmp_path / "old_clp_config.json"  # written before the field existed: linear; `conditioning` was `variant`
+    old_file.write_text(json.dumps({"objective_names": ["a", "b"], "variant": "full"}))
+    old_config = ConditioningConfig.load(str(old_file))
+    assert "linear scalarisation" in steering_card_section(old_config, "m") and old_config.conditioning == "full"
 
 
 @pytest.mark.parametrize(

@@ -86,7 +86,7 @@ def post(server, path, body=None, content=None, headers=None):
 
 def test_models_and_health(server, client):
     (card,) = client.models.list().data
-    assert card.id == "clp" and card.objectives == NAMES and card.variant == "full" and card.max_model_len == 256
+    assert card.id == "clp" and card.objectives == NAMES and card.conditioning == "full" and card.max_model_len == 256
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
 
 

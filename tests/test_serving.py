@@ -17,7 +17,7 @@ def steerable(variant, names, tied=False, **kwargs):
     lora = LoraConfig(r=2, lora_alpha=4, init_lora_weights=False, target_modules=["q_proj", "v_proj", "up_proj"])
     base = demo.make_tiny_llama(seed=0, tie_word_embeddings=tied)
     torch.manual_seed(1)
-    return SteerableModel.from_base_model(base, names, lora, variant=variant, **kwargs)
+    return SteerableModel.from_base_model(base, names, lora, conditioning=variant, **kwargs)
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,7 @@ from trl_clp import (
 from trl_clp.evaluation import evaluate_front
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
-from .conftest import tiny_config_values
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+from .conftest import TARGETS, tiny_config_values
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,7 @@ from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, demo
 from trl_clp.conditioning.config import CLP_CONFIG_NAME
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
-from .conftest import tiny_config, tiny_config_values
-
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def lower(completions, **kwargs):
-    return lowercase_reward(completions)
-
-
-def upper(completions, **kwargs):
-    return uppercase_reward(completions)
+from .conftest import TARGETS, lower, tiny_config, tiny_config_values, upper
 
 
 def make_trainer(tmp_path, tokenizer, dataset, reward_funcs=(lower, upper), peft_config=None, model=None, **overrides):
@@ -242,7 +232,7 @@ def test_rows_keep_their_group_weighting_through_buffering(tmp_path, tokenizer, 
     original = trainer.compute_loss
 
     def recording(model, inputs, *args, **kwargs):
-        seen.append((inputs["prompt_ids"].clone(), inputs["clp_weights"].clone(), inputs["advantages"].clone()))
+        seen.append((inputs["prompt_ids"].clone(), inputs["conditioning_vectors"].clone(), inputs["advantages"].clone()))
         return original(model, inputs, *args, **kwargs)
 
     trainer.compute_loss = recording
@@ -289,7 +279,7 @@ def record_generations_and_kl(trainer):
             return torch.log_softmax(logits.float(), dim=-1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
 
         with torch.no_grad():
-            trainer.conditioner.set_weights(output["clp_weights"])
+            trainer.conditioner.set_weights(output["conditioning_vectors"])
             try:
                 policy = completion_logps()
             finally:
@@ -329,7 +319,7 @@ def test_advantages_equal_a_recomputation_of_w_dot_r_minus_alpha_kl(tmp_path, to
     trainer.train()
     assert len(records) == 2
     for index, record in enumerate(records):
-        weights = record["clp_weights"]  # (16, 2)
+        weights = record["conditioning_vectors"]  # (16, 2)
         groups = weights.view(-1, 4, 2)
         assert (groups == groups[:, :1]).all()  # one weighting per prompt group
         if weighting:
@@ -344,7 +334,7 @@ def test_advantages_equal_a_recomputation_of_w_dot_r_minus_alpha_kl(tmp_path, to
     # A wrong scalarisation would show: the unweighted and the flipped weightings give other advantages.
     last = records[-1]
     rewards = list(zip(calls["lower"][-1], calls["upper"][-1], strict=True))
-    for wrong in (torch.ones_like(last["clp_weights"]), last["clp_weights"].flip(1)):
+    for wrong in (torch.ones_like(last["conditioning_vectors"]), last["conditioning_vectors"].flip(1)):
         wrong_advantages = expected_advantages(rewards, wrong, last["kl"], alpha, num_generations=4)
         assert not torch.allclose(last["advantages"], wrong_advantages, atol=1e-3)
 
@@ -360,7 +350,7 @@ def test_logs_weights_and_reward_by_weight(tmp_path, tokenizer, prompts_dataset)
     trainer.train()
     logged = trainer.state.log_history[1]  # the second step: the adapter has moved, so the KL is not zero
     record = records[1]
-    weights = record["clp_weights"]  # (32, 2), one-hot per group of 4
+    weights = record["conditioning_vectors"]  # (32, 2), one-hot per group of 4
     rewards = torch.tensor(list(zip(calls["lower"][1], calls["upper"][1], strict=True)))  # (32, 2)
     assert {tuple(w) for w in weights.tolist()} == {(1.0, 0.0), (0.0, 1.0)}  # both corners drawn
     approx = functools.partial(pytest.approx, rel=1e-4, abs=1e-6)
@@ -408,8 +398,8 @@ def test_every_evaluation_scores_the_same_weightings(tmp_path, tokenizer, prompt
     trainer.train()
     second = trainer.evaluate()
     assert len(records) == 2 + 1 + 2  # two eval batches, one training generation, two eval batches
-    weights_first = torch.cat([records[0]["clp_weights"], records[1]["clp_weights"]])
-    weights_second = torch.cat([records[3]["clp_weights"], records[4]["clp_weights"]])
+    weights_first = torch.cat([records[0]["conditioning_vectors"], records[1]["conditioning_vectors"]])
+    weights_second = torch.cat([records[3]["conditioning_vectors"], records[4]["conditioning_vectors"]])
     assert len({tuple(w.tolist()) for w in weights_first}) == 4  # four groups, four different weightings
     torch.testing.assert_close(weights_second, weights_first, rtol=0, atol=0)
     assert "eval_reward" in first and "eval_reward" in second
@@ -445,7 +435,7 @@ def test_beam_search_generation_keeps_each_rows_weighting(tmp_path, tokenizer, p
         return alone[0, prompt_ids.size(1) :][: int(records[0]["completion_mask"][row].sum())].tolist()
 
     for row in (0, 4):
-        weighting = records[0]["clp_weights"][row]
+        weighting = records[0]["conditioning_vectors"][row]
         expected = records[0]["completion_ids"][row, : int(records[0]["completion_mask"][row].sum())].tolist()
         assert beam_search_alone(row, weighting) == expected
         assert beam_search_alone(row, weighting.flip(0)) != expected  # the weighting matters on these rows
@@ -485,7 +475,7 @@ def test_resume_continues_the_same_weight_stream(tmp_path, tokenizer, prompts_da
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "out" / "checkpoint-2"))
     assert len(resumed_records) == 2
     for expected, got in zip(full_records[2:], resumed_records, strict=True):
-        torch.testing.assert_close(got["clp_weights"], expected["clp_weights"])
+        torch.testing.assert_close(got["conditioning_vectors"], expected["conditioning_vectors"])
         torch.testing.assert_close(got["advantages"], expected["advantages"])  # same running statistics
     assert resumed.reward_moments.count.sum() == full.reward_moments.count.sum()
 
@@ -615,7 +605,7 @@ def test_reward_models_and_async_callables_are_objectives(tmp_path, tokenizer, p
     records = record_generations(trainer)
     trainer.train()
     logged = trainer.state.log_history[0]
-    assert logged["weights/async_lower/mean"] == pytest.approx(records[0]["clp_weights"][:, 0].mean().item(), rel=1e-5)
+    assert logged["weights/async_lower/mean"] == pytest.approx(records[0]["conditioning_vectors"][:, 0].mean().item(), rel=1e-5)
     assert math.isfinite(logged["rewards/tiny-reward-model/mean"]) and logged["rewards/tiny-reward-model/std"] > 0
     assert torch.isfinite(records[0]["advantages"]).all() and records[0]["advantages"].abs().sum() > 0
 
@@ -630,11 +620,11 @@ def test_kl_weight_conditioning_adds_a_block_and_encodes_alpha(tmp_path, tokeniz
     assert trainer.conditioner.num_blocks == 3
     q_proj = trainer.model.base_model.model.model.layers[0].self_attn.q_proj
     assert q_proj.r["default"] == 3 * 4
-    vectors = torch.cat([r["clp_weights"] for r in records])  # (rows, 3)
+    vectors = torch.cat([r["conditioning_vectors"] for r in records])  # (rows, 3)
     torch.testing.assert_close(vectors.sum(-1), torch.ones(len(vectors)))
     # α = 0.05 (the smallest) puts no weight on the KL block, α = 0.5 puts 1 − 0.05/0.5 = 0.9.
     assert {round(v, 5) for v in vectors[:, 2].tolist()} == {0.0, 0.9}
-    alphas = 0.05 / (1 - records[0]["clp_weights"][:, 2])  # (8,) each row's α, decoded from its KL block
+    alphas = 0.05 / (1 - records[0]["conditioning_vectors"][:, 2])  # (8,) each row's α, decoded from its KL block
     assert trainer.state.log_history[0]["kl_weight/mean"] == pytest.approx(alphas.mean().item(), rel=1e-5)
     trainer.save_model()
     from trl_clp import SteerableModel

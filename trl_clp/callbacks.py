@@ -1,4 +1,5 @@
-"""`FrontEvaluationCallback`: watch the Pareto front grow during training."""
+"""Trainer callbacks that watch steerability during training: the evaluated front (`FrontEvaluationCallback`) and
+the sampled weightings as tracker histograms (`WeightingHistogramCallback`)."""
 
 from __future__ import annotations
 

@@ -13,11 +13,11 @@ import torch
 
 from accelerate.utils import gather_object
 
-from .conditioning.config import format_weighted_prompt
 from .conditioning.model import SteerableModel
+from .conditioning.prompts import format_weighted_prompt
 from .decoding import generate_with_mixed_logits, mixture_log_probs
 from .pareto import bootstrap_mean_ci, hypervolume, steerability
-from .rewards import scalarize_rewards
+from .scalarization import scalarize_rewards
 
 
 @dataclass
@@ -25,8 +25,8 @@ class WeightingResult:
     """One weighting's scores: per-objective mean rewards, the mean sequence KL to the reference, and the
     KL-regularised value `V = w·R − α·KL`, each mean with a bootstrap confidence interval over prompts.
 
-    V is each completion's `w·R − α·KL` computed by training's own `trl_clp.rewards.scalarize_rewards` (a NaN reward
-    term is skipped; a completion whose rewards are all NaN has no value and is left out), then averaged.
+    V is each completion's `w·R − α·KL` computed by training's own `trl_clp.scalarization.scalarize_rewards` (a NaN
+    reward term is skipped; a completion whose rewards are all NaN has no value and is left out), then averaged.
     """
 
     weights: list[float]
@@ -214,7 +214,7 @@ def evaluate_front(
         torch.manual_seed(batch_seed)
         row_weights = weightings[[k for k, _ in batch]]  # (b, m)
         texts = [prompts[p] for _, p in batch]
-        if config.variant == "prompt":
+        if config.conditioning == "prompt":
             texts = [
                 format_weighted_prompt(text, w.tolist(), names, config.prompt_template)
                 for text, w in zip(texts, row_weights, strict=True)

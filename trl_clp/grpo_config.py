@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from trl import GRPOConfig
 
-from .config import ConditioningFields
+from .rloo_config import ConditioningFields, parameters_docstring
 
 MULTI_OBJECTIVE_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 
@@ -44,3 +44,6 @@ class MultiObjectiveGRPOConfig(ConditioningFields, GRPOConfig):
                 "objectives on one scale first), or scalarization='linear'."
             )
         super().__post_init__()
+
+
+MultiObjectiveGRPOConfig.__doc__ += parameters_docstring(ConditioningFields)

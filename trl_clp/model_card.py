@@ -99,7 +99,7 @@ def steering_card_section(config: ConditioningConfig, model_id: str, front: Fron
             f"This is a [Conditional Language Policy](https://huggingface.co/papers/2407.15762) trained with "
             f"trl-clp: one adapter steerable at inference time across {len(names)} objectives, "
             f"**{', '.join(names)}**, by a weighting on the simplex (non-negative, summing to 1), chosen per request. "
-            f"Conditioning: `{config.variant}`"
+            f"Conditioning: `{config.conditioning}`"
         )
         + (f", {len(config.conditioned_modules)} conditioned LoRA layers." if config.conditioned_modules else "."),
         scalarization_note(config),

@@ -1,4 +1,4 @@
-"""Pareto fronts of steerable models: dominance, hypervolume, steerability and confidence intervals.
+"""Pareto fronts of steerable models: dominance, hypervolume, steerability and confidence intervals, as pure functions.
 
 Every function maximises: a point `p` (one mean reward per objective) dominates `q` when `p >= q` everywhere and
 `p > q` somewhere. Points are `(K, m)`, K points of m objectives: torch tensors, or anything `torch.as_tensor` takes
@@ -163,6 +163,43 @@ def steerability(weights: torch.Tensor, rewards: torch.Tensor, tolerance: float 
         "rank_correlation": [spearman_correlation(weights[:, i], rewards[:, i]) for i in range(weights.size(1))],
         "monotonicity_violations": monotonicity_violations(weights, rewards, tolerance),
     }
+
+
+WEIGHT_BINS = (("low", 0.0, 1 / 3), ("mid", 1 / 3, 2 / 3), ("high", 2 / 3, 1.01))
+
+
+def reward_by_weight(weights: torch.Tensor, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Steerability within one batch of rows: each objective's reward as a function of its weight.
+
+    An average over random weightings hides steerability; these statistics show it per batch (the trainer logs
+    them as `rewards/<objective>/w_low`, `w_mid`, `w_high` and `slope_vs_weight`). NaN rewards (a reward function
+    that does not apply to a row) are left out.
+
+    Args:
+        weights: `(N, m)` each row's weighting.
+        rewards: `(N, m)` each row's per-objective reward, NaN where unscored.
+
+    Returns:
+        `{"w_low", "w_mid", "w_high"}`: `(m,)` mean reward of objective i over rows with w_i in [0, 1/3), [1/3, 2/3),
+        [2/3, 1] (NaN for an empty bin); `"slope_vs_weight"`: `(m,)` least-squares slope of R_i against w_i,
+        `cov(w_i, R_i) / var(w_i)` (NaN where w_i does not vary).
+    """
+    weights, rewards = torch.as_tensor(weights), torch.as_tensor(rewards)
+    valid = ~torch.isnan(rewards)  # (N, m)
+    statistics = {}
+    for label, low, high in WEIGHT_BINS:
+        in_bin = (weights >= low) & (weights < high) & valid  # (N, m)
+        total = torch.where(in_bin, rewards, 0.0).sum(0)  # (m,)
+        count = in_bin.sum(0)  # (m,)
+        statistics[f"w_{label}"] = torch.where(count > 0, total / count.clamp(min=1), torch.nan)
+    slopes = []
+    for i in range(weights.size(1)):
+        w, r = weights[valid[:, i], i], rewards[valid[:, i], i]
+        w_centered = w - w.mean()
+        variance = (w_centered**2).mean()
+        slopes.append((w_centered * (r - r.mean())).mean() / variance if variance > 1e-8 else torch.tensor(torch.nan))
+    statistics["slope_vs_weight"] = torch.stack(slopes).to(rewards.dtype)  # (m,)
+    return statistics
 
 
 def bootstrap_mean_ci(

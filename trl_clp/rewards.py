@@ -1,7 +1,6 @@
 """Ready-made reward functions with TRL's signature (callables, ROUGE, NLI, any reward model as a named objective).
 
-The maths that turns their per-objective rewards into advantages lives in `trl_clp.scalarization`; its
-`scalarize_rewards`, `leave_one_out_advantages` and `RunningMoments` are re-exported here for older imports.
+The maths that turns their per-objective rewards into one reward and advantages lives in `trl_clp.scalarization`.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ import inspect
 
 import torch
 
-from .scalarization import RunningMoments, leave_one_out_advantages, scalarize_rewards  # noqa: F401 (re-exported)
 
 
 def _completion_text(completion) -> str:

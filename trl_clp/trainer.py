@@ -1,4 +1,4 @@
-"""The conditioning layer of CLP, shared by every TRL online trainer, and `MultiObjectiveTrainer` (RLOO + it).
+"""CLP training on a TRL online trainer: `ConditionedTrainerMixin`, and `MultiObjectiveTrainer` (RLOO + the mixin).
 
 `ConditionedTrainerMixin` holds everything CLP adds to a TRL trainer: per-group weighting draws, conditioned
 forwards, per-row rewards, logging, save/resume metadata. A trainer class mixes it in ahead of the TRL class and
@@ -9,7 +9,6 @@ implements one hook, `_rewards_and_advantages` (its group baseline); see `MultiO
 from __future__ import annotations
 
 import glob
-import math
 import os
 import shutil
 import warnings
@@ -34,17 +33,16 @@ from trl.trainer.utils import (
 )
 
 from .callbacks import WeightingHistogramCallback
-from .conditioning.config import (
-    CLP_CONFIG_NAME,
-    ConditioningConfig,
+from .conditioning.config import CLP_CONFIG_NAME, ConditioningConfig
+from .conditioning.model import (
+    attach_conditioning,
     build_conditioned_lora_config,
     check_linear_lora_config,
-    format_weighted_prompt,
     resolve_conditioned_targets,
 )
 from .conditioning.fused_head import conditioned_head_logps_and_entropies, fuses_output_layer
-from .conditioning.layer import WeightConditioner, add_conditioned_output_layer, find_conditioned_layers
-from .config import ConditioningFields, MultiObjectiveConfig
+from .conditioning.prompts import format_weighted_prompt
+from .rloo_config import ConditioningFields, MultiObjectiveConfig
 from .evaluation import Front
 from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import RewardFunctionError` keeps working)
     RewardFunctionError,
@@ -55,6 +53,7 @@ from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import R
     checkpoint_bytes,
 )
 from .model_card import CLP_PAPER, finish_model_card
+from .pareto import reward_by_weight
 from .scalarization import IdealPoint, RunningMoments, leave_one_out_advantages, scalarize_rewards
 from .sampling import kl_conditioning_vector, sample_group_kl_weights, sample_group_weights
 
@@ -197,16 +196,15 @@ class ConditionedTrainerMixin:
         )
 
         # The scalar reward and KL penalty are per row (see `_generate_and_score_completions`); TRL's own
-        # computation runs with unit weights and no KL so that it costs no reference forward pass.
+        # computation runs with unit weights and no KL so that it costs no reference forward pass. `beta` is TRL's
+        # name for the KL weight α: from here on it is `kl_weight`, as everywhere else in trl-clp.
         self.kl_weight = self.beta
         self.beta = 0.0
         self.reward_weights = torch.ones(self.num_objectives)
 
-        self.conditioner = WeightConditioner(num_blocks)
-        if args.conditioning == "logit":
-            self.conditioner.attach(self.model, [add_conditioned_output_layer(self.model, peft_config, num_blocks)])
-        elif args.conditioning != "prompt":
-            self.conditioner.attach(self.model, find_conditioned_layers(self.model, conditioned_targets))
+        self.conditioner = attach_conditioning(
+            self.model, peft_config, args.conditioning, conditioned_targets, num_blocks
+        )
         self.reward_moments = RunningMoments(self.num_objectives) if args.reward_normalization == "running" else None
         self.ideal_point = IdealPoint(self.num_objectives, args.ideal_point) if args.scalarization == "tchebycheff" else None
         if self.args.should_save:
@@ -231,7 +229,7 @@ class ConditionedTrainerMixin:
         """The metadata saved beside the adapter."""
         return ConditioningConfig(
             objective_names=self.objective_names,
-            variant=self.args.conditioning,
+            conditioning=self.args.conditioning,
             conditioned_modules=list(self.conditioner.conditioned_module_names),
             num_blocks=self.conditioner.num_blocks,
             min_kl_weight=self.args.min_kl_weight,
@@ -286,7 +284,7 @@ class ConditionedTrainerMixin:
             args.seed,
             stream,
             concentration=args.dirichlet_concentration,
-            fixed_weights=args.fixed_weights,
+            fixed_weights=args.parsed_fixed_weights,
         )  # (G, m)
         if args.conditions_on_kl_weight:
             group_kl = sample_group_kl_weights(num_groups, args.seed, stream, args.kl_weights, args.kl_weight_range)
@@ -312,7 +310,7 @@ class ConditionedTrainerMixin:
             self.conditioner.clear()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.conditioner.set_weights(inputs["clp_weights"])
+        self.conditioner.set_weights(inputs["conditioning_vectors"])
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -427,6 +425,21 @@ class ConditionedTrainerMixin:
         self._gathered_rewards = rewards
         return rewards
 
+    def _pop_gathered_rewards(self) -> torch.Tensor:
+        """`(N, m)` the rewards `_calculate_rewards` gathered during the TRL call that just returned.
+
+        A side channel rather than a return value: TRL's `_generate_and_score_completions` calls `_calculate_rewards`
+        in its middle and returns only its output dict, which drops the per-objective rewards (it keeps the advantages
+        it computed from them with unit weights). They are taken back here, once, right after that call.
+        """
+        rewards, self._gathered_rewards = self._gathered_rewards, None
+        if rewards is None:
+            raise RuntimeError(
+                f"{type(self).__name__}: the TRL trainer returned completions without calling `_calculate_rewards`; "
+                "this TRL version is not supported (see the tested versions in pyproject.toml)."
+            )
+        return rewards
+
     def _completion_logps(self, output: dict, batch_size: int, reference: bool = False) -> torch.Tensor:
         """`(L,)` summed log-probabilities of the local completions, under the policy with each row conditioned on
         its weighting, or with `reference=True` under the reference (adapter disabled)."""
@@ -469,8 +482,8 @@ class ConditionedTrainerMixin:
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        weights, kl_weights, local_vectors = self._draw_row_conditioning(len(inputs), num_generations, mode)
-        self.conditioner.set_weights(local_vectors)
+        weights, kl_weights, conditioning_vectors = self._draw_row_conditioning(len(inputs), num_generations, mode)
+        self.conditioner.set_weights(conditioning_vectors)
         try:
             output = super()._generate_and_score_completions(inputs)
             batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
@@ -481,7 +494,7 @@ class ConditionedTrainerMixin:
                 local_kl, kl = None, None
         finally:
             self.conditioner.clear()
-        rewards_per_objective, self._gathered_rewards = self._gathered_rewards, None  # (N, m)
+        rewards_per_objective = self._pop_gathered_rewards()  # (N, m)
 
         if self.reward_moments is not None:
             if mode == "train":
@@ -494,16 +507,23 @@ class ConditionedTrainerMixin:
         num_local = len(inputs)
         process_slice = slice(self.accelerator.process_index * num_local, (self.accelerator.process_index + 1) * num_local)
         output["advantages"] = advantages[process_slice]
-        output["clp_weights"] = local_vectors
+        output["conditioning_vectors"] = conditioning_vectors
 
-        self._log_conditioned_metrics(mode, rewards_per_objective, weights, kl_weights, weighted, rewards, advantages,
-                                      local_kl, output["completion_mask"], num_generations)
+        self._replace_trl_logged_values(mode, weighted, rewards, advantages, num_generations)
+        self._log_conditioning_metrics(
+            mode, rewards_per_objective, weights, kl_weights, local_kl, output["completion_mask"]
+        )
         return output
 
-    def _log_conditioned_metrics(self, mode, rewards_per_objective, weights, kl_weights, weighted, rewards,
-                                 advantages, local_kl, completion_mask, num_generations):
+    def _replace_trl_logged_values(self, mode, weighted, rewards, advantages, num_generations):
+        """Overwrite what TRL logged from its unit-weight rewards in this same call with the per-row values.
+
+        Args:
+            weighted: `(N,)` each row's `s(R; w)` without KL: the logged `reward` and `reward_std`.
+            rewards: `(N,)` the scalar rewards the advantages came from: `frac_reward_zero_std`.
+            advantages: `(N,)`: the completions table's advantages.
+        """
         metrics = self._metrics[mode]
-        # TRL appended these from its unit-weight rewards in this same call: replace them.
         metrics["reward"][-1] = torch.nanmean(weighted).item()
         metrics["reward_std"][-1] = nanstd(weighted).item()
         group_std = nanstd(rewards.view(-1, num_generations), dim=1)
@@ -511,6 +531,10 @@ class ConditionedTrainerMixin:
         for _ in range(advantages.numel()):  # TRL's unit-weight advantages of these rows, appended last
             self._logs["advantages"].pop()
         self._logs["advantages"].extend(advantages.tolist())
+
+    def _log_conditioning_metrics(self, mode, rewards_per_objective, weights, kl_weights, local_kl, completion_mask):
+        """Log what CLP adds: the KL to the reference, the weightings, each reward as a function of its weight."""
+        metrics = self._metrics[mode]
         if local_kl is not None:
             kl_stats = self.accelerator.reduce(
                 torch.stack([local_kl.sum(), completion_mask.sum().float()]), reduction="sum"
@@ -520,19 +544,12 @@ class ConditionedTrainerMixin:
             metrics["kl_weight/mean"].append(kl_weights.mean().item())
         if mode == "train" and self._sampled_weightings is not None:
             self._sampled_weightings.append(weights.cpu())
+        by_weight = reward_by_weight(weights, rewards_per_objective)  # {statistic: (m,)}
         for i, name in enumerate(self.objective_names):
-            w, r = weights[:, i], rewards_per_objective[:, i]
-            metrics[f"weights/{name}/mean"].append(w.mean().item())
-            self._logs["extra"][f"w_{name}"].extend(w.tolist())
-            # Reward as a function of the weight: an average over random weightings hides steerability.
-            for label, low, high in (("low", 0.0, 1 / 3), ("mid", 1 / 3, 2 / 3), ("high", 2 / 3, 1.01)):
-                in_bin = (w >= low) & (w < high) & ~torch.isnan(r)
-                metrics[f"rewards/{name}/w_{label}"].append(r[in_bin].mean().item() if in_bin.any() else math.nan)
-            valid = ~torch.isnan(r)
-            w_centered = w[valid] - w[valid].mean()
-            variance = (w_centered**2).mean()
-            slope = ((w_centered * (r[valid] - r[valid].mean())).mean() / variance).item() if variance > 1e-8 else math.nan
-            metrics[f"rewards/{name}/slope_vs_weight"].append(slope)
+            metrics[f"weights/{name}/mean"].append(weights[:, i].mean().item())
+            self._logs["extra"][f"w_{name}"].extend(weights[:, i].tolist())
+            for statistic, values in by_weight.items():
+                metrics[f"rewards/{name}/{statistic}"].append(values[i].item())
 
     # ---------------------------------------------------------------- saving and resuming
 
@@ -605,10 +622,10 @@ class ConditionedTrainerMixin:
                 "trl-clp, so its adapter cannot be matched to the objectives."
             )
         saved = ConditioningConfig.load(path)
-        if saved.objective_names != self.objective_names or saved.variant != self.args.conditioning:
+        if saved.objective_names != self.objective_names or saved.conditioning != self.args.conditioning:
             raise ValueError(
                 f"Checkpoint {resume_from_checkpoint!r} was trained on objectives {saved.objective_names} with "
-                f"conditioning={saved.variant!r}, but this trainer has {self.objective_names} with "
+                f"conditioning={saved.conditioning!r}, but this trainer has {self.objective_names} with "
                 f"conditioning={self.args.conditioning!r}. Resume with the same reward functions, in the same order."
             )
         if self.reward_moments is not None and saved.reward_normalization is not None:

@@ -1,8 +1,11 @@
-"""Weight conditioning of LoRA adapters: metadata (`config`), per-row block mixing (`layer`), inference (`model`)."""
+"""Weight conditioning of LoRA adapters, shaped like a PEFT tuner: metadata (`config`), per-row block mixing
+(`layer`), building and loading the conditioned model (`model`), and the prompting baseline's prompt text (`prompts`).
+"""
 
-from .config import CLP_CONFIG_NAME, CONDITIONING_VARIANTS, ConditioningConfig, format_weighted_prompt
+from .config import CLP_CONFIG_NAME, CONDITIONING_VARIANTS, ConditioningConfig
 from .layer import WeightConditioner, scale_lora_blocks
 from .model import SteerableModel
+from .prompts import format_weighted_prompt
 
 __all__ = [
     "CLP_CONFIG_NAME",

@@ -1,4 +1,4 @@
-"""Per-row mixing of m LoRA blocks inside PEFT's LoRA layers.
+"""Layer behaviour of a conditioned LoRA: per-row mixing of its m blocks, and `WeightConditioner`, the hooks doing it.
 
 A conditioned LoRA layer has rank m·r: rows `[i·r, (i+1)·r)` of `lora_A` and columns of `lora_B` form the block
 θ_i of objective i. Scaling block i of `lora_A`'s output by `m·w_i(b)` for batch row b gives
@@ -15,18 +15,15 @@ left untouched.
 
 from __future__ import annotations
 
-import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import torch
-from peft import LoraConfig, PeftModel, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from ..sampling import check_weights
-from .config import matches_target
 
 # The attribute of a model that holds its `WeightConditioner` (one per model: a second would scale twice).
 CONDITIONER_ATTRIBUTE = "clp_conditioner"
@@ -59,73 +56,6 @@ def scale_lora_blocks(lora_a_output: torch.Tensor, weights: torch.Tensor) -> tor
     scale = block_scale(weights, lora_a_output.size(-1))  # (B, m·r)
     scale = scale.view(weights.size(0), *([1] * (lora_a_output.dim() - 2)), -1)  # (B, 1, ..., m·r)
     return lora_a_output * scale.to(lora_a_output.dtype)
-
-
-def find_conditioned_layers(model: nn.Module, conditioned_targets: list[str] | None) -> list[str]:
-    """Names of the LoRA layers of `model` matched by `conditioned_targets` (every LoRA layer if None).
-
-    Raises:
-        ValueError listing the model's LoRA layer names when nothing matches, or when some entries of
-        `conditioned_targets` match no LoRA layer (a typo would otherwise leave those modules shared, silently).
-    """
-    lora_names = [name for name, module in model.named_modules() if isinstance(module, LoraLayer)]
-    suffixes = sorted({n.split(".")[-1] for n in lora_names})
-    if conditioned_targets is None:
-        names = lora_names
-        unmatched = []
-    else:
-        names = [n for n in lora_names if any(matches_target(n, t) for t in conditioned_targets)]
-        unmatched = [t for t in conditioned_targets if not any(matches_target(n, t) for n in lora_names)]
-    if not names:
-        raise ValueError(
-            f"No LoRA layer matches `conditioned_target_modules={conditioned_targets}`. The model's LoRA layers are "
-            f"named {suffixes}: set `conditioned_target_modules` to some of them."
-        )
-    if unmatched:
-        raise ValueError(
-            f"`conditioned_target_modules` entries {unmatched} match no LoRA layer (of {conditioned_targets}). The "
-            f"model's LoRA layers are named {suffixes}: remove those entries or correct their names."
-        )
-    return names
-
-
-def add_conditioned_output_layer(peft_model: PeftModel, peft_config: LoraConfig, num_blocks: int) -> str:
-    """Give the output layer a LoRA of rank `num_blocks · r` in the model's adapter (logit-CLP).
-
-    TRL builds the PEFT model without it (it refuses adapters on `lm_head`, which its fused head would bypass), so
-    it is injected afterwards into the same adapter, and the adapter's config is updated so that a saved adapter
-    reloads with it.
-
-    Returns:
-        the full module name of the output layer.
-    """
-    adapter_name = peft_model.active_adapter
-    output_layer = peft_model.get_output_embeddings()
-    name = next(n for n, module in peft_model.named_modules() if module is output_layer)
-    suffix = name.split(".")[-1]
-    head_config = LoraConfig(
-        r=num_blocks * peft_config.r,
-        lora_alpha=peft_config.lora_alpha,
-        lora_dropout=peft_config.lora_dropout,
-        init_lora_weights=peft_config.init_lora_weights,
-        target_modules=[suffix],
-    )
-    saved_config = peft_model.peft_config[adapter_name]
-    with warnings.catch_warnings():
-        # PEFT warns that the model already has an adapter: adding to it is the point. With tied embeddings it warns
-        # that the output layer's LoRA is not mirrored on the input embeddings: it must not be (the conditioning
-        # steers the output distribution only), and `SteerableModel.merge` unties the merged weight.
-        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
-        warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True` and a tied layer")
-        inject_adapter_in_model(head_config, peft_model.get_base_model(), adapter_name=adapter_name)
-    # The injection registers `head_config` under the same name in the config dict PEFT shares with the model.
-    peft_model.peft_config[adapter_name] = saved_config
-    targets = saved_config.target_modules
-    if isinstance(targets, str):  # "all-linear" was resolved at injection; keep the resolved names
-        targets = {n.split(".")[-1] for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)}
-    saved_config.target_modules = set(targets) | {suffix}
-    saved_config.rank_pattern = {**saved_config.rank_pattern, suffix: num_blocks * peft_config.r}
-    return name
 
 
 @dataclass
@@ -162,7 +92,7 @@ class WeightConditioner:
 
     def __init__(self, num_blocks: int):
         self.num_blocks = num_blocks
-        self._per_call: ContextVar[_Conditioning | None] = ContextVar(f"clp_weights_{id(self)}", default=None)
+        self._per_call: ContextVar[_Conditioning | None] = ContextVar(f"clp_conditioning_{id(self)}", default=None)
         self._training: _Conditioning | None = None
         self.conditioned_module_names: list[str] = []
         self._handles = []

@@ -1,4 +1,9 @@
-"""`SteerableModel`: a saved CLP adapter on its base model, steered per row at inference."""
+"""Building and loading a conditioned model: its LoRA config, module surgery, and `SteerableModel`.
+
+A conditioned model is built in two steps around PEFT's own: `build_conditioned_lora_config` before (the ranks of the
+conditioned targets), `attach_conditioning` after (logit-CLP's output layer, the block-scaling hooks). `SteerableModel`
+holds one for inference: load, steer per row, merge or export one weighting.
+"""
 
 from __future__ import annotations
 
@@ -12,21 +17,193 @@ from contextlib import contextmanager
 import torch
 from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
 from huggingface_hub.utils import validate_repo_id
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, PreTrainedModel
 
 from ..sampling import check_weights, kl_conditioning_vector
-from .config import (
-    CLP_CONFIG_NAME,
-    ConditioningConfig,
-    build_conditioned_lora_config,
-    check_linear_lora_config,
-    format_weighted_prompt,
-    resolve_conditioned_targets,
-)
-from .layer import WeightConditioner, add_conditioned_output_layer, block_scale, find_conditioned_layers
+from .config import CLP_CONFIG_NAME, ConditioningConfig
+from .layer import WeightConditioner, block_scale
+from .prompts import format_weighted_prompt, tokenize_left_padded
+
+DEFAULT_ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def check_linear_lora_config(peft_config: LoraConfig) -> None:
+    """Reject LoRA options under which mixing the blocks' parameters is not mixing their outputs.
+
+    Raises:
+        ValueError naming the option to turn off.
+    """
+    if not isinstance(peft_config, LoraConfig):
+        raise TypeError(
+            f"CLP conditions LoRA adapters: pass a `peft.LoraConfig` as `peft_config`, got {type(peft_config).__name__}."
+        )
+    problems = []
+    if peft_config.use_dora:
+        problems.append("`use_dora=True` (DoRA's magnitude normalisation is not linear in the blocks): set it to False")
+    if peft_config.use_rslora:
+        problems.append("`use_rslora=True` (rescales by 1/sqrt(rank), which changes with m): set it to False")
+    if peft_config.init_lora_weights not in (True, False, "gaussian"):
+        problems.append(
+            f"`init_lora_weights={peft_config.init_lora_weights!r}` (a data-driven init moves the base weights or "
+            f"ties the blocks): use True or 'gaussian'"
+        )
+    if peft_config.rank_pattern or peft_config.alpha_pattern:
+        problems.append("`rank_pattern`/`alpha_pattern` (trl-clp sets the ranks of conditioned layers): remove them")
+    if peft_config.lora_bias:
+        problems.append(
+            "`lora_bias=True` (the bias of `lora_B` is not a block: exporting one weighting would rescale it, and "
+            "merging needs a biased base layer, which most LLMs lack): set it to False"
+        )
+    if peft_config.target_parameters:
+        problems.append("`target_parameters` (parameter-level LoRA has no lora_A module to condition): remove it")
+    if problems:
+        raise ValueError("This LoRA configuration cannot be conditioned:\n- " + "\n- ".join(problems))
+
+
+def resolve_conditioned_targets(conditioning: str, conditioned_target_modules: list[str] | None) -> list[str] | None:
+    """The module-name suffixes to condition; None means every LoRA target (the `"full"` default)."""
+    if conditioned_target_modules is not None:
+        return list(conditioned_target_modules)
+    return {"attn": DEFAULT_ATTENTION_MODULES, "logit": ["lm_head"]}.get(conditioning)
+
+
+def build_conditioned_lora_config(
+    peft_config: LoraConfig, conditioning: str, conditioned_target_modules: list[str] | None, num_blocks: int
+) -> LoraConfig:
+    """Turn a per-objective LoRA configuration into the CLP one.
+
+    Conditioned targets get rank `num_blocks · r` with the same `lora_alpha` (each block then has scale α/(m·r) and
+    the conditioning multiplies it by m·w_i, see `layer.py`); the other targets stay a shared rank-r LoRA.
+
+    Args:
+        peft_config: the per-objective LoRA (rank r, alpha α, targets), validated by `check_linear_lora_config`.
+        conditioning: one of `CONDITIONING_VARIANTS`.
+        conditioned_target_modules: module-name suffixes to condition; None means every target for `"full"`.
+        num_blocks: m (+1 with KL-weight conditioning).
+    """
+    config = copy.deepcopy(peft_config)
+    if conditioning in ("prompt", "logit"):  # logit: the output layer's blocks are added after TRL builds the model
+        return config
+    if conditioning == "full" and conditioned_target_modules is None:
+        config.r = num_blocks * peft_config.r
+        return config
+    targets = config.target_modules
+    if isinstance(targets, str) and targets != "all-linear":
+        raise ValueError(
+            f"With conditioning={conditioning!r}, give `target_modules` as a list (or 'all-linear'), not the regex "
+            f"{targets!r}, so the conditioned modules can be added to it."
+        )
+    if isinstance(targets, (list, set, tuple)):
+        config.target_modules = sorted(set(targets) | set(conditioned_target_modules))
+    config.rank_pattern = {name: num_blocks * peft_config.r for name in conditioned_target_modules}
+    return config
+
+
+def matches_target(module_name: str, target: str) -> bool:
+    """PEFT's suffix rule: `target` names the module itself or its last dotted components."""
+    return module_name == target or module_name.endswith("." + target)
+
+
+def find_conditioned_layers(model: nn.Module, conditioned_targets: list[str] | None) -> list[str]:
+    """Names of the LoRA layers of `model` matched by `conditioned_targets` (every LoRA layer if None).
+
+    Raises:
+        ValueError listing the model's LoRA layer names when nothing matches, or when some entries of
+        `conditioned_targets` match no LoRA layer (a typo would otherwise leave those modules shared, silently).
+    """
+    lora_names = [name for name, module in model.named_modules() if isinstance(module, LoraLayer)]
+    suffixes = sorted({n.split(".")[-1] for n in lora_names})
+    if conditioned_targets is None:
+        names = lora_names
+        unmatched = []
+    else:
+        names = [n for n in lora_names if any(matches_target(n, t) for t in conditioned_targets)]
+        unmatched = [t for t in conditioned_targets if not any(matches_target(n, t) for n in lora_names)]
+    if not names:
+        raise ValueError(
+            f"No LoRA layer matches `conditioned_target_modules={conditioned_targets}`. The model's LoRA layers are "
+            f"named {suffixes}: set `conditioned_target_modules` to some of them."
+        )
+    if unmatched:
+        raise ValueError(
+            f"`conditioned_target_modules` entries {unmatched} match no LoRA layer (of {conditioned_targets}). The "
+            f"model's LoRA layers are named {suffixes}: remove those entries or correct their names."
+        )
+    return names
+
+
+def add_conditioned_output_layer(peft_model: PeftModel, peft_config: LoraConfig, num_blocks: int) -> str:
+    """Give the output layer a LoRA of rank `num_blocks · r` in the model's adapter (logit-CLP).
+
+    TRL builds the PEFT model without it (it refuses adapters on `lm_head`, which its fused head would bypass), so
+    it is injected afterwards into the same adapter, and the adapter's config is updated so that a saved adapter
+    reloads with it.
+
+    Returns:
+        the full module name of the output layer.
+    """
+    adapter_name = peft_model.active_adapter
+    output_layer = peft_model.get_output_embeddings()
+    name = next(n for n, module in peft_model.named_modules() if module is output_layer)
+    suffix = name.split(".")[-1]
+    head_config = LoraConfig(
+        r=num_blocks * peft_config.r,
+        lora_alpha=peft_config.lora_alpha,
+        lora_dropout=peft_config.lora_dropout,
+        init_lora_weights=peft_config.init_lora_weights,
+        target_modules=[suffix],
+    )
+    saved_config = peft_model.peft_config[adapter_name]
+    with warnings.catch_warnings():
+        # PEFT warns that the model already has an adapter: adding to it is the point. With tied embeddings it warns
+        # that the output layer's LoRA is not mirrored on the input embeddings: it must not be (the conditioning
+        # steers the output distribution only), and `SteerableModel.merge` unties the merged weight.
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True` and a tied layer")
+        inject_adapter_in_model(head_config, peft_model.get_base_model(), adapter_name=adapter_name)
+    # The injection registers `head_config` under the same name in the config dict PEFT shares with the model.
+    peft_model.peft_config[adapter_name] = saved_config
+    targets = saved_config.target_modules
+    if isinstance(targets, str):  # "all-linear" was resolved at injection; keep the resolved names
+        targets = {n.split(".")[-1] for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)}
+    saved_config.target_modules = set(targets) | {suffix}
+    saved_config.rank_pattern = {**saved_config.rank_pattern, suffix: num_blocks * peft_config.r}
+    return name
+
+
+def attach_conditioning(
+    peft_model: PeftModel,
+    peft_config: LoraConfig,
+    conditioning: str,
+    conditioned_targets: list[str] | None,
+    num_blocks: int,
+) -> WeightConditioner:
+    """Finish building a conditioned model: the one place that turns a conditioning variant into conditioned layers.
+
+    `peft_model` was built from `build_conditioned_lora_config(peft_config, ...)`, by `get_peft_model`
+    (`SteerableModel.from_base_model`) or by the TRL trainer (`ConditionedTrainerMixin`). logit-CLP gets its output
+    layer's blocks here (TRL refuses a LoRA on `lm_head` at build time); the prompting baseline has no conditioned
+    layer.
+
+    Args:
+        peft_model: the PEFT model, modified in place for `"logit"`.
+        peft_config: the LoRA of one objective.
+        conditioning: one of `CONDITIONING_VARIANTS`.
+        conditioned_targets: from `resolve_conditioned_targets`.
+        num_blocks: m (+1 with KL-weight conditioning).
+
+    Returns:
+        a `WeightConditioner` with its hooks on the conditioned layers (`conditioned_module_names`).
+    """
+    conditioner = WeightConditioner(num_blocks)
+    if conditioning == "logit":
+        conditioner.attach(peft_model, [add_conditioned_output_layer(peft_model, peft_config, num_blocks)])
+    elif conditioning != "prompt":
+        conditioner.attach(peft_model, find_conditioned_layers(peft_model, conditioned_targets))
+    return conditioner
 
 
 def check_path_or_repo_id(path_or_id: str, what: str = "CLP model", hint: str = "") -> str:
@@ -138,7 +315,7 @@ class SteerableModel(nn.Module):
 
     Args:
         model: the `PeftModel` holding the CLP adapter.
-        conditioning_config: its metadata (objectives, variant, conditioned modules).
+        conditioning_config: its metadata (objectives, conditioning variant, conditioned modules).
         tokenizer: needed by the `"prompt"` variant, which writes the weighting into the prompt text.
         conditioner: the `WeightConditioner` of `model` (the trainer's); by default the one already attached to
             `model`, if any (so that two `SteerableModel`s over one `PeftModel` share one set of hooks), else a new
@@ -184,7 +361,7 @@ class SteerableModel(nn.Module):
         model: PreTrainedModel,
         objective_names: list[str],
         peft_config: LoraConfig,
-        variant: str = "full",
+        conditioning: str = "full",
         conditioned_target_modules: list[str] | None = None,
         tokenizer=None,
     ) -> SteerableModel:
@@ -194,17 +371,17 @@ class SteerableModel(nn.Module):
             model: the base causal LM (modified in place by PEFT).
             objective_names: m names; the adapter gets m blocks per conditioned layer.
             peft_config: the LoRA of one objective (rank r, alpha, targets).
-            variant, conditioned_target_modules: as in `MultiObjectiveConfig`.
+            conditioning, conditioned_target_modules: as in `MultiObjectiveConfig`.
         """
         check_linear_lora_config(peft_config)
-        targets = resolve_conditioned_targets(variant, conditioned_target_modules)
+        targets = resolve_conditioned_targets(conditioning, conditioned_target_modules)
         num_blocks = len(objective_names)
-        peft_model = get_peft_model(model, build_conditioned_lora_config(peft_config, variant, targets, num_blocks))
-        if variant == "logit":
-            names = [add_conditioned_output_layer(peft_model, peft_config, num_blocks)]
-        else:
-            names = [] if variant == "prompt" else find_conditioned_layers(peft_model, targets)
-        return cls(peft_model, ConditioningConfig(list(objective_names), variant, names, num_blocks), tokenizer)
+        lora_config = build_conditioned_lora_config(peft_config, conditioning, targets, num_blocks)
+        peft_model = get_peft_model(model, lora_config)
+        conditioner = attach_conditioning(peft_model, peft_config, conditioning, targets, num_blocks)
+        names = list(conditioner.conditioned_module_names)
+        config = ConditioningConfig(list(objective_names), conditioning, names, num_blocks)
+        return cls(peft_model, config, tokenizer, conditioner)
 
     @classmethod
     def from_pretrained(
@@ -297,7 +474,7 @@ class SteerableModel(nn.Module):
     @contextmanager
     def condition(self, weights, kl_weight=None, batch_size: int | None = None):
         """Condition every forward pass inside the block on `weights` (`(m,)` or `(B, m)`), cleared on exit."""
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             raise ValueError(
                 "A prompting-baseline model is conditioned through its prompt: use `generate(..., weights=...)` or "
                 "write the prompt with `trl_clp.format_weighted_prompt`."
@@ -344,7 +521,7 @@ class SteerableModel(nn.Module):
         if weights is None:
             raise ValueError("Pass `weights=`: a steerable model needs a weighting over " f"{self.objective_names}.")
         batch_size = input_ids.size(0)
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             return self._generate_with_weighted_prompts(input_ids, attention_mask, weights, **generate_kwargs)
         vector = self._row_weights(weights, kl_weight, batch_size)
         # generate() repeats each row for sampled returns or beams; the weightings must follow their rows.
@@ -394,7 +571,7 @@ class SteerableModel(nn.Module):
         tokenizer = self._require_tokenizer()
         if not prompts:
             raise ValueError("`prompts` is empty: give at least one prompt.")
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             if weights is None:
                 raise ValueError(f"Pass `weights=`: the prompt carries a weighting over {self.objective_names}.")
             weights = check_weights(weights, self.conditioning_config.num_objectives)
@@ -407,20 +584,7 @@ class SteerableModel(nn.Module):
                 format_weighted_prompt(prompt, w.tolist(), self.objective_names, template)
                 for prompt, w in zip(prompts, weights, strict=True)
             ]
-        if isinstance(prompts[0], str):
-            rows = tokenizer(text=prompts)["input_ids"]
-        else:
-            rows = tokenizer.apply_chat_template(
-                conversation=prompts,
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=True,
-                **(chat_template_kwargs or {}),
-            )["input_ids"]
-        width = max(len(ids) for ids in rows)
-        input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(ids)) + list(ids) for ids in rows])
-        attention_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
-        return BatchEncoding({"input_ids": input_ids, "attention_mask": attention_mask}).to(self.device)
+        return tokenize_left_padded(tokenizer, prompts, chat_template_kwargs).to(self.device)
 
     @torch.no_grad()
     def generate_from_prompts(
@@ -440,7 +604,7 @@ class SteerableModel(nn.Module):
             returned sequences per prompt, grouped by prompt.
         """
         encoded = self.tokenize_prompts(prompts, weights, chat_template_kwargs)
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             if kl_weight is not None:
                 raise ValueError("A prompting-baseline model is not conditioned on the KL weight: drop `kl_weight`.")
             sequences = self.model.generate(**encoded, **generate_kwargs)
@@ -459,7 +623,7 @@ class SteerableModel(nn.Module):
         Qwen2.5) gets its own merged weight, and the returned model's config is untied, so that the input embeddings
         keep their trained values.
         """
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             raise ValueError("A prompting-baseline model has no per-objective parameters to merge.")
         vector = self.conditioning_vector(weights, kl_weight)
         if vector.dim() != 1:
@@ -501,7 +665,7 @@ class SteerableModel(nn.Module):
         """
         from safetensors.torch import save_file
 
-        if self.conditioning_config.variant == "prompt":
+        if self.conditioning_config.conditioning == "prompt":
             raise ValueError(
                 "A prompting-baseline model has no per-objective parameters: serve its adapter as it is and write the "
                 "weighting into the prompt with `trl_clp.format_weighted_prompt`."

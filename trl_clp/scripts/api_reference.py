@@ -55,13 +55,13 @@ def _docstring(obj) -> str:
     """The cleaned docstring in Markdown: Google-style sections as lists, fenced examples marked as not run."""
     lines, in_section = [], False
     for line in (inspect.getdoc(obj) or "(no docstring)").splitlines():
-        section = re.fullmatch(r"(Args|Arguments|Returns|Raises|Yields|Attributes|Shapes?):", line)
+        section = re.fullmatch(r"(Args|Arguments|Parameters|Returns|Raises|Yields|Attributes|Shapes?):", line)
         if section:
             lines += ["", f"**{section[1]}:**", ""]
             in_section = True
         elif in_section and re.match(r"    \S", line):
-            item = re.match(r"    ([\w*, ]+?)( \([^)]*\))?: (.*)", line)
-            lines.append(f"- `{item[1]}`{item[2] or ''}: {item[3]}" if item else f"- {line.strip()}")
+            item = re.match(r"    ([\w*, ]+?)( \([^)]*\))?:(?: (.*))?$", line)
+            lines.append(f"- `{item[1]}`{item[2] or ''}: {item[3] or ''}".rstrip() if item else f"- {line.strip()}")
         elif in_section and line.startswith("        "):
             lines[-1] += " " + line.strip()
         else:
@@ -124,7 +124,11 @@ def _document(module_name: str, name: str, obj) -> list[str]:
         header = f"class {name}({', '.join(base.__name__ for base in obj.__bases__)})"
     else:
         header = ("class " if inspect.isclass(obj) else "def ") + _signature(name, obj)
-    lines = [f"### `{module_name}.{name}`", "", "```text", header, "```", "", _docstring(obj), ""]
+    docstring = _docstring(obj)
+    if inspect.isclass(obj) and dataclasses.is_dataclass(obj):
+        # A config's `Parameters:` block is generated from its fields' help: the table below shows the same text.
+        docstring = docstring.split("\n\n**Parameters:**")[0].rstrip()
+    lines = [f"### `{module_name}.{name}`", "", "```text", header, "```", "", docstring, ""]
     if inspect.isclass(obj) and dataclasses.is_dataclass(obj):
         own_only = any(dataclasses.is_dataclass(base) for base in obj.__mro__[1:])
         title = "Fields added to the parent config" if own_only else "Fields"

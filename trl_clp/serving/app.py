@@ -25,8 +25,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from ..conditioning.config import format_weighted_prompt
 from ..conditioning.model import SteerableModel, resolve_clp_file
+from ..conditioning.prompts import format_weighted_prompt
 from .batcher import GenerationRequest, QueueFullError, RequestBatcher, SamplingKey
 from .protocol import ChatCompletionRequest, CompletionRequest, conditioning_for, resolve_weighting
 
@@ -198,7 +198,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         loop = asyncio.get_running_loop()
         sampling = SamplingKey(body.temperature, body.top_p if body.temperature > 0 else 1.0)
         for prompt in prompts:
-            if steer.conditioning_config.variant == "prompt":  # the prompting baseline reads its weighting as text
+            if steer.conditioning_config.conditioning == "prompt":  # the prompting baseline reads its weighting as text
                 try:
                     prompt = format_weighted_prompt(prompt, weighting, names, steer.conditioning_config.prompt_template)
                 except ValueError as error:  # a conversation without a user message to carry the weighting
@@ -296,7 +296,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
     async def models():
         card = {
             "id": config.model_name, "object": "model", "created": created, "owned_by": "trl-clp",
-            "objectives": names, "variant": steer.conditioning_config.variant, "max_model_len": context_length,
+            "objectives": names, "conditioning": steer.conditioning_config.conditioning, "max_model_len": context_length,
             "kl_conditioning": steer.conditioning_config.min_kl_weight is not None,
         }
         return {"object": "list", "data": [card]}

@@ -285,7 +285,7 @@ class RequestBatcher:
             stopping_criteria=StoppingCriteriaList([progress]),
             **batch[0].sampling.generate_kwargs(),
         )
-        if self.steer.conditioning_config.variant == "prompt":  # the weighting is already in each prompt
+        if self.steer.conditioning_config.conditioning == "prompt":  # the weighting is already in each prompt
             self.steer.model.generate(input_ids=input_ids.to(device), **kwargs)
         else:
             conditioning = torch.stack([request.conditioning for request in batch])  # (B, num_blocks)

@@ -140,7 +140,7 @@ def conditioning_for(steer: SteerableModel, weighting: list[float], kl_weight: f
     """
     if kl_weight is not None and not math.isfinite(kl_weight):
         raise ValueError(f"`kl_weight` must be a finite number, got {kl_weight}.")
-    if steer.conditioning_config.variant == "prompt":
+    if steer.conditioning_config.conditioning == "prompt":
         if kl_weight is not None:
             raise ValueError("This prompting-baseline model has no KL-weight conditioning: drop `kl_weight`.")
         return None

@@ -1,13 +1,21 @@
-"""The fields of Conditional Language Policy training, once for every trainer, and `MultiObjectiveConfig` (RLOO)."""
+"""The configuration of CLP training: the fields every trainer's config adds (`ConditioningFields`), and RLOO's.
+
+`ConditioningFields` is mixed into `MultiObjectiveConfig` (RLOO, here) and `MultiObjectiveGRPOConfig` (GRPO); each
+config's `Parameters:` docstring block is generated from the fields' `help` by `parameters_docstring`, so a field is
+documented in one place.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import textwrap
 from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from .conditioning.config import CONDITIONING_VARIANTS, DEFAULT_PROMPT_TEMPLATE
+from .conditioning.config import CONDITIONING_VARIANTS
+from .conditioning.prompts import DEFAULT_PROMPT_TEMPLATE
 from .sampling import SIMPLEX_TOLERANCE, WEIGHT_DISTRIBUTIONS
 from .scalarization import SCALARIZATIONS
 
@@ -63,7 +71,8 @@ class ConditioningFields:
         default=None,
         metadata={
             "help": "Weightings for weight_distribution='fixed', each a comma-separated string such as '0.3,0.7' "
-            "(lists of floats are accepted from Python)."
+            "(lists of floats are accepted from Python). Kept as given; the parsed `(K, m)` weightings are "
+            "`parsed_fixed_weights`."
         },
     )
     kl_weights: list[float] | None = field(
@@ -191,6 +200,8 @@ class ConditioningFields:
             raise ValueError(f"`objective_names` has duplicates {duplicates}: give each objective a unique name.")
 
     def _parse_fixed_weights(self):
+        """Set `parsed_fixed_weights`, the `(K, m)` float weightings of `fixed_weights` (None unless 'fixed')."""
+        self.parsed_fixed_weights: list[list[float]] | None = None
         if self.weight_distribution != "fixed":
             if self.fixed_weights is not None:
                 raise ValueError("`fixed_weights` is only used with weight_distribution='fixed': set that, or remove it.")
@@ -203,14 +214,14 @@ class ConditioningFields:
                 values = [float(v) for v in row.split(",")] if isinstance(row, str) else [float(v) for v in row]
             except ValueError as error:
                 raise ValueError(f"`fixed_weights` entry {row!r} is not a list of numbers such as '0.3,0.7'.") from error
-            if any(v != v or v < 0 for v in values) or abs(sum(values) - 1) > SIMPLEX_TOLERANCE:
+            if any(not math.isfinite(v) or v < 0 for v in values) or abs(sum(values) - 1) > SIMPLEX_TOLERANCE:
                 raise ValueError(
                     f"`fixed_weights` entry {row!r} is not on the simplex: weights must be >= 0, finite, and sum to 1."
                 )
             rows.append(values)
         if len({len(row) for row in rows}) != 1:
             raise ValueError(f"`fixed_weights` rows have different lengths: {rows}. Give one weight per objective each.")
-        self.fixed_weights = rows
+        self.parsed_fixed_weights = rows
 
     def _check_scalarization(self):
         if self.scalarization not in SCALARIZATIONS:
@@ -246,9 +257,9 @@ class ConditioningFields:
                 f"{len(self.objective_names)} `objective_names` for {num_objectives} reward functions: give one name "
                 "per reward function."
             )
-        if self.fixed_weights is not None and len(self.fixed_weights[0]) != num_objectives:
+        if self.parsed_fixed_weights is not None and len(self.parsed_fixed_weights[0]) != num_objectives:
             raise ValueError(
-                f"`fixed_weights` rows have {len(self.fixed_weights[0])} entries for {num_objectives} reward "
+                f"`fixed_weights` rows have {len(self.parsed_fixed_weights[0])} entries for {num_objectives} reward "
                 "functions: give one weight per reward function."
             )
         if self.ideal_point is not None and len(self.ideal_point) != num_objectives:
@@ -268,6 +279,27 @@ class ConditioningFields:
         return None
 
 
+def parameters_docstring(fields_class: type) -> str:
+    """A TRL-style `Parameters:` docstring block for the fields `fields_class` declares, written from their `help`.
+
+    Appended to each trainer config's docstring, so that `help(MultiObjectiveConfig)` and docs/api.md show the
+    field docs without a second copy to keep in sync.
+    """
+    lines = ["", "    Parameters:"]
+    for f in dataclasses.fields(fields_class):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        else:
+            default = f.default_factory()
+        kind = str(f.type).replace(" | None", "` or `None")
+        lines.append(f"        {f.name} (`{kind}`, *optional*, defaults to `{default!r}`):")
+        help_text = f.metadata["help"]
+        if "choices" in f.metadata:
+            help_text += " One of " + ", ".join(repr(choice) for choice in f.metadata["choices"]) + "."
+        lines += textwrap.wrap(help_text, 116, initial_indent=" " * 12, subsequent_indent=" " * 12)
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class MultiObjectiveConfig(ConditioningFields, RLOOConfig):
     r"""
@@ -279,3 +311,6 @@ class MultiObjectiveConfig(ConditioningFields, RLOOConfig):
     The LoRA rank, alpha and targets of one objective come from the trainer's `peft_config` (a `peft.LoraConfig`;
     default rank 8, alpha 16, all linear layers); conditioned layers get one such block per objective.
     """
+
+
+MultiObjectiveConfig.__doc__ += parameters_docstring(ConditioningFields)
