@@ -157,12 +157,18 @@ def test_logit_clp_row_chunks_and_disabled_adapter(logit_trainer):
     input_ids = torch.randint(3, 259, (4, 10), generator=torch.Generator().manual_seed(6))
     mask = torch.ones_like(input_ids)
     weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.6, 0.4]])
-    with torch.no_grad(), trainer.conditioner.condition(weights):
-        chunked, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, mask, 4, batch_size=1)
-        reference, _ = materialised_logps_and_entropies(trainer, input_ids, mask, 4)
-        with trainer.model.disable_adapter():
-            base, _, _ = trainer._unfused_logps_and_entropies(trainer.model, input_ids, mask, 4)
-            base_reference, _ = materialised_logps_and_entropies(trainer, input_ids, mask, 4)
+    # The trainer's path: a training weighting that the row chunks replace chunk by chunk (a per-call `condition`
+    # would take precedence over them, see WeightConditioner).
+    trainer.conditioner.set_weights(weights)
+    try:
+        with torch.no_grad():
+            chunked, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, mask, 4, batch_size=1)
+            reference, _ = materialised_logps_and_entropies(trainer, input_ids, mask, 4)
+            with trainer.model.disable_adapter():
+                base, _, _ = trainer._unfused_logps_and_entropies(trainer.model, input_ids, mask, 4)
+                base_reference, _ = materialised_logps_and_entropies(trainer, input_ids, mask, 4)
+    finally:
+        trainer.conditioner.clear()
     torch.testing.assert_close(chunked, reference, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(base, base_reference, atol=1e-5, rtol=1e-5)
     assert (base - chunked).abs().max() > 1e-2  # the LoRA of the head mattered
