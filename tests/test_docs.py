@@ -225,8 +225,6 @@ def test_page_runs_as_written(page, tmp_path, hub_substitutes, main_job_output):
 NOTHING_RUNS_OFFLINE = {os.path.join("docs", name) for name in ("api.md", "benchmarks.md", "comparison.md", "scaling.md")}
 
 
-@pytest.mark.xfail(strict=False, reason="the adapter records the base model as a relative path until the loading "
-                                        "fix in trl_clp/conditioning/model.py lands (issue 11, item 1)")
 def test_main_job_output_loads_from_another_working_directory(main_job_output, tmp_path):
     """The README's first command writes `outputs/clp-demo`; a user then loads it by absolute path from elsewhere."""
     import torch
