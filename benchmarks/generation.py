@@ -53,7 +53,9 @@ class BenchmarkArguments:
     quick: bool = field(default=False, metadata={"help": "Tiny demo model: under 2 minutes."})
     shape: str = field(
         default="20m",
-        metadata={"help": "'20m' (Llama, byte vocabulary) or 'qwen2.5-0.5b' (Qwen2.5-0.5B architecture, random weights)."},
+        metadata={
+            "help": "'20m' (Llama, byte vocabulary) or 'qwen2.5-0.5b' (Qwen2.5-0.5B architecture, random weights)."
+        },
     )
     num_layers: int | None = field(default=None, metadata={"help": "Override the model's depth (CPU time)."})
     baselines: list[str] = field(

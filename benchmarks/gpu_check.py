@@ -44,14 +44,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 import workload
 from generation import build_methods, timed
-from peft import LoraConfig
 from reporting import Figure, Measurement, describe_machine, machine_line
 from train_step import peak_live_tensor_bytes, time_target
 from trl import TrlParser
 from trl.trainer.utils import selective_log_softmax
 from workload import StepTimer, TrainingRun, TrainingSettings
 
-from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo
+from trl_clp import SteerableModel, demo
 from trl_clp.conditioning.fused_head import conditioned_head_logps_and_entropies
 from trl_clp.sampling import sample_group_weights
 
@@ -72,7 +71,9 @@ class GpuCheckArguments:
     budget_minutes: float = field(
         default=6.5, metadata={"help": "Stop adding training repeats once this much time has gone (the rest runs)."}
     )
-    output_json: str | None = field(default=None, metadata={"help": "Default: benchmarks/results/gpu_check[_cpu].json"})
+    output_json: str | None = field(
+        default=None, metadata={"help": "Default: benchmarks/results/gpu_check[_cpu].json"}
+    )
 
     def __post_init__(self):
         if not self.cpu and not torch.cuda.is_available():
@@ -128,7 +129,9 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self._start = torch.cuda.memory_allocated()
         else:
-            self._profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True)
+            self._profiler = torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True
+            )
             self._profiler.__enter__()
         return self
 
@@ -146,7 +149,13 @@ def train_run(run: TrainingRun, settings: TrainingSettings, model, args: GpuChec
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as output_dir, PeakMemory(args.device) as memory:
         trainer = workload.build_trainer(
-            run, settings, settings.warmup_steps + settings.timed_steps, output_dir, [timer], model=model, bf16=True,
+            run,
+            settings,
+            settings.warmup_steps + settings.timed_steps,
+            output_dir,
+            [timer],
+            model=model,
+            bf16=True,
             quantization_config=quantization_config,
         )
         trainer.train()
@@ -178,14 +187,19 @@ def check_training(args: GpuCheckArguments, started: float) -> tuple[list[Figure
             times[run].samples.append(result["step_seconds"])
             peaks[run].samples.append(result["peak_bytes"])
             records.append({"run": run.label, "repeat": repeat, **result})
-            print(f"  {run.label}: {result['step_seconds']:.3f} s/step, {result['peak_bytes'] / 2**20:.0f} MiB", flush=True)
+            print(
+                f"  {run.label}: {result['step_seconds']:.3f} s/step, {result['peak_bytes'] / 2**20:.0f} MiB",
+                flush=True,
+            )
     figures = []
     for m in args.num_objectives:
         baseline = TrainingRun("baseline", m, args.batch_size)
         for variant in args.variants:
             run = TrainingRun(variant, m, args.batch_size)
             memory_target = None if variant == "logit-unfused" else ("<=", 1.10)
-            figures.append(Figure(f"step_time/{variant}/m{m}", times[baseline], times[run], time_target(variant, m, "qwen")))
+            figures.append(
+                Figure(f"step_time/{variant}/m{m}", times[baseline], times[run], time_target(variant, m, "qwen"))
+            )
             figures.append(Figure(f"peak_memory/{variant}/m{m}", peaks[baseline], peaks[run], memory_target))
     return figures, records
 
@@ -196,7 +210,10 @@ def check_qlora(args: GpuCheckArguments) -> dict:
     from transformers import BitsAndBytesConfig
 
     quantization = BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=True,
     )
     settings = args.training_settings()
     settings.timed_steps = 1
@@ -215,7 +232,9 @@ def check_qlora(args: GpuCheckArguments) -> dict:
             results[variant] = result
     results["step_time_ratio"] = results["full"]["step_seconds"] / results["baseline"]["step_seconds"]
     results["peak_memory_ratio"] = results["full"]["peak_bytes"] / results["baseline"]["peak_bytes"]
-    results["passed"] = all(results[v]["lora_moved"] and results[v]["linear4bit_layers"] > 0 for v in ("baseline", "full"))
+    results["passed"] = all(
+        results[v]["lora_moved"] and results[v]["linear4bit_layers"] > 0 for v in ("baseline", "full")
+    )
     return results
 
 
@@ -241,7 +260,12 @@ def check_generation(args: GpuCheckArguments) -> list[Figure]:
                 for name in ("plain_lora", "clp"):
                     throughput[name].samples.append(tokens / timed(methods[name]))
             figures.append(
-                Figure(f"generation/{variant}/m{m}/vs_plain_lora", throughput["plain_lora"], throughput["clp"], (">=", 0.9))
+                Figure(
+                    f"generation/{variant}/m{m}/vs_plain_lora",
+                    throughput["plain_lora"],
+                    throughput["clp"],
+                    (">=", 0.9),
+                )
             )
             del methods
     return figures
@@ -294,10 +318,16 @@ def check_identities(args: GpuCheckArguments) -> dict:
                 logits_to_keep = 8
                 with steer.condition(weights):
                     tiled, _ = conditioned_head_logps_and_entropies(
-                        steer.model, steer.model.get_output_embeddings(), input_ids, torch.ones_like(input_ids),
-                        logits_to_keep, steer.conditioner.weights,
+                        steer.model,
+                        steer.model.get_output_embeddings(),
+                        input_ids,
+                        torch.ones_like(input_ids),
+                        logits_to_keep,
+                        steer.conditioner.weights,
                     )
-                materialised = selective_log_softmax(mixed[:, -logits_to_keep - 1 : -1].float(), input_ids[:, -logits_to_keep:])
+                materialised = selective_log_softmax(
+                    mixed[:, -logits_to_keep - 1 : -1].float(), input_ids[:, -logits_to_keep:]
+                )
                 checks["tiled_head_vs_materialised_logps"] = max_abs_diff(tiled, materialised)
         results[variant] = {
             "bf16_vs_fp32_logits": bf16_error,

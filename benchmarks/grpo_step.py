@@ -40,7 +40,9 @@ class BenchmarkArguments(TrainingSettings):
     num_objectives: list[int] = field(default_factory=lambda: [2], metadata={"help": "m values to measure."})
     variants: list[str] = field(default_factory=lambda: ["full"], metadata={"help": "CLP variants."})
     betas: list[float] = field(default_factory=lambda: [0.0, 0.05], metadata={"help": "KL weights to measure."})
-    output_json: str | None = field(default=None, metadata={"help": "Default: benchmarks/results/grpo_step[_quick].json."})
+    output_json: str | None = field(
+        default=None, metadata={"help": "Default: benchmarks/results/grpo_step[_quick].json."}
+    )
 
     def __post_init__(self):
         if self.output_json is None:

@@ -64,8 +64,12 @@ class BenchmarkArguments:
     new_tokens: int = field(default=32, metadata={"help": "`max_tokens` of every throughput request."})
     repeats: int | None = field(default=None, metadata={"help": "Interleaved repeats (default 5, quick 2)."})
     load_clients: int = field(default=32, metadata={"help": "Clients of the load run."})
-    load_seconds: float | None = field(default=None, metadata={"help": "Length of the load run (default 20, quick 4)."})
-    output_json: str | None = field(default=None, metadata={"help": "Default: benchmarks/results/serving[_quick].json."})
+    load_seconds: float | None = field(
+        default=None, metadata={"help": "Length of the load run (default 20, quick 4)."}
+    )
+    output_json: str | None = field(
+        default=None, metadata={"help": "Default: benchmarks/results/serving[_quick].json."}
+    )
 
     def __post_init__(self):
         if self.repeats is None:
@@ -80,8 +84,12 @@ def save_model(directory: str, model_size: str) -> str:
     """A full-CLP model (m = 2) with random `lora_B`, saved with its base model and tokenizer; returns its path."""
     base_path = os.path.join(directory, "base")
     workload.make_base_model(model_size, seed=0).save_pretrained(base_path)
-    steer = SteerableModel.from_base_model(AutoModelForCausalLM.from_pretrained(base_path), ["lower", "upper"],
-                                           workload.lora_config(), tokenizer=demo.make_byte_tokenizer())
+    steer = SteerableModel.from_base_model(
+        AutoModelForCausalLM.from_pretrained(base_path),
+        ["lower", "upper"],
+        workload.lora_config(),
+        tokenizer=demo.make_byte_tokenizer(),
+    )
     generator = torch.Generator().manual_seed(1)
     for name, parameter in steer.named_parameters():
         if "lora_B" in name:
@@ -99,9 +107,16 @@ HTTP = httpx.Client(timeout=300, limits=httpx.Limits(max_connections=256, max_ke
 def complete(url: str, prompt: str, weights: list[float], max_tokens: int) -> tuple[dict, float]:
     """One greedy completion over HTTP; returns the response body and its latency in seconds."""
     start = time.perf_counter()
-    response = HTTP.post(url + "/v1/completions", json={
-        "model": "clp", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "weights": weights,
-    })
+    response = HTTP.post(
+        url + "/v1/completions",
+        json={
+            "model": "clp",
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "weights": weights,
+        },
+    )
     response.raise_for_status()
     return response.json(), time.perf_counter() - start
 
@@ -132,9 +147,23 @@ class ServerProcess:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "trl_clp.cli", "serve", path, "--port", str(self.port),
-                        "--served-model-name", "clp", "--max-batch-size", str(max_batch_size),
-                        "--max-new-tokens", str(max_new_tokens), "--device", "cpu"]
+        self.command = [
+            sys.executable,
+            "-m",
+            "trl_clp.cli",
+            "serve",
+            path,
+            "--port",
+            str(self.port),
+            "--served-model-name",
+            "clp",
+            "--max-batch-size",
+            str(max_batch_size),
+            "--max-new-tokens",
+            str(max_new_tokens),
+            "--device",
+            "cpu",
+        ]
 
     def start(self) -> ServerProcess:
         env = {**os.environ, "PYTHONPATH": REPOSITORY + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -164,9 +193,15 @@ class ServerProcess:
 
 def served_alone_tokens(steer: SteerableModel, prompt: str, weights: list[float], max_tokens: int) -> list[int]:
     ids = steer.tokenizer([prompt], return_tensors="pt")["input_ids"]
-    out = steer.generate(ids, attention_mask=torch.ones_like(ids), weights=torch.tensor([weights]),
-                         max_new_tokens=max_tokens, do_sample=False, pad_token_id=0)
-    return out[0, ids.size(1):].tolist()
+    out = steer.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        weights=torch.tensor([weights]),
+        max_new_tokens=max_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    return out[0, ids.size(1) :].tolist()
 
 
 def text_of(tokenizer, tokens: list[int], max_tokens: int) -> str:
@@ -174,14 +209,21 @@ def text_of(tokenizer, tokens: list[int], max_tokens: int) -> str:
     return tokenizer.decode(tokens[: tokens.index(EOS)] if EOS in tokens else tokens)
 
 
-def rewarded_soups(steer: SteerableModel, requests: list[tuple[str, list[float]]], max_tokens: int) -> tuple[float, int]:
+def rewarded_soups(
+    steer: SteerableModel, requests: list[tuple[str, list[float]]], max_tokens: int
+) -> tuple[float, int]:
     """Serve each request with a model merged for its weighting; returns the wall time and the tokens generated."""
     start, tokens = time.perf_counter(), 0
     for prompt, weights in requests:
         merged = steer.merge(torch.tensor(weights))
         ids = steer.tokenizer([prompt], return_tensors="pt")["input_ids"]
-        out = merged.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens,
-                              do_sample=False, pad_token_id=0)[0, ids.size(1):].tolist()
+        out = merged.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )[0, ids.size(1) :].tolist()
         tokens += len(out[: out.index(EOS) + 1] if EOS in out else out)
     return time.perf_counter() - start, tokens
 
@@ -197,7 +239,9 @@ def load_run(url: str, steer: SteerableModel, args: BenchmarkArguments) -> dict:
     weightings = simplex_grid(2, 3 if args.quick else 5).tolist()
     budgets = [8, 16, args.new_tokens]
     # The greedy tokens of a budget are a prefix of a larger budget's: one reference per (prompt, weighting).
-    references = {(p, i): served_alone_tokens(steer, p, w, max(budgets)) for p in prompts for i, w in enumerate(weightings)}
+    references = {
+        (p, i): served_alone_tokens(steer, p, w, max(budgets)) for p in prompts for i, w in enumerate(weightings)
+    }
     stop_at = time.monotonic() + args.load_seconds
     lock = threading.Lock()
     stats = {"served": 0, "errors": 0, "mismatches": 0, "tokens": 0, "latencies": [], "error_messages": []}
@@ -226,8 +270,12 @@ def load_run(url: str, steer: SteerableModel, args: BenchmarkArguments) -> dict:
     wall = time.perf_counter() - start
     latencies = stats.pop("latencies")
     return {
-        **stats, "clients": args.load_clients, "seconds": wall, "requests_per_s": stats["served"] / wall,
-        "tokens_per_s": stats["tokens"] / wall, "latency_p50_s": percentile(latencies, 0.5) if latencies else None,
+        **stats,
+        "clients": args.load_clients,
+        "seconds": wall,
+        "requests_per_s": stats["served"] / wall,
+        "tokens_per_s": stats["tokens"] / wall,
+        "latency_p50_s": percentile(latencies, 0.5) if latencies else None,
         "latency_p99_s": percentile(latencies, 0.99) if latencies else None,
     }
 
@@ -280,17 +328,35 @@ def main(args: BenchmarkArguments):
 
     latency_measurements = {
         (name, q): Measurement(f"{name.replace('_', ' ')} {q}", "s", latency[name][q])
-        for name in latency for q in ("p50", "p99")
+        for name in latency
+        for q in ("p50", "p99")
     }
     figures = [
-        Figure("serving/batched_vs_one_at_a_time", throughput["one_at_a_time"], throughput["batched"], (">=", 4.0),
-               notes=f"{args.clients} concurrent clients over HTTP, each with its own weighting"),
-        Figure("serving/batched_vs_rewarded_soups", throughput["rewarded_soups"], throughput["batched"],
-               notes="Rewarded Soups in-process without HTTP (favours the baseline)"),
-        Figure("serving/latency_p50", latency_measurements[("one_at_a_time", "p50")],
-               latency_measurements[("batched", "p50")], notes="lower is better"),
-        Figure("serving/latency_p99", latency_measurements[("one_at_a_time", "p99")],
-               latency_measurements[("batched", "p99")], notes="lower is better"),
+        Figure(
+            "serving/batched_vs_one_at_a_time",
+            throughput["one_at_a_time"],
+            throughput["batched"],
+            (">=", 4.0),
+            notes=f"{args.clients} concurrent clients over HTTP, each with its own weighting",
+        ),
+        Figure(
+            "serving/batched_vs_rewarded_soups",
+            throughput["rewarded_soups"],
+            throughput["batched"],
+            notes="Rewarded Soups in-process without HTTP (favours the baseline)",
+        ),
+        Figure(
+            "serving/latency_p50",
+            latency_measurements[("one_at_a_time", "p50")],
+            latency_measurements[("batched", "p50")],
+            notes="lower is better",
+        ),
+        Figure(
+            "serving/latency_p99",
+            latency_measurements[("one_at_a_time", "p99")],
+            latency_measurements[("batched", "p99")],
+            notes="lower is better",
+        ),
     ]
     for figure in figures:
         print(figure.line())

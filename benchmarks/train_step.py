@@ -70,10 +70,14 @@ class BenchmarkArguments(TrainingSettings):
     )
     timing: bool = field(default=True, metadata={"help": "Measure step times."})
     memory: bool = field(default=True, metadata={"help": "Measure peak memory (one subprocess per configuration)."})
-    memory_repeats: int = field(default=1, metadata={"help": "Probes per configuration (the profiled peak repeats exactly)."})
+    memory_repeats: int = field(
+        default=1, metadata={"help": "Probes per configuration (the profiled peak repeats exactly)."}
+    )
     memory_workers: int = field(
         default=1,
-        metadata={"help": "Probes run at once: each is a process of its own and its peak does not depend on the load."},
+        metadata={
+            "help": "Probes run at once: each is a process of its own and its peak does not depend on the load."
+        },
     )
     memory_steps: int = field(
         default=2, metadata={"help": "Steps of each memory probe: the second holds activations and optimizer state."}
@@ -214,7 +218,9 @@ def main(args: BenchmarkArguments):
             for run, probe in zip(probed, pool.map(measure_memory_in_subprocess, probed), strict=True):
                 probes.setdefault(run.key(), []).append(probe)
         for m in args.num_objectives[-1:] if args.quick else args.num_objectives:
-            peaks = {run: Measurement(run.label, "bytes", [p["peak_bytes"] for p in probes[run.key()]]) for run in runs[m]}
+            peaks = {
+                run: Measurement(run.label, "bytes", [p["peak_bytes"] for p in probes[run.key()]]) for run in runs[m]
+            }
             baseline = peaks[runs[m][0]]
             for run in runs[m][1:]:
                 notes = probes[run.key()][0]["method"] + ", one fresh subprocess per probe"

@@ -26,7 +26,13 @@ from transformers import LlamaForCausalLM, PrinterCallback, Qwen2Config, Qwen2Fo
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
-from trl_clp import MultiObjectiveConfig, MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, MultiObjectiveTrainer, demo
+from trl_clp import (
+    MultiObjectiveConfig,
+    MultiObjectiveGRPOConfig,
+    MultiObjectiveGRPOTrainer,
+    MultiObjectiveTrainer,
+    demo,
+)
 from trl_clp.rewards import (
     _character_fraction,
     brevity_reward,
@@ -185,7 +191,9 @@ class TrainingSettings:
     quick: bool = field(default=False, metadata={"help": "Tiny demo model and fewer figures: under 2 minutes."})
     shape: str = field(
         default="20m",
-        metadata={"help": "'20m' (Llama, byte vocabulary) or 'qwen2.5-0.5b' (Qwen2.5-0.5B architecture, random weights)."},
+        metadata={
+            "help": "'20m' (Llama, byte vocabulary) or 'qwen2.5-0.5b' (Qwen2.5-0.5B architecture, random weights)."
+        },
     )
     num_layers: int | None = field(default=None, metadata={"help": "Override the model's depth (CPU time)."})
     batch_size: int = field(default=16, metadata={"help": "Completions per step (`per_device_train_batch_size`)."})
@@ -215,7 +223,9 @@ class MaterialisingLogitTrainer(MultiObjectiveTrainer):
         self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, compute_entropy=False, **kwargs
     ):
         with self.accelerator.autocast():
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1).logits
+            logits = model(
+                input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1
+            ).logits
         logits = logits[:, :-1]  # (B, C, V)
         targets = input_ids[:, -logits_to_keep:]  # (B, C)
         if compute_entropy:
@@ -304,7 +314,9 @@ def build_trainer(
         # The byte tokenizer decodes ids above its 259 to nothing: sampled only from its ids, completions carry text
         # for the rewards (so advantages are not all zero). The 151,936 logits are still computed at every step.
         vocab_size = QWEN_SHAPES[settings.model_size]["vocab_size"]
-        config_values["generation_kwargs"]["suppress_tokens"] = list(range(len(demo.make_byte_tokenizer()), vocab_size))
+        config_values["generation_kwargs"]["suppress_tokens"] = list(
+            range(len(demo.make_byte_tokenizer()), vocab_size)
+        )
     if not torch.cuda.is_available():
         config_values.update(bf16=False, dataloader_pin_memory=False)
     if bf16 is not None:

@@ -41,12 +41,13 @@ from trl import RLOOConfig, RLOOTrainer  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo, simplex_grid  # noqa: E402
 from trl_clp.callbacks import FrontEvaluationCallback  # noqa: E402
-from trl_clp.decoding import dera_components, expert_mixture_components, generate_with_mixed_logits  # noqa: E402
 from trl_clp.conditioning import ConditioningConfig  # noqa: E402
+from trl_clp.decoding import dera_components, expert_mixture_components, generate_with_mixed_logits  # noqa: E402
 from trl_clp.evaluation import Front, evaluate_front  # noqa: E402
 from trl_clp.pareto import additive_epsilon, fraction_dominated  # noqa: E402
 from trl_clp.plotting import plot_fronts, plot_fronts_over_steps, plot_reward_kl, plot_value_ratio  # noqa: E402
 from trl_clp.rewards import lowercase_reward, titlecase_reward, uppercase_reward  # noqa: E402
+
 
 def squared_lowercase_reward(completions, **kwargs) -> list[float]:
     """(lowercase share)²: with the squared uppercase share, a concave trade-off per completion."""
@@ -93,10 +94,12 @@ class CompareArguments:
     )
     experiments: list[str] = field(
         default_factory=lambda: ["two", "three", "kl", "fixed"],
-        metadata={"help": "two: 2 rewards, all methods (claims 1, 2, 5); three: 3 rewards (claim 4); kl: DeRA (3); "
-                  "fixed: plain RLOOTrainer, one model per weighting, each with 1/K of the budget; mixing: Rewarded "
-                  "Soups' experts mixed in parameter space vs in logit space (Theorem 1), not in the default; concave: "
-                  "linear vs Tchebycheff CLP vs Rewarded Soups on a concave trade-off, not in the default."},
+        metadata={
+            "help": "two: 2 rewards, all methods (claims 1, 2, 5); three: 3 rewards (claim 4); kl: DeRA (3); "
+            "fixed: plain RLOOTrainer, one model per weighting, each with 1/K of the budget; mixing: Rewarded "
+            "Soups' experts mixed in parameter space vs in logit space (Theorem 1), not in the default; concave: "
+            "linear vs Tchebycheff CLP vs Rewarded Soups on a concave trade-off, not in the default."
+        },
     )
     quick: bool = field(default=False, metadata={"help": "1 seed, 30 steps, 8 prompts: a smoke run for CI."})
 
@@ -140,22 +143,44 @@ def train(method_config: dict, seed, base_path, reward_funcs, args: CompareArgum
     return trainer
 
 
-def train_and_evaluate(method, seed, base_path, reward_funcs, grid, prompts, args: CompareArguments, tag: str,
-                       method_config: dict | None = None):
+def train_and_evaluate(
+    method,
+    seed,
+    base_path,
+    reward_funcs,
+    grid,
+    prompts,
+    args: CompareArguments,
+    tag: str,
+    method_config: dict | None = None,
+):
     """Train one method (`METHODS[method]`, or `method_config`) for one seed; return its fronts at the early and the
     final step."""
     fronts = {}
 
     def make_callback(trainer):
         callback = FrontEvaluationCallback(
-            trainer, prompts, reward_funcs, weightings=grid, eval_every_steps=args.early_step,
-            num_samples=args.eval_samples_per_prompt, reference_point=[0.0] * len(reward_funcs), seed=seed,
+            trainer,
+            prompts,
+            reward_funcs,
+            weightings=grid,
+            eval_every_steps=args.early_step,
+            num_samples=args.eval_samples_per_prompt,
+            reference_point=[0.0] * len(reward_funcs),
+            seed=seed,
         )
         fronts["callback"] = callback
         return callback
 
-    train(method_config or METHODS[method], seed, base_path, reward_funcs, args, os.path.join(tag, f"{method}-seed{seed}"),
-          [make_callback])
+    train(
+        method_config or METHODS[method],
+        seed,
+        base_path,
+        reward_funcs,
+        args,
+        os.path.join(tag, f"{method}-seed{seed}"),
+        [make_callback],
+    )
     return fronts["callback"].fronts[args.early_step], fronts["callback"].fronts[args.max_steps]
 
 
@@ -174,22 +199,38 @@ def fixed_weights_front(seed, base_path, prompts, grid, args: CompareArguments) 
     results = []
     for k, weights in enumerate(grid):
         training_args = RLOOConfig(
-            output_dir=os.path.join(args.output_dir, "fixed", f"w{k}-seed{seed}"), seed=seed, disable_tqdm=True,
-            bf16=False, reward_weights=weights.tolist(),
+            output_dir=os.path.join(args.output_dir, "fixed", f"w{k}-seed{seed}"),
+            seed=seed,
+            disable_tqdm=True,
+            bf16=False,
+            reward_weights=weights.tolist(),
             **{**demo.DEMO_TRAINING_ARGS, "max_steps": args.max_steps // len(grid), "logging_steps": args.max_steps},
         )
         trainer = RLOOTrainer(
-            model=base_path, reward_funcs=rewards, args=training_args, processing_class=tokenizer,
-            train_dataset=demo.make_prompt_dataset(512, seed=seed), peft_config=LoraConfig(**demo.DEMO_LORA),
+            model=base_path,
+            reward_funcs=rewards,
+            args=training_args,
+            processing_class=tokenizer,
+            train_dataset=demo.make_prompt_dataset(512, seed=seed),
+            peft_config=LoraConfig(**demo.DEMO_LORA),
         )
         trainer.train()
         # A model without conditioned layers: `evaluate_front` then samples the plain policy.
-        plain = SteerableModel(trainer.accelerator.unwrap_model(trainer.model).eval(),
-                               ConditioningConfig(names, "full", [], len(names), kl_weight=training_args.beta),
-                               tokenizer)
-        front = evaluate_front(plain, tokenizer, prompts, rewards, weights[None], seed=seed,
-                               num_samples=args.eval_samples_per_prompt,
-                               max_new_tokens=demo.DEMO_TRAINING_ARGS["max_completion_length"])
+        plain = SteerableModel(
+            trainer.accelerator.unwrap_model(trainer.model).eval(),
+            ConditioningConfig(names, "full", [], len(names), kl_weight=training_args.beta),
+            tokenizer,
+        )
+        front = evaluate_front(
+            plain,
+            tokenizer,
+            prompts,
+            rewards,
+            weights[None],
+            seed=seed,
+            num_samples=args.eval_samples_per_prompt,
+            max_new_tokens=demo.DEMO_TRAINING_ARGS["max_completion_length"],
+        )
         results.append(front.results[0])
     return Front(names, demo.DEMO_TRAINING_ARGS["beta"], results)
 
@@ -199,12 +240,16 @@ def mixing_fronts(seed, base_path, prompts, grid, args: CompareArguments) -> dic
     token) and their next-token logits mixed (the CLP paper's Theorem 1; one forward pass per expert per token)."""
     rewards = [lowercase_reward, uppercase_reward]
     soups = steerable_view(train(METHODS["rewarded-soups"], seed, base_path, rewards, args, f"mixing/rs-seed{seed}"))
-    common = dict(num_samples=args.eval_samples_per_prompt, seed=seed,
-                  max_new_tokens=demo.DEMO_TRAINING_ARGS["max_completion_length"])
+    common = dict(
+        num_samples=args.eval_samples_per_prompt,
+        seed=seed,
+        max_new_tokens=demo.DEMO_TRAINING_ARGS["max_completion_length"],
+    )
     return {
         "parameter mixing": evaluate_front(soups, soups.tokenizer, prompts, rewards, grid, **common),
-        "logit mixing": evaluate_front(soups, soups.tokenizer, prompts, rewards, grid,
-                                       decoding=expert_mixture_components, **common),
+        "logit mixing": evaluate_front(
+            soups, soups.tokenizer, prompts, rewards, grid, decoding=expert_mixture_components, **common
+        ),
     }
 
 
@@ -218,38 +263,66 @@ def kl_experiment(seed, base_path, prompts, args: CompareArguments) -> dict:
     rewards = [lowercase_reward, uppercase_reward]
     only_first = dict(conditioning="full", weight_distribution="fixed", fixed_weights=["1,0"])
     alpha0 = min(args.kl_weights)
-    clp = steerable_view(train({**only_first, "kl_weights": args.kl_weights}, seed, base_path, rewards, args,
-                               f"kl/clp-seed{seed}"))
-    aligned = steerable_view(train({**only_first, "beta": alpha0}, seed, base_path, rewards, args,
-                                   f"kl/aligned-seed{seed}"))
+    clp = steerable_view(
+        train({**only_first, "kl_weights": args.kl_weights}, seed, base_path, rewards, args, f"kl/clp-seed{seed}")
+    )
+    aligned = steerable_view(
+        train({**only_first, "beta": alpha0}, seed, base_path, rewards, args, f"kl/aligned-seed{seed}")
+    )
     tokenizer = clp.tokenizer
     weightings = torch.tensor([[1.0, 0.0]])
-    common = dict(num_samples=args.eval_samples_per_prompt, max_new_tokens=demo.DEMO_TRAINING_ARGS[
-        "max_completion_length"], seed=seed)
+    common = dict(
+        num_samples=args.eval_samples_per_prompt,
+        max_new_tokens=demo.DEMO_TRAINING_ARGS["max_completion_length"],
+        seed=seed,
+    )
     points = {"clp": [], "dera": []}
     for alpha in args.kl_weights:
         strength = alpha0 / alpha
         clp_front = evaluate_front(clp, tokenizer, prompts, rewards, weightings, kl_weight=alpha, **common)
         dera_front = evaluate_front(
-            aligned, tokenizer, prompts, rewards, weightings, kl_weight=alpha,
+            aligned,
+            tokenizer,
+            prompts,
+            rewards,
+            weightings,
+            kl_weight=alpha,
             decoding=lambda w, s=strength: dera_components(aligned.conditioning_vector(w), torch.full((len(w),), s)),
             **common,
         )
         for name, front in (("clp", clp_front), ("dera", dera_front)):
             result = front.results[0]
-            points[name].append({"kl_weight": alpha, "reward": result.rewards["lowercase_reward"], "kl": result.kl,
-                                 "value": result.value})
+            points[name].append(
+                {
+                    "kl_weight": alpha,
+                    "reward": result.rewards["lowercase_reward"],
+                    "kl": result.kl,
+                    "value": result.value,
+                }
+            )
     encoded = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
     vector = clp.conditioning_vector(weightings.expand(len(prompts), -1), torch.full((len(prompts),), alpha0))
     seconds = {}
     for name, model, components in (
         ("clp", clp, [(vector, torch.ones(len(prompts)))]),
-        ("dera", aligned, dera_components(aligned.conditioning_vector(weightings.expand(len(prompts), -1)),
-                                          torch.full((len(prompts),), 0.5))),
+        (
+            "dera",
+            aligned,
+            dera_components(
+                aligned.conditioning_vector(weightings.expand(len(prompts), -1)), torch.full((len(prompts),), 0.5)
+            ),
+        ),
     ):
         started = time.perf_counter()
-        generate_with_mixed_logits(model, encoded["input_ids"], encoded["attention_mask"], components, 32,
-                                   eos_token_id=-1, pad_token_id=tokenizer.pad_token_id)  # no EOS: fixed length
+        generate_with_mixed_logits(
+            model,
+            encoded["input_ids"],
+            encoded["attention_mask"],
+            components,
+            32,
+            eos_token_id=-1,
+            pad_token_id=tokenizer.pad_token_id,
+        )  # no EOS: fixed length
         seconds[name] = time.perf_counter() - started
     return {"points": points, "decode_seconds": seconds}
 
@@ -276,7 +349,9 @@ def main(args: CompareArguments) -> dict:
     for seed in args.seeds:
         tokenizer = demo.make_byte_tokenizer()
         base_path = os.path.join(args.output_dir, f"base-seed{seed}")
-        base_model = demo.pretrain_demo_model(demo.make_tiny_llama(seed=seed), tokenizer, args.pretrain_steps, seed=seed)
+        base_model = demo.pretrain_demo_model(
+            demo.make_tiny_llama(seed=seed), tokenizer, args.pretrain_steps, seed=seed
+        )
         base_model.save_pretrained(base_path)
         tokenizer.save_pretrained(base_path)
         prompts = list(demo.make_prompt_dataset(args.num_eval_prompts, seed=1000 + seed)["prompt"])
@@ -284,8 +359,11 @@ def main(args: CompareArguments) -> dict:
             early, final = train_and_evaluate(method, seed, base_path, two, grid2, prompts, args, "two")
             fronts[method]["early"].append(early)
             fronts[method]["final"].append(final)
-            print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} {method}: "
-                  f"hypervolume {final.hypervolume([0, 0]):.4f}", flush=True)
+            print(
+                f"[{time.perf_counter() - started:6.0f} s] seed {seed} {method}: "
+                f"hypervolume {final.hypervolume([0, 0]):.4f}",
+                flush=True,
+            )
         for method in fronts3:
             _, final = train_and_evaluate(method, seed, base_path, three, grid3, prompts, args, "three")
             fronts3[method].append(final)
@@ -296,11 +374,23 @@ def main(args: CompareArguments) -> dict:
             mixing_runs.append(mixing_fronts(seed, base_path, prompts, grid2, args))
             print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} mixing done", flush=True)
         for method, config in CONCAVE_METHODS.items() if concave else ():
-            _, final = train_and_evaluate(method, seed, base_path, [squared_lowercase_reward, squared_uppercase_reward],
-                                          grid2, prompts, args, "concave", config)
+            _, final = train_and_evaluate(
+                method,
+                seed,
+                base_path,
+                [squared_lowercase_reward, squared_uppercase_reward],
+                grid2,
+                prompts,
+                args,
+                "concave",
+                config,
+            )
             concave[method].append(final)
-            print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} concave {method}: "
-                  f"hypervolume {final.hypervolume(CONCAVE_REFERENCE_POINT):.4f}", flush=True)
+            print(
+                f"[{time.perf_counter() - started:6.0f} s] seed {seed} concave {method}: "
+                f"hypervolume {final.hypervolume(CONCAVE_REFERENCE_POINT):.4f}",
+                flush=True,
+            )
         if "kl" in args.experiments:
             kl_runs.append(kl_experiment(seed, base_path, prompts, args))
             print(f"[{time.perf_counter() - started:6.0f} s] seed {seed} KL experiment done", flush=True)
@@ -332,20 +422,25 @@ def summarize(args: CompareArguments, fronts, fronts3, kl_runs, fixed_fronts, mi
         claims["1_clp_dominates_rewarded_soups"] = {
             "hypervolume_difference": mean_and_ci(differences),
             "share_of_rs_points_dominated_by_clp": mean_and_ci(
-                [fraction_dominated(c.rewards(), r.rewards()) for c, r in zip(clp, rs, strict=True)]),
+                [fraction_dominated(c.rewards(), r.rewards()) for c, r in zip(clp, rs, strict=True)]
+            ),
             "share_of_clp_points_dominated_by_rs": mean_and_ci(
-                [fraction_dominated(r.rewards(), c.rewards()) for c, r in zip(clp, rs, strict=True)]),
+                [fraction_dominated(r.rewards(), c.rewards()) for c, r in zip(clp, rs, strict=True)]
+            ),
             "epsilon_clp_to_cover_rs": mean_and_ci(
-                [additive_epsilon(c.rewards(), r.rewards()) for c, r in zip(clp, rs, strict=True)]),
+                [additive_epsilon(c.rewards(), r.rewards()) for c, r in zip(clp, rs, strict=True)]
+            ),
             "epsilon_rs_to_cover_clp": mean_and_ci(
-                [additive_epsilon(r.rewards(), c.rewards()) for c, r in zip(clp, rs, strict=True)]),
+                [additive_epsilon(r.rewards(), c.rewards()) for c, r in zip(clp, rs, strict=True)]
+            ),
         }
     if {"clp-full", "prompting"} <= set(fronts):
         for stage, key in (("final", "2_clp_more_steerable_than_prompting"), ("early", "5_clp_steerable_early")):
             clp, prompt = summary["methods"]["clp-full"][stage], summary["methods"]["prompting"][stage]
             claims[key] = {
                 "step": args.max_steps if stage == "final" else args.early_step,
-                "clp_range": clp["range"], "prompting_range": prompt["range"],
+                "clp_range": clp["range"],
+                "prompting_range": prompt["range"],
                 "clp_rank_correlation": clp["rank_correlation"],
                 "prompting_rank_correlation": prompt["rank_correlation"],
             }
@@ -395,7 +490,10 @@ def summarize_concave(args: CompareArguments, concave: dict[str, list[Front]]) -
         for b in methods:
             if a != b:  # share of b's points dominated by a's front
                 summary["dominance"][f"{a} over {b}"] = mean_and_ci(
-                    [fraction_dominated(fa.rewards(), fb.rewards()) for fa, fb in zip(concave[a], concave[b], strict=True)]
+                    [
+                        fraction_dominated(fa.rewards(), fb.rewards())
+                        for fa, fb in zip(concave[a], concave[b], strict=True)
+                    ]
                 )
     lines = [
         f"## Concave trade-off: squared lowercase vs squared uppercase share ({len(args.seeds)} seeds, "
@@ -457,8 +555,13 @@ def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs
     figures = []
     if fronts:
         for stage, step in (("final", args.max_steps), ("early", args.early_step)):
-            figures.append(plot_fronts({m: by_stage[stage][0] for m, by_stage in fronts.items()},
-                                       os.path.join(out, f"fronts_{stage}.png"), title=f"Seed {args.seeds[0]}, step {step}"))
+            figures.append(
+                plot_fronts(
+                    {m: by_stage[stage][0] for m, by_stage in fronts.items()},
+                    os.path.join(out, f"fronts_{stage}.png"),
+                    title=f"Seed {args.seeds[0]}, step {step}",
+                )
+            )
         for method, by_stage in fronts.items():
             for stage, per_seed in by_stage.items():
                 for seed, front in zip(args.seeds, per_seed, strict=True):
@@ -467,25 +570,40 @@ def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs
         for seed, front in zip(args.seeds, fixed_fronts, strict=True):
             front.save(os.path.join(out, "fronts"), stem=f"fixed-weights-seed{seed}")
         if fronts:
-            figures.append(plot_fronts({**{m: by_stage["final"][0] for m, by_stage in fronts.items()},
-                                        "fixed-weights": fixed_fronts[0]},
-                                       os.path.join(out, "fronts_with_fixed.png"), title=f"Seed {args.seeds[0]}"))
+            figures.append(
+                plot_fronts(
+                    {**{m: by_stage["final"][0] for m, by_stage in fronts.items()}, "fixed-weights": fixed_fronts[0]},
+                    os.path.join(out, "fronts_with_fixed.png"),
+                    title=f"Seed {args.seeds[0]}",
+                )
+            )
     if mixing_runs:
         for seed, run in zip(args.seeds, mixing_runs, strict=True):
             for label, front in run.items():
                 front.save(os.path.join(out, "fronts"), stem=f"rs-{label.replace(' ', '-')}-seed{seed}")
         figures.append(plot_fronts(mixing_runs[0], os.path.join(out, "mixing.png"), title=f"Seed {args.seeds[0]}"))
     if "clp-full" in fronts:
-        figures.append(plot_fronts_over_steps({args.early_step: fronts["clp-full"]["early"][0],
-                                               args.max_steps: fronts["clp-full"]["final"][0]},
-                                              os.path.join(out, "clp_steps.png")))
+        figures.append(
+            plot_fronts_over_steps(
+                {args.early_step: fronts["clp-full"]["early"][0], args.max_steps: fronts["clp-full"]["final"][0]},
+                os.path.join(out, "clp_steps.png"),
+            )
+        )
     if fronts3:
-        figures.append(plot_value_ratio(fronts3["clp-full"][0], fronts3["rewarded-soups"][0],
-                                        os.path.join(out, "three_rewards_value.png")))
+        figures.append(
+            plot_value_ratio(
+                fronts3["clp-full"][0], fronts3["rewarded-soups"][0], os.path.join(out, "three_rewards_value.png")
+            )
+        )
     if kl_runs:
         curves = {name: [(p["kl"], p["reward"]) for p in kl_runs[0]["points"][name]] for name in ("clp", "dera")}
-        figures.append(plot_reward_kl({"KL-conditioned CLP": curves["clp"], "DeRA": curves["dera"]},
-                                      os.path.join(out, "kl_front.png"), reward_name="lowercase_reward"))
+        figures.append(
+            plot_reward_kl(
+                {"KL-conditioned CLP": curves["clp"], "DeRA": curves["dera"]},
+                os.path.join(out, "kl_front.png"),
+                reward_name="lowercase_reward",
+            )
+        )
     with open(os.path.join(out, "results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
 
@@ -517,21 +635,25 @@ def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs
             "",
             f"Fixed-weights baseline (plain `RLOOTrainer`, one model per weighting, {args.max_steps // args.eval_grid_points}"
             f" steps each): hypervolume {fmt(fixed['hypervolume'])}; V per weighting "
-            + ", ".join(f"{tuple(e['weights'])}: {fmt(e['value'])}" for e in fixed["value_per_weighting"]) + ".",
+            + ", ".join(f"{tuple(e['weights'])}: {fmt(e['value'])}" for e in fixed["value_per_weighting"])
+            + ".",
         ]
     for label, entry in results.get("mixing", {}).items():
         lines += [
             "",
             f"Rewarded Soups' experts, {label}: hypervolume {fmt(entry['hypervolume'])}; V per weighting "
-            + ", ".join(f"{tuple(e['weights'])}: {fmt(e['value'])}" for e in entry["value_per_weighting"]) + ".",
+            + ", ".join(f"{tuple(e['weights'])}: {fmt(e['value'])}" for e in entry["value_per_weighting"])
+            + ".",
         ]
     lines += ["", "## The paper's claims, as measured", ""] + describe_claims(results["claims"])
     lines += ["", "Figures: " + ", ".join(f"`{os.path.basename(f)}`" for f in figures) + "."]
     with open(os.path.join(out, "report.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(f"\nReport and figures written to {os.path.abspath(out)}: report.md, results.json, "
-          + ", ".join(os.path.basename(f) for f in figures))
+    print(
+        f"\nReport and figures written to {os.path.abspath(out)}: report.md, results.json, "
+        + ", ".join(os.path.basename(f) for f in figures)
+    )
 
 
 def verdict(mean_ci: tuple[float, float], threshold: float = 0.0) -> str:
@@ -564,7 +686,10 @@ def describe_claims(claims: dict) -> list[str]:
         if key not in claims:
             continue
         c = claims[key]
-        gaps = [(a[0] - b[0], math.sqrt(a[1] ** 2 + b[1] ** 2)) for a, b in zip(c["clp_range"], c["prompting_range"])]
+        gaps = [
+            (a[0] - b[0], math.sqrt(a[1] ** 2 + b[1] ** 2))
+            for a, b in zip(c["clp_range"], c["prompting_range"], strict=True)
+        ]
         overall = "holds" if all(verdict(g) == "holds" for g in gaps) else ", ".join(verdict(g) for g in gaps)
         lines.append(
             f"{number}. **{title}** (step {c['step']}) — range gap per objective: {overall}. Ranges CLP "
@@ -576,14 +701,19 @@ def describe_claims(claims: dict) -> list[str]:
         c = claims["3_kl_conditioning_matches_dera"]
         differences = [entry["value_difference"] for entry in c["per_kl_weight"]]
         verdicts = [verdict(d) for d in differences]
-        worse = [e["kl_weight"] for e, v in zip(c["per_kl_weight"], verdicts) if v.startswith("fails")]
+        worse = [e["kl_weight"] for e, v in zip(c["per_kl_weight"], verdicts, strict=True) if v.startswith("fails")]
         # An interval spanning 0 neither confirms nor refutes "matches": say so rather than "holds".
-        overall = ("fails at α = " + str(worse) if worse else "within noise (no α where CLP is significantly below)"
-                   if "within noise" in verdicts else "holds")
+        overall = (
+            "fails at α = " + str(worse)
+            if worse
+            else "within noise (no α where CLP is significantly below)"
+            if "within noise" in verdicts
+            else "holds"
+        )
         lines.append(
             f"3. **KL-conditioned CLP matches DeRA at half the decoding cost** — "
             f"{overall}: V_CLP − V_DeRA per α "
-            + ", ".join(f"α={e['kl_weight']}: {fmt(d)}" for e, d in zip(c["per_kl_weight"], differences))
+            + ", ".join(f"α={e['kl_weight']}: {fmt(d)}" for e, d in zip(c["per_kl_weight"], differences, strict=True))
             + f"; DeRA's decoding time / CLP's: {fmt(c['dera_over_clp_decode_time'], 2)}."
         )
     if "4_three_rewards_value_at_least_rs" in claims:

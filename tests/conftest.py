@@ -67,9 +67,15 @@ def nli_model_path(tmp_path):
     tokenizer = BertTokenizerFast(vocab_file=str(vocab))
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=len(WORDS) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-        num_labels=3, id2label={0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"},
-        label2id={"ENTAILMENT": 0, "NEUTRAL": 1, "CONTRADICTION": 2}, hidden_dropout_prob=0.5,
+        vocab_size=len(WORDS) + 5,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+        id2label={0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"},
+        label2id={"ENTAILMENT": 0, "NEUTRAL": 1, "CONTRADICTION": 2},
+        hidden_dropout_prob=0.5,
     )
     path = tmp_path / "nli"
     BertForSequenceClassification(config).save_pretrained(path)
@@ -101,4 +107,3 @@ def tiny_config_values(tmp_path, **overrides) -> dict:
 
 def tiny_config(tmp_path, **overrides) -> MultiObjectiveConfig:
     return MultiObjectiveConfig(**tiny_config_values(tmp_path, **overrides))
-

@@ -13,12 +13,23 @@ import sys
 from dataclasses import asdict
 
 import torch
-from conftest import tiny_config, tiny_config_values  # run as a script: its folder, tests/, is on sys.path (and sets offline mode)
+from conftest import (  # run as a script: its folder, tests/, is on sys.path (and sets offline mode)
+    tiny_config,
+    tiny_config_values,
+)
 from peft import LoraConfig
 from transformers import TrainerCallback
 
-from trl_clp import ConditioningConfig, FrontEvaluationCallback, MultiObjectiveTrainer, SteerableModel, demo, simplex_grid
-from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer
+from trl_clp import (
+    ConditioningConfig,
+    FrontEvaluationCallback,
+    MultiObjectiveGRPOConfig,
+    MultiObjectiveGRPOTrainer,
+    MultiObjectiveTrainer,
+    SteerableModel,
+    demo,
+    simplex_grid,
+)
 from trl_clp.evaluation import Front, evaluate_front
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
@@ -40,7 +51,9 @@ def main(out_dir, kind="rloo"):
         beta=0.05,
     )
     if kind == "grpo":
-        args = MultiObjectiveGRPOConfig(**tiny_config_values(pathlib.Path(out_dir), **values), scalarization="tchebycheff")
+        args = MultiObjectiveGRPOConfig(
+            **tiny_config_values(pathlib.Path(out_dir), **values), scalarization="tchebycheff"
+        )
     else:
         args = tiny_config(pathlib.Path(out_dir), **values)
     trainer = (MultiObjectiveGRPOTrainer if kind == "grpo" else MultiObjectiveTrainer)(
@@ -65,17 +78,19 @@ def main(out_dir, kind="rloo"):
 
     class RecordGradients(TrainerCallback):
         def on_pre_optimizer_step(self, args, state, control, **kwargs):
-            gradient_sums.append({
-                n: p.grad.double().sum().item() for n, p in trainer.model.named_parameters() if p.grad is not None
-            })
+            gradient_sums.append(
+                {n: p.grad.double().sum().item() for n, p in trainer.model.named_parameters() if p.grad is not None}
+            )
 
     trainer.add_callback(RecordGradients())
 
-    front_callback = FrontEvaluationCallback(trainer, EVAL_PROMPTS, [lowercase_reward, uppercase_reward],
-                                             eval_every_steps=3, **EVAL)
+    front_callback = FrontEvaluationCallback(
+        trainer, EVAL_PROMPTS, [lowercase_reward, uppercase_reward], eval_every_steps=3, **EVAL
+    )
     forward_calls = [0]
-    trainer.model.get_base_model().register_forward_pre_hook(lambda module, args: forward_calls.__setitem__(
-        0, forward_calls[0] + 1))
+    trainer.model.get_base_model().register_forward_pre_hook(
+        lambda module, args: forward_calls.__setitem__(0, forward_calls[0] + 1)
+    )
     evaluation_forward_calls = {}  # step -> forward calls this rank made while the callback ran
     evaluate_at_step = front_callback.on_step_end
 
@@ -88,27 +103,42 @@ def main(out_dir, kind="rloo"):
     trainer.add_callback(front_callback)
     front_saves = []
     original_front_save = Front.save
-    Front.save = lambda front, directory, stem="front": (front_saves.append(stem),
-                                                         original_front_save(front, directory, stem))[1]
+    Front.save = lambda front, directory, stem="front": (
+        front_saves.append(stem),
+        original_front_save(front, directory, stem),
+    )[1]
     metadata_saves = []
     original_save = ConditioningConfig.save
-    ConditioningConfig.save = lambda config, directory: (metadata_saves.append(directory), original_save(config, directory))
+    ConditioningConfig.save = lambda config, directory: (
+        metadata_saves.append(directory),
+        original_save(config, directory),
+    )
     trainer.train()
     trainer.save_model(os.path.join(out_dir, "final"))
     checksums = {n: p.detach().double().sum().item() for n, p in trainer.model.named_parameters() if p.requires_grad}
     # The same evaluation in this process alone, on the final parameters (those the callback saw at step 3).
     policy = trainer.accelerator.unwrap_model(trainer.model).eval()
     steer = SteerableModel(policy, trainer.conditioning_config, tokenizer, trainer.conditioner)
-    single = evaluate_front(steer, tokenizer, EVAL_PROMPTS, [lowercase_reward, uppercase_reward],
-                            temperature=args.temperature, **EVAL)
+    single = evaluate_front(
+        steer, tokenizer, EVAL_PROMPTS, [lowercase_reward, uppercase_reward], temperature=args.temperature, **EVAL
+    )
     rank = trainer.accelerator.process_index
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as handle:
-        json.dump({"seen": seen, "checksums": checksums, "gradients": gradient_sums, "metadata_saves": metadata_saves,
-                   "ideal_point": None if trainer.ideal_point is None else trainer.ideal_point.maxima.tolist(),
-                   "world_size": trainer.accelerator.num_processes, "front_saves": front_saves,
-                   "evaluation_forward_calls": evaluation_forward_calls,
-                   "callback_fronts": {step: asdict(front) for step, front in front_callback.fronts.items()},
-                   "single_process_front": asdict(single)}, handle)
+        json.dump(
+            {
+                "seen": seen,
+                "checksums": checksums,
+                "gradients": gradient_sums,
+                "metadata_saves": metadata_saves,
+                "ideal_point": None if trainer.ideal_point is None else trainer.ideal_point.maxima.tolist(),
+                "world_size": trainer.accelerator.num_processes,
+                "front_saves": front_saves,
+                "evaluation_forward_calls": evaluation_forward_calls,
+                "callback_fronts": {step: asdict(front) for step, front in front_callback.fronts.items()},
+                "single_process_front": asdict(single),
+            },
+            handle,
+        )
 
 
 if __name__ == "__main__":

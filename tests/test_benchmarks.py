@@ -59,8 +59,9 @@ def test_train_step_benchmark_reports_paired_ratios(benchmarks, tmp_path, capsys
     assert figure["target"] == ["<=", 1.1]
     check_figure(figure)
     # The printed line quotes the recorded ratio and verdict.
-    assert f"RATIO step_time/attn/m2 {figure['ratio']:.3f} | target <= 1.10: {'met' if figure['met'] else 'MISSED'}" in (
-        capsys.readouterr().out
+    assert (
+        f"RATIO step_time/attn/m2 {figure['ratio']:.3f} | target <= 1.10: {'met' if figure['met'] else 'MISSED'}"
+        in (capsys.readouterr().out)
     )
 
 
@@ -100,7 +101,9 @@ def test_scaling_benchmark_fits_slopes(benchmarks, tmp_path):
         clp, baseline = slope["clp_seconds"], slope["baseline_seconds"]
         assert slope["clp_slope_seconds"] == pytest.approx((clp[1] - clp[0]) / step)
         assert slope["baseline_slope_seconds"] == pytest.approx((baseline[1] - baseline[0]) / step)
-        assert slope["clp_slope_relative_to_first_baseline_step"] == pytest.approx(slope["clp_slope_seconds"] / baseline[0])
+        assert slope["clp_slope_relative_to_first_baseline_step"] == pytest.approx(
+            slope["clp_slope_seconds"] / baseline[0]
+        )
 
 
 def test_memory_probe_counts_the_run(benchmarks, tmp_path):
@@ -153,8 +156,12 @@ def test_gpu_check_runs_on_cpu(benchmarks, tmp_path, capsys):
     assert report["machine"]["torch"] and report["settings"]["device"] == "cpu"
     names = [figure["name"] for figure in report["figures"]]
     assert names == [
-        "step_time/full/m2", "peak_memory/full/m2", "step_time/logit/m2", "peak_memory/logit/m2",
-        "generation/full/m2/vs_plain_lora", "generation/logit/m2/vs_plain_lora",
+        "step_time/full/m2",
+        "peak_memory/full/m2",
+        "step_time/logit/m2",
+        "peak_memory/logit/m2",
+        "generation/full/m2/vs_plain_lora",
+        "generation/logit/m2/vs_plain_lora",
     ]
     assert all(figure["ratio"] > 0 for figure in report["figures"])
     assert all(run["lora_moved"] for run in report["training_runs"])

@@ -49,8 +49,13 @@ def test_evaluation_is_seeded_and_ordered_like_the_grid(saved_steerable, tokeniz
 def test_value_is_weighted_reward_minus_kl(saved_steerable, tokenizer):
     steer = SteerableModel.from_pretrained(saved_steerable)
     front = evaluate_front(
-        steer, tokenizer, ["Describe: a\n", "Describe: b\n"], [lowercase_reward, uppercase_reward],
-        simplex_grid(2, 3), kl_weight=0.5, max_new_tokens=5,
+        steer,
+        tokenizer,
+        ["Describe: a\n", "Describe: b\n"],
+        [lowercase_reward, uppercase_reward],
+        simplex_grid(2, 3),
+        kl_weight=0.5,
+        max_new_tokens=5,
     )
     for r in front.results:
         expected = r.weights[0] * r.rewards["lower"] + r.weights[1] * r.rewards["upper"] - 0.5 * r.kl
@@ -60,7 +65,10 @@ def test_value_is_weighted_reward_minus_kl(saved_steerable, tokenizer):
 def test_kl_to_reference_is_zero_for_a_fresh_adapter(tmp_path, tokenizer):
     # PEFT's default init (B = 0) leaves the policy equal to the reference.
     steer = SteerableModel.from_base_model(
-        demo.make_tiny_llama(seed=0), ["lower", "upper"], LoraConfig(r=4, target_modules=["q_proj"]), tokenizer=tokenizer
+        demo.make_tiny_llama(seed=0),
+        ["lower", "upper"],
+        LoraConfig(r=4, target_modules=["q_proj"]),
+        tokenizer=tokenizer,
     )
     front = evaluate_front(
         steer, tokenizer, ["Describe: a\n"], [lowercase_reward, uppercase_reward], simplex_grid(2, 2), max_new_tokens=5
@@ -77,10 +85,23 @@ def test_cli_info_and_evaluate(saved_steerable, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["objective_names"] == ["lower", "upper"]
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("Describe: quiet river\\n\nDescribe: old city\\n\n")
-    main([
-        "evaluate", saved_steerable, "--prompts", str(prompts), "--reward_funcs", "lowercase", "uppercase",
-        "--grid_points", "3", "--max_new_tokens", "4", "--output_dir", str(tmp_path / "eval"),
-    ])
+    main(
+        [
+            "evaluate",
+            saved_steerable,
+            "--prompts",
+            str(prompts),
+            "--reward_funcs",
+            "lowercase",
+            "uppercase",
+            "--grid_points",
+            "3",
+            "--max_new_tokens",
+            "4",
+            "--output_dir",
+            str(tmp_path / "eval"),
+        ]
+    )
     rows = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["results"]
     assert [row["weights"] for row in rows] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
 
@@ -126,8 +147,15 @@ def test_plots_are_written_as_png(saved_steerable, tmp_path, tokenizer):
             assert handle.read(8) == b"\x89PNG\r\n\x1a\n"
     front.save(str(tmp_path / "a"))
     other.save(str(tmp_path / "b"))
-    main(["plot", str(tmp_path / "a" / "front.json"), str(tmp_path / "b" / "front.json"),
-          "--output", str(tmp_path / "cli.png")])
+    main(
+        [
+            "plot",
+            str(tmp_path / "a" / "front.json"),
+            str(tmp_path / "b" / "front.json"),
+            "--output",
+            str(tmp_path / "cli.png"),
+        ]
+    )
     assert (tmp_path / "cli.png").stat().st_size > 1000
 
 
@@ -163,8 +191,16 @@ def test_kl_is_measured_at_the_sampling_temperature(saved_steerable, tokenizer):
     prompts = ["Describe: a\n", "Describe: b\n"]  # same length: no padding, so each row can be rescored alone
     weights = torch.tensor([[0.25, 0.75]])
     seen = []
-    front = evaluate_front(steer, tokenizer, prompts, [_recording_reward(seen), lowercase_reward], weights,
-                           num_samples=3, max_new_tokens=6, temperature=0.7)
+    front = evaluate_front(
+        steer,
+        tokenizer,
+        prompts,
+        [_recording_reward(seen), lowercase_reward],
+        weights,
+        num_samples=3,
+        max_new_tokens=6,
+        temperature=0.7,
+    )
     assert len(seen) == 6
     at_sampling = sum(sequence_kl(steer, tokenizer, weights[0], p, ids, 0.7) for p, ids in seen) / len(seen)
     at_one = sum(sequence_kl(steer, tokenizer, weights[0], p, ids, 1.0) for p, ids in seen) / len(seen)
@@ -188,15 +224,21 @@ def test_value_is_trainings_scalarisation_and_skips_unscorable_completions(saved
         return [None if p[-2] in "bc" else s for p, s in zip(prompts, uppercase_reward(completions), strict=True)]
 
     weights = torch.tensor([[0.25, 0.75]])
-    front = evaluate_front(steer, tokenizer, prompts, [lower, upper], weights, kl_weight=0.5, num_samples=2,
-                           max_new_tokens=6)
+    front = evaluate_front(
+        steer, tokenizer, prompts, [lower, upper], weights, kl_weight=0.5, num_samples=2, max_new_tokens=6
+    )
     kl = torch.tensor([sequence_kl(steer, tokenizer, weights[0], p, ids) for p, ids in seen])  # (6,)
     texts = [tokenizer.decode(ids, skip_special_tokens=True) for _, ids in seen]
     nan = float("nan")
-    rewards = torch.tensor([
-        [nan if p.endswith("b\n") else lowercase_reward([t])[0], nan if p[-2] in "bc" else uppercase_reward([t])[0]]
-        for (p, _), t in zip(seen, texts, strict=True)
-    ])  # (6, 2): prompt b's rows are all NaN
+    rewards = torch.tensor(
+        [
+            [
+                nan if p.endswith("b\n") else lowercase_reward([t])[0],
+                nan if p[-2] in "bc" else uppercase_reward([t])[0],
+            ]
+            for (p, _), t in zip(seen, texts, strict=True)
+        ]
+    )  # (6, 2): prompt b's rows are all NaN
     assert torch.isnan(rewards[2:4]).all() and not torch.isnan(rewards[[0, 1, 4, 5], 0]).any()
     values = scalarize_rewards(rewards, weights.expand(6, -1), kl, torch.full((6,), 0.5))  # the trainer's function
     assert torch.isnan(values[2:4]).all()
@@ -216,12 +258,17 @@ def run_cli(argv, capsys):
 def test_cli_errors_are_one_line_messages_without_a_traceback(saved_steerable, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, printed = run_cli(["info", "outputs/no-such-model"], capsys)
-    assert code == "trl-clp info: error: The folder 'outputs/no-such-model' does not exist (looked in " + str(tmp_path) + ")."
+    assert (
+        code
+        == "trl-clp info: error: The folder 'outputs/no-such-model' does not exist (looked in " + str(tmp_path) + ")."
+    )
     (tmp_path / "empty").mkdir()
     code, _ = run_cli(["info", "empty"], capsys)
     assert "'empty' has no clp_config.json: it is not a model saved by" in code
-    for command in (["evaluate", "./missing", "--prompts", "p.txt", "--reward_funcs", "lowercase", "uppercase"],
-                    ["export", "/no/such/folder", "lora", "--weights", "0.5,0.5"]):
+    for command in (
+        ["evaluate", "./missing", "--prompts", "p.txt", "--reward_funcs", "lowercase", "uppercase"],
+        ["export", "/no/such/folder", "lora", "--weights", "0.5,0.5"],
+    ):
         code, _ = run_cli(command, capsys)
         assert "does not exist" in code and code.startswith(f"trl-clp {command[0]}: error: The folder")
     code, _ = run_cli(["evaluate", saved_steerable, "--prompts", "nowhere.txt", "--reward_funcs", "lowercase"], capsys)
@@ -229,29 +276,51 @@ def test_cli_errors_are_one_line_messages_without_a_traceback(saved_steerable, t
     code, _ = run_cli(["plot", "a/front.json"], capsys)
     assert code == f"trl-clp plot: error: The front file 'a/front.json' does not exist (looked in {tmp_path})."
     code, _ = run_cli(["export", saved_steerable, "lora", "--weights", "0.5,0.2"], capsys)
-    assert code.startswith("trl-clp export: error: ") and "sum to 1" in code  # the library's own message, not a traceback
+    assert (
+        code.startswith("trl-clp export: error: ") and "sum to 1" in code
+    )  # the library's own message, not a traceback
 
 
 def test_cli_evaluate_rougeL_needs_and_reads_a_reference_column(saved_steerable, tmp_path, capsys):
     rouge_score = pytest.importorskip("rouge_score.rouge_scorer")
     text = tmp_path / "prompts.txt"
     text.write_text("Describe: old city road\\n\n")
-    code, _ = run_cli(["evaluate", saved_steerable, "--prompts", str(text), "--reward_funcs", "rougeL", "lowercase"],
-                      capsys)
+    code, _ = run_cli(
+        ["evaluate", saved_steerable, "--prompts", str(text), "--reward_funcs", "rougeL", "lowercase"], capsys
+    )
     assert code.startswith("trl-clp evaluate: error: The rewards need a 'reference' column, which") and "JSONL" in code
 
-    rows = [{"prompt": "Describe: old city road\n", "reference": "old city road", "source": "x"},
-            {"prompt": "Describe: a quiet river\n", "reference": "a quiet river", "source": "y"}]
+    rows = [
+        {"prompt": "Describe: old city road\n", "reference": "old city road", "source": "x"},
+        {"prompt": "Describe: a quiet river\n", "reference": "a quiet river", "source": "y"},
+    ]
     jsonl = tmp_path / "heldout.jsonl"
     jsonl.write_text("\n".join(json.dumps(row) for row in rows))
     csv_file = tmp_path / "heldout.csv"
-    csv_file.write_text("prompt,reference,source\n" + "".join(
-        f'"{r["prompt"]}",{r["reference"]},{r["source"]}\n' for r in rows))
+    csv_file.write_text(
+        "prompt,reference,source\n" + "".join(f'"{r["prompt"]}",{r["reference"]},{r["source"]}\n' for r in rows)
+    )
     results = {}
     for path in (jsonl, csv_file):
-        main(["evaluate", saved_steerable, "--prompts", str(path), "--reward_funcs", "rougeL", "lowercase",
-              "--grid_points", "2", "--max_new_tokens", "4", "--samples_per_prompt", "1",
-              "--output_dir", str(tmp_path / path.suffix[1:])])
+        main(
+            [
+                "evaluate",
+                saved_steerable,
+                "--prompts",
+                str(path),
+                "--reward_funcs",
+                "rougeL",
+                "lowercase",
+                "--grid_points",
+                "2",
+                "--max_new_tokens",
+                "4",
+                "--samples_per_prompt",
+                "1",
+                "--output_dir",
+                str(tmp_path / path.suffix[1:]),
+            ]
+        )
         assert "kl = mean KL to the base model" in capsys.readouterr().out
         results[path.suffix] = json.loads((tmp_path / path.suffix[1:] / "evaluation.json").read_text())["results"]
     assert results[".jsonl"] == results[".csv"]  # same prompts and references, whichever the format
@@ -259,19 +328,31 @@ def test_cli_evaluate_rougeL_needs_and_reads_a_reference_column(saved_steerable,
     # The ROUGE-L values are the mean F-measure of the sampled completions against each row's reference.
     steer = SteerableModel.from_pretrained(saved_steerable)
     scorer = rouge_score.RougeScorer(["rougeL"], use_stemmer=True)
-    front = evaluate_front(steer, steer.tokenizer, [r["prompt"] for r in rows],
-                           [lambda completions, reference, **kw: [scorer.score(ref, c)["rougeL"].fmeasure
-                                                                   for ref, c in zip(reference, completions)],
-                            lowercase_reward],
-                           simplex_grid(2, 2), max_new_tokens=4, reward_kwargs={"reference": [r["reference"] for r in rows]})
-    assert [r["rewards"]["lower"] for r in results[".jsonl"]] == pytest.approx([r.rewards["lower"] for r in front.results])
+    front = evaluate_front(
+        steer,
+        steer.tokenizer,
+        [r["prompt"] for r in rows],
+        [
+            lambda completions, reference, **kw: [
+                scorer.score(ref, c)["rougeL"].fmeasure for ref, c in zip(reference, completions, strict=True)
+            ],
+            lowercase_reward,
+        ],
+        simplex_grid(2, 2),
+        max_new_tokens=4,
+        reward_kwargs={"reference": [r["reference"] for r in rows]},
+    )
+    assert [r["rewards"]["lower"] for r in results[".jsonl"]] == pytest.approx(
+        [r.rewards["lower"] for r in front.results]
+    )
 
 
 def test_cli_prompts_file_without_a_prompt_column_is_refused(saved_steerable, tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "Describe: a"}\n')
-    code, _ = run_cli(["evaluate", saved_steerable, "--prompts", str(bad), "--reward_funcs", "lowercase", "uppercase"],
-                      capsys)
+    code, _ = run_cli(
+        ["evaluate", saved_steerable, "--prompts", str(bad), "--reward_funcs", "lowercase", "uppercase"], capsys
+    )
     assert code == f"trl-clp evaluate: error: {bad} has no `prompt` column; its columns are ['text']."
 
 
@@ -312,7 +393,10 @@ def test_the_bitsandbytes_cpu_kernel_warning_is_dropped_and_others_are_kept(capl
 
     logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
     with caplog.at_level(logging.WARNING):
-        logger.warning("Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you "
-                       "already `pip install kernels`", "no kernels")
+        logger.warning(
+            "Failed to load CPU gemm_4bit_forward from kernels-community: %s. Please make sure you "
+            "already `pip install kernels`",
+            "no kernels",
+        )
         logger.warning("another bitsandbytes warning")
     assert [record.getMessage() for record in caplog.records] == ["another bitsandbytes warning"]

@@ -232,8 +232,10 @@ def test_from_pretrained_resolves_a_hub_id_through_the_hub_cache(tmp_path, monke
         (repo / "refs").mkdir(parents=True)
         (repo / "refs" / "main").write_text(revision)
 
-    publish("trl-clp/tiny-base", lambda path: (demo.make_tiny_llama(seed=0).save_pretrained(path),
-                                               tokenizer.save_pretrained(path)))
+    publish(
+        "trl-clp/tiny-base",
+        lambda path: (demo.make_tiny_llama(seed=0).save_pretrained(path), tokenizer.save_pretrained(path)),
+    )
     steer = make_steerable(tokenizer=tokenizer)
     steer.model.peft_config["default"].base_model_name_or_path = "trl-clp/tiny-base"
     publish("trl-clp/tiny-clp", steer.save_pretrained)
@@ -450,5 +452,7 @@ def test_a_missing_recorded_base_folder_is_named(tmp_path):
     steer.model.peft_config["default"].base_model_name_or_path = "runs/gone/base_model"
     steer.model.save_pretrained(tmp_path / "clp")
     steer.conditioning_config.save(tmp_path / "clp")
-    with pytest.raises(FileNotFoundError, match="base model folder 'runs/gone/base_model' does not exist.*base_model="):
+    with pytest.raises(
+        FileNotFoundError, match="base model folder 'runs/gone/base_model' does not exist.*base_model="
+    ):
         SteerableModel.from_pretrained(str(tmp_path / "clp"))

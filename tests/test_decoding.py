@@ -14,13 +14,21 @@ def make_steerable(tokenizer):
 
 
 def prompts(tokenizer):
-    return tokenizer(["Describe: quiet river\n", "Describe: a\n"], return_tensors="pt", padding=True, padding_side="left")
+    return tokenizer(
+        ["Describe: quiet river\n", "Describe: a\n"], return_tensors="pt", padding=True, padding_side="left"
+    )
 
 
 def greedy(steer, inputs, components, tokenizer, steps=8):
     return generate_with_mixed_logits(
-        steer, inputs["input_ids"], inputs["attention_mask"], components, steps,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False,
+        steer,
+        inputs["input_ids"],
+        inputs["attention_mask"],
+        components,
+        steps,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        do_sample=False,
     )
 
 

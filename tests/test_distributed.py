@@ -20,8 +20,18 @@ def free_port() -> int:
 def test_two_processes_share_group_weightings_and_parameters(tmp_path, kind):
     script = os.path.join(os.path.dirname(__file__), "distributed_run.py")
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(free_port()), script, str(tmp_path), kind,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        script,
+        str(tmp_path),
+        kind,
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]

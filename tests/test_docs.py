@@ -74,8 +74,11 @@ def code_blocks(page: str) -> list[Block]:
         previous = next((lines[i] for i in range(start - 1, -1, -1) if lines[i].strip()), "")
         skip = SKIP.search(previous)
         language = RUN_LANGUAGES.get(match["language"], match["language"] or "text")
-        blocks.append(Block(page, start + 1, language, "\n".join(lines[start + 1 : end]),
-                            skip["reason"].strip() if skip else None))
+        blocks.append(
+            Block(
+                page, start + 1, language, "\n".join(lines[start + 1 : end]), skip["reason"].strip() if skip else None
+            )
+        )
         index = end + 1
     return blocks
 
@@ -98,16 +101,25 @@ def hub_substitutes(tmp_path_factory):
     tldr = root / "tldr"
     tldr.mkdir()
     for split, count in (("train", 16), ("validation", 4), ("test", 4)):
-        rows = [{"prompt": f"SUBREDDIT: r/cats\nPOST: the cat sat on the mat {i}\nTL;DR:", "completion": " the cat sat"}
-                for i in range(count)]
+        rows = [
+            {"prompt": f"SUBREDDIT: r/cats\nPOST: the cat sat on the mat {i}\nTL;DR:", "completion": " the cat sat"}
+            for i in range(count)
+        ]
         (tldr / f"{split}.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
 
     words = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "park", "in"]
     vocab = root / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
-    config = BertConfig(vocab_size=len(words) + 5, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, num_labels=3, id2label={0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"},
-                        label2id={"ENTAILMENT": 0, "NEUTRAL": 1, "CONTRADICTION": 2})
+    config = BertConfig(
+        vocab_size=len(words) + 5,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+        id2label={0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"},
+        label2id={"ENTAILMENT": 0, "NEUTRAL": 1, "CONTRADICTION": 2},
+    )
     nli = root / "tiny-nli"
     BertForSequenceClassification(config).save_pretrained(nli)
     BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(nli)
@@ -122,7 +134,7 @@ def hub_substitutes(tmp_path_factory):
 @pytest.fixture(scope="module")
 def main_job_output(tmp_path_factory):
     """The main job's output folder, `outputs/clp-demo` (relative, as the README's command writes it), at toy size."""
-    from trl_clp.scripts.train import make_parser, main
+    from trl_clp.scripts.train import main, make_parser
 
     workdir = tmp_path_factory.mktemp("main-job")
     with working_directory(workdir), contextlib.redirect_stdout(io.StringIO()):
@@ -165,8 +177,9 @@ def run_page(page: str, workdir, hub_substitutes: dict[str, str]) -> list[str]:
                 except Exception as error:
                     raise AssertionError(f"{where} fails as written: {type(error).__name__}: {error}") from error
             else:
-                result = subprocess.run(["bash", "-e", "-c", code], env=env, capture_output=True, text=True,
-                                        timeout=600)
+                result = subprocess.run(
+                    ["bash", "-e", "-c", code], env=env, capture_output=True, text=True, timeout=600
+                )
                 assert result.returncode == 0, (
                     f"{where} fails as written (exit {result.returncode}):\n{code}\n{result.stdout[-3000:]}\n"
                     f"{result.stderr[-3000:]}"
@@ -180,7 +193,9 @@ def test_every_page_is_collected_and_every_skip_gives_a_reason():
         with open(os.path.join(ROOT, page), encoding="utf-8") as handle:
             text = handle.read()
         for match in re.finditer(r"<!--\s*docs-test:[^>]*-->", text):
-            assert SKIP.fullmatch(match[0]), f"{page}: malformed marker {match[0]!r}; write `<!-- docs-test: skip (why) -->`"
+            assert SKIP.fullmatch(match[0]), (
+                f"{page}: malformed marker {match[0]!r}; write `<!-- docs-test: skip (why) -->`"
+            )
         blocks = code_blocks(page)
         for block in blocks:
             if block.language in ("python", "bash") or block.skip_reason is None:
@@ -197,7 +212,9 @@ def test_the_block_parser_reads_languages_skips_and_order(tmp_path, monkeypatch)
     monkeypatch.setattr(sys.modules[__name__], "ROOT", str(tmp_path))
     blocks = code_blocks("page.md")
     assert [(b.language, b.line, b.skip_reason) for b in blocks] == [
-        ("python", 2, None), ("bash", 7, "needs a GPU"), ("text", 10, None)
+        ("python", 2, None),
+        ("bash", 7, "needs a GPU"),
+        ("text", 10, None),
     ]
     assert substitute('m = "Qwen/Qwen2.5-0.5B"', "python", {"Qwen/Qwen2.5-0.5B": "/tiny"}) == 'm = "/tiny"'
     line = substitute("pip install x && accelerate launch examples/train_clp.py --beta 0.1  # demo", "bash", {})
@@ -222,7 +239,9 @@ def test_page_runs_as_written(page, tmp_path, hub_substitutes, main_job_output):
 
 # Pages whose every block needs what tests cannot have (GPUs, downloads, long runs) or is a docstring example (api.md);
 # the reason is on each block.
-NOTHING_RUNS_OFFLINE = {os.path.join("docs", name) for name in ("api.md", "benchmarks.md", "comparison.md", "scaling.md")}
+NOTHING_RUNS_OFFLINE = {
+    os.path.join("docs", name) for name in ("api.md", "benchmarks.md", "comparison.md", "scaling.md")
+}
 
 
 def test_main_job_output_loads_from_another_working_directory(main_job_output, tmp_path):
@@ -235,7 +254,9 @@ def test_main_job_output_loads_from_another_working_directory(main_job_output, t
     elsewhere.mkdir()
     with working_directory(elsewhere):
         steer = SteerableModel.from_pretrained(str(main_job_output / "clp-demo"))
-        batch = steer.tokenizer(["Describe: quiet river\n"] * 2, return_tensors="pt", padding=True, padding_side="left")
+        batch = steer.tokenizer(
+            ["Describe: quiet river\n"] * 2, return_tensors="pt", padding=True, padding_side="left"
+        )
         out = steer.generate(**batch, weights=torch.tensor([[1.0, 0.0], [0.0, 1.0]]), max_new_tokens=4)
     assert out.shape == (2, batch["input_ids"].shape[1] + 4)
 

@@ -23,9 +23,26 @@ def train_clp():
 def test_main_job_trains_saves_and_writes_the_table(train_clp, tmp_path, capsys):
     out = tmp_path / "demo"
     argv = [
-        "--output_dir", str(out), "--max_steps", "2", "--pretrain_steps", "5", "--num_train_prompts", "16",
-        "--num_eval_prompts", "2", "--eval_grid_points", "3", "--eval_samples_per_prompt", "1",
-        "--max_completion_length", "4", "--per_device_train_batch_size", "8", "--disable_tqdm", "True",
+        "--output_dir",
+        str(out),
+        "--max_steps",
+        "2",
+        "--pretrain_steps",
+        "5",
+        "--num_train_prompts",
+        "16",
+        "--num_eval_prompts",
+        "2",
+        "--eval_grid_points",
+        "3",
+        "--eval_samples_per_prompt",
+        "1",
+        "--max_completion_length",
+        "4",
+        "--per_device_train_batch_size",
+        "8",
+        "--disable_tqdm",
+        "True",
     ]
     train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
     rows = json.loads((out / "front.json").read_text())["results"]
@@ -48,12 +65,36 @@ def test_trl_clp_train_is_the_example_script(train_clp, tmp_path, capsys):
     parsed = [train_clp.make_parser().parse_args_and_config(args=["--config", recipe, "--bf16", "False"])]
     from trl_clp.scripts.train import make_parser
 
-    parsed.append(make_parser(prog="trl-clp train").parse_args_and_config(args=["--config", recipe, "--bf16", "False"]))
+    parsed.append(
+        make_parser(prog="trl-clp train").parse_args_and_config(args=["--config", recipe, "--bf16", "False"])
+    )
     assert parsed[0][0] == parsed[1][0] and parsed[0][2] == parsed[1][2]  # same script and model arguments
     out = tmp_path / "cli"
-    cli(["train", "--output_dir", str(out), "--max_steps", "1", "--pretrain_steps", "2", "--num_train_prompts", "8",
-         "--num_eval_prompts", "1", "--eval_grid_points", "2", "--eval_samples_per_prompt", "1",
-         "--max_completion_length", "4", "--per_device_train_batch_size", "8", "--disable_tqdm", "True"])
+    cli(
+        [
+            "train",
+            "--output_dir",
+            str(out),
+            "--max_steps",
+            "1",
+            "--pretrain_steps",
+            "2",
+            "--num_train_prompts",
+            "8",
+            "--num_eval_prompts",
+            "1",
+            "--eval_grid_points",
+            "2",
+            "--eval_samples_per_prompt",
+            "1",
+            "--max_completion_length",
+            "4",
+            "--per_device_train_batch_size",
+            "8",
+            "--disable_tqdm",
+            "True",
+        ]
+    )
     rows = json.loads((out / "front.json").read_text())["results"]
     assert [row["weights"] for row in rows] == [[1.0, 0.0], [0.0, 1.0]]
     assert "Steerable model: " + str(out) in capsys.readouterr().out
@@ -97,16 +138,44 @@ def test_local_recipe_runs_on_a_local_model_nli_model_and_dataset_file(train_clp
     data = tmp_path / "data" / "tldr"
     data.mkdir(parents=True)
     for split, count in (("train", 16), ("test", 4)):
-        rows = [{"prompt": f"POST: the cat sat on mat {i}\nTL;DR:", "completion": " the cat sat"} for i in range(count)]
+        rows = [
+            {"prompt": f"POST: the cat sat on mat {i}\nTL;DR:", "completion": " the cat sat"} for i in range(count)
+        ]
         (data / f"{split}.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
     out = tmp_path / "out"
     argv = [
-        "--config", os.path.join(EXAMPLES, "configs", "tldr_summarization_local.yaml"),
-        "--model_name_or_path", str(model_path), "--dataset_name", str(data), "--nli_model", nli_model_path,
-        "--output_dir", str(out), "--bf16", "False", "--max_steps", "2", "--per_device_train_batch_size", "8",
-        "--gradient_accumulation_steps", "1", "--max_completion_length", "4", "--num_eval_prompts", "2",
-        "--eval_grid_points", "3", "--eval_samples_per_prompt", "1", "--report_to", "none", "--save_strategy", "no",
-        "--disable_tqdm", "True",
+        "--config",
+        os.path.join(EXAMPLES, "configs", "tldr_summarization_local.yaml"),
+        "--model_name_or_path",
+        str(model_path),
+        "--dataset_name",
+        str(data),
+        "--nli_model",
+        nli_model_path,
+        "--output_dir",
+        str(out),
+        "--bf16",
+        "False",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--gradient_accumulation_steps",
+        "1",
+        "--max_completion_length",
+        "4",
+        "--num_eval_prompts",
+        "2",
+        "--eval_grid_points",
+        "3",
+        "--eval_samples_per_prompt",
+        "1",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--disable_tqdm",
+        "True",
     ]
     train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
     results = json.loads((out / "front.json").read_text())
@@ -117,7 +186,9 @@ def test_local_recipe_runs_on_a_local_model_nli_model_and_dataset_file(train_clp
 
 
 def test_main_job_with_load_in_4bit_trains_on_a_quantized_policy(train_clp, tmp_path, saved_base_model, monkeypatch):
-    bnb = pytest.importorskip("bitsandbytes", reason='bitsandbytes is not installed: pip install "trl-clp[quantization]"')
+    bnb = pytest.importorskip(
+        "bitsandbytes", reason='bitsandbytes is not installed: pip install "trl-clp[quantization]"'
+    )
     import trl_clp.trainer
 
     built = []
@@ -129,10 +200,32 @@ def test_main_job_with_load_in_4bit_trains_on_a_quantized_policy(train_clp, tmp_
 
     monkeypatch.setattr(trl_clp.trainer.MultiObjectiveTrainer, "__init__", recording_init)
     argv = [
-        "--model_name_or_path", saved_base_model, "--load_in_4bit", "True", "--bnb_4bit_quant_type", "nf4",
-        "--dtype", "float32", "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--num_eval_prompts", "2",
-        "--eval_grid_points", "2", "--eval_samples_per_prompt", "1", "--max_completion_length", "4",
-        "--num_train_prompts", "16", "--disable_tqdm", "True", "--bf16", "False",
+        "--model_name_or_path",
+        saved_base_model,
+        "--load_in_4bit",
+        "True",
+        "--bnb_4bit_quant_type",
+        "nf4",
+        "--dtype",
+        "float32",
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--max_steps",
+        "1",
+        "--num_eval_prompts",
+        "2",
+        "--eval_grid_points",
+        "2",
+        "--eval_samples_per_prompt",
+        "1",
+        "--max_completion_length",
+        "4",
+        "--num_train_prompts",
+        "16",
+        "--disable_tqdm",
+        "True",
+        "--bf16",
+        "False",
     ]
     try:
         train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
@@ -163,18 +256,32 @@ def test_comparison_runner_writes_a_report(tmp_path):
     sys.modules["compare_baselines"] = module
     spec.loader.exec_module(module)
     args = module.CompareArguments(
-        output_dir=str(tmp_path), seeds=[0], max_steps=3, early_step=1, pretrain_steps=2, num_eval_prompts=2,
-        eval_samples_per_prompt=1, eval_grid_points=3, three_objective_grid_points=2,
-        methods=["clp-full", "rewarded-soups", "prompting"], kl_weights=[0.05, 0.2],
+        output_dir=str(tmp_path),
+        seeds=[0],
+        max_steps=3,
+        early_step=1,
+        pretrain_steps=2,
+        num_eval_prompts=2,
+        eval_samples_per_prompt=1,
+        eval_grid_points=3,
+        three_objective_grid_points=2,
+        methods=["clp-full", "rewarded-soups", "prompting"],
+        kl_weights=[0.05, 0.2],
         experiments=["two", "three", "kl", "fixed", "mixing"],
     )
     results = module.main(args)
     assert set(results["methods"]) == {"clp-full", "rewarded-soups", "prompting"}
     assert set(results["claims"]) == {
-        "1_clp_dominates_rewarded_soups", "2_clp_more_steerable_than_prompting", "3_kl_conditioning_matches_dera",
-        "4_three_rewards_value_at_least_rs", "5_clp_steerable_early",
+        "1_clp_dominates_rewarded_soups",
+        "2_clp_more_steerable_than_prompting",
+        "3_kl_conditioning_matches_dera",
+        "4_three_rewards_value_at_least_rs",
+        "5_clp_steerable_early",
     }
-    assert [e["kl_weight"] for e in results["claims"]["3_kl_conditioning_matches_dera"]["per_kl_weight"]] == [0.05, 0.2]
+    assert [e["kl_weight"] for e in results["claims"]["3_kl_conditioning_matches_dera"]["per_kl_weight"]] == [
+        0.05,
+        0.2,
+    ]
     assert len(results["fixed_weights"]["value_per_weighting"]) == 3
     assert set(results["mixing"]) == {"parameter mixing", "logit mixing"}
     report = (tmp_path / "report.md").read_text()
@@ -190,7 +297,9 @@ def test_comparison_runner_writes_a_report(tmp_path):
     volumes = {m: front.hypervolume([0, 0]) for m, front in final.items()}
     for method, volume in volumes.items():
         assert results["methods"][method]["final"]["hypervolume"][0] == pytest.approx(volume)
-        assert results["methods"][method]["final"]["range"][0][0] == pytest.approx(final[method].steerability()["range"][0])
+        assert results["methods"][method]["final"]["range"][0][0] == pytest.approx(
+            final[method].steerability()["range"][0]
+        )
     claim = results["claims"]["1_clp_dominates_rewarded_soups"]
     clp, rs = final["clp-full"].rewards(), final["rewarded-soups"].rewards()
     difference = claim["hypervolume_difference"][0]
@@ -203,8 +312,11 @@ def test_comparison_runner_writes_a_report(tmp_path):
     assert claim["clp_range"] == results["methods"]["clp-full"]["final"]["range"]
     assert claim["prompting_range"] == results["methods"]["prompting"]["final"]["range"]
     gaps = [c[0] - p[0] for c, p in zip(claim["clp_range"], claim["prompting_range"], strict=True)]
-    assert claim_lines["2"].split("range gap per objective: ")[1].startswith(
-        ", ".join(f"{'holds' if gap > 0 else 'fails'} on this seed" for gap in gaps))
+    assert (
+        claim_lines["2"]
+        .split("range gap per objective: ")[1]
+        .startswith(", ".join(f"{'holds' if gap > 0 else 'fails'} on this seed" for gap in gaps))
+    )
     claim = results["claims"]["3_kl_conditioning_matches_dera"]
     behind = []
     for entry in claim["per_kl_weight"]:

@@ -60,7 +60,7 @@ def test_a_failing_reward_function_stops_training_naming_it_and_the_checkpoint_s
 
 def read_weightings(path) -> dict[int, list]:
     with open(path) as handle:
-        return {step: weights for step, weights in map(json.loads, handle)}
+        return dict(map(json.loads, handle))
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint_with_the_same_weighting_stream(tmp_path):

@@ -44,7 +44,11 @@ def test_tiled_head_matches_materialised_logits_values_and_gradients(compute_ent
 
     # Ragged tiles in both directions: 13 tokens in chunks of 4, 50 entries in chunks of 16.
     logps, entropies = low_rank_head_logps_and_entropies(
-        *inputs, head["targets"], temperature=0.7, compute_entropy=compute_entropy, token_chunk_size=4,
+        *inputs,
+        head["targets"],
+        temperature=0.7,
+        compute_entropy=compute_entropy,
+        token_chunk_size=4,
         vocab_chunk_size=16,
     )
     loss = (upstream[0] * logps).sum() + ((upstream[1] * entropies).sum() if compute_entropy else 0)
@@ -62,7 +66,7 @@ def test_tiled_head_matches_materialised_logits_values_and_gradients(compute_ent
         assert entropies is None
     for name, grad, ref in zip(("hidden", "weight", "bias", "lora_hidden", "lora_b"), grads, ref_grads, strict=True):
         assert ref.abs().max() > 1e-3, name  # a gradient that could be wrong
-        torch.testing.assert_close(grad, ref, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(grad, ref, atol=1e-5, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_tiled_head_holds_no_logits_in_forward_or_backward():
@@ -72,11 +76,19 @@ def test_tiled_head_holds_no_logits_in_forward_or_backward():
     logits_bytes = num_tokens * vocab * 4
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
         logps, entropies = low_rank_head_logps_and_entropies(
-            head["hidden"], head["weight"], None, head["lora_hidden"], head["lora_b"], head["targets"],
-            compute_entropy=True, vocab_chunk_size=1024,
+            head["hidden"],
+            head["weight"],
+            None,
+            head["lora_hidden"],
+            head["lora_b"],
+            head["targets"],
+            compute_entropy=True,
+            vocab_chunk_size=1024,
         )
         (logps.sum() + entropies.sum()).backward()
-    events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in profiler.events() if e.self_cpu_memory_usage)
+    events = sorted(
+        (e.time_range.start, e.self_cpu_memory_usage) for e in profiler.events() if e.self_cpu_memory_usage
+    )
     live = peak = 0
     for _, delta in events:
         live += delta
@@ -88,8 +100,16 @@ def test_tiled_head_holds_no_logits_in_forward_or_backward():
 
 def tied_qwen(vocab=300):
     config = Qwen2Config(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, tie_word_embeddings=True, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        vocab_size=vocab,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
     )
     torch.manual_seed(0)
     return Qwen2ForCausalLM(config)
@@ -148,7 +168,7 @@ def test_logit_clp_scores_through_the_tiled_head_exactly(logit_trainer):
     head_blocks = [g for n, g in zip(names, tiled[2], strict=True) if "lm_head" in n]
     assert len(head_blocks) == 2 and all(g.abs().sum() > 0 for g in head_blocks)  # lora_A and lora_B of the head
     for name, grad, ref in zip(names, tiled[2], reference[2], strict=True):
-        torch.testing.assert_close(grad, ref, atol=1e-5, rtol=1e-5, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(grad, ref, atol=1e-5, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_logit_clp_row_chunks_and_disabled_adapter(logit_trainer):

@@ -52,8 +52,13 @@ def test_rloo_args_are_rejected(tmp_path, tokenizer, prompts_dataset):
     from .conftest import tiny_config
 
     with pytest.raises(TypeError, match="MultiObjectiveGRPOConfig"):
-        MultiObjectiveGRPOTrainer(demo.make_tiny_llama(), [lower, upper], args=tiny_config(tmp_path),
-                                  train_dataset=prompts_dataset, processing_class=tokenizer)
+        MultiObjectiveGRPOTrainer(
+            demo.make_tiny_llama(),
+            [lower, upper],
+            args=tiny_config(tmp_path),
+            train_dataset=prompts_dataset,
+            processing_class=tokenizer,
+        )
 
 
 # ---------------------------------------------------------------------------------------------- drift detector
@@ -64,8 +69,9 @@ def test_constant_uniform_weighting_reproduces_upstream_grpo(tmp_path, tokenizer
     """With w fixed at (1/2, 1/2) the CLP adapter is the plain LoRA of rank m·r (every block scaled by m·w_i = 1),
     so the trainer must reproduce GRPOTrainer with reward_weights=(1/2, 1/2): same completions, same advantages."""
     common = dict(max_steps=3, learning_rate=5e-2, multi_objective_aggregation=aggregation)
-    clp = make_trainer(tmp_path / "clp", tokenizer, prompts_dataset, weight_distribution="fixed",
-                       fixed_weights=["0.5,0.5"], **common)
+    clp = make_trainer(
+        tmp_path / "clp", tokenizer, prompts_dataset, weight_distribution="fixed", fixed_weights=["0.5,0.5"], **common
+    )
     clp_records = record_rewards_and_outputs(clp)
     clp.train()
     upstream = GRPOTrainer(
@@ -110,8 +116,16 @@ def test_advantages_by_value_with_multi_alpha_and_buffered_steps(
     each generation's advantages equal a recomputation from the raw rewards, the weightings, and a KL recomputed by
     an independent forward pass; every group keeps one weighting in every micro-batch."""
     trainer = make_trainer(
-        tmp_path, tokenizer, prompts_dataset, max_steps=4, gradient_accumulation_steps=2, steps_per_generation=2,
-        num_iterations=num_iterations, kl_weights=[0.05, 0.5], beta=0.05, scale_rewards=scale_rewards,
+        tmp_path,
+        tokenizer,
+        prompts_dataset,
+        max_steps=4,
+        gradient_accumulation_steps=2,
+        steps_per_generation=2,
+        num_iterations=num_iterations,
+        kl_weights=[0.05, 0.5],
+        beta=0.05,
+        scale_rewards=scale_rewards,
     )
     model, conditioner = trainer.model, trainer.conditioner
     generate = trainer._generate_and_score_completions
@@ -197,8 +211,15 @@ def test_every_loss_type_trains(tmp_path, tokenizer, prompts_dataset):
 
 
 def test_one_hot_weighting_leaves_the_other_objectives_blocks_untouched(tmp_path, tokenizer, prompts_dataset):
-    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=2, weight_distribution="fixed",
-                           fixed_weights=["1,0"], beta=0.05)
+    trainer = make_trainer(
+        tmp_path,
+        tokenizer,
+        prompts_dataset,
+        max_steps=2,
+        weight_distribution="fixed",
+        fixed_weights=["1,0"],
+        beta=0.05,
+    )
     before = trainable(trainer)
     trainer.train()
     after = trainable(trainer)
@@ -241,9 +262,24 @@ PRIVATE_OVERRIDES = {
     "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
     "_generate": ["self", "prompts"],
     "_get_per_token_logps_and_entropies": [
-        "self", "model", "input_ids", "attention_mask", "logits_to_keep", "batch_size", "compute_entropy",
-        "compute_aux_loss", "pixel_values", "image_grid_thw", "num_images", "pixel_attention_mask", "spatial_shapes",
-        "num_tiles", "image_sizes", "token_type_ids", "mm_token_type_ids", "image_position_ids",
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
+        "compute_aux_loss",
+        "pixel_values",
+        "image_grid_thw",
+        "num_images",
+        "pixel_attention_mask",
+        "spatial_shapes",
+        "num_tiles",
+        "image_sizes",
+        "token_type_ids",
+        "mm_token_type_ids",
+        "image_position_ids",
     ],
     "_save": ["self", "output_dir", "state_dict"],
 }

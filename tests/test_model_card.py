@@ -7,8 +7,11 @@ from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 def make_trainer(tmp_path, model, tokenizer):
     return MultiObjectiveTrainer(
-        model=model, reward_funcs=[lowercase_reward, uppercase_reward], args=tiny_config(tmp_path),
-        train_dataset=demo.make_prompt_dataset(16), processing_class=tokenizer,
+        model=model,
+        reward_funcs=[lowercase_reward, uppercase_reward],
+        args=tiny_config(tmp_path),
+        train_dataset=demo.make_prompt_dataset(16),
+        processing_class=tokenizer,
     )
 
 

@@ -132,7 +132,9 @@ def test_array_likes_give_the_values_of_tensors():
     weights, rewards = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]], [[0.9, 0.1], [0.2, 0.5], [0.3, 0.4]]
     for convert in (list, np.array):
         assert dominates(convert(a[2]), convert(a[3])) and not dominates(convert(a[0]), convert(a[1]))
-        assert non_dominated_mask(convert(a)).tolist() == non_dominated_mask(T(a)).tolist() == [True, True, True, False]
+        assert (
+            non_dominated_mask(convert(a)).tolist() == non_dominated_mask(T(a)).tolist() == [True, True, True, False]
+        )
         assert torch.equal(pareto_front(convert(a)), pareto_front(T(a)))
         assert fraction_dominated(convert(a), convert(b)) == fraction_dominated(T(a), T(b)) == pytest.approx(2 / 3)
         assert additive_epsilon(convert(a), convert(b)) == additive_epsilon(T(a), T(b)) == pytest.approx(0.5)

@@ -17,7 +17,9 @@ def four_bit_config():
 
 
 def test_conditioned_adapters_train_on_a_4bit_base_model(tmp_path, tokenizer, prompts_dataset, saved_base_model):
-    bnb = pytest.importorskip("bitsandbytes", reason='bitsandbytes is not installed: pip install "trl-clp[quantization]"')
+    bnb = pytest.importorskip(
+        "bitsandbytes", reason='bitsandbytes is not installed: pip install "trl-clp[quantization]"'
+    )
     from transformers import AutoModelForCausalLM
 
     try:

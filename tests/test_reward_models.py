@@ -40,8 +40,9 @@ def test_nli_reward_is_the_batched_entailment_probability(nli_model_path):
     # The premise can come from a dataset column instead of the prompt.
     from_column = reward(prompts=["x"] * 5, completions=hypotheses, document=premises)
     assert from_column != scores
-    assert NLIReward(nli_model_path, premise_column="document")(prompts=["x"] * 5, completions=hypotheses,
-                                                                  document=premises) == pytest.approx(scores, abs=1e-6)
+    assert NLIReward(nli_model_path, premise_column="document")(
+        prompts=["x"] * 5, completions=hypotheses, document=premises
+    ) == pytest.approx(scores, abs=1e-6)
 
 
 def test_nli_reward_without_an_entailment_label_asks_for_it(nli_model_path):
@@ -56,8 +57,16 @@ def test_nli_reward_without_an_entailment_label_asks_for_it(nli_model_path):
 @pytest.fixture
 def reward_model_path(tmp_path, tokenizer):
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, num_labels=1, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=259,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=0,
+    )
     path = tmp_path / "rm"
     LlamaForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
@@ -71,13 +80,16 @@ def test_reward_model_objective_scores_prompt_and_completion(reward_model_path, 
 
     model = LlamaForSequenceClassification.from_pretrained(reward_model_path).eval()
     with torch.no_grad():
-        expected = [model(**tokenizer(p + c, return_tensors="pt")).logits[0, 0].item()
-                    for p, c in zip(prompts, completions, strict=True)]
+        expected = [
+            model(**tokenizer(p + c, return_tensors="pt")).logits[0, 0].item()
+            for p, c in zip(prompts, completions, strict=True)
+        ]
     assert scores == pytest.approx(expected, abs=1e-5)  # batching and padding change nothing
 
 
-def test_reward_model_objective_is_a_named_objective_of_the_trainer(tmp_path, reward_model_path, tokenizer,
-                                                                     prompts_dataset):
+def test_reward_model_objective_is_a_named_objective_of_the_trainer(
+    tmp_path, reward_model_path, tokenizer, prompts_dataset
+):
     trainer = MultiObjectiveTrainer(
         model=demo.make_tiny_llama(seed=0),
         reward_funcs=[RewardModelObjective(reward_model_path, name="helpfulness"), uppercase_reward],
@@ -116,7 +128,9 @@ def test_reward_model_objective_leaves_the_callers_tokenizer_alone_and_keeps_the
     assert tokenizer("abcdefghij", truncation=True, max_length=3)["input_ids"] == tokenizer("abc")["input_ids"]
     # Each text scored on its last 8 tokens (the byte tokenizer adds no special tokens).
     with torch.no_grad():
-        expected = [model(input_ids=torch.tensor([tokenizer(p + c)["input_ids"][-8:]])).logits[0, 0].item()
-                    for p, c in zip(prompts, completions, strict=True)]
+        expected = [
+            model(input_ids=torch.tensor([tokenizer(p + c)["input_ids"][-8:]])).logits[0, 0].item()
+            for p, c in zip(prompts, completions, strict=True)
+        ]
     assert scores == pytest.approx(expected, abs=1e-5)
     assert len(tokenizer(prompts[0] + completions[0])["input_ids"]) > 8  # truncation did happen

@@ -71,9 +71,7 @@ def test_kl_conditioning_vector_by_hand():
 
 
 def test_simplex_grid_by_hand():
-    torch.testing.assert_close(
-        simplex_grid(2, 3), torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
-    )
+    torch.testing.assert_close(simplex_grid(2, 3), torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]))
     grid = simplex_grid(3, 3)
     assert grid.shape == (6, 3)
     torch.testing.assert_close(grid.sum(-1), torch.ones(6))

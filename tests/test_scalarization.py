@@ -76,9 +76,13 @@ def test_group_relative_advantages_match_grpo_formulas():
     std0 = math.sqrt(14 / 3)
     torch.testing.assert_close(group_relative_advantages(rewards, 4)[:4], torch.tensor([-2, -1, 0, 3]) / (std0 + 1e-4))
     torch.testing.assert_close(
-        group_relative_advantages(rewards, 4, "batch"), (grouped - mean).view(-1) / (nanstd(rewards) + 1e-4), equal_nan=True
+        group_relative_advantages(rewards, 4, "batch"),
+        (grouped - mean).view(-1) / (nanstd(rewards) + 1e-4),
+        equal_nan=True,
     )
-    torch.testing.assert_close(group_relative_advantages(rewards, 4, "none"), (grouped - mean).view(-1), equal_nan=True)
+    torch.testing.assert_close(
+        group_relative_advantages(rewards, 4, "none"), (grouped - mean).view(-1), equal_nan=True
+    )
 
 
 def test_normalize_then_sum_pieces():
@@ -101,9 +105,7 @@ def test_on_a_concave_front_tchebycheff_selects_a_point_no_weighted_sum_selects(
     # Every point is Pareto-optimal (R1 up, R2 down).
     assert (front[1:, 0] > front[:-1, 0]).all() and (front[1:, 1] < front[:-1, 1]).all()
     weightings = torch.stack([torch.linspace(0, 1, 101), 1 - torch.linspace(0, 1, 101)], dim=1)  # (W, 2)
-    linear_picks = {
-        int(linear_scalarization(front, w.expand_as(front)).argmax()) for w in weightings
-    }
+    linear_picks = {int(linear_scalarization(front, w.expand_as(front)).argmax()) for w in weightings}
     assert linear_picks <= {0, len(front) - 1}, "the weighted sum only selects the ends of a concave front"
     z = front.max(dim=0).values  # (1, 1)
     w = torch.tensor([0.5, 0.5])
@@ -164,7 +166,9 @@ def test_rloo_tchebycheff_advantages_by_value_and_ideal_point_saved(tmp_path, to
     torch.testing.assert_close(torch.tensor(saved["ideal_point"]), z)
     card = steering_card_section(ConditioningConfig.load(str(tmp_path / "out" / "clp_config.json")), "m")
     assert "Tchebycheff scalarisation `−max_i w_i (z_i − R_i) − 0.05·Σ_i (z_i − R_i)`" in card
-    old_file = tmp_path / "old_clp_config.json"  # written before the field existed: linear; `conditioning` was `variant`
+    old_file = (
+        tmp_path / "old_clp_config.json"
+    )  # written before the field existed: linear; `conditioning` was `variant`
     old_file.write_text(json.dumps({"objective_names": ["a", "b"], "variant": "full"}))
     old_config = ConditioningConfig.load(str(old_file))
     assert "linear scalarisation" in steering_card_section(old_config, "m") and old_config.conditioning == "full"

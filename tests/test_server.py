@@ -20,9 +20,7 @@ from trl_clp import SteerableModel, demo, format_weighted_prompt
 from trl_clp.serving import QueueFullError, ServerConfig, ServerThread, create_app, load_steerable_model
 
 NAMES = ["lower", "upper"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
-)
+CHAT_TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
 PROMPTS = ["Describe: quiet river\n", "Describe: a storm over the old city walls\n", "Hi", "Describe: green\n"]
 EOS = 2
 
@@ -35,8 +33,9 @@ def save_steerable(directory, variant="full", names=NAMES, min_kl_weight=None):
     demo.make_tiny_llama(seed=0).save_pretrained(base_path)
     torch.manual_seed(1)
     lora = LoraConfig(r=4, lora_alpha=16, init_lora_weights=False, target_modules=demo.LLAMA_LINEAR_MODULES)
-    steer = SteerableModel.from_base_model(AutoModelForCausalLM.from_pretrained(base_path), names, lora, variant,
-                                           tokenizer=tokenizer)
+    steer = SteerableModel.from_base_model(
+        AutoModelForCausalLM.from_pretrained(base_path), names, lora, variant, tokenizer=tokenizer
+    )
     if min_kl_weight is not None:  # the last block is the KL block of a multi-α model
         steer.conditioning_config = dataclasses.replace(
             steer.conditioning_config, objective_names=names[:-1], min_kl_weight=min_kl_weight
@@ -72,9 +71,16 @@ def client(server):
 def served_alone(steer, prompt_ids, weights, max_tokens, stop=None, kl_weight=None):
     """Greedy completion of one prompt in a batch of one, cut at EOS and at the stop string, as the API defines it."""
     ids = torch.tensor([prompt_ids])
-    out = steer.generate(ids, attention_mask=torch.ones_like(ids), weights=torch.tensor([weights]), kl_weight=kl_weight,
-                         max_new_tokens=max_tokens, do_sample=False, pad_token_id=0)
-    new = out[0, ids.size(1):].tolist()
+    out = steer.generate(
+        ids,
+        attention_mask=torch.ones_like(ids),
+        weights=torch.tensor([weights]),
+        kl_weight=kl_weight,
+        max_new_tokens=max_tokens,
+        do_sample=False,
+        pad_token_id=0,
+    )
+    new = out[0, ids.size(1) :].tolist()
     new = new[: new.index(EOS)] if EOS in new else new
     text = steer.tokenizer.decode(new)
     return text[: text.find(stop)] if stop and stop in text else text
@@ -101,7 +107,9 @@ def test_completion_is_steered_by_the_weights_field(client, reference):
     assert by_name.usage.prompt_tokens == len(prompt_ids) and by_name.usage.completion_tokens == 12
     assert by_name.choices[0].finish_reason == "length" and by_name.weights == {"lower": 0.2, "upper": 0.8}
     assert complete([0.2, 0.8]).choices[0].text == by_name.choices[0].text  # a list in objective order
-    assert complete({"upper": 1.0}).choices[0].text == served_alone(reference, prompt_ids, [0.0, 1.0], 12)  # omitted: 0
+    assert complete({"upper": 1.0}).choices[0].text == served_alone(
+        reference, prompt_ids, [0.0, 1.0], 12
+    )  # omitted: 0
     assert complete({"lower": 1.0}).choices[0].text != complete({"upper": 1.0}).choices[0].text  # weightings matter
     default = complete(None)  # documented default: the uniform weighting
     assert default.weights == {"lower": 0.5, "upper": 0.5}
@@ -110,8 +118,9 @@ def test_completion_is_steered_by_the_weights_field(client, reference):
 
 def test_chat_completion_uses_the_chat_template(client, reference):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Describe: a river"}]
-    response = client.chat.completions.create(model="clp", messages=messages, max_tokens=10, temperature=0,
-                                              extra_body={"weights": [0.7, 0.3]})
+    response = client.chat.completions.create(
+        model="clp", messages=messages, max_tokens=10, temperature=0, extra_body={"weights": [0.7, 0.3]}
+    )
     text = "<system>Be brief.\n<user>Describe: a river\n<assistant>"
     expected = served_alone(reference, reference.tokenizer(text)["input_ids"], [0.7, 0.3], 10)
     assert response.choices[0].message.content == expected and response.choices[0].message.role == "assistant"
@@ -195,11 +204,13 @@ def test_bad_requests_get_a_4xx_that_says_what_to_fix(server, change, status, me
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b'{"model": "clp", "prompt": "Hi",', "not valid JSON"),
-     (b'{"model": "clp", "prompt": "Hi", "weights": [NaN, 0.5]}', "NaN or inf"),
-     (b'{"model": "clp", "prompt": "Hi", "weights": [1e999, 0]}', "NaN or inf"),
-     (b'{"model": "clp", "prompt": "Hi", "weights": [0.5, 0.5], "kl_weight": Infinity}', "kl_weight"),
-     (b'{"prompt": "Hi"}', "Missing required field `model`")],
+    [
+        (b'{"model": "clp", "prompt": "Hi",', "not valid JSON"),
+        (b'{"model": "clp", "prompt": "Hi", "weights": [NaN, 0.5]}', "NaN or inf"),
+        (b'{"model": "clp", "prompt": "Hi", "weights": [1e999, 0]}', "NaN or inf"),
+        (b'{"model": "clp", "prompt": "Hi", "weights": [0.5, 0.5], "kl_weight": Infinity}', "kl_weight"),
+        (b'{"prompt": "Hi"}', "Missing required field `model`"),
+    ],
 )
 def test_malformed_and_non_finite_bodies_get_400(server, content, message):
     response = post(server, "/v1/completions", content=content, headers={"content-type": "application/json"})
@@ -211,14 +222,21 @@ def test_bad_chat_requests_and_the_server_keeps_serving(server, client, referenc
     bad_role = post(server, "/v1/chat/completions", {"model": "clp", "messages": [{"role": "robot", "content": "x"}]})
     assert bad_role.status_code == 400 and "role" in bad_role.json()["error"]["message"]
     # After every bad request above: the worker still serves, with no weighting left set.
-    text = client.completions.create(model="clp", prompt="Hi", max_tokens=6, temperature=0,
-                                     extra_body={"weights": [0.9, 0.1]}).choices[0].text
+    text = (
+        client.completions.create(
+            model="clp", prompt="Hi", max_tokens=6, temperature=0, extra_body={"weights": [0.9, 0.1]}
+        )
+        .choices[0]
+        .text
+    )
     assert text == served_alone(reference, reference.tokenizer("Hi")["input_ids"], [0.9, 0.1], 6)
     assert server.server.config.app.state.steer.conditioner.weights is None
 
 
 def test_a_full_queue_answers_503_and_a_failed_batch_500(model_path):
-    app = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp", max_batch_size=1, max_queue_size=2))
+    app = create_app(
+        load_steerable_model(model_path), ServerConfig(model_name="clp", max_batch_size=1, max_queue_size=2)
+    )
     batcher = app.state.batcher
     release, generate = threading.Event(), batcher._generate
 
@@ -271,21 +289,30 @@ def test_variants_kl_weight_and_prompting(tmp_path):
         ids = reference.tokenizer("Hi")["input_ids"]
         texts = {}
         for alpha in (0.1, 0.4):
-            response = client.completions.create(model="kl", prompt="Hi", max_tokens=10, temperature=0,
-                                                 extra_body={"weights": [1.0], "kl_weight": alpha})
+            response = client.completions.create(
+                model="kl",
+                prompt="Hi",
+                max_tokens=10,
+                temperature=0,
+                extra_body={"weights": [1.0], "kl_weight": alpha},
+            )
             assert response.choices[0].text == served_alone(reference, ids, [1.0], 10, kl_weight=alpha)
             texts[alpha] = response.choices[0].text
         assert texts[0.1] != texts[0.4]
         low = post(server, "/v1/completions", {"model": "kl", "prompt": "Hi", "kl_weight": 0.01})
         assert low.status_code == 400 and ">= 0.1" in low.json()["error"]["message"]
     with ServerThread(create_app(load_steerable_model(prompt_path), ServerConfig(model_name="p"))) as server:
-        response = post(server, "/v1/completions", {"model": "p", "prompt": "Hi", "max_tokens": 8, "temperature": 0,
-                                                    "weights": [0.25, 0.75]})
+        response = post(
+            server,
+            "/v1/completions",
+            {"model": "p", "prompt": "Hi", "max_tokens": 8, "temperature": 0, "weights": [0.25, 0.75]},
+        )
         reference = load_steerable_model(prompt_path)
         text = format_weighted_prompt("Hi", [0.25, 0.75], NAMES)  # the weighting written into the prompt text
         ids = torch.tensor([reference.tokenizer(text)["input_ids"]])
-        out = reference.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
-                                       do_sample=False, pad_token_id=0)[0, ids.size(1):].tolist()
+        out = reference.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=False, pad_token_id=0
+        )[0, ids.size(1) :].tolist()
         expected = reference.tokenizer.decode(out[: out.index(EOS)] if EOS in out else out)
         assert response.json()["choices"][0]["text"] == expected
         assert response.json()["usage"]["prompt_tokens"] == len(text)

@@ -22,8 +22,12 @@ def steerable(variant, names, tied=False, **kwargs):
 
 @pytest.mark.parametrize(
     ("variant", "names", "weights"),
-    [("full", ["a", "b"], [0.3, 0.7]), ("attn", ["a", "b", "c"], [0.2, 0.5, 0.3]), ("logit", ["a", "b"], [0.9, 0.1]),
-     ("full", ["a", "b"], [1.0, 0.0])],
+    [
+        ("full", ["a", "b"], [0.3, 0.7]),
+        ("attn", ["a", "b", "c"], [0.2, 0.5, 0.3]),
+        ("logit", ["a", "b"], [0.9, 0.1]),
+        ("full", ["a", "b"], [1.0, 0.0]),
+    ],
 )
 @pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
 def test_exported_lora_and_merged_model_equal_the_conditioned_model(tmp_path, variant, names, weights, tied):

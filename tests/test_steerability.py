@@ -29,23 +29,30 @@ def pretrained_base(tmp_path_factory):
     return str(path)
 
 
-TRAINERS = {"rloo": (MultiObjectiveConfig, MultiObjectiveTrainer), "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer)}
+TRAINERS = {
+    "rloo": (MultiObjectiveConfig, MultiObjectiveTrainer),
+    "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer),
+}
 
 
-@pytest.mark.parametrize("conditioning, trainer", [("full", "rloo"), ("attn", "rloo"), ("logit", "rloo"), ("full", "grpo")])
+@pytest.mark.parametrize(
+    "conditioning, trainer", [("full", "rloo"), ("attn", "rloo"), ("logit", "rloo"), ("full", "grpo")]
+)
 def test_training_makes_the_objectives_steerable(tmp_path, pretrained_base, conditioning, trainer):
     tokenizer = demo.make_byte_tokenizer()
     config_class, trainer_class = TRAINERS[trainer]
-    args = config_class(**tiny_config_values(
-        tmp_path,
-        conditioning=conditioning,
-        max_steps=120,
-        per_device_train_batch_size=16,
-        max_completion_length=24,
-        learning_rate=3e-3,
-        beta=0.01,
-        logging_steps=20,
-    ))
+    args = config_class(
+        **tiny_config_values(
+            tmp_path,
+            conditioning=conditioning,
+            max_steps=120,
+            per_device_train_batch_size=16,
+            max_completion_length=24,
+            learning_rate=3e-3,
+            beta=0.01,
+            logging_steps=20,
+        )
+    )
     trainer = trainer_class(
         model=pretrained_base,
         reward_funcs=[lowercase_reward, uppercase_reward],

@@ -21,8 +21,9 @@ def make_trainer(tmp_path, tokenizer, prompts_dataset, model=None, **overrides):
     )
 
 
-def test_tensorboard_gets_objective_rewards_and_weighting_histograms(tmp_path, tokenizer, prompts_dataset,
-                                                                     monkeypatch):
+def test_tensorboard_gets_objective_rewards_and_weighting_histograms(
+    tmp_path, tokenizer, prompts_dataset, monkeypatch
+):
     event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
     monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))  # transformers 5's way to place the logs
     trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=3, report_to=["tensorboard"])
@@ -42,8 +43,9 @@ def test_tensorboard_gets_objective_rewards_and_weighting_histograms(tmp_path, t
         assert all(event.histogram_value.num == 8 for event in steps)
         assert all(0.0 <= event.histogram_value.min <= event.histogram_value.max <= 1.0 for event in steps)
     # The two objectives' weights of each row sum to one.
-    low, up = (events.Histograms(f"train/weights/{n}")[0].histogram_value for n in ("lowercase_reward",
-                                                                                      "uppercase_reward"))
+    low, up = (
+        events.Histograms(f"train/weights/{n}")[0].histogram_value for n in ("lowercase_reward", "uppercase_reward")
+    )
     assert low.sum + up.sum == pytest.approx(8.0, abs=1e-4)
 
 
@@ -69,14 +71,26 @@ def test_push_to_hub_uploads_the_adapter_metadata_and_a_card_with_the_front(
     monkeypatch.setattr(transformers.trainer, "hf_api", lambda: api)
     trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, model=saved_base_model, max_steps=1)
     trainer.train()
+
     def result(weights, lower, upper, kl):
         rewards = {"lowercase_reward": lower, "uppercase_reward": upper}
         value = weights[0] * lower + weights[1] * upper
-        return WeightingResult(weights, rewards, kl, value, 64, {k: [v - 0.01, v + 0.01] for k, v in rewards.items()},
-                               [kl - 0.1, kl + 0.1], [value - 0.01, value + 0.01])
+        return WeightingResult(
+            weights,
+            rewards,
+            kl,
+            value,
+            64,
+            {k: [v - 0.01, v + 0.01] for k, v in rewards.items()},
+            [kl - 0.1, kl + 0.1],
+            [value - 0.01, value + 0.01],
+        )
 
-    front = Front(["lowercase_reward", "uppercase_reward"], 0.0,
-                  [result([1.0, 0.0], 0.81, 0.05, 2.5), result([0.0, 1.0], 0.02, 0.9, 3.1)])
+    front = Front(
+        ["lowercase_reward", "uppercase_reward"],
+        0.0,
+        [result([1.0, 0.0], 0.81, 0.05, 2.5), result([0.0, 1.0], 0.02, 0.9, 3.1)],
+    )
     front.save(str(tmp_path / "out"))
     trainer.hub_model_id = "someone/clp-demo"  # what `init_hf_repo` sets; the hub itself is not reachable here
     trainer.push_to_hub()

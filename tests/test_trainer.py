@@ -121,8 +121,11 @@ def test_without_args_a_default_config_named_after_the_model_is_built(
     monkeypatch.setattr(trainer_module.MultiObjectiveTrainer, "config_class", CPUConfig)
     monkeypatch.chdir(tmp_path)  # the default output_dir is relative, as RLOOTrainer's is
     trainer = MultiObjectiveTrainer(
-        model=saved_base_model, reward_funcs=[lower, upper], train_dataset=demo.make_prompt_dataset(8, seed=0),
-        processing_class=tokenizer, peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+        model=saved_base_model,
+        reward_funcs=[lower, upper],
+        train_dataset=demo.make_prompt_dataset(8, seed=0),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
     )
     assert type(trainer.args) is CPUConfig
     assert trainer.args.output_dir == "base-CLP"  # RLOOTrainer would name it "base-RLOO"
@@ -167,7 +170,9 @@ async def async_returns_text(completions, **kwargs):
         (async_returns_text, "return a float"),
     ],
 )
-def test_bad_reward_values_fail_at_the_first_step_naming_the_function(tmp_path, tokenizer, prompts_dataset, bad, message):
+def test_bad_reward_values_fail_at_the_first_step_naming_the_function(
+    tmp_path, tokenizer, prompts_dataset, bad, message
+):
     trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(lower, bad), max_steps=1)
     with pytest.raises((ValueError, TypeError), match=message) as error:
         trainer.train()
@@ -201,8 +206,14 @@ def save_tiny_reward_model(path, tokenizer, nan: bool = False) -> str:
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     config = LlamaConfig(
-        vocab_size=259, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, num_labels=1, pad_token_id=0,
+        vocab_size=259,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        num_labels=1,
+        pad_token_id=0,
     )
     torch.manual_seed(0)
     model = LlamaForSequenceClassification(config)
@@ -232,7 +243,9 @@ def test_rows_keep_their_group_weighting_through_buffering(tmp_path, tokenizer, 
     original = trainer.compute_loss
 
     def recording(model, inputs, *args, **kwargs):
-        seen.append((inputs["prompt_ids"].clone(), inputs["conditioning_vectors"].clone(), inputs["advantages"].clone()))
+        seen.append(
+            (inputs["prompt_ids"].clone(), inputs["conditioning_vectors"].clone(), inputs["advantages"].clone())
+        )
         return original(model, inputs, *args, **kwargs)
 
     trainer.compute_loss = recording
@@ -312,8 +325,14 @@ def test_advantages_equal_a_recomputation_of_w_dot_r_minus_alpha_kl(tmp_path, to
     alpha = 0.3
     reward_funcs, calls = recording_rewards((lower, upper))
     trainer = make_trainer(
-        tmp_path, tokenizer, prompts_dataset, reward_funcs=reward_funcs, max_steps=2, beta=alpha,
-        per_device_train_batch_size=16, **weighting,
+        tmp_path,
+        tokenizer,
+        prompts_dataset,
+        reward_funcs=reward_funcs,
+        max_steps=2,
+        beta=alpha,
+        per_device_train_batch_size=16,
+        **weighting,
     )
     records = record_generations_and_kl(trainer)
     trainer.train()
@@ -343,8 +362,14 @@ def test_logs_weights_and_reward_by_weight(tmp_path, tokenizer, prompts_dataset)
     alpha = 0.3
     reward_funcs, calls = recording_rewards((lower, upper))
     trainer = make_trainer(
-        tmp_path, tokenizer, prompts_dataset, reward_funcs=reward_funcs, max_steps=2, beta=alpha,
-        per_device_train_batch_size=32, weight_distribution="one_hot",
+        tmp_path,
+        tokenizer,
+        prompts_dataset,
+        reward_funcs=reward_funcs,
+        max_steps=2,
+        beta=alpha,
+        per_device_train_batch_size=32,
+        weight_distribution="one_hot",
     )
     records = record_generations_and_kl(trainer)
     trainer.train()
@@ -375,7 +400,9 @@ def test_logs_weights_and_reward_by_weight(tmp_path, tokenizer, prompts_dataset)
     assert logged["frac_reward_zero_std"] == approx(zero_std)
 
 
-def test_prompt_variant_writes_weights_into_generation_but_rewards_see_the_original(tmp_path, tokenizer, prompts_dataset):
+def test_prompt_variant_writes_weights_into_generation_but_rewards_see_the_original(
+    tmp_path, tokenizer, prompts_dataset
+):
     seen_prompts = []
 
     def spy(prompts, completions, **kwargs):
@@ -409,8 +436,13 @@ def test_every_evaluation_scores_the_same_weightings(tmp_path, tokenizer, prompt
 def test_beam_search_generation_keeps_each_rows_weighting(tmp_path, tokenizer, prompts_dataset, conditioning):
     # Beam search runs each row as `num_beams` rows; a conditioner seeing 16 rows for 8 weightings would raise.
     trainer = make_trainer(
-        tmp_path, tokenizer, prompts_dataset, max_steps=1, conditioning=conditioning,
-        generation_kwargs={"num_beams": 2, "do_sample": False}, learning_rate=0.0,
+        tmp_path,
+        tokenizer,
+        prompts_dataset,
+        max_steps=1,
+        conditioning=conditioning,
+        generation_kwargs={"num_beams": 2, "do_sample": False},
+        learning_rate=0.0,
     )
     torch.manual_seed(0)
     with torch.no_grad():  # non-zero blocks, so that the weighting changes the completions
@@ -426,10 +458,12 @@ def test_beam_search_generation_keeps_each_rows_weighting(tmp_path, tokenizer, p
     steer_model = trainer.accelerator.unwrap_model(trainer.model)
     steer_model.eval()
     prompt_ids, prompt_mask = records[0]["prompt_ids"], records[0]["prompt_mask"]
+
     def beam_search_alone(row, weighting):
         with torch.no_grad(), trainer.conditioner.condition(weighting.view(1, -1).repeat(2, 1)):
             alone = steer_model.generate(
-                input_ids=prompt_ids[row : row + 1], attention_mask=prompt_mask[row : row + 1],
+                input_ids=prompt_ids[row : row + 1],
+                attention_mask=prompt_mask[row : row + 1],
                 generation_config=trainer.generation_config,
             )
         return alone[0, prompt_ids.size(1) :][: int(records[0]["completion_mask"][row].sum())].tolist()
@@ -445,7 +479,11 @@ def test_gradient_checkpointing_keeps_per_row_gradients(tmp_path, tokenizer, pro
     params = {}
     for checkpointing in (False, True):
         trainer = make_trainer(
-            tmp_path / str(checkpointing), tokenizer, prompts_dataset, max_steps=1, gradient_checkpointing=checkpointing
+            tmp_path / str(checkpointing),
+            tokenizer,
+            prompts_dataset,
+            max_steps=1,
+            gradient_checkpointing=checkpointing,
         )
         trainer.train()
         params[checkpointing] = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
@@ -605,7 +643,9 @@ def test_reward_models_and_async_callables_are_objectives(tmp_path, tokenizer, p
     records = record_generations(trainer)
     trainer.train()
     logged = trainer.state.log_history[0]
-    assert logged["weights/async_lower/mean"] == pytest.approx(records[0]["conditioning_vectors"][:, 0].mean().item(), rel=1e-5)
+    assert logged["weights/async_lower/mean"] == pytest.approx(
+        records[0]["conditioning_vectors"][:, 0].mean().item(), rel=1e-5
+    )
     assert math.isfinite(logged["rewards/tiny-reward-model/mean"]) and logged["rewards/tiny-reward-model/std"] > 0
     assert torch.isfinite(records[0]["advantages"]).all() and records[0]["advantages"].abs().sum() > 0
 
@@ -632,8 +672,14 @@ def test_kl_weight_conditioning_adds_a_block_and_encodes_alpha(tmp_path, tokeniz
     steer = SteerableModel.from_pretrained(str(tmp_path / "out"), base_model=demo.make_tiny_llama(seed=0))
     assert steer.conditioning_config.min_kl_weight == 0.05
     inputs = tokenizer(["Describe: a\n", "Describe: b\n"], return_tensors="pt", padding=True)
-    out = steer.generate(**inputs, weights=torch.tensor([0.5, 0.5]), kl_weight=torch.tensor([0.05, 0.5]),
-                         max_new_tokens=3, do_sample=False, pad_token_id=0)
+    out = steer.generate(
+        **inputs,
+        weights=torch.tensor([0.5, 0.5]),
+        kl_weight=torch.tensor([0.05, 0.5]),
+        max_new_tokens=3,
+        do_sample=False,
+        pad_token_id=0,
+    )
     assert out.shape[0] == 2
     with pytest.raises(ValueError, match="smallest KL weight"):
         steer.conditioning_vector(torch.tensor([0.5, 0.5]), kl_weight=0.01)
@@ -657,8 +703,9 @@ def test_prompt_variant_model_steers_through_its_prompt(tmp_path, tokenizer, pro
     steer = SteerableModel.from_pretrained(str(tmp_path / "out"), base_model=demo.make_tiny_llama(seed=0))
     assert steer.conditioner.conditioned_module_names == []
     inputs = tokenizer(["Describe: a\n", "Describe: b\n"], return_tensors="pt", padding=True)
-    out = steer.generate(**inputs, weights=torch.tensor([[1.0, 0.0], [0.0, 1.0]]), max_new_tokens=2, do_sample=False,
-                         pad_token_id=0)
+    out = steer.generate(
+        **inputs, weights=torch.tensor([[1.0, 0.0], [0.0, 1.0]]), max_new_tokens=2, do_sample=False, pad_token_id=0
+    )
     prefix = tokenizer.decode(out[0], skip_special_tokens=True)
     assert prefix.startswith("[weights: lower=1.00 upper=0.00] Describe: a")
     with pytest.raises(ValueError, match="through its prompt"), steer.condition(torch.tensor([1.0, 0.0])):

@@ -21,9 +21,9 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_Without4bitCpuKern
 
 from .callbacks import FrontEvaluationCallback
 from .conditioning import ConditioningConfig, SteerableModel, format_weighted_prompt
+from .evaluation import Front, evaluate_front
 from .grpo_config import MultiObjectiveGRPOConfig
 from .grpo_trainer import MultiObjectiveGRPOTrainer
-from .evaluation import Front, evaluate_front
 from .rloo_config import MultiObjectiveConfig
 from .sampling import check_weights, sample_group_weights, simplex_grid
 from .trainer import MultiObjectiveTrainer

@@ -84,7 +84,9 @@ class FrontEvaluationCallback(TrainerCallback):
         device = trainer.accelerator.device
         with (
             unwrap_model_for_generation(
-                trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=args.ds3_gather_for_generation,
+                trainer.model_wrapped,
+                trainer.accelerator,
+                gather_deepspeed3_params=args.ds3_gather_for_generation,
                 gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
             ) as model,
             trainer._dist.summon_full_params(trainer.model_wrapped, recurse=False),
@@ -96,8 +98,13 @@ class FrontEvaluationCallback(TrainerCallback):
             model.eval()
             try:
                 front = evaluate_front(
-                    steer, trainer.processing_class, self.prompts, self.reward_funcs, self.weightings,
-                    accelerator=trainer.accelerator, **self.evaluation_kwargs,
+                    steer,
+                    trainer.processing_class,
+                    self.prompts,
+                    self.reward_funcs,
+                    self.weightings,
+                    accelerator=trainer.accelerator,
+                    **self.evaluation_kwargs,
                 )
             finally:
                 model.train(was_training)

@@ -1,12 +1,12 @@
 """`trl-clp` command line: train, inspect and evaluate steerable models.
 
-    trl-clp train --output_dir outputs/clp-demo          # every flag of examples/train_clp.py; --config file.yaml
-    trl-clp info outputs/clp-demo
-    trl-clp evaluate outputs/clp-demo --prompts prompts.txt --reward_funcs lowercase uppercase --grid_points 5
-    trl-clp evaluate clp-tldr --prompts heldout.jsonl --reward_funcs nli rougeL --nli_model path/to/nli
-    trl-clp plot outputs/clp-demo/front.json other/front.json --labels CLP prompting --output fronts.png
-    trl-clp export outputs/clp-demo lora/w-0.3-0.7 --weights 0.3,0.7
-    trl-clp serve outputs/clp-demo --port 8000
+trl-clp train --output_dir outputs/clp-demo          # every flag of examples/train_clp.py; --config file.yaml
+trl-clp info outputs/clp-demo
+trl-clp evaluate outputs/clp-demo --prompts prompts.txt --reward_funcs lowercase uppercase --grid_points 5
+trl-clp evaluate clp-tldr --prompts heldout.jsonl --reward_funcs nli rougeL --nli_model path/to/nli
+trl-clp plot outputs/clp-demo/front.json other/front.json --labels CLP prompting --output fronts.png
+trl-clp export outputs/clp-demo lora/w-0.3-0.7 --weights 0.3,0.7
+trl-clp serve outputs/clp-demo --port 8000
 """
 
 from __future__ import annotations
@@ -78,9 +78,11 @@ def read_prompts(path: str) -> dict[str, list]:
         elif extension in (".jsonl", ".json"):
             text = handle.read()
             try:
-                rows = json.loads(text) if extension == ".json" and text.lstrip().startswith("[") else [
-                    json.loads(line) for line in text.splitlines() if line.strip()
-                ]
+                rows = (
+                    json.loads(text)
+                    if extension == ".json" and text.lstrip().startswith("[")
+                    else [json.loads(line) for line in text.splitlines() if line.strip()]
+                )
             except json.JSONDecodeError as error:
                 raise CommandError(f"{path}: not valid JSON ({error}); write one object per line.") from error
         else:
@@ -106,8 +108,9 @@ def _evaluate(args) -> None:
     _check_model_folder(args.model)
     columns = read_prompts(args.prompts)
     reward_funcs = [
-        resolve_reward_function(spec, reference_column=args.reference_column, nli_model=args.nli_model,
-                                premise_column=args.premise_column)
+        resolve_reward_function(
+            spec, reference_column=args.reference_column, nli_model=args.nli_model, premise_column=args.premise_column
+        )
         for spec in args.reward_funcs
     ]
     if any(isinstance(f, str) for f in reward_funcs):
@@ -149,8 +152,11 @@ def _evaluate(args) -> None:
     try:
         from .plotting import plot_fronts
 
-        paths.append(plot_fronts({os.path.basename(os.path.abspath(args.model)): front},
-                                 os.path.join(directory, "evaluation.png")))
+        paths.append(
+            plot_fronts(
+                {os.path.basename(os.path.abspath(args.model)): front}, os.path.join(directory, "evaluation.png")
+            )
+        )
     except ImportError as error:
         print(f"No plot: {error}")
     print("Wrote " + ", ".join(paths))
@@ -190,11 +196,21 @@ def _serve(args) -> None:
     from .serving import serve
 
     # Options left unset keep `ServerConfig`'s defaults.
-    settings = {name: getattr(args, name) for name in ("model_name", "max_batch_size", "max_queue_size",
-                                                        "max_new_tokens", "batch_wait_ms")}
-    serve(args.model, host=args.host, port=args.port, device=args.device, dtype=args.dtype,
-          trust_remote_code=args.trust_remote_code, chat_template=args.chat_template, api_key=args.api_key,
-          **{name: value for name, value in settings.items() if value is not None})
+    settings = {
+        name: getattr(args, name)
+        for name in ("model_name", "max_batch_size", "max_queue_size", "max_new_tokens", "batch_wait_ms")
+    }
+    serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
+        chat_template=args.chat_template,
+        api_key=args.api_key,
+        **{name: value for name, value in settings.items() if value is not None},
+    )
 
 
 def _train(args) -> None:
@@ -207,16 +223,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="trl-clp", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     # Its arguments are the training script's (TrlParser: dataclass fields and --config), parsed by the script.
-    train = commands.add_parser("train", add_help=False, help="train a steerable model (examples/train_clp.py's "
-                                "arguments and YAML; `trl-clp train --help` lists them)")
+    train = commands.add_parser(
+        "train",
+        add_help=False,
+        help="train a steerable model (examples/train_clp.py's arguments and YAML; `trl-clp train --help` lists them)",
+    )
     train.set_defaults(run=_train)
     info = commands.add_parser("info", help="print the conditioning metadata of a saved model")
     info.add_argument("model", help="directory written by MultiObjectiveTrainer.save_model")
     info.set_defaults(run=_info)
     evaluate = commands.add_parser("evaluate", help="score a saved model over a grid of weightings")
     evaluate.add_argument("model", help="directory written by MultiObjectiveTrainer.save_model")
-    evaluate.add_argument("--prompts", required=True, help="text file, one prompt per line ('\\n' for newlines); or "
-                          "JSONL/CSV with a `prompt` column and the columns the rewards read (reference, source)")
+    evaluate.add_argument(
+        "--prompts",
+        required=True,
+        help="text file, one prompt per line ('\\n' for newlines); or "
+        "JSONL/CSV with a `prompt` column and the columns the rewards read (reference, source)",
+    )
     evaluate.add_argument("--reward_funcs", nargs="+", required=True, help="one per objective, in order")
     evaluate.add_argument("--reference_column", default="reference", help="column with the reference, for rouge*")
     evaluate.add_argument("--nli_model", default=None, help="NLI model id or path, for the `nli` reward")
@@ -238,18 +261,28 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("--weights", required=True, help="comma-separated weighting, in the objectives' order")
     export.add_argument("--kl_weight", type=float, default=None, help="α, for KL-conditioned models")
     export.set_defaults(run=_export)
-    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server, any weighting per request (docs/serving.md)")
+    serve = commands.add_parser(
+        "serve", help="OpenAI-compatible HTTP server, any weighting per request (docs/serving.md)"
+    )
     serve.add_argument("model", help="directory written by MultiObjectiveTrainer.save_model")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 exposes it to the network)")
     serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--api-key", default=os.environ.get("TRL_CLP_API_KEY") or None,
-                       help="bearer token clients must send (default: $TRL_CLP_API_KEY; none: no check)")
-    serve.add_argument("--served-model-name", dest="model_name", help="the `model` id clients send (default: folder name)")
+    serve.add_argument(
+        "--api-key",
+        default=os.environ.get("TRL_CLP_API_KEY") or None,
+        help="bearer token clients must send (default: $TRL_CLP_API_KEY; none: no check)",
+    )
+    serve.add_argument(
+        "--served-model-name", dest="model_name", help="the `model` id clients send (default: folder name)"
+    )
     serve.add_argument("--max-batch-size", type=int, help="most requests decoded together (default 32)")
     serve.add_argument("--max-queue-size", type=int, help="waiting requests before answering 503 (default 256)")
     serve.add_argument("--max-new-tokens", type=int, help="largest max_tokens a request may ask for (default 256)")
-    serve.add_argument("--batch-wait-ms", type=float,
-                       help="an idle worker gathers a batch until no request came for this long, 10x at most (default 10)")
+    serve.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        help="an idle worker gathers a batch until no request came for this long, 10x at most (default 10)",
+    )
     serve.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     serve.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the checkpoint's)")
     serve.add_argument("--chat-template", default=None, help="Jinja chat template file, for tokenizers without one")

@@ -53,7 +53,10 @@ def generate_with_mixed_logits(
             context = model.model.disable_adapter() if vector is None else model.conditioner.condition(vector)
             with context:
                 output = model.model(
-                    input_ids=step_ids, attention_mask=mask, position_ids=position_ids, past_key_values=cache,
+                    input_ids=step_ids,
+                    attention_mask=mask,
+                    position_ids=position_ids,
+                    past_key_values=cache,
                     use_cache=True,
                 )
             logits = logits + coefficient.to(output.logits).unsqueeze(-1) * output.logits[:, -1].float()  # (B, V)
@@ -103,6 +106,8 @@ def mixture_log_probs(
         context = model.model.disable_adapter() if vector is None else model.conditioner.condition(vector)
         with context:
             output = model.model(input_ids=sequences, attention_mask=attention_mask)
-        logits = logits + coefficient.to(output.logits)[:, None, None] * output.logits[:, prompt_length - 1 : -1].float()
+        logits = (
+            logits + coefficient.to(output.logits)[:, None, None] * output.logits[:, prompt_length - 1 : -1].float()
+        )
     log_probs = torch.log_softmax(logits / temperature, dim=-1)  # (B, C, V)
     return log_probs.gather(-1, sequences[:, prompt_length:, None]).squeeze(-1)

@@ -110,7 +110,9 @@ def make_pretraining_texts(num_texts: int, seed: int = 0, words_per_prompt: int 
     return texts
 
 
-def pretrain_demo_model(model, tokenizer, steps: int = 300, batch_size: int = 32, learning_rate: float = 3e-3, seed: int = 0):
+def pretrain_demo_model(
+    model, tokenizer, steps: int = 300, batch_size: int = 32, learning_rate: float = 3e-3, seed: int = 0
+):
     """Next-token training of the whole model on `make_pretraining_texts` (plain torch loop, about 20 s on 2 CPU cores).
 
     Returns the model in eval mode; every parameter, the output layer included, has moved away from its random

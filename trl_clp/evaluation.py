@@ -10,7 +10,6 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
-
 from accelerate.utils import gather_object
 
 from .conditioning.model import SteerableModel
@@ -201,8 +200,13 @@ def evaluate_front(
         kl_weight = config.min_kl_weight if config.min_kl_weight is not None else (config.kl_weight or 0.0)
     conditioning_kl = kl_weight if config.min_kl_weight is not None else None
     # Full-distribution sampling, as in training (transformers would otherwise default to top_k=50).
-    generation_kwargs = {"do_sample": True, "top_k": 0, "top_p": 1.0, "pad_token_id": tokenizer.pad_token_id,
-                         **generation_kwargs}
+    generation_kwargs = {
+        "do_sample": True,
+        "top_k": 0,
+        "top_p": 1.0,
+        "pad_token_id": tokenizer.pad_token_id,
+        **generation_kwargs,
+    }
     temperature = generation_kwargs.get("temperature", 1.0)
     rows = [(k, p) for k in range(len(weightings)) for p in range(len(prompts)) for _ in range(num_samples)]
     batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
@@ -227,8 +231,14 @@ def evaluate_front(
         if decoding is not None:
             components = decoding(row_weights.to(model.device))
             sequences = generate_with_mixed_logits(
-                model, encoded["input_ids"], encoded["attention_mask"], components, max_new_tokens,
-                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, temperature=temperature,
+                model,
+                encoded["input_ids"],
+                encoded["attention_mask"],
+                components,
+                max_new_tokens,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+                temperature=temperature,
             )
             completion_mask = _mask_after_eos(sequences[:, prompt_length:], tokenizer.eos_token_id)
             mask = torch.cat([encoded["attention_mask"], completion_mask], 1)
@@ -242,12 +252,15 @@ def evaluate_front(
         with model.model.disable_adapter():
             reference = completion_log_probs(model.model, sequences, mask, prompt_length, temperature)
         kl = ((policy - reference) * completion_mask).sum(1)  # (b,)
-        kept = [ids[row_mask.bool()].tolist() for ids, row_mask in zip(sequences[:, prompt_length:], completion_mask,
-                                                                       strict=True)]
+        kept = [
+            ids[row_mask.bool()].tolist()
+            for ids, row_mask in zip(sequences[:, prompt_length:], completion_mask, strict=True)
+        ]
         return kept, kl.tolist()
 
-    process_index, num_processes = (0, 1) if accelerator is None else (accelerator.process_index,
-                                                                       accelerator.num_processes)
+    process_index, num_processes = (
+        (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
+    )
     sampled = []  # (batch index, completion ids, KLs) of the batches this process ran
     # Process k runs batches k, k + n, k + 2n, ...; in the last round a process without a batch reruns batch 0 and
     # drops it, so that every process makes the same sequence of forward calls (each is collective under ZeRO-3 and

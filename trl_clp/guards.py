@@ -108,7 +108,7 @@ def checked_reward_function(reward_func, name: str):
 
     The wrapper keeps the name (TRL labels metrics with it) and the sync/async kind of the original.
     """
-    if inspect.iscoroutinefunction(reward_func) or inspect.iscoroutinefunction(getattr(reward_func, "__call__", None)):
+    if inspect.iscoroutinefunction(reward_func) or inspect.iscoroutinefunction(type(reward_func).__call__):
 
         @functools.wraps(reward_func)
         async def async_checked(prompts, completions, **kwargs):

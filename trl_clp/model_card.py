@@ -27,8 +27,9 @@ CLP_PAPER = {
 RLOO_PAPER_ID = "2402.14740"
 
 
-def finish_model_card(card: str, config: ConditioningConfig, model_id: str, front: Front | None = None,
-                      base_model: str | None = None) -> str:
+def finish_model_card(
+    card: str, config: ConditioningConfig, model_id: str, front: Front | None = None, base_model: str | None = None
+) -> str:
     """TRL's model card made right for a CLP adapter.
 
     TRL's quick start loads the model with `pipeline`, which would apply the adapter with the uniform weighting: it
@@ -41,8 +42,10 @@ def finish_model_card(card: str, config: ConditioningConfig, model_id: str, fron
     """
     section = steering_card_section(config, model_id, front)
     quick_start = re.compile(r"## Quick start\n.*?(?=\n## )", re.DOTALL)
-    card = quick_start.sub(lambda _: section.rstrip("\n") + "\n", card, count=1) if quick_start.search(card) else (
-        card + "\n" + section
+    card = (
+        quick_start.sub(lambda _: section.rstrip("\n") + "\n", card, count=1)
+        if quick_start.search(card)
+        else (card + "\n" + section)
     )
     if not base_model:
         shown = "a base model given in memory"

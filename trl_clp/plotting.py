@@ -25,15 +25,26 @@ LABEL_OFFSETS = [((7, 5), "left"), ((-7, -11), "right"), ((7, -11), "left"), ((-
 def _draw_front(axis, front: Front, i: int, j: int, label: str, index: int) -> None:
     names = front.objective_names
     x, y = front.rewards()[:, i].tolist(), front.rewards()[:, j].tolist()  # (K,) each
-    x_err = [[r.rewards[names[i]] - r.reward_ci[names[i]][0] for r in front.results],
-             [r.reward_ci[names[i]][1] - r.rewards[names[i]] for r in front.results]]
-    y_err = [[r.rewards[names[j]] - r.reward_ci[names[j]][0] for r in front.results],
-             [r.reward_ci[names[j]][1] - r.rewards[names[j]] for r in front.results]]
+    x_err = [
+        [r.rewards[names[i]] - r.reward_ci[names[i]][0] for r in front.results],
+        [r.reward_ci[names[i]][1] - r.rewards[names[i]] for r in front.results],
+    ]
+    y_err = [
+        [r.rewards[names[j]] - r.reward_ci[names[j]][0] for r in front.results],
+        [r.reward_ci[names[j]][1] - r.rewards[names[j]] for r in front.results],
+    ]
     line = axis.errorbar(x, y, xerr=x_err, yerr=y_err, marker="o", capsize=2, label=label)
     offset, alignment = LABEL_OFFSETS[index % len(LABEL_OFFSETS)]
     for result, xi, yi in zip(front.results, x, y, strict=True):
-        axis.annotate("(" + ", ".join(f"{w:.2g}" for w in result.weights) + ")", (xi, yi), xytext=offset,
-                      textcoords="offset points", ha=alignment, fontsize=8, color=line.lines[0].get_color())
+        axis.annotate(
+            "(" + ", ".join(f"{w:.2g}" for w in result.weights) + ")",
+            (xi, yi),
+            xytext=offset,
+            textcoords="offset points",
+            ha=alignment,
+            fontsize=8,
+            color=line.lines[0].get_color(),
+        )
     axis.set_xlabel(f"{names[i]} (mean reward)")
     axis.set_ylabel(f"{names[j]} (mean reward)")
 
@@ -64,10 +75,12 @@ def plot_fronts(fronts: dict[str, Front], path: str, title: str | None = None) -
         figure.suptitle(title)
     samples = first.results[0].num_completions if first.results else 0
     figure.text(
-        0.01, 0.01,
+        0.01,
+        0.01,
         f"Each point: one weighting w = ({', '.join(names)}), labelled; its mean rewards over {samples} completions. "
         "Bars: 95% bootstrap intervals over prompts.",
-        fontsize=8, wrap=True,
+        fontsize=8,
+        wrap=True,
     )
     figure.tight_layout(rect=(0, 0.05, 1, 1))
     figure.savefig(path, dpi=120)
@@ -77,18 +90,23 @@ def plot_fronts(fronts: dict[str, Front], path: str, title: str | None = None) -
 
 def plot_fronts_over_steps(fronts_by_step: dict[int, Front], path: str) -> str:
     """The front at each evaluated training step (first two objectives), to see it grow."""
-    return plot_fronts({f"step {step}": front for step, front in sorted(fronts_by_step.items())}, path,
-                       title="Front during training")
+    return plot_fronts(
+        {f"step {step}": front for step, front in sorted(fronts_by_step.items())}, path, title="Front during training"
+    )
 
 
-def plot_value_ratio(method: Front, baseline: Front, path: str, method_label: str = "CLP",
-                     baseline_label: str = "RS") -> str:
+def plot_value_ratio(
+    method: Front, baseline: Front, path: str, method_label: str = "CLP", baseline_label: str = "RS"
+) -> str:
     """The paper's bar chart: `1 − V_method / V_baseline` per weighting (V = w·R − α·KL; below 0 = method better
     when values are positive)."""
     plt = _pyplot()
     if [r.weights for r in method.results] != [r.weights for r in baseline.results]:
         raise ValueError("Both fronts must be evaluated on the same weightings, in the same order.")
-    ratios = [1 - m.value / b.value if b.value else float("nan") for m, b in zip(method.results, baseline.results)]
+    ratios = [
+        1 - m.value / b.value if b.value else float("nan")
+        for m, b in zip(method.results, baseline.results, strict=True)
+    ]
     labels = ["(" + ",".join(f"{w:.2g}" for w in r.weights) + ")" for r in method.results]
     figure, axis = plt.subplots(figsize=(max(5, 0.5 * len(labels)), 4))
     axis.bar(range(len(ratios)), ratios)
@@ -106,7 +124,7 @@ def plot_reward_kl(curves: dict[str, list[tuple[float, float]]], path: str, rewa
     plt = _pyplot()
     figure, axis = plt.subplots(figsize=(5, 4))
     for label, points in curves.items():
-        kl, reward = zip(*sorted(points))
+        kl, reward = zip(*sorted(points), strict=True)
         axis.plot(kl, reward, marker="o", label=label)
     axis.set_xlabel("KL to the reference (nats per completion)")
     axis.set_ylabel(reward_name)

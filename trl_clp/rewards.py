@@ -12,7 +12,6 @@ import inspect
 import torch
 
 
-
 def _completion_text(completion) -> str:
     # TRL passes strings for standard prompts and a list of messages for conversational ones.
     return completion if isinstance(completion, str) else completion[-1]["content"]
@@ -75,7 +74,7 @@ def _require(module_name: str, extra: str):
     try:
         return importlib.import_module(module_name)
     except ImportError as error:
-        raise ImportError(f"This reward needs `{module_name}`: `pip install \"trl-clp[{extra}]\"`.") from error
+        raise ImportError(f'This reward needs `{module_name}`: `pip install "trl-clp[{extra}]"`.') from error
 
 
 def _column(kwargs: dict, column: str, reward_name: str, expected: int) -> list:
@@ -294,8 +293,9 @@ BUILTIN_REWARDS = {
 }
 
 
-def resolve_reward_function(spec: str, reference_column: str = "reference", nli_model: str | None = None,
-                            premise_column: str | None = None):
+def resolve_reward_function(
+    spec: str, reference_column: str = "reference", nli_model: str | None = None, premise_column: str | None = None
+):
     """A reward function from a command-line spec.
 
     Args:

@@ -65,7 +65,9 @@ class ConditioningFields:
     )
     dirichlet_concentration: float = field(
         default=1.0,
-        metadata={"help": "Concentration of the symmetric Dirichlet; below 1 favours the corners, above 1 the centre."},
+        metadata={
+            "help": "Concentration of the symmetric Dirichlet; below 1 favours the corners, above 1 the centre."
+        },
     )
     fixed_weights: list[str] | None = field(
         default=None,
@@ -204,7 +206,9 @@ class ConditioningFields:
         self.parsed_fixed_weights: list[list[float]] | None = None
         if self.weight_distribution != "fixed":
             if self.fixed_weights is not None:
-                raise ValueError("`fixed_weights` is only used with weight_distribution='fixed': set that, or remove it.")
+                raise ValueError(
+                    "`fixed_weights` is only used with weight_distribution='fixed': set that, or remove it."
+                )
             return
         if not self.fixed_weights:
             raise ValueError("weight_distribution='fixed' needs `fixed_weights`, e.g. ['1,0', '0.5,0.5', '0,1'].")
@@ -213,14 +217,18 @@ class ConditioningFields:
             try:
                 values = [float(v) for v in row.split(",")] if isinstance(row, str) else [float(v) for v in row]
             except ValueError as error:
-                raise ValueError(f"`fixed_weights` entry {row!r} is not a list of numbers such as '0.3,0.7'.") from error
+                raise ValueError(
+                    f"`fixed_weights` entry {row!r} is not a list of numbers such as '0.3,0.7'."
+                ) from error
             if any(not math.isfinite(v) or v < 0 for v in values) or abs(sum(values) - 1) > SIMPLEX_TOLERANCE:
                 raise ValueError(
                     f"`fixed_weights` entry {row!r} is not on the simplex: weights must be >= 0, finite, and sum to 1."
                 )
             rows.append(values)
         if len({len(row) for row in rows}) != 1:
-            raise ValueError(f"`fixed_weights` rows have different lengths: {rows}. Give one weight per objective each.")
+            raise ValueError(
+                f"`fixed_weights` rows have different lengths: {rows}. Give one weight per objective each."
+            )
         self.parsed_fixed_weights = rows
 
     def _check_scalarization(self):
@@ -248,7 +256,9 @@ class ConditioningFields:
             )
         if self.kl_weight_range is not None:
             if len(self.kl_weight_range) != 2 or not 0 < self.kl_weight_range[0] < self.kl_weight_range[1]:
-                raise ValueError(f"`kl_weight_range` must be [low, high] with 0 < low < high, got {self.kl_weight_range}.")
+                raise ValueError(
+                    f"`kl_weight_range` must be [low, high] with 0 < low < high, got {self.kl_weight_range}."
+                )
 
     def check_num_objectives(self, num_objectives: int) -> None:
         """Check the per-objective fields against the number of reward functions (called by the trainer)."""

@@ -32,7 +32,9 @@ def check_weights(weights: torch.Tensor | Sequence, num_objectives: int, name: s
     Raises:
         ValueError: wrong length, NaN/inf, negative entries, or rows not summing to 1.
     """
-    tensor = torch.as_tensor(weights, dtype=torch.float32) if not isinstance(weights, torch.Tensor) else weights.float()
+    tensor = (
+        torch.as_tensor(weights, dtype=torch.float32) if not isinstance(weights, torch.Tensor) else weights.float()
+    )
     if tensor.dim() not in (1, 2) or tensor.size(-1) != num_objectives:
         raise ValueError(
             f"`{name}` has shape {tuple(tensor.shape)}, expected ({num_objectives},) or (batch, {num_objectives}): "
@@ -148,8 +150,6 @@ def simplex_grid(num_objectives: int, points_per_edge: int) -> torch.Tensor:
         raise ValueError(f"`points_per_edge` must be >= 2 to include the corners, got {points_per_edge}.")
     steps = points_per_edge - 1
     rows = [
-        counts
-        for counts in itertools.product(range(steps, -1, -1), repeat=num_objectives)
-        if sum(counts) == steps
+        counts for counts in itertools.product(range(steps, -1, -1), repeat=num_objectives) if sum(counts) == steps
     ]
     return torch.tensor(rows, dtype=torch.float32) / steps

@@ -137,7 +137,6 @@ def leave_one_out_advantages(rewards: torch.Tensor, num_generations: int) -> tor
     return (grouped - baselines).view(-1)
 
 
-
 def _nanstd(values: torch.Tensor, dim: int | None = None, keepdim: bool = False) -> torch.Tensor:
     # Bessel-corrected and NaN-aware, as TRL's `nanstd` (GRPO's advantages must match upstream to 1e-5).
     mean = torch.nanmean(values, dim=dim, keepdim=True)
@@ -147,7 +146,9 @@ def _nanstd(values: torch.Tensor, dim: int | None = None, keepdim: bool = False)
     return std if keepdim else (std.squeeze() if dim is None else std.squeeze(dim))
 
 
-def group_relative_advantages(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
+def group_relative_advantages(
+    rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group"
+) -> torch.Tensor:
     """GRPO advantages: each reward minus its group's mean, divided by a standard deviation per `scale_rewards`.
 
     `A_j = (r_j − mean_g(r)) / (σ + 1e-4)` with σ the group's std (`"group"`), the batch's std (`"batch"`), or no
@@ -241,8 +242,6 @@ class RunningMoments:
         self.count = torch.tensor(state["count"], dtype=torch.float64)
         self.mean = torch.tensor(state["mean"], dtype=torch.float64)
         self.sum_sq = torch.tensor(state["sum_sq"], dtype=torch.float64)
-
-
 
 
 class IdealPoint:

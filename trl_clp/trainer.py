@@ -34,15 +34,14 @@ from trl.trainer.utils import (
 
 from .callbacks import WeightingHistogramCallback
 from .conditioning.config import CLP_CONFIG_NAME, ConditioningConfig
+from .conditioning.fused_head import conditioned_head_logps_and_entropies, fuses_output_layer
 from .conditioning.model import (
     attach_conditioning,
     build_conditioned_lora_config,
     check_linear_lora_config,
     resolve_conditioned_targets,
 )
-from .conditioning.fused_head import conditioned_head_logps_and_entropies, fuses_output_layer
 from .conditioning.prompts import format_weighted_prompt
-from .rloo_config import ConditioningFields, MultiObjectiveConfig
 from .evaluation import Front
 from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import RewardFunctionError` keeps working)
     RewardFunctionError,
@@ -54,8 +53,9 @@ from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import R
 )
 from .model_card import CLP_PAPER, finish_model_card
 from .pareto import reward_by_weight
-from .scalarization import IdealPoint, RunningMoments, leave_one_out_advantages, scalarize_rewards
+from .rloo_config import ConditioningFields, MultiObjectiveConfig
 from .sampling import kl_conditioning_vector, sample_group_kl_weights, sample_group_weights
+from .scalarization import IdealPoint, RunningMoments, leave_one_out_advantages, scalarize_rewards
 
 DEFAULT_LORA_CONFIG = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
 # Stream keys keep training and evaluation weight draws apart.
@@ -157,7 +157,9 @@ class ConditionedTrainerMixin:
                 "To continue from a trained CLP adapter, use `resume_from_checkpoint`."
             )
         if isinstance(processing_class, ProcessorMixin):
-            raise ValueError(f"{type(self).__name__} supports text-only models; pass a tokenizer as `processing_class`.")
+            raise ValueError(
+                f"{type(self).__name__} supports text-only models; pass a tokenizer as `processing_class`."
+            )
         column_names = getattr(train_dataset, "column_names", None)
         if column_names is not None and "prompt" not in column_names:
             raise ValueError(
@@ -206,7 +208,9 @@ class ConditionedTrainerMixin:
             self.model, peft_config, args.conditioning, conditioned_targets, num_blocks
         )
         self.reward_moments = RunningMoments(self.num_objectives) if args.reward_normalization == "running" else None
-        self.ideal_point = IdealPoint(self.num_objectives, args.ideal_point) if args.scalarization == "tchebycheff" else None
+        self.ideal_point = (
+            IdealPoint(self.num_objectives, args.ideal_point) if args.scalarization == "tchebycheff" else None
+        )
         if self.args.should_save:
             check_free_disk_space(args.output_dir, checkpoint_bytes(self.model, args))
         # (N, m) per generation since the last log, kept only for the trackers' weighting histograms.
@@ -244,7 +248,11 @@ class ConditionedTrainerMixin:
         """How rewards are scalarised (saved in `clp_config.json`), with Tchebycheff's current ideal point."""
         if self.ideal_point is None:
             return {"method": "linear"}
-        return {"method": "tchebycheff", **self.ideal_point.state_dict(), "augmentation": self.args.tchebycheff_augmentation}
+        return {
+            "method": "tchebycheff",
+            **self.ideal_point.state_dict(),
+            "augmentation": self.args.tchebycheff_augmentation,
+        }
 
     def _scalarize(self, rewards_per_objective, weights, kl=None, kl_weights=None, clip_range=None) -> torch.Tensor:
         """`(N,)` per-row `s(R; w) − α·KL` with the configured scalarisation (see `scalarize_rewards`)."""
@@ -384,7 +392,9 @@ class ConditionedTrainerMixin:
                     compute_entropy=compute_entropy,
                 )
                 return logps, entropies, None
-            logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1).logits
+            logits = model(
+                input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=logits_to_keep + 1
+            ).logits
         logits = logits[:, :-1]  # (B, C, V): position t predicts completion token t
         targets = input_ids[:, -logits_to_keep:]  # (B, C)
         if compute_entropy:
@@ -445,7 +455,9 @@ class ConditionedTrainerMixin:
         its weighting, or with `reference=True` under the reference (adapter disabled)."""
         input_ids = torch.cat([output["prompt_ids"], output["completion_ids"]], dim=1)
         attention_mask = torch.cat([output["prompt_mask"], output["completion_mask"]], dim=1)
-        adapter = use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None) if reference else nullcontext()
+        adapter = (
+            use_adapter(self.accelerator.unwrap_model(self.model), adapter_name=None) if reference else nullcontext()
+        )
         with (
             torch.no_grad(),
             disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs),
@@ -486,7 +498,9 @@ class ConditionedTrainerMixin:
         self.conditioner.set_weights(conditioning_vectors)
         try:
             output = super()._generate_and_score_completions(inputs)
-            batch_size = self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+            batch_size = (
+                self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+            )
             if (kl_weights != 0).any():
                 local_kl = self._policy_logps(output, batch_size) - self._completion_logps(output, batch_size, True)
                 kl = gather(local_kl)  # (N,)
@@ -503,9 +517,13 @@ class ConditionedTrainerMixin:
         if self.ideal_point is not None and mode == "train":
             self.ideal_point.update(rewards_per_objective)
         weighted = self._scalarize(rewards_per_objective, weights)  # (N,) s(R; w) without KL, for logging
-        rewards, advantages = self._rewards_and_advantages(rewards_per_objective, weights, kl, kl_weights, num_generations)
+        rewards, advantages = self._rewards_and_advantages(
+            rewards_per_objective, weights, kl, kl_weights, num_generations
+        )
         num_local = len(inputs)
-        process_slice = slice(self.accelerator.process_index * num_local, (self.accelerator.process_index + 1) * num_local)
+        process_slice = slice(
+            self.accelerator.process_index * num_local, (self.accelerator.process_index + 1) * num_local
+        )
         output["advantages"] = advantages[process_slice]
         output["conditioning_vectors"] = conditioning_vectors
 
@@ -527,7 +545,9 @@ class ConditionedTrainerMixin:
         metrics["reward"][-1] = torch.nanmean(weighted).item()
         metrics["reward_std"][-1] = nanstd(weighted).item()
         group_std = nanstd(rewards.view(-1, num_generations), dim=1)
-        metrics["frac_reward_zero_std"][-1] = torch.isclose(group_std, torch.zeros_like(group_std)).float().mean().item()
+        metrics["frac_reward_zero_std"][-1] = (
+            torch.isclose(group_std, torch.zeros_like(group_std)).float().mean().item()
+        )
         for _ in range(advantages.numel()):  # TRL's unit-weight advantages of these rows, appended last
             self._logs["advantages"].pop()
         self._logs["advantages"].extend(advantages.tolist())
@@ -630,7 +650,11 @@ class ConditionedTrainerMixin:
             )
         if self.reward_moments is not None and saved.reward_normalization is not None:
             self.reward_moments.load_state_dict(saved.reward_normalization)
-        if self.ideal_point is not None and saved.scalarization["method"] == "tchebycheff" and not self.ideal_point.given:
+        if (
+            self.ideal_point is not None
+            and saved.scalarization["method"] == "tchebycheff"
+            and not self.ideal_point.given
+        ):
             self.ideal_point.load_state_dict(saved.scalarization)
 
 

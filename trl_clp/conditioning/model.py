@@ -42,7 +42,9 @@ def check_linear_lora_config(peft_config: LoraConfig) -> None:
         )
     problems = []
     if peft_config.use_dora:
-        problems.append("`use_dora=True` (DoRA's magnitude normalisation is not linear in the blocks): set it to False")
+        problems.append(
+            "`use_dora=True` (DoRA's magnitude normalisation is not linear in the blocks): set it to False"
+        )
     if peft_config.use_rslora:
         problems.append("`use_rslora=True` (rescales by 1/sqrt(rank), which changes with m): set it to False")
     if peft_config.init_lora_weights not in (True, False, "gaussian"):
@@ -98,7 +100,7 @@ def build_conditioned_lora_config(
         )
     if isinstance(targets, (list, set, tuple)):
         config.target_modules = sorted(set(targets) | set(conditioned_target_modules))
-    config.rank_pattern = {name: num_blocks * peft_config.r for name in conditioned_target_modules}
+    config.rank_pattern = dict.fromkeys(conditioned_target_modules, num_blocks * peft_config.r)
     return config
 
 
@@ -467,7 +469,9 @@ class SteerableModel(nn.Module):
         # A single weighting may pair with one α per row, and a single α with one weighting per row.
         rows = max(weights.size(0) if weights.dim() == 2 else 1, kl_weight.numel())
         vector = kl_conditioning_vector(
-            weights.reshape(-1, weights.size(-1)).expand(rows, -1), kl_weight.reshape(-1).expand(rows), config.min_kl_weight
+            weights.reshape(-1, weights.size(-1)).expand(rows, -1),
+            kl_weight.reshape(-1).expand(rows),
+            config.min_kl_weight,
         )
         return vector[0] if weights.dim() == 1 and kl_weight.dim() == 0 else vector
 
@@ -519,7 +523,7 @@ class SteerableModel(nn.Module):
             **generate_kwargs: as for `PreTrainedModel.generate`.
         """
         if weights is None:
-            raise ValueError("Pass `weights=`: a steerable model needs a weighting over " f"{self.objective_names}.")
+            raise ValueError(f"Pass `weights=`: a steerable model needs a weighting over {self.objective_names}.")
         batch_size = input_ids.size(0)
         if self.conditioning_config.conditioning == "prompt":
             return self._generate_with_weighted_prompts(input_ids, attention_mask, weights, **generate_kwargs)

@@ -20,9 +20,16 @@ import sys
 # Module → the names documented from it, in reading order. `trl_clp.__all__` is the top-level API; the rest are the
 # modules a user imports from directly (rewards, metrics, plots, the demo, decoding baselines, the script).
 SECTIONS = [
-    ("trl_clp", "Training", [
-        "MultiObjectiveConfig", "MultiObjectiveTrainer", "MultiObjectiveGRPOConfig", "MultiObjectiveGRPOTrainer",
-    ]),
+    (
+        "trl_clp",
+        "Training",
+        [
+            "MultiObjectiveConfig",
+            "MultiObjectiveTrainer",
+            "MultiObjectiveGRPOConfig",
+            "MultiObjectiveGRPOTrainer",
+        ],
+    ),
     ("trl_clp.trainer", "The conditioning layer both trainers share", ["ConditionedTrainerMixin"]),
     ("trl_clp.scalarization", "Scalarisation", None),
     ("trl_clp", "Steerable models", ["SteerableModel", "ConditioningConfig", "format_weighted_prompt"]),
@@ -34,8 +41,11 @@ SECTIONS = [
     ("trl_clp.plotting", "Plots", None),
     ("trl_clp.decoding", "Decoding-time baselines", None),
     ("trl_clp.demo", "The offline demo", None),
-    ("trl_clp.scripts.train", "The training script (`trl-clp train`, `examples/train_clp.py`)",
-     ["ScriptArguments", "make_parser", "main"]),
+    (
+        "trl_clp.scripts.train",
+        "The training script (`trl-clp train`, `examples/train_clp.py`)",
+        ["ScriptArguments", "make_parser", "main"],
+    ),
 ]
 SKIP_MARKER = "<!-- docs-test: skip (a docstring example, shown as written in the code) -->"
 PAGE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "api.md")
@@ -44,8 +54,10 @@ PAGE = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir, "docs", "ap
 def _public_names(module) -> list[str]:
     """Functions and classes defined in `module` whose names do not start with an underscore, in source order."""
     members = [
-        (name, obj) for name, obj in vars(module).items()
-        if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+        (name, obj)
+        for name, obj in vars(module).items()
+        if not name.startswith("_")
+        and (inspect.isfunction(obj) or inspect.isclass(obj))
         and obj.__module__ == module.__name__
     ]
     return [name for name, obj in sorted(members, key=lambda item: inspect.getsourcelines(item[1])[1])]
@@ -139,8 +151,16 @@ def _document(module_name: str, name: str, obj) -> list[str]:
                 lines += [f"- **`{method_name}`** (property): " + _docstring(member.fget).split("\n\n")[0], ""]
                 continue
             function = member.__func__ if isinstance(member, (classmethod, staticmethod)) else member
-            lines += [f"#### `{name}.{method_name}`", "", "```text", _signature(method_name, function), "```", "",
-                      _docstring(function), ""]
+            lines += [
+                f"#### `{name}.{method_name}`",
+                "",
+                "```text",
+                _signature(method_name, function),
+                "```",
+                "",
+                _docstring(function),
+                "",
+            ]
     return lines
 
 

@@ -45,19 +45,27 @@ from dataclasses import dataclass, field
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch
+import yaml
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
-import yaml
-
-from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo, simplex_grid
-from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer
+from trl_clp import (
+    MultiObjectiveConfig,
+    MultiObjectiveGRPOConfig,
+    MultiObjectiveGRPOTrainer,
+    MultiObjectiveTrainer,
+    SteerableModel,
+    demo,
+    simplex_grid,
+)
 from trl_clp.evaluation import evaluate_front
 from trl_clp.rewards import resolve_reward_function
 from trl_clp.scripts import limit_cpu_threads
 
-
-TRAINERS = {"rloo": (MultiObjectiveConfig, MultiObjectiveTrainer), "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer)}
+TRAINERS = {
+    "rloo": (MultiObjectiveConfig, MultiObjectiveTrainer),
+    "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer),
+}
 
 
 @dataclass
@@ -90,13 +98,17 @@ class ScriptArguments:
     eval_samples_per_prompt: int = field(default=2, metadata={"help": "Completions per (prompt, weighting) pair."})
     prompt_format: str | None = field(
         default=None,
-        metadata={"help": "Build the prompt from the dataset's columns, e.g. '{document}\\nTL;DR:' (XSum); default: "
-                  "use `prompt_column` as it is."},
+        metadata={
+            "help": "Build the prompt from the dataset's columns, e.g. '{document}\\nTL;DR:' (XSum); default: "
+            "use `prompt_column` as it is."
+        },
     )
     reference_column: str = field(
         default="reference",
-        metadata={"help": "Dataset column with the reference text, for the ROUGE rewards. A `completion` column (e.g. "
-                  "trl-lib/tldr's reference summaries) is renamed `reference`: TRL keeps it from reward functions."},
+        metadata={
+            "help": "Dataset column with the reference text, for the ROUGE rewards. A `completion` column (e.g. "
+            "trl-lib/tldr's reference summaries) is renamed `reference`: TRL keeps it from reward functions."
+        },
     )
     nli_model: str | None = field(
         default=None, metadata={"help": "NLI model id or path for the `nli` reward (entailment of the answer)."}
@@ -106,8 +118,10 @@ class ScriptArguments:
     )
     print_metrics: bool = field(
         default=False,
-        metadata={"help": "Also print every logged metrics dict to the console (they always go to the `report_to` "
-                  "trackers and <output_dir>/trainer_state.json)."},
+        metadata={
+            "help": "Also print every logged metrics dict to the console (they always go to the `report_to` "
+            "trackers and <output_dir>/trainer_state.json)."
+        },
     )
 
 
@@ -129,7 +143,11 @@ def quiet_console() -> None:
 def model_init_kwargs(model_args: ModelConfig) -> dict:
     """How TRL loads the policy from its id or path: revision, dtype and attention implementation."""
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
-    return {"revision": model_args.model_revision, "attn_implementation": model_args.attn_implementation, "dtype": dtype}
+    return {
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": dtype,
+    }
 
 
 def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, model_args: ModelConfig):
@@ -171,7 +189,9 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         if "completion" in dataset.column_names[script_args.dataset_train_split]:
             dataset = dataset.rename_column("completion", "reference")
         train_dataset = dataset[script_args.dataset_train_split]
-        eval_split = script_args.dataset_eval_split or ("test" if "test" in dataset else script_args.dataset_train_split)
+        eval_split = script_args.dataset_eval_split or (
+            "test" if "test" in dataset else script_args.dataset_train_split
+        )
         eval_dataset = dataset[eval_split].select(range(min(script_args.num_eval_prompts, len(dataset[eval_split]))))
 
     ################
@@ -225,7 +245,9 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         simplex_grid(steer.conditioning_config.num_objectives, script_args.eval_grid_points),
         num_samples=script_args.eval_samples_per_prompt,
         # References, sources, ...: the reward functions see the same dataset columns as in training.
-        reward_kwargs={column: list(eval_dataset[column]) for column in eval_dataset.column_names if column != "prompt"},
+        reward_kwargs={
+            column: list(eval_dataset[column]) for column in eval_dataset.column_names if column != "prompt"
+        },
         max_new_tokens=training_args.max_completion_length,
         seed=training_args.seed,
         temperature=training_args.temperature,
@@ -240,8 +262,10 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         written.append(plot_fronts({label: front}, os.path.join(training_args.output_dir, "front.png")))
     except ImportError:  # matplotlib is optional: `pip install "trl-clp[plots]"`
         pass
-    print(f"\nTrained in {train_seconds:.0f} s; evaluated {len(front.results)} weightings in "
-          f"{time.perf_counter() - started - train_seconds:.0f} s on {len(eval_dataset)} held-out prompts.")
+    print(
+        f"\nTrained in {train_seconds:.0f} s; evaluated {len(front.results)} weightings in "
+        f"{time.perf_counter() - started - train_seconds:.0f} s on {len(eval_dataset)} held-out prompts."
+    )
     print(front.format_table())
     print(front.table_legend())
     for i, name in enumerate(steer.objective_names):
@@ -249,8 +273,10 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         at_zero = [r.rewards[name] for r in front.results if r.weights[i] == 0.0]
         low, high = sum(at_zero) / len(at_zero), sum(at_one) / len(at_one)
         print(f"{name}: {low:.4f} with weight 0 → {high:.4f} with weight 1 ({high - low:+.4f})")
-    print(f"Steerable model: {training_args.output_dir}; front: {', '.join(written)}; training metrics: "
-          f"{os.path.join(training_args.output_dir, 'trainer_state.json')}")
+    print(
+        f"Steerable model: {training_args.output_dir}; front: {', '.join(written)}; training metrics: "
+        f"{os.path.join(training_args.output_dir, 'trainer_state.json')}"
+    )
 
 
 def chosen_trainer(argv: list[str]) -> str:

@@ -39,7 +39,9 @@ DEFAULT_COMPLETION_TOKENS = 16
 class ServerConfig:
     """How the server batches and bounds requests. Host and port are `serve`'s arguments."""
 
-    model_name: str = field(default="trl-clp", metadata={"help": "Model id clients send in `model` and see in /v1/models."})
+    model_name: str = field(
+        default="trl-clp", metadata={"help": "Model id clients send in `model` and see in /v1/models."}
+    )
     api_key: str | None = field(
         default=None,
         metadata={"help": f"Bearer token required on /v1/*; None disables the check (`serve` reads ${API_KEY_ENV})."},
@@ -97,8 +99,13 @@ def _emit(loop: asyncio.AbstractEventLoop, events: asyncio.Queue, event: tuple) 
         loop.call_soon_threadsafe(events.put_nowait, event)
 
 
-def load_steerable_model(path: str, device: str | None = None, dtype: str | None = None,
-                         trust_remote_code: bool = False, chat_template: str | None = None) -> SteerableModel:
+def load_steerable_model(
+    path: str,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    chat_template: str | None = None,
+) -> SteerableModel:
     """Load a saved CLP model for serving: safetensors only, no remote code unless `trust_remote_code`.
 
     Args:
@@ -139,7 +146,9 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
     tokenizer = steer.tokenizer
     if tokenizer is None:
         raise ValueError("Serving needs the model's tokenizer: save it beside the adapter or pass `tokenizer=`.")
-    batcher = RequestBatcher(steer, tokenizer, config.max_batch_size, config.max_queue_size, config.batch_wait_ms / 1000)
+    batcher = RequestBatcher(
+        steer, tokenizer, config.max_batch_size, config.max_queue_size, config.batch_wait_ms / 1000
+    )
     names = steer.objective_names
     context_length = getattr(steer.model.config, "max_position_embeddings", None) or tokenizer.model_max_length
     created = int(time.time())
@@ -152,7 +161,9 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         finally:
             await asyncio.to_thread(batcher.close)
 
-    app = FastAPI(title="trl-clp", description="OpenAI-compatible server for a steerable (CLP) model.", lifespan=lifespan)
+    app = FastAPI(
+        title="trl-clp", description="OpenAI-compatible server for a steerable (CLP) model.", lifespan=lifespan
+    )
     app.state.batcher = batcher
     app.state.steer = steer
     app.state.config = config
@@ -175,13 +186,20 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
             return
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not secrets.compare_digest(token.encode(), config.api_key.encode()):
-            raise APIError(401, "Missing or wrong API key: send `Authorization: Bearer <key>`.", "authentication_error",
-                           "invalid_api_key")
+            raise APIError(
+                401,
+                "Missing or wrong API key: send `Authorization: Bearer <key>`.",
+                "authentication_error",
+                "invalid_api_key",
+            )
 
     def check_model(body) -> None:
         if body.model != config.model_name:
-            raise APIError(404, f"The model `{body.model}` does not exist: this server serves `{config.model_name}`.",
-                           code="model_not_found")
+            raise APIError(
+                404,
+                f"The model `{body.model}` does not exist: this server serves `{config.model_name}`.",
+                code="model_not_found",
+            )
 
     def build_requests(body, prompts: list, chat: bool) -> tuple[list[GenerationRequest], list, dict]:
         """Validate the weighting and limits, tokenize each prompt, and return the queued requests' parts."""
@@ -192,21 +210,31 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
             raise APIError(400, str(error)) from None
         requested = body.max_tokens if not chat else (body.max_completion_tokens or body.max_tokens)
         if requested is not None and requested > config.max_new_tokens:
-            raise APIError(400, f"`max_tokens={requested}` exceeds this server's limit of {config.max_new_tokens}: "
-                                f"ask for fewer tokens.")
+            raise APIError(
+                400,
+                f"`max_tokens={requested}` exceeds this server's limit of {config.max_new_tokens}: "
+                f"ask for fewer tokens.",
+            )
         queues, requests = [], []
         loop = asyncio.get_running_loop()
         sampling = SamplingKey(body.temperature, body.top_p if body.temperature > 0 else 1.0)
         for prompt in prompts:
-            if steer.conditioning_config.conditioning == "prompt":  # the prompting baseline reads its weighting as text
+            if (
+                steer.conditioning_config.conditioning == "prompt"
+            ):  # the prompting baseline reads its weighting as text
                 try:
-                    prompt = format_weighted_prompt(prompt, weighting, names, steer.conditioning_config.prompt_template)
+                    prompt = format_weighted_prompt(
+                        prompt, weighting, names, steer.conditioning_config.prompt_template
+                    )
                 except ValueError as error:  # a conversation without a user message to carry the weighting
                     raise APIError(400, str(error)) from None
             if chat:
                 if not tokenizer.chat_template:
-                    raise APIError(400, "This model's tokenizer has no chat template: use /v1/completions, or start "
-                                        "the server with `--chat-template FILE`.")
+                    raise APIError(
+                        400,
+                        "This model's tokenizer has no chat template: use /v1/completions, or start "
+                        "the server with `--chat-template FILE`.",
+                    )
                 try:
                     text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
                 except Exception as error:  # the template's own check (e.g. roles must alternate) or a render error
@@ -219,19 +247,30 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
             room = context_length - len(prompt_ids)
             max_new_tokens = requested or (DEFAULT_COMPLETION_TOKENS if not chat else min(config.max_new_tokens, room))
             if max_new_tokens > room:
-                raise APIError(400, f"The prompt has {len(prompt_ids)} tokens and max_tokens is {max_new_tokens}, but "
-                                    f"this model's context is {context_length} tokens: shorten the prompt or lower "
-                                    f"max_tokens.")
+                raise APIError(
+                    400,
+                    f"The prompt has {len(prompt_ids)} tokens and max_tokens is {max_new_tokens}, but "
+                    f"this model's context is {context_length} tokens: shorten the prompt or lower "
+                    f"max_tokens.",
+                )
             events: asyncio.Queue = asyncio.Queue()
-            requests.append(GenerationRequest(
-                prompt_ids, conditioning, max_new_tokens, sampling,
-                emit=functools.partial(_emit, loop, events),
-                stop=body.stop_strings, stream=body.stream,
-            ))
+            requests.append(
+                GenerationRequest(
+                    prompt_ids,
+                    conditioning,
+                    max_new_tokens,
+                    sampling,
+                    emit=functools.partial(_emit, loop, events),
+                    stop=body.stop_strings,
+                    stream=body.stream,
+                )
+            )
             queues.append(events)
         shown = {"weights": dict(zip(names, weighting, strict=True))}
         if steer.conditioning_config.min_kl_weight is not None:
-            shown["kl_weight"] = body.kl_weight if body.kl_weight is not None else steer.conditioning_config.min_kl_weight
+            shown["kl_weight"] = (
+                body.kl_weight if body.kl_weight is not None else steer.conditioning_config.min_kl_weight
+            )
         return requests, queues, shown
 
     def submit(requests: list[GenerationRequest]) -> None:
@@ -267,7 +306,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
 
         async def events_stream():
             try:
-                for index, (request, events) in enumerate(zip(requests, queues, strict=True)):
+                for index, (_request, events) in enumerate(zip(requests, queues, strict=True)):
                     yield f"data: {json.dumps(make_chunk(response_id, index, text='', first=True))}\n\n"
                     while True:
                         kind, value = await events.get()
@@ -295,8 +334,13 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
     @app.get("/v1/models", dependencies=[Depends(check_api_key)])
     async def models():
         card = {
-            "id": config.model_name, "object": "model", "created": created, "owned_by": "trl-clp",
-            "objectives": names, "conditioning": steer.conditioning_config.conditioning, "max_model_len": context_length,
+            "id": config.model_name,
+            "object": "model",
+            "created": created,
+            "owned_by": "trl-clp",
+            "objectives": names,
+            "conditioning": steer.conditioning_config.conditioning,
+            "max_model_len": context_length,
             "kl_conditioning": steer.conditioning_config.min_kl_weight is not None,
         }
         return {"object": "list", "data": [card]}
@@ -311,14 +355,29 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
 
         def chunk(response_id, index, text, first=False, finish_reason=None):
             choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
-            return {"id": response_id, "object": "text_completion", "created": int(time.time()),
-                    "model": config.model_name, "choices": [choice], **shown}
+            return {
+                "id": response_id,
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": config.model_name,
+                "choices": [choice],
+                **shown,
+            }
 
         def response(response_id, results):
-            choices = [{"index": index, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
-                       for index, r in enumerate(results)]
-            return {"id": response_id, "object": "text_completion", "created": int(time.time()),
-                    "model": config.model_name, "choices": choices, "usage": usage(results), **shown}
+            choices = [
+                {"index": index, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
+                for index, r in enumerate(results)
+            ]
+            return {
+                "id": response_id,
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": config.model_name,
+                "choices": choices,
+                "usage": usage(results),
+                **shown,
+            }
 
         return await run(requests, queues, chunk, response, "cmpl")
 
@@ -331,24 +390,49 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         def chunk(response_id, index, text, first=False, finish_reason=None):
             delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
             choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            return {"id": response_id, "object": "chat.completion.chunk", "created": int(time.time()),
-                    "model": config.model_name, "choices": [choice], **shown}
+            return {
+                "id": response_id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": config.model_name,
+                "choices": [choice],
+                **shown,
+            }
 
         def response(response_id, results):
             (result,) = results
-            choice = {"index": 0, "message": {"role": "assistant", "content": result.text}, "logprobs": None,
-                      "finish_reason": result.finish_reason}
-            return {"id": response_id, "object": "chat.completion", "created": int(time.time()),
-                    "model": config.model_name, "choices": [choice], "usage": usage(results), **shown}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "logprobs": None,
+                "finish_reason": result.finish_reason,
+            }
+            return {
+                "id": response_id,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": config.model_name,
+                "choices": [choice],
+                "usage": usage(results),
+                **shown,
+            }
 
         return await run(requests, queues, chunk, response, "chatcmpl")
 
     return app
 
 
-def serve(path: str, host: str = "127.0.0.1", port: int = 8000, device: str | None = None, dtype: str | None = None,
-          trust_remote_code: bool = False, chat_template: str | None = None, log_level: str = "info",
-          **config_kwargs) -> None:
+def serve(
+    path: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    device: str | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool = False,
+    chat_template: str | None = None,
+    log_level: str = "info",
+    **config_kwargs,
+) -> None:
     """Load the model at `path` and serve it until interrupted (the `trl-clp serve` command).
 
     `config_kwargs` are `ServerConfig` fields; `api_key` defaults to the environment variable `TRL_CLP_API_KEY`

@@ -172,8 +172,14 @@ class RequestBatcher:
             `batch_wait_s` (or `MAX_WAIT_FACTOR × batch_wait_s` have passed).
     """
 
-    def __init__(self, steer: SteerableModel, tokenizer, max_batch_size: int = 32, max_queue_size: int = 256,
-                 batch_wait_s: float = 0.01):
+    def __init__(
+        self,
+        steer: SteerableModel,
+        tokenizer,
+        max_batch_size: int = 32,
+        max_queue_size: int = 256,
+        batch_wait_s: float = 0.01,
+    ):
         self.steer = steer
         # The worker decodes with its own copy: a fast tokenizer used from two threads at once can raise
         # "Already borrowed" while the server thread encodes.
