@@ -255,6 +255,11 @@ class SteerableModel(nn.Module):
         if vector.dim() != 1:
             raise ValueError("`merge` takes one weighting `(m,)`, not a batch.")
         merged = copy.deepcopy(self.model)
+        output_layer = merged.get_output_embeddings()
+        if isinstance(output_layer, LoraLayer) and output_layer.base_layer.weight is merged.get_input_embeddings().weight:
+            # A tied output layer is the embedding matrix: merging its LoRA in place would change the embeddings too.
+            output_layer.base_layer.weight = nn.Parameter(output_layer.base_layer.weight.detach().clone())
+            merged.get_base_model().config.tie_word_embeddings = False
         modules = dict(merged.named_modules())
         for name in self.conditioning_config.conditioned_modules:
             layer: LoraLayer = modules[name]
