@@ -3,13 +3,8 @@ import math
 import numpy as np
 import torch
 
-from trl_clp.rewards import (
-    RunningMoments,
-    brevity_reward,
-    leave_one_out_advantages,
-    scalarize_rewards,
-    source_coverage_reward,
-)
+from trl_clp.rewards import brevity_reward, source_coverage_reward
+from trl_clp.scalarization import RunningMoments, leave_one_out_advantages, scalarize_rewards
 
 nan = math.nan
 
