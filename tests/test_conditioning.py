@@ -8,7 +8,7 @@ from peft import LoraConfig, PeftModel
 from tokenizers import processors
 from transformers import AutoModelForCausalLM, GenerationConfig
 
-from trl_clp import MultiObjectiveTrainer, SteerableModel, demo
+from trl_clp import ConditioningConfig, MultiObjectiveTrainer, SteerableModel, demo
 from trl_clp.conditioning.layer import scale_lora_blocks
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
@@ -251,7 +251,7 @@ def test_from_pretrained_resolves_a_hub_id_through_the_hub_cache(tmp_path, monke
 
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+    "{% if add_generation_prompt %}<|assistant|>{% if style is defined %}<|{{ style }}|>{% endif %}{% endif %}"
 )
 
 
@@ -298,7 +298,8 @@ def test_prompt_variant_builds_the_training_prompt_token_for_token(tmp_path, pro
     trainer = MultiObjectiveTrainer(
         model=demo.make_tiny_llama(seed=0),
         reward_funcs=[lowercase_reward, uppercase_reward],
-        args=tiny_config(tmp_path, conditioning="prompt"),
+        # A template keyword (as Qwen3's `enable_thinking`): saved with the adapter, so inference templates alike.
+        args=tiny_config(tmp_path, conditioning="prompt", chat_template_kwargs={"style": "brief"} if chat else None),
         train_dataset=prompts_dataset,
         processing_class=tokenizer,
         peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
@@ -309,8 +310,12 @@ def test_prompt_variant_builds_the_training_prompt_token_for_token(tmp_path, pro
     assert all(ids[0] == tokenizer.bos_token_id and ids.count(tokenizer.bos_token_id) == 1 for ids in trained)
     decoded = tokenizer.decode(trained[1])
     assert ("<|user|>[weights: lowercase_reward=0.30" if chat else "<s>[weights: lowercase_reward=0.30") in decoded
+    assert decoded.endswith("<|assistant|><|brief|>") == chat
 
-    steer = SteerableModel(trainer.model.eval(), trainer.conditioning_config, tokenizer)
+    trainer.conditioning_config.save(str(tmp_path))
+    saved = ConditioningConfig.load(str(tmp_path / "clp_config.json"))
+    assert saved.chat_template_kwargs == ({"style": "brief"} if chat else None)
+    steer = SteerableModel(trainer.model.eval(), saved, tokenizer)
     encoded = steer.tokenize_prompts(prompts, WEIGHTS)
     rows = zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
     built = [ids[mask.bool()].tolist() for ids, mask in rows]

@@ -127,6 +127,20 @@ def test_chat_completion_uses_the_chat_template(client, reference):
     assert response.usage.prompt_tokens == len(text)  # one byte per token
 
 
+def test_chat_template_keywords_of_training_template_the_served_conversations(model_path, reference):
+    steer = load_steerable_model(model_path)
+    steer.tokenizer.chat_template = CHAT_TEMPLATE + "{% if style is defined %}[{{ style }}]{% endif %}"
+    # As saved by a trainer run with `chat_template_kwargs={"style": "brief"}`.
+    steer.conditioning_config = dataclasses.replace(steer.conditioning_config, chat_template_kwargs={"style": "brief"})
+    body = {"model": "clp", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "temperature": 0}
+    with ServerThread(create_app(steer, ServerConfig(model_name="clp", max_new_tokens=64))) as running:
+        response = post(running, "/v1/chat/completions", {**body, "weights": [0.7, 0.3]}).json()
+    text = "<user>Hi\n<assistant>[brief]"
+    assert response["usage"]["prompt_tokens"] == len(text)  # one byte per token
+    expected = served_alone(reference, reference.tokenizer(text)["input_ids"], [0.7, 0.3], 8)
+    assert response["choices"][0]["message"]["content"] == expected
+
+
 def test_streaming_gives_the_same_text_as_a_plain_response(client):
     request = dict(model="clp", max_tokens=20, temperature=0, stop=["e"], extra_body={"weights": [0.4, 0.6]})
     plain = client.completions.create(prompt=PROMPTS[1], **request).choices[0]

@@ -241,6 +241,7 @@ class ConditionedTrainerMixin:
             prompt_template=self.args.prompt_template,
             reward_normalization=self.reward_moments.state_dict() if self.reward_moments is not None else None,
             scalarization=self.scalarization_state,
+            chat_template_kwargs=self.args.chat_template_kwargs or None,
         )
 
     @property

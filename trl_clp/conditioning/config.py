@@ -29,6 +29,8 @@ class ConditioningConfig:
         scalarization: how the rewards were scalarised in training: `{"method": "linear"}` (w·R; also what files
             written before this field mean), or `{"method": "tchebycheff", "ideal_point": z, "given": bool,
             "augmentation": ρ}` (see `trl_clp.scalarization`).
+        chat_template_kwargs: the training config's `chat_template_kwargs` (e.g. `{"enable_thinking": False}`), so
+            that conversations are templated at inference as they were in training; None if there were none.
     """
 
     objective_names: list[str]
@@ -40,6 +42,7 @@ class ConditioningConfig:
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     reward_normalization: dict | None = None
     scalarization: dict = field(default_factory=lambda: {"method": "linear"})
+    chat_template_kwargs: dict | None = None
     format_version: int = 1
 
     @property

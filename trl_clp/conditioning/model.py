@@ -567,7 +567,8 @@ class SteerableModel(nn.Module):
         Args:
             prompts: B strings, or B conversations (lists of `{"role", "content"}` messages).
             weights: for the `"prompt"` variant, `(m,)` for every prompt or `(B, m)`; ignored by the others.
-            chat_template_kwargs: the `chat_template_kwargs` of the training config, if any.
+            chat_template_kwargs: keyword arguments of `apply_chat_template`; default: the training config's,
+                saved in `clp_config.json`.
 
         Returns:
             `input_ids` and `attention_mask`, `(B, T)` on the model's device.
@@ -588,6 +589,8 @@ class SteerableModel(nn.Module):
                 format_weighted_prompt(prompt, w.tolist(), self.objective_names, template)
                 for prompt, w in zip(prompts, weights, strict=True)
             ]
+        if chat_template_kwargs is None:
+            chat_template_kwargs = self.conditioning_config.chat_template_kwargs
         return tokenize_left_padded(tokenizer, prompts, chat_template_kwargs).to(self.device)
 
     @torch.no_grad()
@@ -600,7 +603,8 @@ class SteerableModel(nn.Module):
             prompts: B strings, or B conversations (lists of `{"role", "content"}` messages).
             weights: `(m,)` for every prompt or `(B, m)`.
             kl_weight: for models trained with KL-weight conditioning: a float or `(B,)` α per prompt.
-            chat_template_kwargs: the `chat_template_kwargs` of the training config, if any.
+            chat_template_kwargs: keyword arguments of `apply_chat_template`; default: the training config's,
+                saved in `clp_config.json`.
             **generate_kwargs: as for `PreTrainedModel.generate` (e.g. `max_new_tokens`, `do_sample`).
 
         Returns:

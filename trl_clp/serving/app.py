@@ -236,7 +236,12 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                         "the server with `--chat-template FILE`.",
                     )
                 try:
-                    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+                    text = tokenizer.apply_chat_template(
+                        prompt,
+                        tokenize=False,
+                        add_generation_prompt=True,
+                        **(steer.conditioning_config.chat_template_kwargs or {}),
+                    )
                 except Exception as error:  # the template's own check (e.g. roles must alternate) or a render error
                     raise APIError(400, f"The chat template cannot render these messages: {error}") from None
                 prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
