@@ -3,8 +3,8 @@ without CLP's per-row conditioning.
 
     python benchmarks/generation.py            # 20.7M-parameter Llama (the figures in docs/benchmarks.md)
     python benchmarks/generation.py --quick    # the demo's 0.2M-parameter Llama, under 2 minutes on 2 CPU cores
-    python benchmarks/generation.py --shape qwen2.5-0.5b --num_layers 2 --baselines plain_lora --num_prompts 8 \
-        --new_tokens 16                        # the Qwen2.5-0.5B shape, against one plain LoRA only
+    python benchmarks/generation.py --shape qwen2.5-0.5b --baselines plain_lora --num_prompts 8 --new_tokens 16
+                                               # the Qwen2.5-0.5B shape (24 layers), against one plain LoRA only
 
 Every method produces the same work: 16 rows × `--new_tokens` sampled tokens (EOS cannot end a row early), from the
 same left-padded prompts, seed and base model. Figures are tokens-per-second ratios `CLP / baseline` (higher is

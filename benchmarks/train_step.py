@@ -7,9 +7,9 @@ layers one rank-r block per objective.
 
     python benchmarks/train_step.py            # 20.7M-parameter Llama: the figures of docs/benchmarks.md
     python benchmarks/train_step.py --quick    # the demo's tiny Llama, under 2 minutes on 2 CPU cores
-    python benchmarks/train_step.py --shape qwen2.5-0.5b --num_layers 2 --batch_size 4 --completion_length 16 \
-        --beta 0 --num_objectives 2 5 --variants full attn logit logit-unfused --repeats 2 --timed_steps 1
-                                               # the Qwen2.5-0.5B shape (151,936 vocabulary), 2 of its 24 layers
+    python benchmarks/train_step.py --shape qwen2.5-0.5b --batch_size 4 --completion_length 8 \
+        --num_objectives 2 5 --variants full attn logit logit-unfused --memory false
+                                               # the Qwen2.5-0.5B shape (151,936 vocabulary, 24 layers)
 
 At the Qwen shape every variant has the ≤ 1.10 targets; `logit-unfused` is logit-CLP through the materialised
 `(B, C, V)` logits (the path before the tiled head), measured beside it for comparison, without a target.
