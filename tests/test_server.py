@@ -6,6 +6,7 @@ import json
 import math
 import os
 import random
+import socket
 import threading
 import time
 
@@ -282,6 +283,46 @@ def test_a_full_queue_answers_503_and_a_failed_batch_500(model_path):
         app.state.steer.model.generate = real
         assert post(server, "/v1/completions", body).status_code == 200
         assert app.state.steer.conditioner.weights is None
+
+
+def test_a_client_that_disconnects_frees_its_row(model_path, monkeypatch):
+    from trl_clp.serving import batcher as batching
+
+    app = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp", max_new_tokens=200))
+    batches, started, release, finish_reasons = [], threading.Event(), threading.Event(), []
+    generate, check_rows = app.state.batcher._generate, batching._RowProgress.__call__
+
+    def recorded_generate(batch):
+        batches.append(batch)
+        generate(batch)
+
+    def held_after_the_first_token(progress, input_ids, scores, **kwargs):
+        if not started.is_set():  # the worker waits mid-generation until the test has hung up
+            started.set()
+            release.wait(30)
+        finished = check_rows(progress, input_ids, scores, **kwargs)
+        finish_reasons.append((input_ids.size(1), list(progress.finish_reason)))
+        return finished
+
+    app.state.batcher._generate = recorded_generate
+    monkeypatch.setattr(batching._RowProgress, "__call__", held_after_the_first_token)
+    body = json.dumps({"model": "clp", "prompt": "Hi", "max_tokens": 200, "temperature": 0}).encode()
+    with ServerThread(app) as server:
+        host, port = httpx.URL(server.url).host, httpx.URL(server.url).port
+        connection = socket.create_connection((host, port))
+        request = f"POST /v1/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        connection.sendall(f"{request}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert started.wait(30)
+        connection.close()  # the client gives up while its row is being generated
+        (row,) = batches[0]
+        deadline = time.monotonic() + 10
+        while not row.cancelled.is_set() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        assert row.cancelled.is_set(), "the server did not notice that the client went away"
+        assert post(server, "/v1/completions", {**json.loads(body), "max_tokens": 2}).status_code == 200
+    stopped_at, reasons = next(entry for entry in finish_reasons if entry[1] != [None])
+    assert reasons == ["cancelled"] and stopped_at - 2 < 200  # stopped early: not the 200 tokens asked for
 
 
 def test_submit_is_all_or_nothing_when_the_queue_fills(reference):

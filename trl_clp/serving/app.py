@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from ..conditioning.model import SteerableModel, resolve_clp_file
@@ -33,6 +33,10 @@ from .protocol import ChatCompletionRequest, CompletionRequest, conditioning_for
 API_KEY_ENV = "TRL_CLP_API_KEY"
 # The OpenAI completions API's default `max_tokens`; chat completions default to the server's cap.
 DEFAULT_COMPLETION_TOKENS = 16
+# How often a non-streaming request checks that its client is still connected, and the status logged (as nginx's
+# 499) for a request whose client left before its response.
+DISCONNECT_POLL_S = 0.05
+CLIENT_CLOSED_REQUEST = 499
 
 
 @dataclass
@@ -297,16 +301,32 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         completion = sum(len(r.token_ids) for r in results)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    async def run(requests, queues, make_chunk, make_response, prefix: str):
+    async def wait_all_unless_disconnected(queues, http_request: Request):
+        """Every row's result; None as soon as the client has gone away (uvicorn does not cancel the handler)."""
+        gathered = asyncio.ensure_future(asyncio.gather(*(wait_done(events) for events in queues)))
+        try:
+            while True:
+                done, _ = await asyncio.wait({gathered}, timeout=DISCONNECT_POLL_S)
+                if done:
+                    return gathered.result()
+                if await http_request.is_disconnected():
+                    return None
+        finally:
+            gathered.cancel()
+            await asyncio.gather(gathered, return_exceptions=True)  # retrieves the cancellation: nothing logged
+
+    async def run(requests, queues, make_chunk, make_response, prefix: str, http_request: Request):
         """Non-streaming: wait for every row. Streaming: server-sent events, one chunk per text delta."""
         submit(requests)
         response_id = f"{prefix}-{uuid.uuid4().hex}"
         if not requests[0].stream:
             try:
-                results = await asyncio.gather(*(wait_done(events) for events in queues))
+                results = await wait_all_unless_disconnected(queues, http_request)
             finally:
-                for request in requests:  # a client that went away frees its rows
+                for request in requests:  # done, failed or abandoned: the worker drops rows still running
                     request.cancelled.set()
+            if results is None:  # nobody is there to read a response
+                return Response(status_code=CLIENT_CLOSED_REQUEST)
             return make_response(response_id, results)
 
         async def events_stream():
@@ -351,7 +371,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         return {"object": "list", "data": [card]}
 
     @app.post("/v1/completions", dependencies=[Depends(check_api_key)])
-    async def completions(body: CompletionRequest):
+    async def completions(body: CompletionRequest, http_request: Request):
         check_model(body)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not 1 <= len(prompts) <= config.max_batch_size:
@@ -384,10 +404,10 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                 **shown,
             }
 
-        return await run(requests, queues, chunk, response, "cmpl")
+        return await run(requests, queues, chunk, response, "cmpl", http_request)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_api_key)])
-    async def chat_completions(body: ChatCompletionRequest):
+    async def chat_completions(body: ChatCompletionRequest, http_request: Request):
         check_model(body)
         messages = [message.model_dump(exclude_none=True) for message in body.messages]
         requests, queues, shown = build_requests(body, [messages], chat=True)
@@ -422,7 +442,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                 **shown,
             }
 
-        return await run(requests, queues, chunk, response, "chatcmpl")
+        return await run(requests, queues, chunk, response, "chatcmpl", http_request)
 
     return app
 
