@@ -33,8 +33,8 @@ from .protocol import ChatCompletionRequest, CompletionRequest, conditioning_for
 API_KEY_ENV = "TRL_CLP_API_KEY"
 # The OpenAI completions API's default `max_tokens`; chat completions default to the server's cap.
 DEFAULT_COMPLETION_TOKENS = 16
-# How often a non-streaming request checks that its client is still connected, and the status logged (as nginx's
-# 499) for a request whose client left before its response.
+# How often a non-streaming request checks that its client is still connected, and the status its handler returns
+# (nginx's 499) when the client left before the response.
 DISCONNECT_POLL_S = 0.05
 CLIENT_CLOSED_REQUEST = 499
 
