@@ -22,6 +22,26 @@ from trl_clp.rewards import lowercase_reward, uppercase_reward  # noqa: E402
 TARGETS = list(demo.LLAMA_LINEAR_MODULES)
 
 
+# The main job (`examples/train_clp.py`) at toy size: its whole code path in seconds.
+TOY_MAIN_JOB_FLAGS = {
+    "max_steps": 2,
+    "pretrain_steps": 5,
+    "num_train_prompts": 16,
+    "num_eval_prompts": 2,
+    "eval_grid_points": 3,
+    "eval_samples_per_prompt": 1,
+    "max_completion_length": 4,
+    "per_device_train_batch_size": 8,
+    "disable_tqdm": True,
+}
+
+
+def toy_main_job_argv(output_dir=None, **overrides) -> list[str]:
+    """Command-line flags of the main job at toy size; `overrides` replace flags or add others."""
+    values = {**({"output_dir": str(output_dir)} if output_dir is not None else {}), **TOY_MAIN_JOB_FLAGS, **overrides}
+    return [part for name, value in values.items() for part in (f"--{name}", str(value))]
+
+
 def lower(completions, **kwargs):
     """The lowercase objective, named "lower" (TRL names an objective after its reward function)."""
     return lowercase_reward(completions)

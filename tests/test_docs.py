@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from .conftest import toy_main_job_argv
+
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 PAGES = ["README.md"] + sorted(
     os.path.join("docs", name) for name in os.listdir(os.path.join(ROOT, "docs")) if name.endswith(".md")
@@ -33,10 +35,7 @@ PAGES = ["README.md"] + sorted(
 SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->")
 FENCE = re.compile(r"^```(?P<language>[\w+-]*)\s*$")
 RUN_LANGUAGES = {"python": "python", "py": "python", "bash": "bash", "sh": "bash", "shell": "bash"}
-TOY_SIZE = (
-    "--max_steps 2 --pretrain_steps 5 --num_train_prompts 16 --num_eval_prompts 2 --eval_grid_points 3 "
-    "--eval_samples_per_prompt 1 --max_completion_length 4 --per_device_train_batch_size 8 --disable_tqdm True"
-)
+TOY_SIZE = " ".join(toy_main_job_argv())
 
 
 @contextlib.contextmanager

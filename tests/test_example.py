@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from .conftest import toy_main_job_argv
+
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
 
@@ -22,28 +24,7 @@ def train_clp():
 
 def test_main_job_trains_saves_and_writes_the_table(train_clp, tmp_path, capsys):
     out = tmp_path / "demo"
-    argv = [
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "2",
-        "--pretrain_steps",
-        "5",
-        "--num_train_prompts",
-        "16",
-        "--num_eval_prompts",
-        "2",
-        "--eval_grid_points",
-        "3",
-        "--eval_samples_per_prompt",
-        "1",
-        "--max_completion_length",
-        "4",
-        "--per_device_train_batch_size",
-        "8",
-        "--disable_tqdm",
-        "True",
-    ]
+    argv = toy_main_job_argv(out)
     train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
     rows = json.loads((out / "front.json").read_text())["results"]
     assert [row["weights"] for row in rows] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
@@ -73,26 +54,9 @@ def test_trl_clp_train_is_the_example_script(train_clp, tmp_path, capsys):
     cli(
         [
             "train",
-            "--output_dir",
-            str(out),
-            "--max_steps",
-            "1",
-            "--pretrain_steps",
-            "2",
-            "--num_train_prompts",
-            "8",
-            "--num_eval_prompts",
-            "1",
-            "--eval_grid_points",
-            "2",
-            "--eval_samples_per_prompt",
-            "1",
-            "--max_completion_length",
-            "4",
-            "--per_device_train_batch_size",
-            "8",
-            "--disable_tqdm",
-            "True",
+            *toy_main_job_argv(
+                out, max_steps=1, pretrain_steps=2, num_train_prompts=8, num_eval_prompts=1, eval_grid_points=2
+            ),
         ]
     )
     rows = json.loads((out / "front.json").read_text())["results"]

@@ -3,39 +3,13 @@
 import json
 import os
 
+from .conftest import toy_main_job_argv
 from .test_example import EXAMPLES, train_clp  # noqa: F401 (fixture)
 
 
 def test_main_job_trains_with_grpo(train_clp, tmp_path):  # noqa: F811
     out = tmp_path / "demo"
-    argv = [
-        "--trainer",
-        "grpo",
-        "--loss_type",
-        "grpo",
-        "--scalarization",
-        "tchebycheff",
-        "--output_dir",
-        str(out),
-        "--max_steps",
-        "2",
-        "--pretrain_steps",
-        "5",
-        "--num_train_prompts",
-        "16",
-        "--num_eval_prompts",
-        "2",
-        "--eval_grid_points",
-        "3",
-        "--eval_samples_per_prompt",
-        "1",
-        "--max_completion_length",
-        "4",
-        "--per_device_train_batch_size",
-        "8",
-        "--disable_tqdm",
-        "True",
-    ]
+    argv = ["--trainer", "grpo", "--loss_type", "grpo", "--scalarization", "tchebycheff", *toy_main_job_argv(out)]
     assert train_clp.chosen_trainer(argv) == "grpo"
     script_args, training_args, model_args = train_clp.make_parser(trainer="grpo").parse_args_and_config(args=argv)
     assert type(training_args).__name__ == "MultiObjectiveGRPOConfig" and training_args.loss_type == "grpo"
