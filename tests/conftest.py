@@ -79,12 +79,13 @@ def saved_base_model(tmp_path, tokenizer):
 WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "park", "in"]
 
 
-@pytest.fixture
-def nli_model_path(tmp_path):
-    """A tiny BERT sequence classifier with MNLI-style labels and a word-piece vocabulary, saved to disk."""
-    vocab = tmp_path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+def save_tiny_nli_model(path, **config_overrides) -> str:
+    """Save a tiny BERT sequence classifier with MNLI-style labels and a word-piece vocabulary to `path`."""
+    os.makedirs(path, exist_ok=True)
+    vocab = os.path.join(path, "vocab.txt")
+    with open(vocab, "w") as handle:
+        handle.write("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
+    tokenizer = BertTokenizerFast(vocab_file=vocab)
     torch.manual_seed(0)
     config = BertConfig(
         vocab_size=len(WORDS) + 5,
@@ -95,12 +96,17 @@ def nli_model_path(tmp_path):
         num_labels=3,
         id2label={0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"},
         label2id={"ENTAILMENT": 0, "NEUTRAL": 1, "CONTRADICTION": 2},
-        hidden_dropout_prob=0.5,
+        **config_overrides,
     )
-    path = tmp_path / "nli"
     BertForSequenceClassification(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return str(path)
+
+
+@pytest.fixture
+def nli_model_path(tmp_path):
+    """A tiny NLI classifier saved to disk; dropout 0.5 makes a model left in training mode visibly noisy."""
+    return save_tiny_nli_model(tmp_path / "nli", hidden_dropout_prob=0.5)
 
 
 def tiny_config_values(tmp_path, **overrides) -> dict:

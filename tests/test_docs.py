@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .conftest import toy_main_job_argv
+from .conftest import save_tiny_nli_model, toy_main_job_argv
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 PAGES = ["README.md"] + sorted(
@@ -85,8 +85,6 @@ def code_blocks(page: str) -> list[Block]:
 @pytest.fixture(scope="module")
 def hub_substitutes(tmp_path_factory):
     """Hub id → a local tiny stand-in (built once for the module)."""
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
     from trl_clp import demo
 
     root = tmp_path_factory.mktemp("hub")
@@ -106,26 +104,11 @@ def hub_substitutes(tmp_path_factory):
         ]
         (tldr / f"{split}.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
 
-    words = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "park", "in"]
-    vocab = root / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
-    config = BertConfig(
-        vocab_size=len(words) + 5,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        num_labels=3,
-        id2label={0: "ENTAILMENT", 1: "NEUTRAL", 2: "CONTRADICTION"},
-        label2id={"ENTAILMENT": 0, "NEUTRAL": 1, "CONTRADICTION": 2},
-    )
-    nli = root / "tiny-nli"
-    BertForSequenceClassification(config).save_pretrained(nli)
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(nli)
+    nli = save_tiny_nli_model(root / "tiny-nli")
     return {
         "Qwen/Qwen2.5-0.5B": str(policy),
         "trl-lib/tldr": str(tldr),
-        "MoritzLaurer/DeBERTa-v3-base-mnli-fever-anli": str(nli),
+        "MoritzLaurer/DeBERTa-v3-base-mnli-fever-anli": nli,
         "user/clp-tldr": "outputs/clp-demo",  # a steerable model on the hub: the main job's, saved locally
     }
 
