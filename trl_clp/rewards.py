@@ -6,6 +6,7 @@ The maths that turns their per-objective rewards into one reward and advantages 
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
 import inspect
 
@@ -284,12 +285,69 @@ class RewardModelObjective(_SequenceClassifierReward):
         return self._logits(texts)[:, 0].tolist()
 
 
+def _has_words(text: str) -> bool:
+    return any(character.isalnum() for character in text)
+
+
+def sentiment_reward(completions, **kwargs) -> list[float]:
+    """Positivity of each completion: VADER's compound sentiment score mapped to [0, 1] (`(compound + 1) / 2`).
+
+    0.5 is neutral. VADER (`vaderSentiment`, its lexicon shipped in the package) reads English only. A completion with
+    no word scores 0: an empty answer must not look neutral-to-good. Needs `pip install "trl-clp[text-rewards]"`.
+    """
+    analyzer = _vader_analyzer()
+    texts = [_completion_text(completion) for completion in completions]
+    return [(analyzer.polarity_scores(text)["compound"] + 1.0) / 2.0 if _has_words(text) else 0.0 for text in texts]
+
+
+@functools.cache
+def _vader_analyzer():
+    # Reading the lexicon takes ~0.1 s: once per process, not per batch.
+    return _require("vaderSentiment.vaderSentiment", "text-rewards").SentimentIntensityAnalyzer()
+
+
+def objectivity_reward(completions, **kwargs) -> list[float]:
+    """Objectivity of each completion: `1 − subjectivity` under TextBlob's pattern lexicon, in [0, 1].
+
+    Text without opinion words (facts, numbers, and also an echo of the question or text TextBlob cannot read, such as
+    another language) scores 1: pair this reward with a KL weight that keeps the policy near the base model, and
+    check samples (see docs/real_models.md). A completion with no word scores 0. Needs
+    `pip install "trl-clp[text-rewards]"`.
+    """
+    textblob = _require("textblob", "text-rewards")
+    texts = [_completion_text(completion) for completion in completions]
+    return [1.0 - textblob.TextBlob(text).sentiment.subjectivity if _has_words(text) else 0.0 for text in texts]
+
+
+def readability_reward(completions, **kwargs) -> list[float]:
+    """Readability of each completion: textstat's Flesch reading ease, clipped to [0, 100] and divided by 100.
+
+    Higher means shorter sentences and shorter words (90–100: very easy, 0–30: very hard). textstat counts syllables
+    with NLTK's CMU dictionary, which it downloads at first use; offline that download fails, so syllables are
+    counted with the hyphenation dictionary textstat ships (pyphen), its own fallback for words the CMU dictionary
+    lacks. A completion with no word scores 0. Needs `pip install "trl-clp[text-rewards]"`.
+    """
+    from unittest import mock
+
+    textstat = _require("textstat", "text-rewards")
+    from textstat.backend.counts import _count_syllables
+
+    texts = [_completion_text(completion) for completion in completions]
+    # textstat looks the CMU dictionary up per call; with none, every word goes to its pyphen fallback.
+    with mock.patch.object(_count_syllables, "get_cmudict", lambda lang: None):
+        scores = [textstat.flesch_reading_ease(text) if _has_words(text) else 0.0 for text in texts]
+    return [min(max(score, 0.0), 100.0) / 100.0 for score in scores]
+
+
 BUILTIN_REWARDS = {
     "lowercase": lowercase_reward,
     "uppercase": uppercase_reward,
     "titlecase": titlecase_reward,
     "brevity": brevity_reward,
     "source_coverage": source_coverage_reward,
+    "sentiment": sentiment_reward,
+    "objectivity": objectivity_reward,
+    "readability": readability_reward,
 }
 
 
@@ -299,7 +357,8 @@ def resolve_reward_function(
     """A reward function from a command-line spec.
 
     Args:
-        spec: a built-in name (`lowercase`, `uppercase`, `titlecase`, `brevity`, `source_coverage`), `rouge1`,
+        spec: a built-in name (`lowercase`, `uppercase`, `titlecase`, `brevity`, `source_coverage`; the text scorers
+            `sentiment`, `objectivity`, `readability`), `rouge1`,
             `rouge2` or `rougeL` (against `reference_column`), `nli` (entailment of the completion by the prompt, or
             by `premise_column`, under `nli_model`), a `module:function` import path, or anything else, returned
             unchanged for TRL to load as a reward-model id or path.
