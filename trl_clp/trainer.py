@@ -425,13 +425,15 @@ class ConditionedTrainerMixin:
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, m)
-        # TRL turns a callable's None into NaN ("does not apply"); a reward model has no None, so its NaN is a fault.
+        # TRL turns a callable's None into NaN ("does not apply"); a reward model has no None, so its NaN is a fault,
+        # and so is ±inf (an fp16 overflow), which would become the ideal point or the batch statistics for good.
         for i, (func, name) in enumerate(zip(self.reward_funcs, self.objective_names, strict=True)):
-            if isinstance(func, nn.Module) and torch.isnan(rewards[:, i]).any():
+            bad = ~torch.isfinite(rewards[:, i])  # (N,)
+            if isinstance(func, nn.Module) and bad.any():
                 raise ValueError(
-                    f"Reward model {name!r} returned NaN for {int(torch.isnan(rewards[:, i]).sum())} of "
-                    f"{rewards.size(0)} completions: check its weights and dtype (e.g. fp16 overflow), or wrap it in a "
-                    "reward function that returns None where it does not apply."
+                    f"Reward model {name!r} returned non-finite rewards ({rewards[bad, i][0].item()}) for "
+                    f"{int(bad.sum())} of {rewards.size(0)} completions: check its weights and dtype (e.g. fp16 "
+                    "overflow), or wrap it in a reward function that returns None where it does not apply."
                 )
         self._gathered_rewards = rewards
         return rewards
