@@ -36,6 +36,22 @@ def test_tchebycheff_by_hand():
     torch.testing.assert_close(over, torch.tensor([0.1]))
 
 
+def test_tchebycheff_leaves_zero_weight_objectives_out_of_the_max():
+    """w = (1, 0), z = (1, 1): s must keep rising with R_1 past z, not stop at the zero-weight objective's 0."""
+    weights = torch.tensor([[1.0, 0.0]]).expand(4, 2)
+    rewards = torch.tensor([[0.5, 1.0], [1.5, 1.0], [3.0, 1.0], [3.0, -5.0]])
+    z = torch.tensor([1.0, 1.0])
+    # s = −1·(z_1 − R_1) = R_1 − 1 whatever R_2; ρ's sum still sees both gaps.
+    torch.testing.assert_close(tchebycheff_scalarization(rewards, weights, z), torch.tensor([-0.5, 0.5, 2.0, 2.0]))
+    augmented = tchebycheff_scalarization(rewards, weights, z, augmentation=0.1)
+    torch.testing.assert_close(augmented, torch.tensor([-0.55, 0.55, 2.2, 1.6]))
+    # Only the zero-weight objective scored: 0, as the weighted sum gives (0·R_2); nothing scored: NaN.
+    partial = torch.tensor([[nan, 0.3], [nan, nan]])
+    out = tchebycheff_scalarization(partial, weights[:2], z, augmentation=0.1)
+    torch.testing.assert_close(out, torch.tensor([-0.07, nan]), equal_nan=True)
+    torch.testing.assert_close(linear_scalarization(partial, weights[:2]), torch.tensor([0.0, nan]), equal_nan=True)
+
+
 def test_scalarize_rewards_order_clip_then_kl_and_dispatch():
     rewards = torch.tensor([[0.2, 0.8], [1.0, 0.0]])
     weights = torch.tensor([[0.5, 0.5], [0.5, 0.5]])

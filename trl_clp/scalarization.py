@@ -6,8 +6,9 @@ Order of operations for one generation batch of N = G·K completions (G prompt g
 2. optional per-objective normalisation: `(R − mean) / std` with running statistics (`RunningMoments`),
 3. scalarisation with each row's weighting w (NaN terms skipped, as in TRL):
    - linear: `s = Σ_i w_i R_i`;
-   - Tchebycheff: `s = −max_i w_i (z_i − R_i)`, z the ideal point (`IdealPoint`: given, or the running
-     per-objective maxima); augmented with ρ > 0: `s − ρ Σ_i (z_i − R_i)`,
+   - Tchebycheff: `s = −max_{i: w_i > 0} w_i (z_i − R_i)`, z the ideal point (`IdealPoint`: given, or the running
+     per-objective maxima of the raw rewards, normalised as in step 2 when used); augmented with ρ > 0:
+     `s − ρ Σ_i (z_i − R_i)`,
 4. optional clipping of `s` to `reward_clip_range` (RLOO),
 5. KL penalty: `r = s − α · KL` with each row's α,
 6. the trainer's group baseline: leave-one-out (RLOO, `leave_one_out_advantages`) or group mean and std (GRPO,
@@ -53,8 +54,11 @@ def tchebycheff_scalarization(
     s is the negated weighted distance to the ideal point z along the worst objective: maximising it pulls up
     the objective that lags most (relative to its weight), so, unlike the weighted sum, every point of a concave
     front is the maximiser for some weighting. With ρ = 0 the maximisers are weakly Pareto-optimal; a small ρ > 0
-    (e.g. 0.01) breaks ties towards Pareto-optimal points. The gaps are not taken in absolute value: s keeps rising
-    with every R_i even past a given z.
+    (e.g. 0.01) breaks ties towards Pareto-optimal points. The gaps are not taken in absolute value, so s never
+    falls as an R_i rises, and it keeps rising with the objective whose weighted gap is the largest even past z.
+    Objectives of zero weight are left out of the max (only ρ's sum sees them): their term would be 0 whatever
+    their reward, and would cap s at 0 once the weighted objectives pass z (w = (1, 0), z = (1, 1): R_1 = 1.5
+    would score 0, as R_1 = 1 does, instead of 0.5).
 
     Args:
         rewards_per_objective: `(N, m)`; NaN marks "not applicable" and the objective is left out of the max.
@@ -63,14 +67,16 @@ def tchebycheff_scalarization(
         augmentation: ρ >= 0.
 
     Returns:
-        `(N,)`; NaN for rows where every objective is NaN.
+        `(N,)`; NaN for rows where every objective is NaN; 0 (before ρ's sum) for rows where only zero-weight
+        objectives are scored, as the weighted sum gives them.
 
     Example: R = (0.2, 0.8), w = (0.5, 0.5), z = (1, 1): gaps (0.8, 0.2), s = −max(0.4, 0.1) = −0.4.
     """
     gaps = ideal_point.to(rewards_per_objective) - rewards_per_objective  # (N, m)
     missing = torch.isnan(gaps)
-    weighted_gaps = (weights * gaps).masked_fill(missing, -torch.inf)  # (N, m)
-    scalar = -weighted_gaps.amax(dim=1)  # (N,)
+    weighted_gaps = (weights * gaps).masked_fill(missing | (weights == 0), -torch.inf)  # (N, m)
+    scalar = -weighted_gaps.amax(dim=1)  # (N,); +inf where no weighted objective is scored
+    scalar = scalar.masked_fill(torch.isinf(scalar), 0.0)
     if augmentation:
         scalar = scalar - augmentation * gaps.nansum(dim=1)
     scalar[missing.all(dim=1)] = torch.nan
