@@ -9,6 +9,7 @@ from peft import LoraConfig
 from trl import GRPOConfig, GRPOTrainer, RLOOTrainer
 
 from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, demo
+from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 from .conftest import TARGETS, lower, tiny_config_values, upper
 from .test_scalarization import record_rewards_and_outputs
@@ -18,10 +19,10 @@ def grpo_config(tmp_path, **overrides) -> MultiObjectiveGRPOConfig:
     return MultiObjectiveGRPOConfig(**tiny_config_values(tmp_path, **overrides))
 
 
-def make_trainer(tmp_path, tokenizer, dataset, **overrides):
+def make_trainer(tmp_path, tokenizer, dataset, reward_funcs=(lower, upper), **overrides):
     return MultiObjectiveGRPOTrainer(
         model=demo.make_tiny_llama(seed=0),
-        reward_funcs=[lower, upper],
+        reward_funcs=list(reward_funcs),
         args=grpo_config(tmp_path, **overrides),
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -64,19 +65,47 @@ def test_rloo_args_are_rejected(tmp_path, tokenizer, prompts_dataset):
 # ---------------------------------------------------------------------------------------------- drift detector
 
 
-@pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
-def test_constant_uniform_weighting_reproduces_upstream_grpo(tmp_path, tokenizer, prompts_dataset, aggregation):
+def lower_in_first_row(completions, **kwargs):
+    """The lowercase reward of each group's first completion only (groups of 4; None elsewhere): one value per group,
+    whose within-group normalisation is NaN."""
+    return [reward if i % 4 == 0 else None for i, reward in enumerate(lowercase_reward(completions))]
+
+
+def upper_in_other_rows(completions, **kwargs):
+    """The uppercase reward of each group's other three completions (None in the first)."""
+    return [reward if i % 4 else None for i, reward in enumerate(uppercase_reward(completions))]
+
+
+@pytest.mark.parametrize(
+    "aggregation, reward_funcs",
+    [
+        ("sum_then_normalize", (lower, upper)),
+        ("normalize_then_sum", (lower, upper)),
+        # Each group's first row has one objective, with one value in the group: TRL keeps the row at reward 0.
+        ("normalize_then_sum", (lower_in_first_row, upper_in_other_rows)),
+    ],
+    ids=["sum_then_normalize", "normalize_then_sum", "normalize_then_sum-single-values"],
+)
+def test_constant_uniform_weighting_reproduces_upstream_grpo(
+    tmp_path, tokenizer, prompts_dataset, aggregation, reward_funcs
+):
     """With w fixed at (1/2, 1/2) the CLP adapter is the plain LoRA of rank m·r (every block scaled by m·w_i = 1),
     so the trainer must reproduce GRPOTrainer with reward_weights=(1/2, 1/2): same completions, same advantages."""
     common = dict(max_steps=3, learning_rate=5e-2, multi_objective_aggregation=aggregation)
     clp = make_trainer(
-        tmp_path / "clp", tokenizer, prompts_dataset, weight_distribution="fixed", fixed_weights=["0.5,0.5"], **common
+        tmp_path / "clp",
+        tokenizer,
+        prompts_dataset,
+        reward_funcs,
+        weight_distribution="fixed",
+        fixed_weights=["0.5,0.5"],
+        **common,
     )
     clp_records = record_rewards_and_outputs(clp)
     clp.train()
     upstream = GRPOTrainer(
         model=demo.make_tiny_llama(seed=0),
-        reward_funcs=[lower, upper],
+        reward_funcs=list(reward_funcs),
         args=GRPOConfig(**tiny_config_values(tmp_path / "grpo", **common), reward_weights=[0.5, 0.5]),
         train_dataset=prompts_dataset,
         processing_class=tokenizer,
@@ -89,7 +118,14 @@ def test_constant_uniform_weighting_reproduces_upstream_grpo(tmp_path, tokenizer
         assert torch.equal(ours["completion_ids"], theirs["completion_ids"])
         torch.testing.assert_close(ours["advantages"], theirs["advantages"], atol=1e-5, rtol=1e-5)
     assert any(record["advantages"].abs().max() > 0.1 for record in upstream_records)  # not trivially zero
-    for key in ("reward", "reward_std", "frac_reward_zero_std"):
+    # `frac_reward_zero_std` is the fraction of groups whose rewards tie; TRL's `normalize_then_sum` counts rows under
+    # a zero batch std instead, which differs when a group ties (as groups of 3 uppercase rewards can).
+    keys = (
+        ("reward", "reward_std")
+        if reward_funcs[0] is lower_in_first_row
+        else ("reward", "reward_std", "frac_reward_zero_std")
+    )
+    for key in keys:
         assert clp.state.log_history[-2][key] == pytest.approx(upstream.state.log_history[-2][key], abs=1e-5), key
 
 
