@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig
 from trl import GRPOConfig, GRPOTrainer, RLOOTrainer
 
-from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, demo
+from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, MultiObjectiveTrainer, demo
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 from .conftest import TARGETS, lower, tiny_config_values, upper
@@ -287,6 +287,36 @@ def test_resume_continues_the_weight_stream_and_the_ideal_point(tmp_path, tokeni
     torch.testing.assert_close(resumed.ideal_point.maxima, full.ideal_point.maxima)
     from_scratch = torch.stack([r["rewards"].amax(0) for r in resumed_records]).amax(0).double()
     assert (resumed.ideal_point.maxima >= from_scratch).all()
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+@pytest.mark.parametrize("trainer_class", [MultiObjectiveTrainer, MultiObjectiveGRPOTrainer])
+def test_an_evaluation_batch_larger_than_the_generation_batch(tmp_path, tokenizer, prompts_dataset, trainer_class):
+    """Train batch 4, eval batch 8: TRL's completions table keeps `generation_batch_size` = 4 rows, and the eval step
+    must replace the newest 4 of them with the per-row advantages (upstream trains and evaluates this setup)."""
+    config = trainer_class.config_class(
+        **tiny_config_values(
+            tmp_path, per_device_train_batch_size=4, per_device_eval_batch_size=8, eval_strategy="steps", eval_steps=1
+        )
+    )
+    trainer = trainer_class(
+        model=demo.make_tiny_llama(seed=0),
+        reward_funcs=[lower, upper],
+        args=config,
+        train_dataset=prompts_dataset,
+        eval_dataset=prompts_dataset.select(range(2)),  # 2 prompts × 4 generations: one batch of 8
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+    )
+    records = record_rewards_and_outputs(trainer)
+    trainer.train()
+    evaluation = records[-1]
+    assert len(records) == 4 and evaluation["advantages"].numel() == 8  # train, eval, train, eval
+    torch.testing.assert_close(torch.tensor(list(trainer._logs["advantages"])), evaluation["advantages"][-4:])
+    expected_reward = (evaluation["rewards"] * evaluation["conditioning_vectors"]).sum(1).mean()  # w·R per row
+    assert trainer.state.log_history[-2]["eval_reward"] == pytest.approx(expected_reward.item(), abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- TRL upgrade guard

@@ -551,7 +551,9 @@ class ConditionedTrainerMixin:
         metrics["frac_reward_zero_std"][-1] = (
             torch.isclose(group_std, torch.zeros_like(group_std)).float().mean().item()
         )
-        for _ in range(advantages.numel()):  # TRL's unit-weight advantages of these rows, appended last
+        # TRL's unit-weight advantages of these rows were appended last, to a deque capped at `generation_batch_size`:
+        # an evaluation batch larger than that left only its newest rows in it.
+        for _ in range(min(advantages.numel(), len(self._logs["advantages"]))):
             self._logs["advantages"].pop()
         self._logs["advantages"].extend(advantages.tolist())
 
