@@ -254,7 +254,9 @@ class IdealPoint:
     """Tchebycheff's ideal point z `(m,)`: fixed if given, else the running per-objective maxima of the rewards.
 
     The maxima are updated from the globally gathered rewards of training batches only, so every rank holds the
-    same z and evaluation does not change training.
+    same z and evaluation does not change training. The trainer updates them with raw rewards and normalises z when
+    it uses it (`including(..., normalize)`): maxima kept in the normalised units of past batches would go stale as
+    the running statistics move.
 
     Args:
         num_objectives: m.
@@ -273,11 +275,20 @@ class IdealPoint:
         if not self.given:
             self.maxima = self.including(rewards_per_objective).nan_to_num(nan=-torch.inf).to(torch.float64)
 
-    def including(self, rewards_per_objective: torch.Tensor) -> torch.Tensor:
-        """`(m,)` z as it would be after `update` with this batch, without storing it; NaN for an objective with no
-        reward seen yet. A given z is returned as is."""
+    def including(self, rewards_per_objective: torch.Tensor, normalize=None) -> torch.Tensor:
+        """`(m,)` z as it would be after `update` with this batch, without storing it, in the units of
+        `rewards_per_objective`; NaN for an objective with no reward seen yet. A given z is returned as is.
+
+        Args:
+            rewards_per_objective: `(N, m)` the batch.
+            normalize: maps `(1, m)` raw rewards into the batch's units (e.g. `RunningMoments.normalize`), applied to
+                the stored maxima; None when the batch is raw. It must increase in each objective, so that the
+                normalised maxima are the maxima of the normalised rewards.
+        """
         maxima = self.maxima.to(rewards_per_objective)
         if not self.given:
+            if normalize is not None:
+                maxima = normalize(maxima.unsqueeze(0)).squeeze(0)  # an unseen objective's −inf stays −inf
             batch = rewards_per_objective.nan_to_num(nan=-torch.inf).amax(dim=0)  # (m,)
             maxima = torch.maximum(maxima, batch)
         return maxima.masked_fill(torch.isinf(maxima), torch.nan)

@@ -253,10 +253,16 @@ class ConditionedTrainerMixin:
             "method": "tchebycheff",
             **self.ideal_point.state_dict(),
             "augmentation": self.args.tchebycheff_augmentation,
+            # A given z is in the units the rewards are scalarised in; the running maxima are of the raw rewards.
+            "ideal_point_units": "normalized" if self.ideal_point.given and self.reward_moments is not None else "raw",
         }
 
     def _scalarize(self, rewards_per_objective, weights, kl=None, kl_weights=None, clip_range=None) -> torch.Tensor:
         """`(N,)` per-row `s(R; w) − α·KL` with the configured scalarisation (see `scalarize_rewards`)."""
+        ideal_point = None
+        if self.ideal_point is not None:  # the running maxima are raw: normalised with the current statistics here
+            normalize = None if self.reward_moments is None else self.reward_moments.normalize
+            ideal_point = self.ideal_point.including(rewards_per_objective, normalize)
         return scalarize_rewards(
             rewards_per_objective,
             weights,
@@ -264,7 +270,7 @@ class ConditionedTrainerMixin:
             kl_weights,
             clip_range,
             scalarization=self.args.scalarization,
-            ideal_point=None if self.ideal_point is None else self.ideal_point.including(rewards_per_objective),
+            ideal_point=ideal_point,
             augmentation=self.args.tchebycheff_augmentation,
         )
 
@@ -513,12 +519,12 @@ class ConditionedTrainerMixin:
             self.conditioner.clear()
         rewards_per_objective = self._pop_gathered_rewards()  # (N, m)
 
+        if self.ideal_point is not None and mode == "train":
+            self.ideal_point.update(rewards_per_objective)  # raw: normalised maxima would go stale as statistics move
         if self.reward_moments is not None:
             if mode == "train":
                 self.reward_moments.update(rewards_per_objective)
             rewards_per_objective = self.reward_moments.normalize(rewards_per_objective)
-        if self.ideal_point is not None and mode == "train":
-            self.ideal_point.update(rewards_per_objective)
         weighted = self._scalarize(rewards_per_objective, weights)  # (N,) s(R; w) without KL, for logging
         rewards, advantages = self._rewards_and_advantages(
             rewards_per_objective, weights, kl, kl_weights, num_generations
@@ -660,7 +666,18 @@ class ConditionedTrainerMixin:
             and saved.scalarization["method"] == "tchebycheff"
             and not self.ideal_point.given
         ):
-            self.ideal_point.load_state_dict(saved.scalarization)
+            # Files written before `ideal_point_units` kept the running maxima in normalised units when normalising.
+            saved_units = saved.scalarization.get(
+                "ideal_point_units", "raw" if saved.reward_normalization is None else "normalized"
+            )
+            if saved_units == "raw":
+                self.ideal_point.load_state_dict(saved.scalarization)
+            else:
+                warnings.warn(
+                    f"Checkpoint {resume_from_checkpoint!r} kept its running ideal point in normalised units, which "
+                    "go stale as the reward statistics move: it is rebuilt from the raw rewards of the next batches.",
+                    stacklevel=2,
+                )
 
 
 class MultiObjectiveTrainer(ConditionedTrainerMixin, RLOOTrainer):
