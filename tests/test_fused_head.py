@@ -265,3 +265,18 @@ def test_tiled_head_gathers_an_output_layer_that_fsdp2_resharded(one_process_mes
     for name, grad in expected[2].items():
         assert grad.abs().sum() > 0, name
         torch.testing.assert_close(got[2][name], grad, atol=1e-5, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_logit_clp_is_refused_under_deepspeed_zero3(tmp_path, tokenizer, prompts_dataset, monkeypatch):
+    """ZeRO-3 partitions the output layer's weights outside its forward, where the tiled head reads them."""
+    import trl_clp.trainer
+
+    monkeypatch.setattr(trl_clp.trainer, "is_deepspeed_zero3_enabled", lambda: True, raising=False)
+    with pytest.raises(ValueError, match=r"DeepSpeed ZeRO-3 .* FSDP2 .* or use conditioning='attn' or 'full'"):
+        MultiObjectiveTrainer(
+            model=tied_qwen(),
+            reward_funcs=[lower, upper],
+            args=tiny_config(tmp_path, conditioning="logit"),
+            train_dataset=prompts_dataset,
+            processing_class=tokenizer,
+        )

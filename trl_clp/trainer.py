@@ -20,6 +20,7 @@ from accelerate.utils import gather, is_peft_model
 from peft import LoraConfig
 from torch import nn
 from transformers import ProcessorMixin
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 from trl.models.utils import disable_gradient_checkpointing
@@ -170,6 +171,12 @@ class ConditionedTrainerMixin:
             raise ValueError("The training dataset is empty: training would run 0 steps. Pass a dataset with prompts.")
         peft_config = peft_config if peft_config is not None else DEFAULT_LORA_CONFIG
         check_linear_lora_config(peft_config)
+        if args.conditioning == "logit" and is_deepspeed_zero3_enabled():
+            raise ValueError(
+                "conditioning='logit' scores through the output layer's weights after the model's forward, where "
+                "DeepSpeed ZeRO-3 leaves them as empty partitions. Train logit-CLP with FSDP2 "
+                "(examples/accelerate_configs/fsdp.yaml) or ZeRO-2, or use conditioning='attn' or 'full' under ZeRO-3."
+            )
         if args.should_save:
             check_output_dir_writable(args.output_dir)
 
