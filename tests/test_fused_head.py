@@ -6,8 +6,12 @@ from peft import LoraConfig
 from transformers import Qwen2Config, Qwen2ForCausalLM
 from trl.trainer.utils import selective_log_softmax_and_entropy
 
-from trl_clp import MultiObjectiveTrainer
-from trl_clp.conditioning.fused_head import fuses_output_layer, low_rank_head_logps_and_entropies
+from trl_clp import MultiObjectiveTrainer, demo
+from trl_clp.conditioning.fused_head import (
+    conditioned_head_logps_and_entropies,
+    fuses_output_layer,
+    low_rank_head_logps_and_entropies,
+)
 
 from .conftest import tiny_config
 
@@ -198,3 +202,81 @@ def test_logit_clp_without_weighting_raises(logit_trainer):
     input_ids = torch.randint(3, 259, (2, 8))
     with pytest.raises(RuntimeError, match="without a weighting"):
         logit_trainer._unfused_logps_and_entropies(logit_trainer.model, input_ids, torch.ones_like(input_ids), 3)
+
+
+@pytest.fixture
+def one_process_mesh():
+    """A one-process gloo group held in memory, so that FSDP2 shards on the CPU; destroyed afterwards."""
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield init_device_mesh("cpu", (1,))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.filterwarnings("ignore:`lora_bias=True` was passed")
+def test_tiled_head_gathers_an_output_layer_that_fsdp2_resharded(one_process_mesh):
+    """With the output layer in its own FSDP2 unit, FSDP2 reshards it once the model's forward returns, so the tiled
+    head finds DTensors where it reads the weights: it must gather them, and give the values and gradients of the
+    unsharded model."""
+    import copy
+
+    from peft import get_peft_model
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    model = get_peft_model(
+        demo.make_tiny_llama(seed=0), LoraConfig(r=4, lora_alpha=8, target_modules=["lm_head"], lora_bias=True)
+    )
+    generator = torch.Generator().manual_seed(7)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # PEFT starts B at 0, which would hide a wrong gradient of A
+            parameter.data.copy_(torch.randn(parameter.shape, generator=generator) * 0.1)
+    unsharded = copy.deepcopy(model)
+    input_ids = torch.randint(3, 259, (3, 9), generator=generator)
+    weights = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.5, 0.5]])  # two blocks of rank 2, one weighting per row
+    upstream = torch.randn(2, 3, 4, generator=generator)
+
+    def scored(model):
+        head = model.get_output_embeddings()
+        logps, entropies = conditioned_head_logps_and_entropies(
+            model, head, input_ids, torch.ones_like(input_ids), 4, weights, temperature=0.7, compute_entropy=True
+        )
+        read = {name: type(parameter) for name, parameter in head.named_parameters()}  # as the head found them
+        ((upstream[0] * logps).sum() + (upstream[1] * entropies).sum()).backward()
+        grads = {
+            name: p.grad.full_tensor() if isinstance(p.grad, DTensor) else p.grad
+            for name, p in head.named_parameters()
+            if p.requires_grad
+        }
+        return logps.detach(), entropies.detach(), grads, read
+
+    expected = scored(unsharded)
+    fully_shard(model.get_output_embeddings(), mesh=one_process_mesh, reshard_after_forward=True)
+    fully_shard(model, mesh=one_process_mesh)
+    got = scored(model)
+    assert set(got[3].values()) == {DTensor}  # every weight of the head was sharded where it was read
+    torch.testing.assert_close(got[0], expected[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1], expected[1], atol=1e-5, rtol=1e-5)
+    assert sorted(got[2]) == sorted(expected[2]) and len(got[2]) == 3  # lora_A, lora_B and its bias
+    for name, grad in expected[2].items():
+        assert grad.abs().sum() > 0, name
+        torch.testing.assert_close(got[2][name], grad, atol=1e-5, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_logit_clp_is_refused_under_deepspeed_zero3(tmp_path, tokenizer, prompts_dataset, monkeypatch):
+    """ZeRO-3 partitions the output layer's weights outside its forward, where the tiled head reads them."""
+    import trl_clp.trainer
+
+    monkeypatch.setattr(trl_clp.trainer, "is_deepspeed_zero3_enabled", lambda: True, raising=False)
+    with pytest.raises(ValueError, match=r"DeepSpeed ZeRO-3 .* FSDP2 .* or use conditioning='attn' or 'full'"):
+        MultiObjectiveTrainer(
+            model=tied_qwen(),
+            reward_funcs=[lower, upper],
+            args=tiny_config(tmp_path, conditioning="logit"),
+            train_dataset=prompts_dataset,
+            processing_class=tokenizer,
+        )

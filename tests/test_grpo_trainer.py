@@ -8,7 +8,8 @@ import torch
 from peft import LoraConfig
 from trl import GRPOConfig, GRPOTrainer, RLOOTrainer
 
-from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, demo
+from trl_clp import MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer, MultiObjectiveTrainer, demo
+from trl_clp.rewards import lowercase_reward, uppercase_reward
 
 from .conftest import TARGETS, lower, tiny_config_values, upper
 from .test_scalarization import record_rewards_and_outputs
@@ -18,10 +19,10 @@ def grpo_config(tmp_path, **overrides) -> MultiObjectiveGRPOConfig:
     return MultiObjectiveGRPOConfig(**tiny_config_values(tmp_path, **overrides))
 
 
-def make_trainer(tmp_path, tokenizer, dataset, **overrides):
+def make_trainer(tmp_path, tokenizer, dataset, reward_funcs=(lower, upper), **overrides):
     return MultiObjectiveGRPOTrainer(
         model=demo.make_tiny_llama(seed=0),
-        reward_funcs=[lower, upper],
+        reward_funcs=list(reward_funcs),
         args=grpo_config(tmp_path, **overrides),
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -64,19 +65,47 @@ def test_rloo_args_are_rejected(tmp_path, tokenizer, prompts_dataset):
 # ---------------------------------------------------------------------------------------------- drift detector
 
 
-@pytest.mark.parametrize("aggregation", ["sum_then_normalize", "normalize_then_sum"])
-def test_constant_uniform_weighting_reproduces_upstream_grpo(tmp_path, tokenizer, prompts_dataset, aggregation):
+def lower_in_first_row(completions, **kwargs):
+    """The lowercase reward of each group's first completion only (groups of 4; None elsewhere): one value per group,
+    whose within-group normalisation is NaN."""
+    return [reward if i % 4 == 0 else None for i, reward in enumerate(lowercase_reward(completions))]
+
+
+def upper_in_other_rows(completions, **kwargs):
+    """The uppercase reward of each group's other three completions (None in the first)."""
+    return [reward if i % 4 else None for i, reward in enumerate(uppercase_reward(completions))]
+
+
+@pytest.mark.parametrize(
+    "aggregation, reward_funcs",
+    [
+        ("sum_then_normalize", (lower, upper)),
+        ("normalize_then_sum", (lower, upper)),
+        # Each group's first row has one objective, with one value in the group: TRL keeps the row at reward 0.
+        ("normalize_then_sum", (lower_in_first_row, upper_in_other_rows)),
+    ],
+    ids=["sum_then_normalize", "normalize_then_sum", "normalize_then_sum-single-values"],
+)
+def test_constant_uniform_weighting_reproduces_upstream_grpo(
+    tmp_path, tokenizer, prompts_dataset, aggregation, reward_funcs
+):
     """With w fixed at (1/2, 1/2) the CLP adapter is the plain LoRA of rank m·r (every block scaled by m·w_i = 1),
     so the trainer must reproduce GRPOTrainer with reward_weights=(1/2, 1/2): same completions, same advantages."""
     common = dict(max_steps=3, learning_rate=5e-2, multi_objective_aggregation=aggregation)
     clp = make_trainer(
-        tmp_path / "clp", tokenizer, prompts_dataset, weight_distribution="fixed", fixed_weights=["0.5,0.5"], **common
+        tmp_path / "clp",
+        tokenizer,
+        prompts_dataset,
+        reward_funcs,
+        weight_distribution="fixed",
+        fixed_weights=["0.5,0.5"],
+        **common,
     )
     clp_records = record_rewards_and_outputs(clp)
     clp.train()
     upstream = GRPOTrainer(
         model=demo.make_tiny_llama(seed=0),
-        reward_funcs=[lower, upper],
+        reward_funcs=list(reward_funcs),
         args=GRPOConfig(**tiny_config_values(tmp_path / "grpo", **common), reward_weights=[0.5, 0.5]),
         train_dataset=prompts_dataset,
         processing_class=tokenizer,
@@ -89,7 +118,14 @@ def test_constant_uniform_weighting_reproduces_upstream_grpo(tmp_path, tokenizer
         assert torch.equal(ours["completion_ids"], theirs["completion_ids"])
         torch.testing.assert_close(ours["advantages"], theirs["advantages"], atol=1e-5, rtol=1e-5)
     assert any(record["advantages"].abs().max() > 0.1 for record in upstream_records)  # not trivially zero
-    for key in ("reward", "reward_std", "frac_reward_zero_std"):
+    # `frac_reward_zero_std` is the fraction of groups whose rewards tie; TRL's `normalize_then_sum` counts rows under
+    # a zero batch std instead, which differs when a group ties (as groups of 3 uppercase rewards can).
+    keys = (
+        ("reward", "reward_std")
+        if reward_funcs[0] is lower_in_first_row
+        else ("reward", "reward_std", "frac_reward_zero_std")
+    )
+    for key in keys:
         assert clp.state.log_history[-2][key] == pytest.approx(upstream.state.log_history[-2][key], abs=1e-5), key
 
 
@@ -251,6 +287,36 @@ def test_resume_continues_the_weight_stream_and_the_ideal_point(tmp_path, tokeni
     torch.testing.assert_close(resumed.ideal_point.maxima, full.ideal_point.maxima)
     from_scratch = torch.stack([r["rewards"].amax(0) for r in resumed_records]).amax(0).double()
     assert (resumed.ideal_point.maxima >= from_scratch).all()
+
+
+# ---------------------------------------------------------------------------------------------- evaluation
+
+
+@pytest.mark.parametrize("trainer_class", [MultiObjectiveTrainer, MultiObjectiveGRPOTrainer])
+def test_an_evaluation_batch_larger_than_the_generation_batch(tmp_path, tokenizer, prompts_dataset, trainer_class):
+    """Train batch 4, eval batch 8: TRL's completions table keeps `generation_batch_size` = 4 rows, and the eval step
+    must replace the newest 4 of them with the per-row advantages (upstream trains and evaluates this setup)."""
+    config = trainer_class.config_class(
+        **tiny_config_values(
+            tmp_path, per_device_train_batch_size=4, per_device_eval_batch_size=8, eval_strategy="steps", eval_steps=1
+        )
+    )
+    trainer = trainer_class(
+        model=demo.make_tiny_llama(seed=0),
+        reward_funcs=[lower, upper],
+        args=config,
+        train_dataset=prompts_dataset,
+        eval_dataset=prompts_dataset.select(range(2)),  # 2 prompts × 4 generations: one batch of 8
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+    )
+    records = record_rewards_and_outputs(trainer)
+    trainer.train()
+    evaluation = records[-1]
+    assert len(records) == 4 and evaluation["advantages"].numel() == 8  # train, eval, train, eval
+    torch.testing.assert_close(torch.tensor(list(trainer._logs["advantages"])), evaluation["advantages"][-4:])
+    expected_reward = (evaluation["rewards"] * evaluation["conditioning_vectors"]).sum(1).mean()  # w·R per row
+    assert trainer.state.log_history[-2]["eval_reward"] == pytest.approx(expected_reward.item(), abs=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------- TRL upgrade guard

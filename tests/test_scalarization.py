@@ -36,6 +36,22 @@ def test_tchebycheff_by_hand():
     torch.testing.assert_close(over, torch.tensor([0.1]))
 
 
+def test_tchebycheff_leaves_zero_weight_objectives_out_of_the_max():
+    """w = (1, 0), z = (1, 1): s must keep rising with R_1 past z, not stop at the zero-weight objective's 0."""
+    weights = torch.tensor([[1.0, 0.0]]).expand(4, 2)
+    rewards = torch.tensor([[0.5, 1.0], [1.5, 1.0], [3.0, 1.0], [3.0, -5.0]])
+    z = torch.tensor([1.0, 1.0])
+    # s = −1·(z_1 − R_1) = R_1 − 1 whatever R_2; ρ's sum still sees both gaps.
+    torch.testing.assert_close(tchebycheff_scalarization(rewards, weights, z), torch.tensor([-0.5, 0.5, 2.0, 2.0]))
+    augmented = tchebycheff_scalarization(rewards, weights, z, augmentation=0.1)
+    torch.testing.assert_close(augmented, torch.tensor([-0.55, 0.55, 2.2, 1.6]))
+    # Only the zero-weight objective scored: 0, as the weighted sum gives (0·R_2); nothing scored: NaN.
+    partial = torch.tensor([[nan, 0.3], [nan, nan]])
+    out = tchebycheff_scalarization(partial, weights[:2], z, augmentation=0.1)
+    torch.testing.assert_close(out, torch.tensor([-0.07, nan]), equal_nan=True)
+    torch.testing.assert_close(linear_scalarization(partial, weights[:2]), torch.tensor([0.0, nan]), equal_nan=True)
+
+
 def test_scalarize_rewards_order_clip_then_kl_and_dispatch():
     rewards = torch.tensor([[0.2, 0.8], [1.0, 0.0]])
     weights = torch.tensor([[0.5, 0.5], [0.5, 0.5]])
@@ -172,6 +188,51 @@ def test_rloo_tchebycheff_advantages_by_value_and_ideal_point_saved(tmp_path, to
     old_file.write_text(json.dumps({"objective_names": ["a", "b"], "variant": "full"}))
     old_config = ConditioningConfig.load(str(old_file))
     assert "linear scalarisation" in steering_card_section(old_config, "m") and old_config.conditioning == "full"
+
+
+def test_running_ideal_point_is_kept_in_raw_units_under_reward_normalization(tmp_path, tokenizer, prompts_dataset):
+    """z is the maxima of the raw rewards, normalised with the current statistics when used: maxima of past batches'
+    normalised rewards go stale as the statistics move."""
+    from trl_clp.conditioning.config import ConditioningConfig
+
+    from .test_trainer import make_trainer
+
+    trainer = make_trainer(
+        tmp_path, tokenizer, prompts_dataset, max_steps=4, scalarization="tchebycheff", reward_normalization="running"
+    )
+    records = record_rewards_and_outputs(trainer)
+    trainer.train()
+    trainer.save_model()
+    seen = []
+    for record in records:
+        raw, weights = record["rewards"], record["conditioning_vectors"]  # (N, 2) each, one process
+        seen.append(raw.double())
+        history = torch.cat(seen)  # every raw reward so far, this batch included
+
+        def normalize(values, history=history):
+            return (values - history.mean(0)) / (history.std(0, correction=0) + 1e-8)
+
+        gaps = normalize(history.amax(0)) - normalize(raw.double())
+        grouped = -(weights.double() * gaps).amax(1).view(-1, 4)
+        expected = (grouped - (grouped.sum(1, keepdim=True) - grouped) / 3).view(-1)  # leave-one-out
+        torch.testing.assert_close(record["advantages"].double(), expected, atol=1e-4, rtol=1e-4)
+    raw_maxima = torch.cat(seen).amax(0)
+    out = str(tmp_path / "out")
+    saved = ConditioningConfig.load(f"{out}/clp_config.json").scalarization
+    assert saved["ideal_point_units"] == "raw"
+    torch.testing.assert_close(torch.tensor(saved["ideal_point"], dtype=torch.float64), raw_maxima)
+
+    # Resuming restores the raw maxima; a file written before `ideal_point_units` held normalised maxima: not loaded.
+    trainer.ideal_point = IdealPoint(2)
+    trainer._restore_conditioning_state(out)
+    torch.testing.assert_close(trainer.ideal_point.maxima, raw_maxima)
+    config = json.loads((tmp_path / "out" / "clp_config.json").read_text())
+    del config["scalarization"]["ideal_point_units"]
+    (tmp_path / "out" / "clp_config.json").write_text(json.dumps(config))
+    trainer.ideal_point = IdealPoint(2)
+    with pytest.warns(UserWarning, match="rebuilt from the raw rewards"):
+        trainer._restore_conditioning_state(out)
+    assert trainer.ideal_point.maxima.isneginf().all()
 
 
 @pytest.mark.parametrize(

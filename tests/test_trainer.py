@@ -227,8 +227,36 @@ def save_tiny_reward_model(path, tokenizer, nan: bool = False) -> str:
 def test_a_nan_from_a_reward_model_is_an_error_naming_it(tmp_path, tokenizer, prompts_dataset):
     path = save_tiny_reward_model(tmp_path / "broken-rm", tokenizer, nan=True)
     trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, reward_funcs=(lower, path), max_steps=1)
-    with pytest.raises(ValueError, match=r"Reward model 'broken-rm' returned NaN for 8 of 8 completions"):
+    with pytest.raises(ValueError, match=r"Reward model 'broken-rm' returned non-finite rewards \(nan\) for 8 of 8"):
         trainer.train()
+
+
+def test_an_overflowing_reward_model_is_an_error_naming_it(tmp_path, tokenizer, prompts_dataset):
+    """An fp16 overflow gives +inf for some completions: it must stop training, not become the ideal point."""
+    from transformers import AutoModelForSequenceClassification
+
+    reward_model = AutoModelForSequenceClassification.from_pretrained(
+        save_tiny_reward_model(tmp_path / "overflowing-rm", tokenizer)
+    )
+
+    def overflow_every_other_row(module, args, output):
+        output.logits[::2] = math.inf  # what an fp16 head gives past 65504
+        return output
+
+    reward_model.register_forward_hook(overflow_every_other_row)
+    trainer = make_trainer(
+        tmp_path,
+        tokenizer,
+        prompts_dataset,
+        reward_funcs=(lower, reward_model),
+        max_steps=1,
+        scalarization="tchebycheff",
+    )
+    with pytest.raises(
+        ValueError, match=r"Reward model 'overflowing-rm' returned non-finite rewards \(inf\) for 4 of 8"
+    ):
+        trainer.train()
+    assert trainer.ideal_point.maxima.isneginf().all()  # stopped before the inf reached the ideal point
 
 
 # ---------------------------------------------------------------------------------------------- training behaviour

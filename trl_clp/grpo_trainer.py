@@ -6,7 +6,7 @@ import torch
 from trl import GRPOTrainer
 
 from .grpo_config import MultiObjectiveGRPOConfig
-from .scalarization import batch_normalized, group_normalized_rewards, group_relative_advantages, linear_scalarization
+from .scalarization import batch_normalized, group_normalized_rewards, group_relative_advantages
 from .trainer import ConditionedTrainerMixin
 
 
@@ -39,7 +39,10 @@ class MultiObjectiveGRPOTrainer(ConditionedTrainerMixin, GRPOTrainer):
     def _rewards_and_advantages(self, rewards_per_objective, weights, kl, kl_weights, num_generations):
         if self.multi_objective_aggregation == "normalize_then_sum":
             normalized = group_normalized_rewards(rewards_per_objective, num_generations)  # (N, m)
-            rewards = linear_scalarization(normalized, weights)  # (N,)
+            # Unscorable rows are decided from the raw rewards, as TRL does: an objective with a single value in its
+            # group normalises to NaN and adds 0, but does not make the row unscorable.
+            unscorable = torch.isnan(rewards_per_objective).all(dim=1)  # (N,)
+            rewards = (normalized * weights).nansum(dim=1).masked_fill(unscorable, torch.nan)  # (N,)
             if kl is not None:
                 rewards = rewards - kl_weights * kl
             advantages = batch_normalized(rewards)

@@ -113,7 +113,8 @@ class ConditioningFields:
         default=None,
         metadata={
             "help": "For scalarization='tchebycheff': the ideal point z, one value per objective (after "
-            "`reward_normalization`). Default: the running per-objective maxima of the training rewards."
+            "`reward_normalization`). Default: the running per-objective maxima of the raw training rewards, normalised "
+            "with the current statistics when used."
         },
     )
     tchebycheff_augmentation: float = field(

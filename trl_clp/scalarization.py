@@ -6,8 +6,9 @@ Order of operations for one generation batch of N = G·K completions (G prompt g
 2. optional per-objective normalisation: `(R − mean) / std` with running statistics (`RunningMoments`),
 3. scalarisation with each row's weighting w (NaN terms skipped, as in TRL):
    - linear: `s = Σ_i w_i R_i`;
-   - Tchebycheff: `s = −max_i w_i (z_i − R_i)`, z the ideal point (`IdealPoint`: given, or the running
-     per-objective maxima); augmented with ρ > 0: `s − ρ Σ_i (z_i − R_i)`,
+   - Tchebycheff: `s = −max_{i: w_i > 0} w_i (z_i − R_i)`, z the ideal point (`IdealPoint`: given, or the running
+     per-objective maxima of the raw rewards, normalised as in step 2 when used); augmented with ρ > 0:
+     `s − ρ Σ_i (z_i − R_i)`,
 4. optional clipping of `s` to `reward_clip_range` (RLOO),
 5. KL penalty: `r = s − α · KL` with each row's α,
 6. the trainer's group baseline: leave-one-out (RLOO, `leave_one_out_advantages`) or group mean and std (GRPO,
@@ -53,8 +54,11 @@ def tchebycheff_scalarization(
     s is the negated weighted distance to the ideal point z along the worst objective: maximising it pulls up
     the objective that lags most (relative to its weight), so, unlike the weighted sum, every point of a concave
     front is the maximiser for some weighting. With ρ = 0 the maximisers are weakly Pareto-optimal; a small ρ > 0
-    (e.g. 0.01) breaks ties towards Pareto-optimal points. The gaps are not taken in absolute value: s keeps rising
-    with every R_i even past a given z.
+    (e.g. 0.01) breaks ties towards Pareto-optimal points. The gaps are not taken in absolute value, so s never
+    falls as an R_i rises, and it keeps rising with the objective whose weighted gap is the largest even past z.
+    Objectives of zero weight are left out of the max (only ρ's sum sees them): their term would be 0 whatever
+    their reward, and would cap s at 0 once the weighted objectives pass z (w = (1, 0), z = (1, 1): R_1 = 1.5
+    would score 0, as R_1 = 1 does, instead of 0.5).
 
     Args:
         rewards_per_objective: `(N, m)`; NaN marks "not applicable" and the objective is left out of the max.
@@ -63,14 +67,16 @@ def tchebycheff_scalarization(
         augmentation: ρ >= 0.
 
     Returns:
-        `(N,)`; NaN for rows where every objective is NaN.
+        `(N,)`; NaN for rows where every objective is NaN; 0 (before ρ's sum) for rows where only zero-weight
+        objectives are scored, as the weighted sum gives them.
 
     Example: R = (0.2, 0.8), w = (0.5, 0.5), z = (1, 1): gaps (0.8, 0.2), s = −max(0.4, 0.1) = −0.4.
     """
     gaps = ideal_point.to(rewards_per_objective) - rewards_per_objective  # (N, m)
     missing = torch.isnan(gaps)
-    weighted_gaps = (weights * gaps).masked_fill(missing, -torch.inf)  # (N, m)
-    scalar = -weighted_gaps.amax(dim=1)  # (N,)
+    weighted_gaps = (weights * gaps).masked_fill(missing | (weights == 0), -torch.inf)  # (N, m)
+    scalar = -weighted_gaps.amax(dim=1)  # (N,); +inf where no weighted objective is scored
+    scalar = scalar.masked_fill(torch.isinf(scalar), 0.0)
     if augmentation:
         scalar = scalar - augmentation * gaps.nansum(dim=1)
     scalar[missing.all(dim=1)] = torch.nan
@@ -248,7 +254,9 @@ class IdealPoint:
     """Tchebycheff's ideal point z `(m,)`: fixed if given, else the running per-objective maxima of the rewards.
 
     The maxima are updated from the globally gathered rewards of training batches only, so every rank holds the
-    same z and evaluation does not change training.
+    same z and evaluation does not change training. The trainer updates them with raw rewards and normalises z when
+    it uses it (`including(..., normalize)`): maxima kept in the normalised units of past batches would go stale as
+    the running statistics move.
 
     Args:
         num_objectives: m.
@@ -267,11 +275,20 @@ class IdealPoint:
         if not self.given:
             self.maxima = self.including(rewards_per_objective).nan_to_num(nan=-torch.inf).to(torch.float64)
 
-    def including(self, rewards_per_objective: torch.Tensor) -> torch.Tensor:
-        """`(m,)` z as it would be after `update` with this batch, without storing it; NaN for an objective with no
-        reward seen yet. A given z is returned as is."""
+    def including(self, rewards_per_objective: torch.Tensor, normalize=None) -> torch.Tensor:
+        """`(m,)` z as it would be after `update` with this batch, without storing it, in the units of
+        `rewards_per_objective`; NaN for an objective with no reward seen yet. A given z is returned as is.
+
+        Args:
+            rewards_per_objective: `(N, m)` the batch.
+            normalize: maps `(1, m)` raw rewards into the batch's units (e.g. `RunningMoments.normalize`), applied to
+                the stored maxima; None when the batch is raw. It must increase in each objective, so that the
+                normalised maxima are the maxima of the normalised rewards.
+        """
         maxima = self.maxima.to(rewards_per_objective)
         if not self.given:
+            if normalize is not None:
+                maxima = normalize(maxima.unsqueeze(0)).squeeze(0)  # an unseen objective's −inf stays −inf
             batch = rewards_per_objective.nan_to_num(nan=-torch.inf).amax(dim=0)  # (m,)
             maxima = torch.maximum(maxima, batch)
         return maxima.masked_fill(torch.isinf(maxima), torch.nan)

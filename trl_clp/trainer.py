@@ -20,6 +20,7 @@ from accelerate.utils import gather, is_peft_model
 from peft import LoraConfig
 from torch import nn
 from transformers import ProcessorMixin
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 from trl.models.utils import disable_gradient_checkpointing
@@ -170,6 +171,12 @@ class ConditionedTrainerMixin:
             raise ValueError("The training dataset is empty: training would run 0 steps. Pass a dataset with prompts.")
         peft_config = peft_config if peft_config is not None else DEFAULT_LORA_CONFIG
         check_linear_lora_config(peft_config)
+        if args.conditioning == "logit" and is_deepspeed_zero3_enabled():
+            raise ValueError(
+                "conditioning='logit' scores through the output layer's weights after the model's forward, where "
+                "DeepSpeed ZeRO-3 leaves them as empty partitions. Train logit-CLP with FSDP2 "
+                "(examples/accelerate_configs/fsdp.yaml) or ZeRO-2, or use conditioning='attn' or 'full' under ZeRO-3."
+            )
         if args.should_save:
             check_output_dir_writable(args.output_dir)
 
@@ -253,10 +260,16 @@ class ConditionedTrainerMixin:
             "method": "tchebycheff",
             **self.ideal_point.state_dict(),
             "augmentation": self.args.tchebycheff_augmentation,
+            # A given z is in the units the rewards are scalarised in; the running maxima are of the raw rewards.
+            "ideal_point_units": "normalized" if self.ideal_point.given and self.reward_moments is not None else "raw",
         }
 
     def _scalarize(self, rewards_per_objective, weights, kl=None, kl_weights=None, clip_range=None) -> torch.Tensor:
         """`(N,)` per-row `s(R; w) − α·KL` with the configured scalarisation (see `scalarize_rewards`)."""
+        ideal_point = None
+        if self.ideal_point is not None:  # the running maxima are raw: normalised with the current statistics here
+            normalize = None if self.reward_moments is None else self.reward_moments.normalize
+            ideal_point = self.ideal_point.including(rewards_per_objective, normalize)
         return scalarize_rewards(
             rewards_per_objective,
             weights,
@@ -264,7 +277,7 @@ class ConditionedTrainerMixin:
             kl_weights,
             clip_range,
             scalarization=self.args.scalarization,
-            ideal_point=None if self.ideal_point is None else self.ideal_point.including(rewards_per_objective),
+            ideal_point=ideal_point,
             augmentation=self.args.tchebycheff_augmentation,
         )
 
@@ -425,13 +438,15 @@ class ConditionedTrainerMixin:
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)  # (N, m)
-        # TRL turns a callable's None into NaN ("does not apply"); a reward model has no None, so its NaN is a fault.
+        # TRL turns a callable's None into NaN ("does not apply"); a reward model has no None, so its NaN is a fault,
+        # and so is ±inf (an fp16 overflow), which would become the ideal point or the batch statistics for good.
         for i, (func, name) in enumerate(zip(self.reward_funcs, self.objective_names, strict=True)):
-            if isinstance(func, nn.Module) and torch.isnan(rewards[:, i]).any():
+            bad = ~torch.isfinite(rewards[:, i])  # (N,)
+            if isinstance(func, nn.Module) and bad.any():
                 raise ValueError(
-                    f"Reward model {name!r} returned NaN for {int(torch.isnan(rewards[:, i]).sum())} of "
-                    f"{rewards.size(0)} completions: check its weights and dtype (e.g. fp16 overflow), or wrap it in a "
-                    "reward function that returns None where it does not apply."
+                    f"Reward model {name!r} returned non-finite rewards ({rewards[bad, i][0].item()}) for "
+                    f"{int(bad.sum())} of {rewards.size(0)} completions: check its weights and dtype (e.g. fp16 "
+                    "overflow), or wrap it in a reward function that returns None where it does not apply."
                 )
         self._gathered_rewards = rewards
         return rewards
@@ -511,12 +526,12 @@ class ConditionedTrainerMixin:
             self.conditioner.clear()
         rewards_per_objective = self._pop_gathered_rewards()  # (N, m)
 
+        if self.ideal_point is not None and mode == "train":
+            self.ideal_point.update(rewards_per_objective)  # raw: normalised maxima would go stale as statistics move
         if self.reward_moments is not None:
             if mode == "train":
                 self.reward_moments.update(rewards_per_objective)
             rewards_per_objective = self.reward_moments.normalize(rewards_per_objective)
-        if self.ideal_point is not None and mode == "train":
-            self.ideal_point.update(rewards_per_objective)
         weighted = self._scalarize(rewards_per_objective, weights)  # (N,) s(R; w) without KL, for logging
         rewards, advantages = self._rewards_and_advantages(
             rewards_per_objective, weights, kl, kl_weights, num_generations
@@ -549,7 +564,9 @@ class ConditionedTrainerMixin:
         metrics["frac_reward_zero_std"][-1] = (
             torch.isclose(group_std, torch.zeros_like(group_std)).float().mean().item()
         )
-        for _ in range(advantages.numel()):  # TRL's unit-weight advantages of these rows, appended last
+        # TRL's unit-weight advantages of these rows were appended last, to a deque capped at `generation_batch_size`:
+        # an evaluation batch larger than that left only its newest rows in it.
+        for _ in range(min(advantages.numel(), len(self._logs["advantages"]))):
             self._logs["advantages"].pop()
         self._logs["advantages"].extend(advantages.tolist())
 
@@ -656,7 +673,18 @@ class ConditionedTrainerMixin:
             and saved.scalarization["method"] == "tchebycheff"
             and not self.ideal_point.given
         ):
-            self.ideal_point.load_state_dict(saved.scalarization)
+            # Files written before `ideal_point_units` kept the running maxima in normalised units when normalising.
+            saved_units = saved.scalarization.get(
+                "ideal_point_units", "raw" if saved.reward_normalization is None else "normalized"
+            )
+            if saved_units == "raw":
+                self.ideal_point.load_state_dict(saved.scalarization)
+            else:
+                warnings.warn(
+                    f"Checkpoint {resume_from_checkpoint!r} kept its running ideal point in normalised units, which "
+                    "go stale as the reward statistics move: it is rebuilt from the raw rewards of the next batches.",
+                    stacklevel=2,
+                )
 
 
 class MultiObjectiveTrainer(ConditionedTrainerMixin, RLOOTrainer):

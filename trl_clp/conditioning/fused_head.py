@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, Partial
+from torch.nn import functional as F
 
 from .layer import scale_lora_blocks
 
@@ -32,6 +34,19 @@ LOGIT_TRANSFORM_ATTRIBUTES = (
     "lm_head_multiplier",
     "logits_scaling",
 )
+
+
+def _full(parameter: torch.Tensor | None) -> torch.Tensor | None:
+    """The whole of a parameter that FSDP2 keeps sharded as a DTensor outside its module's forward, else itself.
+
+    The head's weights are read after the model's forward has returned, where FSDP2 may have resharded them (an
+    output layer in its own FSDP unit), as TRL's fused head reads `lm_head.weight` (`.full_tensor()`). The gather is
+    differentiable: each rank's gradient of the whole tensor comes back averaged over the ranks and sharded
+    (`Partial("avg")`), which is what FSDP2's reduce-scatter gives the gradients of the parameters it gathers itself.
+    """
+    if isinstance(parameter, DTensor):
+        return parameter.full_tensor(grad_placements=[Partial("avg")] * parameter.device_mesh.ndim)
+    return parameter
 
 
 def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -230,7 +245,9 @@ def conditioned_head_logps_and_entropies(
 
     The model runs as usual (through any DDP or PEFT wrapper), but a forward pre-hook on its output layer keeps
     the hidden states and hands the layer zero positions, so the `(B, C, V)` logits are never built; the layer is
-    then applied through `low_rank_head_logps_and_entropies`.
+    then applied through `low_rank_head_logps_and_entropies`. Its weights are read after the forward: under FSDP2
+    each one that is a sharded DTensor then is gathered (`.full_tensor()`), as TRL's fused head gathers
+    `lm_head.weight`. DeepSpeed ZeRO-3 leaves them as empty partitions there: the trainers refuse logit-CLP under it.
 
     Args:
         model: the model to call (possibly wrapped); `output_layer` must be its output embeddings, a LoRA layer
@@ -262,25 +279,27 @@ def conditioned_head_logps_and_entropies(
     batch_size, num_tokens = targets.shape
 
     lora_hidden = lora_b = None
-    bias = output_layer.base_layer.bias
+    bias = _full(output_layer.base_layer.bias)
     (adapter,) = output_layer.active_adapters
     if not output_layer.disable_adapters and adapter in output_layer.lora_A:
         lora_a, lora_b_layer = output_layer.lora_A[adapter], output_layer.lora_B[adapter]
         scaling = output_layer.scaling[adapter]
-        x = output_layer.lora_dropout[adapter](hidden.to(lora_a.weight.dtype))
+        lora_a_weight = _full(lora_a.weight)  # (R, H)
+        x = output_layer.lora_dropout[adapter](hidden.to(lora_a_weight.dtype))
         if weights is None or weights.size(0) != batch_size:
             raise RuntimeError(
                 f"The conditioned output layer needs one weighting per row: the batch has {batch_size} rows, the "
                 f"weightings are {None if weights is None else tuple(weights.shape)}."
             )
-        lora_hidden = scale_lora_blocks(lora_a(x), weights)  # (B, C, R)
+        lora_hidden = scale_lora_blocks(F.linear(x, lora_a_weight, _full(lora_a.bias)), weights)  # (B, C, R)
         lora_hidden = (lora_hidden * scaling).reshape(batch_size * num_tokens, -1)  # (N, R)
-        lora_b = lora_b_layer.weight  # (V, R)
+        lora_b = _full(lora_b_layer.weight)  # (V, R)
         if lora_b_layer.bias is not None:  # PEFT's `lora_bias`: a bias that the block scaling does not touch
-            bias = lora_b_layer.bias * scaling if bias is None else bias + lora_b_layer.bias * scaling
+            lora_bias = _full(lora_b_layer.bias) * scaling
+            bias = lora_bias if bias is None else bias + lora_bias
     logps, entropies = low_rank_head_logps_and_entropies(
         hidden.reshape(batch_size * num_tokens, -1),
-        output_layer.base_layer.weight,
+        _full(output_layer.base_layer.weight),
         bias,
         lora_hidden,
         lora_b,
