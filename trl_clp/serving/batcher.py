@@ -49,11 +49,10 @@ NEUTRAL_DECODING = dict(
     guidance_scale=1.0,
     renormalize_logits=False,
     remove_invalid_values=False,
-    typical_p=1.0,
-    epsilon_cutoff=0.0,
-    eta_cutoff=0.0,
-    min_p=0.0,
 )
+# The same for the options that only sampling reads (set for greedy decoding, they only draw warnings). top_k=0 turns
+# off transformers' default top-k: the OpenAI API has no top-k.
+NEUTRAL_SAMPLING = dict(top_k=0, min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
 # Options that change tokens and have no neutral value other than unset: a checkpoint that sets one is refused.
 UNNEUTRAL_DECODING = (
     "bad_words_ids",
@@ -84,11 +83,12 @@ class SamplingKey:
 
     def generation_config(self, max_new_tokens: int, pad_token_id: int) -> GenerationConfig:
         """Every token-changing option explicitly: the request's sampling, everything else neutral."""
-        # temperature=1 when greedy keeps a checkpoint's temperature out of the config (it would only warn);
-        # top_k=0 turns off transformers' default top-k: the OpenAI API has no top-k.
-        sampling = dict(do_sample=self.temperature > 0, temperature=self.temperature or 1.0, top_p=self.top_p, top_k=0)
+        if self.temperature == 0:
+            decoding = dict(do_sample=False)
+        else:
+            decoding = dict(do_sample=True, temperature=self.temperature, top_p=self.top_p, **NEUTRAL_SAMPLING)
         return GenerationConfig(
-            max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, **sampling, **NEUTRAL_DECODING
+            max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, **decoding, **NEUTRAL_DECODING
         )
 
 
@@ -330,11 +330,16 @@ class RequestBatcher:
         self._pending = [request for request in self._pending if not request.cancelled.is_set()]
         if not self._pending:
             return []
-        # The oldest request's kind goes first, so no request waits behind a stream of another kind.
-        key = self._pending[0].sampling
-        batch = []
-        for request in self._pending:
-            if len(batch) < self.max_batch_size and request.sampling == key and self._fits(batch + [request]):
+        # The oldest request goes first, with the requests of its kind that fit beside it, so no request waits
+        # behind a stream of another kind or of longer ones.
+        oldest = self._pending[0]
+        batch = [oldest]
+        for request in self._pending[1:]:
+            if (
+                len(batch) < self.max_batch_size
+                and request.sampling == oldest.sampling
+                and self._fits(batch + [request])
+            ):
                 batch.append(request)
         chosen = {id(request) for request in batch}
         self._pending = [request for request in self._pending if id(request) not in chosen]
@@ -342,8 +347,7 @@ class RequestBatcher:
 
     def _fits(self, batch: list[GenerationRequest]) -> bool:
         """Whether every row stays within the context: the batch runs to its longest budget and a row that finished
-        early still advances its positions, so each prompt plus the batch's longest budget must fit. (The server
-        admits only requests that fit alone, so the oldest request always forms a batch.)"""
+        early still advances its positions, so each prompt plus the batch's longest budget must fit."""
         longest_prompt = max(len(request.prompt_ids) for request in batch)
         return longest_prompt + max(request.max_new_tokens for request in batch) <= self.context_length
 
