@@ -157,7 +157,7 @@ def _validation_message(error: RequestValidationError) -> str:
             return f"The request body is not valid JSON ({item.get('ctx', {}).get('error', 'parse error')}): send a JSON object."
         if item["type"] == "extra_forbidden":
             messages.append(
-                f"Unsupported parameter `{location}`: remove it (docs/serving.md lists the accepted fields)."
+                f"Unsupported parameter `{location}`: remove it (GET /openapi.json lists the accepted fields)."
             )
         elif item["type"] == "missing":
             messages.append(f"Missing required field `{location}`.")
