@@ -206,6 +206,9 @@ class _RowProgress(StoppingCriteria):
 class RequestBatcher:
     """A bounded request queue and the worker thread that serves it in batches of compatible requests.
 
+    Compatible: the same `SamplingKey`, and every row's prompt plus the batch's longest budget within
+    `context_length` (the model's `max_position_embeddings`, else the tokenizer's `model_max_length`).
+
     Args:
         steer: the model; only the worker thread calls it.
         tokenizer: decodes completions (and checks stop strings).
