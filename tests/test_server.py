@@ -3,6 +3,7 @@
 import concurrent.futures
 import dataclasses
 import json
+import logging
 import math
 import os
 import random
@@ -15,7 +16,7 @@ import openai
 import pytest
 import torch
 from peft import LoraConfig
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, GenerationConfig, GPT2Config, GPT2LMHeadModel
 
 from trl_clp import SteerableModel, demo, format_weighted_prompt
 from trl_clp.serving import QueueFullError, ServerConfig, ServerThread, create_app, load_steerable_model
@@ -24,16 +25,31 @@ NAMES = ["lower", "upper"]
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
 PROMPTS = ["Describe: quiet river\n", "Describe: a storm over the old city walls\n", "Hi", "Describe: green\n"]
 EOS = 2
+# A GPT-2 with learned positions: a row advanced past `n_positions` fails ("index out of range in self"), where the
+# rotary Llama would go on.
+GPT2_POSITIONS = 64
 
 
-def save_steerable(directory, variant="full", names=NAMES, min_kl_weight=None):
-    """A tiny CLP model with random LoRA A and B (so weightings change outputs), saved with its base and tokenizer."""
+def make_tiny_gpt2():
+    torch.manual_seed(0)
+    config = GPT2Config(
+        vocab_size=259, n_positions=GPT2_POSITIONS, n_embd=64, n_layer=2, n_head=4, bos_token_id=1, eos_token_id=2
+    )
+    return GPT2LMHeadModel(config)
+
+
+def save_steerable(directory, variant="full", names=NAMES, min_kl_weight=None, learned_positions=False):
+    """A tiny CLP model with random LoRA A and B (so weightings change outputs), saved with its base and tokenizer:
+    the rotary Llama of the demo, or with `learned_positions` a GPT-2 with a 64-token context."""
     tokenizer = demo.make_byte_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     base_path = os.path.join(directory, "base")
-    demo.make_tiny_llama(seed=0).save_pretrained(base_path)
+    (make_tiny_gpt2() if learned_positions else demo.make_tiny_llama(seed=0)).save_pretrained(base_path)
     torch.manual_seed(1)
-    lora = LoraConfig(r=4, lora_alpha=16, init_lora_weights=False, target_modules=demo.LLAMA_LINEAR_MODULES)
+    targets = ["c_attn", "c_proj", "c_fc"] if learned_positions else demo.LLAMA_LINEAR_MODULES
+    lora = LoraConfig(
+        r=4, lora_alpha=16, init_lora_weights=False, target_modules=targets, fan_in_fan_out=learned_positions
+    )
     steer = SteerableModel.from_base_model(
         AutoModelForCausalLM.from_pretrained(base_path), names, lora, variant, tokenizer=tokenizer
     )
@@ -69,6 +85,18 @@ def client(server):
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
 
 
+@pytest.fixture(scope="module")
+def gpt2_path(tmp_path_factory):
+    return save_steerable(str(tmp_path_factory.mktemp("served_gpt2")), learned_positions=True)
+
+
+@pytest.fixture(scope="module")
+def gpt2_server(gpt2_path):
+    app = create_app(load_steerable_model(gpt2_path), ServerConfig(model_name="clp", max_new_tokens=64))
+    with ServerThread(app) as running:
+        yield running, openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
 def served_alone(steer, prompt_ids, weights, max_tokens, stop=None, kl_weight=None):
     """Greedy completion of one prompt in a batch of one, cut at EOS and at the stop string, as the API defines it."""
     ids = torch.tensor([prompt_ids])
@@ -83,7 +111,7 @@ def served_alone(steer, prompt_ids, weights, max_tokens, stop=None, kl_weight=No
     )
     new = out[0, ids.size(1) :].tolist()
     new = new[: new.index(EOS)] if EOS in new else new
-    text = steer.tokenizer.decode(new)
+    text = steer.tokenizer.decode(new, skip_special_tokens=True)
     return text[: text.find(stop)] if stop and stop in text else text
 
 
@@ -154,15 +182,25 @@ def test_streaming_gives_the_same_text_as_a_plain_response(client):
     assert "".join(chunk.choices[0].delta.content or "" for chunk in stream) == chat
 
 
-def test_concurrent_requests_get_what_they_get_alone(server, client, reference):
+@pytest.mark.parametrize("positions", ["rotary", "learned"])
+def test_concurrent_requests_get_what_they_get_alone(request, positions):
     """32 clients at once, each with its own weighting, prompt, budget and stop string: every greedy response is the
-    request served alone, although they shared batches (and sampled requests were mixed in)."""
+    request served alone, although they shared batches (and sampled requests were mixed in). With learned positions
+    (a 64-token context), each request fits alone but many pairs would not fit one batch run to its longest budget."""
+    if positions == "rotary":
+        server, client = request.getfixturevalue("server"), request.getfixturevalue("client")
+        reference = request.getfixturevalue("reference")
+    else:
+        server, client = request.getfixturevalue("gpt2_server")
+        reference = load_steerable_model(request.getfixturevalue("gpt2_path"))
+    context = reference.model.config.max_position_embeddings
     rng = random.Random(0)
     jobs = []
     for index in range(32):
         prompt = rng.choice(PROMPTS) + "x" * rng.randrange(8)  # different lengths: left padding in a batch
         w = rng.random()
-        weights, max_tokens = [w, 1 - w], rng.randint(4, 24)
+        room = context - len(reference.tokenizer(prompt)["input_ids"])
+        weights, max_tokens = [w, 1 - w], min(rng.randint(4, 24), room)
         expected = served_alone(reference, reference.tokenizer(prompt)["input_ids"], weights, max_tokens)
         stop = None
         if index % 3 == 0 and len(expected) > 4 and expected[len(expected) // 2].isascii():  # ends the row early
@@ -183,8 +221,169 @@ def test_concurrent_requests_get_what_they_get_alone(server, client, reference):
         texts = list(pool.map(call, greedy + sampled))
     assert texts[: len(jobs)] == [expected for *_, expected in jobs]
     batches, rows = batcher.batches_run - batches_before, batcher.rows_run - rows_before
-    assert rows == 36 and batches <= 12, (batches, rows)  # requests shared batches
+    assert rows == 36 and batches <= (12 if positions == "rotary" else 24), (batches, rows)  # requests shared batches
     assert server.server.config.app.state.steer.conditioner.weights is None  # no weighting left behind
+
+
+def test_a_request_is_answered_as_alone_whatever_shares_its_batch(gpt2_path):
+    """The issue's pair on a 64-position GPT-2: A (58-token prompt, 4 new tokens) and B (5-token prompt, 50 new
+    tokens) each fit alone; queued together, one batch run to B's budget would advance A to position 108."""
+    reference = load_steerable_model(gpt2_path)
+    app = create_app(load_steerable_model(gpt2_path), ServerConfig(model_name="clp", batch_wait_ms=1000))
+    prompts, budgets = ["Describe: " + "river " * 8, "Hi yo"], [4, 50]
+    assert [len(reference.tokenizer(prompt)["input_ids"]) for prompt in prompts] == [58, 5]
+    start = threading.Barrier(2)
+
+    def call(server, prompt, max_tokens):
+        start.wait()  # both arrive within the worker's 1 s gathering window
+        body = {"model": "clp", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "weights": [0.3, 0.7]}
+        return post(server, "/v1/completions", body)
+
+    with ServerThread(app) as server, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(call, [server] * 2, prompts, budgets))
+    assert [response.status_code for response in responses] == [200, 200], [r.text for r in responses]
+    for response, prompt, max_tokens in zip(responses, prompts, budgets, strict=True):
+        ids = reference.tokenizer(prompt)["input_ids"]
+        assert response.json()["choices"][0]["text"] == served_alone(reference, ids, [0.3, 0.7], max_tokens)
+
+
+def test_a_chat_prompt_with_no_room_left_gets_400_naming_the_context(server):
+    """Without `max_tokens`, chat asks for what is left of the context: none left is a 400, not a failed batch."""
+    template_tokens = len("<user>\n<assistant>")  # one byte per token
+
+    def chat(length):
+        messages = [{"role": "user", "content": "x" * length}]
+        return post(server, "/v1/chat/completions", {"model": "clp", "messages": messages, "temperature": 0})
+
+    for length in (256 - template_tokens, 300):  # no room for one token; past the context
+        response = chat(length)
+        assert response.status_code == 400, response.text
+        message = response.json()["error"]["message"]
+        assert "context is 256 tokens" in message and "shorten the prompt" in message
+    one_left = chat(256 - template_tokens - 1).json()  # room for exactly one token: served
+    assert one_left["usage"]["prompt_tokens"] == 255 and one_left["usage"]["completion_tokens"] == 1
+
+
+def test_a_body_over_the_limit_gets_413_before_it_is_read(model_path):
+    app = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp", max_request_bytes=1024))
+    with ServerThread(app) as server:
+        # Announces 8 MiB and sends 100 bytes: the answer comes without the server waiting for the rest.
+        connection = socket.create_connection((server.host, server.port), timeout=10)
+        head = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        connection.sendall(f"{head}Content-Length: {8 << 20}\r\n\r\n".encode() + b"{" * 100)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+        connection.close()
+        status_line, _, rest = answer.partition(b"\r\n")
+        assert status_line.startswith(b"HTTP/1.1 413"), answer
+        message = json.loads(rest.partition(b"\r\n\r\n")[2])["error"]["message"]
+        assert "limit of 1024 bytes" in message and "--max-request-bytes" in message
+        # Without Content-Length (chunked), counted as it arrives.
+        chunked = httpx.post(server.url + "/v1/completions", content=iter([b" " * 700, b" " * 700]), timeout=30)
+        assert chunked.status_code == 413 and "1024 bytes" in chunked.json()["error"]["message"]
+        body = {"model": "clp", "prompt": "Hi", "max_tokens": 2, "user": "u" * 900}  # about 970 bytes: within it
+        assert post(server, "/v1/completions", body).status_code == 200
+    with pytest.raises(ValueError, match="max_request_bytes"):
+        ServerConfig(max_request_bytes=0)
+
+
+def test_templating_and_tokenizing_run_off_the_event_loop(model_path):
+    """A request stuck in its chat template (as an 8 MiB prompt would be) does not hold up /health."""
+    app = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp"))
+    tokenizer, entered, release = app.state.steer.tokenizer, threading.Event(), threading.Event()
+    render = tokenizer.apply_chat_template
+
+    def slow_render(*args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return render(*args, **kwargs)
+
+    tokenizer.apply_chat_template = slow_render
+    body = {"model": "clp", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    with ServerThread(app) as server, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            slow = pool.submit(post, server, "/v1/chat/completions", body)
+            assert entered.wait(30)
+            started = time.monotonic()
+            assert httpx.get(server.url + "/health", timeout=5).json()["status"] == "ok"
+            assert time.monotonic() - started < 5
+        finally:
+            release.set()
+        assert slow.result().status_code == 200
+
+
+def test_greedy_requests_ignore_the_checkpoints_generation_config(tmp_path):
+    """A `repetition_penalty` in the base model's generation_config.json changes plain greedy `generate`; the API
+    cannot ask for penalties, so served greedy text is the text without it."""
+    path = save_steerable(str(tmp_path))
+    reference = load_steerable_model(path)  # no penalty
+    base_path = str(tmp_path / "base")
+    GenerationConfig(bos_token_id=1, eos_token_id=2, repetition_penalty=3.0).save_pretrained(base_path)
+    penalised = load_steerable_model(path)
+    assert penalised.model.generation_config.repetition_penalty == 3.0
+    ids = reference.tokenizer(PROMPTS[0])["input_ids"]
+    expected = served_alone(reference, ids, [0.5, 0.5], 24)
+    assert served_alone(penalised, ids, [0.5, 0.5], 24) != expected  # the penalty changes greedy tokens
+    with ServerThread(create_app(penalised, ServerConfig(model_name="clp"))) as server:
+        body = {"model": "clp", "prompt": PROMPTS[0], "max_tokens": 24, "temperature": 0}
+        assert post(server, "/v1/completions", body).json()["choices"][0]["text"] == expected
+    # An option with no neutral value would change every completion: refused when the server is built.
+    penalised.model.generation_config.suppress_tokens = [5]
+    with pytest.raises(ValueError, match=r"\['suppress_tokens'\].*generation_config.json"):
+        create_app(penalised, ServerConfig(model_name="clp"))
+
+
+def test_server_errors_name_a_request_id_and_keep_details_in_the_log(model_path, caplog):
+    app = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp"))
+    secret = "CUDA error: device-side assert at /home/alice/models/secret.py:42"
+
+    def failing(*args, **kwargs):
+        raise RuntimeError(secret)
+
+    body = {"model": "clp", "prompt": "Hi", "max_tokens": 3, "temperature": 0}
+    with ServerThread(app) as server, caplog.at_level(logging.ERROR):
+        app.state.steer.model.generate, real = failing, app.state.steer.model.generate
+        failed = post(server, "/v1/completions", body)
+        streamed = post(server, "/v1/completions", {**body, "stream": True})
+        app.state.steer.model.generate = real
+        tokenizer = app.state.steer.tokenizer
+        tokenizer.apply_chat_template = failing  # an unexpected failure outside generation
+        chat = post(server, "/v1/chat/completions", {"model": "clp", "messages": [{"role": "user", "content": "x"}]})
+        del tokenizer.apply_chat_template
+    error_chunk = json.loads(streamed.text.split("data: ")[2])
+    for message in (
+        failed.json()["error"]["message"],
+        error_chunk["error"]["message"],
+        chat.json()["error"]["message"],
+    ):
+        assert "secret" not in message and "CUDA" not in message and "server log" in message
+    assert failed.status_code == 500 and chat.status_code == 500
+    logged = caplog.text
+    for message in (
+        failed.json()["error"]["message"],
+        error_chunk["error"]["message"],
+        chat.json()["error"]["message"],
+    ):
+        request_id = message.split("(request ")[1].split(")")[0]
+        assert request_id in logged
+    assert secret in logged
+
+
+def test_the_schema_needs_the_api_key_when_one_is_set(model_path):
+    steer = load_steerable_model(model_path)
+    with ServerThread(create_app(steer, ServerConfig(model_name="clp"))) as server:  # no key: open, as /v1/*
+        assert "/v1/completions" in httpx.get(server.url + "/openapi.json").json()["paths"]
+        assert httpx.get(server.url + "/docs").status_code == 200
+    with ServerThread(create_app(steer, ServerConfig(model_name="clp", api_key="k"))) as server:
+        assert httpx.get(server.url + "/openapi.json").status_code == 401
+        with_key = httpx.get(server.url + "/openapi.json", headers={"Authorization": "Bearer k"})
+        assert "/v1/completions" in with_key.json()["paths"]
+        assert httpx.get(server.url + "/docs").status_code == 404  # a browser could not send the key
+        assert httpx.get(server.url + "/redoc").status_code == 404
 
 
 BAD_REQUESTS = [
@@ -279,7 +478,7 @@ def test_a_full_queue_answers_503_and_a_failed_batch_500(model_path):
 
         app.state.steer.model.generate, real = failing, app.state.steer.model.generate
         failed = post(server, "/v1/completions", body)
-        assert failed.status_code == 500 and "out of memory" in failed.json()["error"]["message"]
+        assert failed.status_code == 500 and "server log" in failed.json()["error"]["message"]
         app.state.steer.model.generate = real
         assert post(server, "/v1/completions", body).status_code == 200
         assert app.state.steer.conditioner.weights is None
@@ -396,10 +595,10 @@ def test_cli_serves_on_loopback_with_the_api_key_from_the_environment(model_path
     calls = []
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
     monkeypatch.setenv("TRL_CLP_API_KEY", "secret-key")
-    cli.main(["serve", model_path, "--max-batch-size", "4"])
+    cli.main(["serve", model_path, "--max-batch-size", "4", "--max-request-bytes", "4096"])
     ((app, kwargs),) = calls
     assert kwargs["host"] == "127.0.0.1" and kwargs["port"] == 8000
-    assert app.state.config.max_batch_size == 4
+    assert app.state.config.max_batch_size == 4 and app.state.config.max_request_bytes == 4096
     with ServerThread(app) as server:
         assert httpx.get(server.url + "/health").status_code == 200  # health needs no key
         body = {"model": "clp", "prompt": "Hi", "max_tokens": 4, "weights": {"lower": 1.0}}

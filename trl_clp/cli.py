@@ -198,7 +198,14 @@ def _serve(args) -> None:
     # Options left unset keep `ServerConfig`'s defaults.
     settings = {
         name: getattr(args, name)
-        for name in ("model_name", "max_batch_size", "max_queue_size", "max_new_tokens", "batch_wait_ms")
+        for name in (
+            "model_name",
+            "max_batch_size",
+            "max_queue_size",
+            "max_new_tokens",
+            "batch_wait_ms",
+            "max_request_bytes",
+        )
     }
     serve(
         args.model,
@@ -282,6 +289,11 @@ def main(argv: list[str] | None = None) -> None:
         "--batch-wait-ms",
         type=float,
         help="an idle worker gathers a batch until no request came for this long, 10x at most (default 10)",
+    )
+    serve.add_argument(
+        "--max-request-bytes",
+        type=int,
+        help="largest request body; a larger one gets 413 before it is read (default 1048576, 1 MiB)",
     )
     serve.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     serve.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the checkpoint's)")

@@ -4,6 +4,10 @@
 
 Endpoints: `POST /v1/completions`, `POST /v1/chat/completions` (both with `stream`), `GET /v1/models`, `GET /health`.
 A request picks its trade-off with the extra body field `weights` (and `kl_weight`); see docs/serving.md.
+
+The event loop only routes: tokenizing and chat templating run on one preprocessing thread (so one huge prompt cannot
+delay `/health` or other responses), generation on the batcher's worker thread, and a body over `max_request_bytes`
+is answered 413 before it is read to the end.
 """
 
 from __future__ import annotations
@@ -11,18 +15,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import os
 import secrets
 import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from jinja2 import TemplateError
 from starlette.exceptions import HTTPException
 
 from ..conditioning.model import SteerableModel, resolve_clp_file
@@ -37,6 +44,7 @@ DEFAULT_COMPLETION_TOKENS = 16
 # (nginx's 499) when the client left before the response.
 DISCONNECT_POLL_S = 0.05
 CLIENT_CLOSED_REQUEST = 499
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,9 +67,16 @@ class ServerConfig:
         default=10.0,
         metadata={"help": "An idle worker gathers a batch until no request came for this long (10 times it at most)."},
     )
+    max_request_bytes: int = field(
+        default=1 << 20,
+        metadata={
+            "help": "Largest request body in bytes (default 1 MiB); a larger one is answered 413 before it is read "
+            "to the end or parsed."
+        },
+    )
 
     def __post_init__(self):
-        for name in ("max_batch_size", "max_queue_size", "max_new_tokens"):
+        for name in ("max_batch_size", "max_queue_size", "max_new_tokens", "max_request_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)}.")
         if self.batch_wait_ms < 0:
@@ -81,6 +96,59 @@ def _error_response(status: int, message: str, type: str = "invalid_request_erro
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def _internal_error_message(request_id: str) -> str:
+    # Exception text can hold file paths, device and driver details: it goes to the server log, not to clients.
+    return f"Internal server error (request {request_id}): the server log has the details."
+
+
+class RequestSizeLimit:
+    """ASGI middleware: a request body over `max_bytes` is answered 413 as soon as it is known to be too large (from
+    its Content-Length header, else while it arrives), before the app reads it to the end or parses it.
+
+    A body within the limit is read here and handed to the app whole; later `receive` calls (disconnect checks) go
+    to the server.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(scope, receive, send)
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left before sending its body: nobody to answer
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_bytes:
+                return await self._refuse(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send):
+        message = (
+            f"The request body is larger than this server's limit of {self.max_bytes} bytes: send a shorter "
+            f"request, or start the server with a larger `--max-request-bytes`."
+        )
+        # The rest of the body is never read, so the connection cannot carry another request.
+        response = _error_response(413, message, code="request_too_large", headers={"Connection": "close"})
+        await response(scope, receive, send)
+
+
 def _validation_message(error: RequestValidationError) -> str:
     messages = []
     for item in error.errors():
@@ -88,7 +156,9 @@ def _validation_message(error: RequestValidationError) -> str:
         if item["type"] == "json_invalid":
             return f"The request body is not valid JSON ({item.get('ctx', {}).get('error', 'parse error')}): send a JSON object."
         if item["type"] == "extra_forbidden":
-            messages.append(f"Unsupported parameter `{location}`: remove it (see /docs for the accepted fields).")
+            messages.append(
+                f"Unsupported parameter `{location}`: remove it (GET /openapi.json lists the accepted fields)."
+            )
         elif item["type"] == "missing":
             messages.append(f"Missing required field `{location}`.")
         else:
@@ -154,20 +224,32 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         steer, tokenizer, config.max_batch_size, config.max_queue_size, config.batch_wait_ms / 1000
     )
     names = steer.objective_names
-    context_length = getattr(steer.model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+    context_length = batcher.context_length
     created = int(time.time())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        # One thread owns the server's tokenizer (a fast tokenizer used from two threads can raise "Already borrowed").
+        app.state.preprocessing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trl-clp-tokenize")
         batcher.start()
         try:
             yield
         finally:
+            app.state.preprocessing.shutdown(wait=False, cancel_futures=True)
             await asyncio.to_thread(batcher.close)
 
+    # With an API key, the schema is served only with the key (below) and the browser pages are off: a browser
+    # cannot send the key with the page's own request for the schema.
+    protected = config.api_key is not None
     app = FastAPI(
-        title="trl-clp", description="OpenAI-compatible server for a steerable (CLP) model.", lifespan=lifespan
+        title="trl-clp",
+        description="OpenAI-compatible server for a steerable (CLP) model.",
+        lifespan=lifespan,
+        openapi_url=None if protected else "/openapi.json",
+        docs_url=None if protected else "/docs",
+        redoc_url=None if protected else "/redoc",
     )
+    app.add_middleware(RequestSizeLimit, max_bytes=config.max_request_bytes)
     app.state.batcher = batcher
     app.state.steer = steer
     app.state.config = config
@@ -184,6 +266,12 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, error: HTTPException):
         return _error_response(error.status_code, str(error.detail), "invalid_request_error")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception):
+        request_id = f"req-{uuid.uuid4().hex}"
+        logger.error("Request %s (%s %s) failed", request_id, request.method, request.url.path, exc_info=error)
+        return _error_response(500, _internal_error_message(request_id), "server_error")
 
     async def check_api_key(request: Request) -> None:
         if config.api_key is None:
@@ -205,8 +293,11 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                 code="model_not_found",
             )
 
-    def build_requests(body, prompts: list, chat: bool) -> tuple[list[GenerationRequest], list, dict]:
-        """Validate the weighting and limits, tokenize each prompt, and return the queued requests' parts."""
+    def prepare(body, prompts: list, chat: bool) -> tuple:
+        """Validate the weighting and limits and tokenize each prompt (on the preprocessing thread: CPU-bound).
+
+        Returns the conditioning vector, the weighting, and each prompt's `(prompt_ids, max_new_tokens)`.
+        """
         try:
             weighting = resolve_weighting(body.weights, names)
             conditioning = conditioning_for(steer, weighting, body.kl_weight)
@@ -219,9 +310,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                 f"`max_tokens={requested}` exceeds this server's limit of {config.max_new_tokens}: "
                 f"ask for fewer tokens.",
             )
-        queues, requests = [], []
-        loop = asyncio.get_running_loop()
-        sampling = SamplingKey(body.temperature, body.top_p if body.temperature > 0 else 1.0)
+        rows = []
         for prompt in prompts:
             if (
                 steer.conditioning_config.conditioning == "prompt"
@@ -246,7 +335,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                         add_generation_prompt=True,
                         **(steer.conditioning_config.chat_template_kwargs or {}),
                     )
-                except Exception as error:  # the template's own check (e.g. roles must alternate) or a render error
+                except TemplateError as error:  # the template's own check (e.g. roles must alternate)
                     raise APIError(400, f"The chat template cannot render these messages: {error}") from None
                 prompt_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
             else:
@@ -254,6 +343,12 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
             if not prompt_ids:
                 raise APIError(400, "The prompt is empty: send at least one token of text.")
             room = context_length - len(prompt_ids)
+            if room < 1:
+                raise APIError(
+                    400,
+                    f"The prompt has {len(prompt_ids)} tokens, but this model's context is {context_length} tokens, "
+                    f"prompt and completion together: shorten the prompt.",
+                )
             max_new_tokens = requested or (DEFAULT_COMPLETION_TOKENS if not chat else min(config.max_new_tokens, room))
             if max_new_tokens > room:
                 raise APIError(
@@ -262,6 +357,20 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                     f"this model's context is {context_length} tokens: shorten the prompt or lower "
                     f"max_tokens.",
                 )
+            rows.append((prompt_ids, max_new_tokens))
+        return conditioning, weighting, rows
+
+    async def build_requests(
+        body, prompts: list, chat: bool, request_id: str, http_request: Request
+    ) -> tuple[list[GenerationRequest], list, dict]:
+        """The queued requests of one HTTP request, their event queues, and the weighting shown in the response."""
+        loop = asyncio.get_running_loop()
+        conditioning, weighting, rows = await loop.run_in_executor(
+            http_request.app.state.preprocessing, prepare, body, prompts, chat
+        )
+        sampling = SamplingKey(body.temperature, body.top_p if body.temperature > 0 else 1.0)
+        queues, requests = [], []
+        for prompt_ids, max_new_tokens in rows:
             events: asyncio.Queue = asyncio.Queue()
             requests.append(
                 GenerationRequest(
@@ -272,6 +381,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                     emit=functools.partial(_emit, loop, events),
                     stop=body.stop_strings,
                     stream=body.stream,
+                    request_id=request_id,
                 )
             )
             queues.append(events)
@@ -288,22 +398,22 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         except QueueFullError as error:
             raise APIError(503, str(error), "server_overloaded", "queue_full") from None
 
-    async def wait_done(events: asyncio.Queue):
+    async def wait_done(events: asyncio.Queue, request_id: str):
         while True:
             kind, value = await events.get()
             if kind == "done":
                 return value
-            if kind == "error":
-                raise APIError(500, f"Generation failed: {value}", "server_error")
+            if kind == "error":  # the worker logged it with the request's id
+                raise APIError(500, _internal_error_message(request_id), "server_error")
 
     def usage(results) -> dict:
         prompt = sum(r.prompt_tokens for r in results)
         completion = sum(len(r.token_ids) for r in results)
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    async def wait_all_unless_disconnected(queues, http_request: Request):
+    async def wait_all_unless_disconnected(queues, request_id: str, http_request: Request):
         """Every row's result; None as soon as the client has gone away (uvicorn does not cancel the handler)."""
-        gathered = asyncio.ensure_future(asyncio.gather(*(wait_done(events) for events in queues)))
+        gathered = asyncio.ensure_future(asyncio.gather(*(wait_done(events, request_id) for events in queues)))
         try:
             while True:
                 done, _ = await asyncio.wait({gathered}, timeout=DISCONNECT_POLL_S)
@@ -315,13 +425,12 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
             gathered.cancel()
             await asyncio.gather(gathered, return_exceptions=True)  # retrieves the cancellation: nothing logged
 
-    async def run(requests, queues, make_chunk, make_response, prefix: str, http_request: Request):
+    async def run(requests, queues, make_chunk, make_response, response_id: str, http_request: Request):
         """Non-streaming: wait for every row. Streaming: server-sent events, one chunk per text delta."""
         submit(requests)
-        response_id = f"{prefix}-{uuid.uuid4().hex}"
         if not requests[0].stream:
             try:
-                results = await wait_all_unless_disconnected(queues, http_request)
+                results = await wait_all_unless_disconnected(queues, response_id, http_request)
             finally:
                 for request in requests:  # done, failed or abandoned: the worker drops rows still running
                     request.cancelled.set()
@@ -341,8 +450,9 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                             chunk = make_chunk(response_id, index, text="", finish_reason=value.finish_reason)
                             yield f"data: {json.dumps(chunk)}\n\n"
                             break
-                        else:
-                            error = {"error": {"message": f"Generation failed: {value}", "type": "server_error"}}
+                        else:  # the worker logged it with the request's id
+                            message = _internal_error_message(response_id)
+                            error = {"error": {"message": message, "type": "server_error"}}
                             yield f"data: {json.dumps(error)}\n\n"
                             return
                 yield "data: [DONE]\n\n"
@@ -351,6 +461,12 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                     request.cancelled.set()
 
         return StreamingResponse(events_stream(), media_type="text/event-stream")
+
+    if protected:
+
+        @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(check_api_key)])
+        async def openapi():
+            return app.openapi()
 
     @app.get("/health")
     async def health():
@@ -376,7 +492,8 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
         if not 1 <= len(prompts) <= config.max_batch_size:
             raise APIError(400, f"`prompt` takes a string or a list of 1 to {config.max_batch_size} strings.")
-        requests, queues, shown = build_requests(body, prompts, chat=False)
+        response_id = f"cmpl-{uuid.uuid4().hex}"
+        requests, queues, shown = await build_requests(body, prompts, False, response_id, http_request)
 
         def chunk(response_id, index, text, first=False, finish_reason=None):
             choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
@@ -404,13 +521,14 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                 **shown,
             }
 
-        return await run(requests, queues, chunk, response, "cmpl", http_request)
+        return await run(requests, queues, chunk, response, response_id, http_request)
 
     @app.post("/v1/chat/completions", dependencies=[Depends(check_api_key)])
     async def chat_completions(body: ChatCompletionRequest, http_request: Request):
         check_model(body)
         messages = [message.model_dump(exclude_none=True) for message in body.messages]
-        requests, queues, shown = build_requests(body, [messages], chat=True)
+        response_id = f"chatcmpl-{uuid.uuid4().hex}"
+        requests, queues, shown = await build_requests(body, [messages], True, response_id, http_request)
 
         def chunk(response_id, index, text, first=False, finish_reason=None):
             delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
@@ -442,7 +560,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                 **shown,
             }
 
-        return await run(requests, queues, chunk, response, "chatcmpl", http_request)
+        return await run(requests, queues, chunk, response, response_id, http_request)
 
     return app
 

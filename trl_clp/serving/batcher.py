@@ -9,7 +9,12 @@ tokens whichever requests share its batch:
 - the weighting (and KL weight) is the row's own conditioning vector;
 - `max_tokens`, EOS and stop strings are checked per row by a `StoppingCriteria` that marks only that row finished
   (`generate` stops when every row is);
-- the attention mask hides the left padding, and `generate` derives each row's positions from it.
+- the attention mask hides the left padding, and `generate` derives each row's positions from it;
+- a batch runs until its longest budget, and rows that finished early keep advancing their positions, so a request
+  joins a batch only if every row's prompt plus the batch's longest budget fits the model's context (a model with
+  learned positions cannot index past it);
+- decoding uses the request's settings only: a neutral generation config overrides the checkpoint's
+  `generation_config.json` (a `repetition_penalty` there would otherwise change greedy tokens the API cannot ask for).
 
 Only the worker thread touches the model, and every call sets its weighting inside `SteerableModel.generate`'s
 `condition` block, so no weighting outlives its batch.
@@ -18,6 +23,7 @@ Only the worker thread touches the model, and every call sets its weighting insi
 from __future__ import annotations
 
 import copy
+import logging
 import queue
 import threading
 import time
@@ -25,12 +31,43 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from ..conditioning.model import SteerableModel
 
 # An idle worker waits for a batch to fill for at most this many `batch_wait_s`.
 MAX_WAIT_FACTOR = 10
+# `generate` fills every option a generation config leaves unset from the checkpoint's `generation_config.json`, so
+# each option that changes tokens is set here to its neutral value: decoding is what the request asked for, nothing else.
+NEUTRAL_DECODING = dict(
+    num_beams=1,
+    repetition_penalty=1.0,
+    encoder_repetition_penalty=1.0,
+    no_repeat_ngram_size=0,
+    encoder_no_repeat_ngram_size=0,
+    min_new_tokens=0,  # takes precedence over a checkpoint's `min_length`
+    guidance_scale=1.0,
+    renormalize_logits=False,
+    remove_invalid_values=False,
+)
+# The same for the options that only sampling reads (set for greedy decoding, they only draw warnings). top_k=0 turns
+# off transformers' default top-k: the OpenAI API has no top-k.
+NEUTRAL_SAMPLING = dict(top_k=0, min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0)
+# Options that change tokens and have no neutral value other than unset: a checkpoint that sets one is refused.
+UNNEUTRAL_DECODING = (
+    "bad_words_ids",
+    "sequence_bias",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "suppress_tokens",
+    "begin_suppress_tokens",
+    "exponential_decay_length_penalty",
+    "top_h",
+    "watermarking_config",
+    "max_time",
+    "stop_strings",
+)
+logger = logging.getLogger(__name__)
 
 
 class QueueFullError(RuntimeError):
@@ -44,11 +81,15 @@ class SamplingKey:
     temperature: float  # 0 means greedy
     top_p: float
 
-    def generate_kwargs(self) -> dict:
+    def generation_config(self, max_new_tokens: int, pad_token_id: int) -> GenerationConfig:
+        """Every token-changing option explicitly: the request's sampling, everything else neutral."""
         if self.temperature == 0:
-            return {"do_sample": False}
-        # top_k=0 turns off transformers' default top-k: the OpenAI API has no top-k.
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p, "top_k": 0}
+            decoding = dict(do_sample=False)
+        else:
+            decoding = dict(do_sample=True, temperature=self.temperature, top_p=self.top_p, **NEUTRAL_SAMPLING)
+        return GenerationConfig(
+            max_new_tokens=max_new_tokens, pad_token_id=pad_token_id, **decoding, **NEUTRAL_DECODING
+        )
 
 
 @dataclass
@@ -64,6 +105,7 @@ class GenerationRequest:
         sampling: decoding settings shared by the batch.
         stop: strings that end the completion (not included in its text).
         stream: emit text deltas as tokens arrive.
+        request_id: names the request in the server log (e.g. when its batch fails).
     """
 
     prompt_ids: list[int]
@@ -73,6 +115,7 @@ class GenerationRequest:
     emit: Callable[[tuple], None]
     stop: list[str] = field(default_factory=list)
     stream: bool = False
+    request_id: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -163,6 +206,9 @@ class _RowProgress(StoppingCriteria):
 class RequestBatcher:
     """A bounded request queue and the worker thread that serves it in batches of compatible requests.
 
+    Compatible: the same `SamplingKey`, and every row's prompt plus the batch's longest budget within
+    `context_length` (the model's `max_position_embeddings`, else the tokenizer's `model_max_length`).
+
     Args:
         steer: the model; only the worker thread calls it.
         tokenizer: decodes completions (and checks stop strings).
@@ -170,6 +216,10 @@ class RequestBatcher:
         max_queue_size: requests waiting beyond the running batch; `submit` raises `QueueFullError` past it.
         batch_wait_s: an idle worker that gets a request waits for others to join its batch until none has come for
             `batch_wait_s` (or `MAX_WAIT_FACTOR × batch_wait_s` have passed).
+
+    Raises:
+        ValueError: the checkpoint's generation config sets an option that changes tokens and cannot be neutralised
+            per request (`UNNEUTRAL_DECODING`).
     """
 
     def __init__(
@@ -181,6 +231,18 @@ class RequestBatcher:
         batch_wait_s: float = 0.01,
     ):
         self.steer = steer
+        checkpoint = steer.model.generation_config
+        fixed = [name for name in UNNEUTRAL_DECODING if getattr(checkpoint, name, None) is not None]
+        if fixed:
+            raise ValueError(
+                f"The model's generation config sets {fixed}, which would change every served completion although "
+                f"requests cannot ask for it: remove them from its generation_config.json (or set them to None on "
+                f"`model.generation_config`) before serving."
+            )
+        # Positions the model can embed: a row must not be advanced past them (see `_fits`).
+        self.context_length = (
+            getattr(steer.model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+        )
         # The worker decodes with its own copy: a fast tokenizer used from two threads at once can raise
         # "Already borrowed" while the server thread encodes.
         self.tokenizer = copy.deepcopy(tokenizer)
@@ -240,6 +302,9 @@ class RequestBatcher:
             try:
                 self._generate(batch)
             except Exception as error:  # one bad batch must not stop the server: its requests get the error
+                # Logged here, once per batch; clients get a generic message naming their request (the exception's
+                # text can hold paths and device details).
+                logger.exception("Generation failed for requests %s", [request.request_id for request in batch])
                 for request in batch:
                     try:
                         request.emit(("error", error))
@@ -268,12 +333,26 @@ class RequestBatcher:
         self._pending = [request for request in self._pending if not request.cancelled.is_set()]
         if not self._pending:
             return []
-        # The oldest request's kind goes first, so no request waits behind a stream of another kind.
-        key = self._pending[0].sampling
-        batch = [request for request in self._pending if request.sampling == key][: self.max_batch_size]
+        # The oldest request goes first, with the requests of its kind that fit beside it, so no request waits
+        # behind a stream of another kind or of longer ones.
+        oldest = self._pending[0]
+        batch = [oldest]
+        for request in self._pending[1:]:
+            if (
+                len(batch) < self.max_batch_size
+                and request.sampling == oldest.sampling
+                and self._fits(batch + [request])
+            ):
+                batch.append(request)
         chosen = {id(request) for request in batch}
         self._pending = [request for request in self._pending if id(request) not in chosen]
         return batch
+
+    def _fits(self, batch: list[GenerationRequest]) -> bool:
+        """Whether every row stays within the context: the batch runs to its longest budget and a row that finished
+        early still advances its positions, so each prompt plus the batch's longest budget must fit."""
+        longest_prompt = max(len(request.prompt_ids) for request in batch)
+        return longest_prompt + max(request.max_new_tokens for request in batch) <= self.context_length
 
     def _generate(self, batch: list[GenerationRequest]) -> None:
         device = self.steer.device
@@ -284,12 +363,11 @@ class RequestBatcher:
             input_ids[row, length - len(request.prompt_ids) :] = torch.tensor(request.prompt_ids)
             attention_mask[row, length - len(request.prompt_ids) :] = 1
         progress = _RowProgress(batch, length, self.tokenizer, self.eos_token_ids)
+        max_new_tokens = max(request.max_new_tokens for request in batch)
         kwargs = dict(
             attention_mask=attention_mask.to(device),
-            max_new_tokens=max(request.max_new_tokens for request in batch),
-            pad_token_id=self.pad_token_id,
+            generation_config=batch[0].sampling.generation_config(max_new_tokens, self.pad_token_id),
             stopping_criteria=StoppingCriteriaList([progress]),
-            **batch[0].sampling.generate_kwargs(),
         )
         if self.steer.conditioning_config.conditioning == "prompt":  # the weighting is already in each prompt
             self.steer.model.generate(input_ids=input_ids.to(device), **kwargs)
