@@ -7,6 +7,7 @@ trl-clp evaluate clp-tldr --prompts heldout.jsonl --reward_funcs nli rougeL --nl
 trl-clp plot outputs/clp-demo/front.json other/front.json --labels CLP prompting --output fronts.png
 trl-clp export outputs/clp-demo lora/w-0.3-0.7 --weights 0.3,0.7
 trl-clp serve outputs/clp-demo --port 8000
+trl-clp convert-gguf SmolLM2-135M-Instruct.Q4_1.gguf models/smollm2   # then any model path above takes the folder
 """
 
 from __future__ import annotations
@@ -213,6 +214,15 @@ def _serve(args) -> None:
     )
 
 
+def _convert_gguf(args) -> None:
+    from .gguf import convert_gguf
+
+    paths = convert_gguf(args.gguf_file, args.output_dir, dtype=args.dtype)
+    print(f"Wrote a transformers model folder ({args.dtype} weights) to {args.output_dir}:")
+    for path in paths:
+        print(f"  {path}")
+
+
 def _train(args) -> None:
     from .scripts.train import run
 
@@ -288,6 +298,15 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--chat-template", default=None, help="Jinja chat template file, for tokenizers without one")
     serve.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code from the hub")
     serve.set_defaults(run=_serve)
+    convert = commands.add_parser(
+        "convert-gguf", help="write a GGUF checkpoint as a transformers model folder that every command can load"
+    )
+    convert.add_argument("gguf_file", help="a .gguf file (llama.cpp's format) of an architecture transformers reads")
+    convert.add_argument("output_dir", help="the model folder to write (new or empty)")
+    convert.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="dtype of the saved weights"
+    )
+    convert.set_defaults(run=_convert_gguf)
     argv = sys.argv[1:] if argv is None else list(argv)
     args, unknown = parser.parse_known_args(argv)
     if args.command == "train":

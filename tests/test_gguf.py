@@ -1,0 +1,101 @@
+"""GGUF checkpoints: `trl-clp convert-gguf` and the refusals that point to it (a tiny llama GGUF written here)."""
+
+import json
+import os
+
+import pytest
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo
+from trl_clp.cli import main
+from trl_clp.gguf import convert_gguf
+
+from .conftest import GGUF_CHAT_TEMPLATE, TARGETS, lower, tiny_config_values, upper
+
+pytest.importorskip("gguf")
+
+
+def load_from_gguf(path):
+    folder, filename = os.path.split(path)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=filename, dtype=torch.float32)
+    return model, AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+
+
+@pytest.fixture
+def converted(tiny_gguf, tmp_path):
+    return convert_gguf(tiny_gguf, str(tmp_path / "converted")) and str(tmp_path / "converted")
+
+
+def test_cli_convert_gguf_writes_a_plain_folder_with_the_gguf_models_logits_and_tokenizer(tiny_gguf, tmp_path, capsys):
+    output_dir = str(tmp_path / "converted")
+    main(["convert-gguf", tiny_gguf, output_dir])
+    printed = capsys.readouterr().out
+    written = sorted(os.listdir(output_dir))
+    assert {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json"} <= set(written)
+    assert all(os.path.join(output_dir, name) in printed for name in written)
+
+    with open(os.path.join(output_dir, "config.json")) as handle:
+        assert "quantization_config" not in json.load(handle)  # no GGUF quantizer to attach on reload
+    model = AutoModelForCausalLM.from_pretrained(output_dir)  # no `gguf_file`: a standard folder
+    tokenizer = AutoTokenizer.from_pretrained(output_dir)
+    gguf_model, gguf_tokenizer = load_from_gguf(tiny_gguf)
+    assert model.dtype == torch.float32 and type(model).__name__ == "LlamaForCausalLM"
+    assert model.config.num_hidden_layers == 2 and model.config.num_key_value_heads == 2
+
+    text = "the theme of the tale"
+    assert tokenizer(text).input_ids == gguf_tokenizer(text).input_ids
+    assert tokenizer.chat_template == GGUF_CHAT_TEMPLATE
+    chat = [{"role": "user", "content": "hi"}]
+    assert tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == (
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert model.generation_config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert model.generation_config.pad_token_id == tokenizer.pad_token_id
+
+    ids = torch.tensor([tokenizer(text).input_ids])
+    with torch.no_grad():
+        logits, expected = model(ids).logits, gguf_model(ids).logits
+    assert logits.abs().max() > 0.1
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-6)
+
+
+def test_convert_gguf_saves_the_dtype_asked_and_refuses_a_used_folder(tiny_gguf, tmp_path, capsys):
+    paths = convert_gguf(tiny_gguf, str(tmp_path / "bf16"), dtype="bfloat16")
+    assert os.path.join(str(tmp_path / "bf16"), "model.safetensors") in paths
+    assert AutoModelForCausalLM.from_pretrained(str(tmp_path / "bf16")).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="not empty: give a new folder"):
+        convert_gguf(tiny_gguf, str(tmp_path / "bf16"))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["convert-gguf", str(tmp_path / "missing.gguf"), str(tmp_path / "out")])
+    assert "The GGUF file" in str(exit_info.value.code) and "does not exist" in str(exit_info.value.code)
+
+
+def test_a_converted_model_trains_and_its_steerable_model_merges_and_saves(converted, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(converted)
+    trainer = MultiObjectiveTrainer(
+        model=converted,
+        reward_funcs=[lower, upper],
+        args=MultiObjectiveConfig(**tiny_config_values(tmp_path)),
+        train_dataset=demo.make_prompt_dataset(16, seed=0),
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "clp"))
+
+    steer = SteerableModel.from_pretrained(str(tmp_path / "clp"))
+    assert steer.model.peft_config["default"].base_model_name_or_path == os.path.abspath(converted)
+    assert steer.tokenizer.chat_template == GGUF_CHAT_TEMPLATE
+    ids = torch.tensor([tokenizer("the tale").input_ids])
+    weights = torch.tensor([0.3, 0.7])
+    steer.merge(weights).save_pretrained(str(tmp_path / "merged"))
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"))
+    with torch.no_grad():
+        with steer.condition(weights):
+            steered = steer(input_ids=ids).logits
+        with steer.condition(torch.tensor([1.0, 0.0])):
+            other = steer(input_ids=ids).logits
+        torch.testing.assert_close(merged(ids).logits, steered, rtol=0, atol=1e-5)
+    assert (steered - other).abs().max() > 1e-4  # the blocks trained apart: the weighting matters
