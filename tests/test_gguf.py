@@ -8,7 +8,7 @@ import torch
 from peft import LoraConfig
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo
+from trl_clp import MultiObjectiveConfig, MultiObjectiveGRPOConfig, MultiObjectiveTrainer, SteerableModel, demo
 from trl_clp.cli import main
 from trl_clp.gguf import convert_gguf
 
@@ -99,3 +99,92 @@ def test_a_converted_model_trains_and_its_steerable_model_merges_and_saves(conve
             other = steer(input_ids=ids).logits
         torch.testing.assert_close(merged(ids).logits, steered, rtol=0, atol=1e-5)
     assert (steered - other).abs().max() > 1e-4  # the blocks trained apart: the weighting matters
+
+
+@pytest.mark.parametrize("config_class", [MultiObjectiveConfig, MultiObjectiveGRPOConfig])
+@pytest.mark.parametrize("kwargs", [{"gguf_file": "model.gguf"}, '{"gguf_file": "model.gguf"}'])  # JSON: the CLI's
+def test_config_refuses_gguf_file_in_model_init_kwargs(tmp_path, config_class, kwargs):
+    with pytest.raises(ValueError, match=r"sets `gguf_file`.*trl-clp convert-gguf FILE.gguf OUTPUT_DIR"):
+        config_class(**tiny_config_values(tmp_path, model_init_kwargs=kwargs))
+
+
+def test_trainer_refuses_a_gguf_file_or_folder_as_the_model(tiny_gguf, tmp_path):
+    for model in (tiny_gguf, os.path.dirname(tiny_gguf)):
+        with pytest.raises(ValueError, match=r"is a GGUF checkpoint \(tiny-llama.f32.gguf\).*trl-clp convert-gguf"):
+            MultiObjectiveTrainer(
+                model=model,
+                reward_funcs=[lower, upper],
+                args=MultiObjectiveConfig(**tiny_config_values(tmp_path)),
+                train_dataset=demo.make_prompt_dataset(8, seed=0),
+                processing_class=demo.make_byte_tokenizer(),
+            )
+
+
+@pytest.fixture
+def adapter_on_gguf(tiny_gguf, tmp_path):
+    """A CLP adapter built on a GGUF-loaded model: it records the GGUF folder as its base model."""
+    model, tokenizer = load_from_gguf(tiny_gguf)
+    torch.manual_seed(0)
+    steer = SteerableModel.from_base_model(
+        model,
+        ["lower", "upper"],
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        tokenizer=tokenizer,
+    )
+    steer.save_pretrained(str(tmp_path / "clp"))
+    ids = torch.tensor([tokenizer("the tale").input_ids])
+    with torch.no_grad(), steer.condition(torch.tensor([0.25, 0.75])):
+        logits = steer(input_ids=ids).logits
+    return str(tmp_path / "clp"), ids, logits
+
+
+def test_an_adapter_on_a_gguf_base_loads_with_the_converted_base_model(adapter_on_gguf, tiny_gguf, converted, capsys):
+    from trl_clp.serving import load_steerable_model
+
+    path, ids, expected = adapter_on_gguf
+    with pytest.raises(ValueError, match=r"base model .* is a GGUF checkpoint.*convert-gguf.*--base_model"):
+        SteerableModel.from_pretrained(path)
+    for steer in (
+        SteerableModel.from_pretrained(path, base_model=converted),
+        load_steerable_model(path, device="cpu", base_model=converted),  # `trl-clp serve --base_model`
+    ):
+        with torch.no_grad(), steer.condition(torch.tensor([0.25, 0.75])):
+            torch.testing.assert_close(steer(input_ids=ids).logits, expected, rtol=0, atol=1e-5)
+
+    code = None
+    try:
+        main(["export", path, path + "-lora", "--weights", "0.25,0.75"])
+    except SystemExit as error:
+        code = str(error.code)
+    assert "is a GGUF checkpoint" in code and "--base_model" in code
+    main(["export", path, path + "-lora", "--weights", "0.25,0.75", "--base_model", converted])
+    assert os.path.isfile(os.path.join(path + "-lora", "adapter_model.safetensors"))
+
+
+def test_cli_evaluate_and_serve_take_another_base_model(tmp_path, saved_base_model, tokenizer, capsys, monkeypatch):
+    torch.manual_seed(0)
+    steer = SteerableModel.from_pretrained
+    model = AutoModelForCausalLM.from_pretrained(saved_base_model)
+    clp = SteerableModel.from_base_model(
+        model, ["lower", "upper"], LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]), tokenizer=tokenizer
+    )
+    clp.model.peft_config["default"].base_model_name_or_path = saved_base_model
+    clp.save_pretrained(str(tmp_path / "clp"))
+    moved = str(tmp_path / "moved")
+    os.rename(saved_base_model, moved)  # the recorded base model is gone
+    with pytest.raises(FileNotFoundError, match="--base_model"):
+        steer(str(tmp_path / "clp"))
+    (tmp_path / "prompts.txt").write_text("Describe: a river\n")
+    main(
+        ["evaluate", str(tmp_path / "clp"), "--prompts", str(tmp_path / "prompts.txt"), "--reward_funcs", "lowercase"]
+        + ["uppercase", "--grid_points", "2", "--max_new_tokens", "2", "--output_dir", str(tmp_path / "eval")]
+        + ["--base_model", moved]
+    )
+    assert json.loads((tmp_path / "eval" / "evaluation.json").read_text())["results"]
+
+    import trl_clp.serving
+
+    served = {}
+    monkeypatch.setattr(trl_clp.serving, "serve", lambda path, **kwargs: served.update(kwargs, path=path))
+    main(["serve", str(tmp_path / "clp"), "--base_model", moved])
+    assert served["path"] == str(tmp_path / "clp") and served["base_model"] == moved

@@ -34,12 +34,12 @@ def _check_model_folder(model: str) -> None:
         raise CommandError(f"The folder {model!r} does not exist (looked in {os.getcwd()}).")
 
 
-def _load_steerable(model: str):
+def _load_steerable(model: str, base_model: str | None = None):
     from .conditioning.model import SteerableModel
 
     _check_model_folder(model)
     try:
-        return SteerableModel.from_pretrained(model)
+        return SteerableModel.from_pretrained(model, base_model=base_model)
     except (OSError, ValueError) as error:
         if os.path.isdir(model):
             raise
@@ -126,7 +126,7 @@ def _evaluate(args) -> None:
             f"The rewards need a {column!r} column, which {args.prompts} does not have: give the prompts as a JSONL "
             f"or CSV file with `prompt` and `{column}` columns (or name the column with --reference_column)."
         )
-    steer = _load_steerable(args.model)
+    steer = _load_steerable(args.model, args.base_model)
     if steer.tokenizer is None:
         raise CommandError(f"{args.model} has no tokenizer files: save the tokenizer beside the adapter.")
     if len(reward_funcs) != steer.conditioning_config.num_objectives:
@@ -185,7 +185,7 @@ def _export(args) -> None:
         weights = torch.tensor([float(w) for w in args.weights.split(",")])
     except ValueError as error:
         raise CommandError(f"--weights takes comma-separated numbers, e.g. 0.3,0.7; got {args.weights!r}.") from error
-    steer = _load_steerable(args.model)
+    steer = _load_steerable(args.model, args.base_model)
     steer.export_lora(args.output_dir, weights, kl_weight=args.kl_weight)
     if steer.tokenizer is not None:
         steer.tokenizer.save_pretrained(args.output_dir)
@@ -203,6 +203,7 @@ def _serve(args) -> None:
     }
     serve(
         args.model,
+        base_model=args.base_model,
         host=args.host,
         port=args.port,
         device=args.device,
@@ -259,6 +260,11 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--max_new_tokens", type=int, default=32)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--output_dir", default=None, help="where to write evaluation.json/.csv (default: model)")
+    evaluate.add_argument(
+        "--base_model",
+        default=None,
+        help="base model folder or hub id, when the one the adapter records has moved or was a GGUF file",
+    )
     evaluate.set_defaults(run=_evaluate)
     plot = commands.add_parser("plot", help="draw one or several saved fronts (front.json files) to a PNG")
     plot.add_argument("fronts", nargs="+", help="front JSON files written by evaluate or the training script")
@@ -270,6 +276,11 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("output_dir", help="where to write adapter_config.json and adapter_model.safetensors")
     export.add_argument("--weights", required=True, help="comma-separated weighting, in the objectives' order")
     export.add_argument("--kl_weight", type=float, default=None, help="α, for KL-conditioned models")
+    export.add_argument(
+        "--base_model",
+        default=None,
+        help="base model folder or hub id, when the one the adapter records has moved or was a GGUF file",
+    )
     export.set_defaults(run=_export)
     serve = commands.add_parser(
         "serve", help="OpenAI-compatible HTTP server, any weighting per request (docs/serving.md)"
@@ -297,6 +308,13 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the checkpoint's)")
     serve.add_argument("--chat-template", default=None, help="Jinja chat template file, for tokenizers without one")
     serve.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code from the hub")
+    serve.add_argument(
+        "--base-model",
+        "--base_model",
+        dest="base_model",
+        default=None,
+        help="base model folder or hub id, when the one the adapter records has moved or was a GGUF file",
+    )
     serve.set_defaults(run=_serve)
     convert = commands.add_parser(
         "convert-gguf", help="write a GGUF checkpoint as a transformers model folder that every command can load"

@@ -30,16 +30,16 @@ def gguf_files(folder: str) -> list[str]:
     return sorted(name for name in os.listdir(folder) if name.lower().endswith(".gguf"))
 
 
-def check_not_gguf(path: str, what: str = "model") -> None:
+def check_not_gguf(path: str, what: str = "model", hint: str = "") -> None:
     """Refuse a GGUF file, or a folder holding only GGUF files, where a transformers model folder is needed.
 
     Raises:
-        ValueError naming `trl-clp convert-gguf`.
+        ValueError: `path` is a GGUF checkpoint; the message names `trl-clp convert-gguf`, then `hint`.
     """
     found = [os.path.basename(path)] if path.lower().endswith(".gguf") else gguf_files(path)
     if found:
         raise ValueError(
-            f"The {what} {path!r} is a GGUF checkpoint ({', '.join(found)}), not a model folder. {CONVERT_HINT}"
+            f"The {what} {path!r} is a GGUF checkpoint ({', '.join(found)}), not a model folder. {CONVERT_HINT}{hint}"
         )
 
 

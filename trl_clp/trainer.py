@@ -43,6 +43,7 @@ from .conditioning.model import (
 )
 from .conditioning.prompts import format_weighted_prompt
 from .evaluation import Front
+from .gguf import check_not_gguf
 from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import RewardFunctionError` keeps working)
     RewardFunctionError,
     check_free_disk_space,
@@ -151,6 +152,8 @@ class ConditionedTrainerMixin:
                 f"Two reward functions are both called {duplicates}: set `objective_names` in the config to tell the "
                 "objectives apart."
             )
+        if isinstance(model, str):
+            check_not_gguf(model)  # TRL's loading would fail with "Unrecognized model"
         if isinstance(model, nn.Module) and is_peft_model(model):
             raise ValueError(
                 f"Pass the base model and a `peft_config`: {type(self).__name__} builds the conditioned adapter itself. "

@@ -59,6 +59,7 @@ from trl_clp import (
     simplex_grid,
 )
 from trl_clp.evaluation import evaluate_front
+from trl_clp.gguf import check_not_gguf
 from trl_clp.rewards import resolve_reward_function
 from trl_clp.scripts import limit_cpu_threads
 
@@ -169,6 +170,7 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         base_model.save_pretrained(base_path)
         tokenizer.save_pretrained(base_path)
         model_args.model_name_or_path = base_path
+    check_not_gguf(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, padding_side="left")
     training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
 
