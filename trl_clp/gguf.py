@@ -12,10 +12,11 @@ Needs `pip install "trl-clp[gguf]"` (the `gguf` package, which transformers uses
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import torch
+
+from .extras import require
 
 CONVERT_HINT = (
     "Convert it once into a standard transformers folder with `trl-clp convert-gguf FILE.gguf OUTPUT_DIR` (or "
@@ -65,8 +66,7 @@ def convert_gguf(gguf_path: str, output_dir: str, dtype: torch.dtype | str = tor
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if importlib.util.find_spec("gguf") is None:
-        raise ImportError('Reading GGUF files needs the `gguf` package: `pip install "trl-clp[gguf]"`.')
+    require("gguf", "gguf", "reading GGUF files")  # transformers' reader uses it
     if not os.path.isfile(gguf_path):
         raise FileNotFoundError(f"The GGUF file {gguf_path!r} does not exist (looked in {os.getcwd()}).")
     if os.path.isdir(output_dir) and os.listdir(output_dir):

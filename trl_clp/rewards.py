@@ -11,6 +11,8 @@ import inspect
 
 import torch
 
+from .extras import require
+
 
 def _completion_text(completion) -> str:
     # TRL passes strings for standard prompts and a list of messages for conversational ones.
@@ -70,13 +72,6 @@ def titlecase_reward(completions, **kwargs) -> list[float]:
     return scores
 
 
-def _require(module_name: str, extra: str):
-    try:
-        return importlib.import_module(module_name)
-    except ImportError as error:
-        raise ImportError(f'This reward needs `{module_name}`: `pip install "trl-clp[{extra}]"`.') from error
-
-
 def _column(kwargs: dict, column: str, reward_name: str, expected: int) -> list:
     """A dataset column that TRL passed to the reward function, checked to be there."""
     if column not in kwargs:
@@ -116,7 +111,7 @@ class RougeReward:
     """
 
     def __init__(self, reference_column: str = "reference", rouge_type: str = "rougeL", use_stemmer: bool = True):
-        rouge_scorer = _require("rouge_score.rouge_scorer", "rewards")
+        rouge_scorer = require("rouge_score.rouge_scorer", "rewards", "the ROUGE rewards")
         if rouge_type not in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
             raise ValueError(f"`rouge_type` must be rouge1, rouge2, rougeL or rougeLsum, got {rouge_type!r}.")
         self.reference_column = reference_column

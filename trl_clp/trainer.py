@@ -19,7 +19,7 @@ import torch
 from accelerate.utils import gather, is_peft_model
 from peft import LoraConfig
 from torch import nn
-from transformers import ProcessorMixin
+from transformers import BitsAndBytesConfig, ProcessorMixin
 from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 from trl.models.utils import disable_gradient_checkpointing
@@ -43,6 +43,7 @@ from .conditioning.model import (
 )
 from .conditioning.prompts import format_weighted_prompt
 from .evaluation import Front
+from .extras import require
 from .gguf import check_not_gguf
 from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import RewardFunctionError` keeps working)
     RewardFunctionError,
@@ -154,6 +155,9 @@ class ConditionedTrainerMixin:
             )
         if isinstance(model, str):
             check_not_gguf(model)  # TRL's loading would fail with "Unrecognized model"
+        quantization = quantization_config or (args.model_init_kwargs or {}).get("quantization_config")
+        if isinstance(quantization, BitsAndBytesConfig):
+            require("bitsandbytes", "quantization", "a 4-bit or 8-bit base model (`BitsAndBytesConfig`)")
         if isinstance(model, nn.Module) and is_peft_model(model):
             raise ValueError(
                 f"Pass the base model and a `peft_config`: {type(self).__name__} builds the conditioned adapter itself. "
