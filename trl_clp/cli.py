@@ -117,7 +117,7 @@ def _evaluate(args) -> None:
     if any(isinstance(f, str) for f in reward_funcs):
         raise CommandError(
             "`evaluate` takes callable rewards: built-in names (lowercase, uppercase, titlecase, brevity, "
-            f"source_coverage), rouge1/rouge2/rougeL, nli, or module:function; got {args.reward_funcs}."
+            f"source_coverage, civility), rouge1/rouge2/rougeL, nli, or module:function; got {args.reward_funcs}."
         )
     needed = {f.reference_column for f in reward_funcs if isinstance(f, RougeReward)}
     needed |= {args.premise_column} if "nli" in args.reward_funcs and args.premise_column else set()

@@ -7,6 +7,7 @@
 | `rewards` | rouge-score | the ROUGE rewards (`RougeReward`, `rouge1`/`rouge2`/`rougeL`) |
 | `quantization` | bitsandbytes | 4-bit and 8-bit base models (`BitsAndBytesConfig`, `--load_in_4bit`) |
 | `gguf` | gguf | `trl-clp convert-gguf` |
+| `civility` | alt-profanity-check | `civility_reward` (it pins scikit-learn and joblib exactly: install it on its own) |
 """
 
 from __future__ import annotations

@@ -294,7 +294,7 @@ def resolve_reward_function(
     """A reward function from a command-line spec.
 
     Args:
-        spec: a built-in name (`lowercase`, `uppercase`, `titlecase`, `brevity`, `source_coverage`), `rouge1`,
+        spec: a built-in name (`lowercase`, `uppercase`, `titlecase`, `brevity`, `source_coverage`, `civility`), `rouge1`,
             `rouge2` or `rougeL` (against `reference_column`), `nli` (entailment of the completion by the prompt, or
             by `premise_column`, under `nli_model`), a `module:function` import path, or anything else, returned
             unchanged for TRL to load as a reward-model id or path.
@@ -304,6 +304,8 @@ def resolve_reward_function(
     """
     if spec in BUILTIN_REWARDS:
         return BUILTIN_REWARDS[spec]
+    if spec == "civility":
+        return civility_reward
     if spec in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         return RougeReward(reference_column=reference_column, rouge_type=spec)
     if spec == "nli":
@@ -314,3 +316,18 @@ def resolve_reward_function(
         module_name, function_name = spec.split(":", 1)
         return getattr(importlib.import_module(module_name), function_name)
     return spec
+
+
+def civility_reward(completions, **kwargs) -> list[float]:
+    """`1 − P(offensive)` per completion, in [0, 1], from alt-profanity-check's classifier: 1 for civil text.
+
+    A linear classifier over word n-grams (shipped with the package, offline, about 0.1 ms per text) trained on
+    offensive-language data: it scores wording, not intent, so a policy can raise it by avoiding words as well as by
+    being civil. Pair it with a KL weight or a fluency objective. All completions are scored in one batched call.
+
+    Needs `pip install "trl-clp[civility]"`. alt-profanity-check pins scikit-learn and joblib to exact versions:
+    install it where nothing else needs other versions of them.
+    """
+    profanity_check = require("profanity_check", "civility", "the civility reward")
+    texts = [_completion_text(completion) for completion in completions]
+    return [1.0 - float(p) for p in profanity_check.predict_prob(texts)]

@@ -24,9 +24,9 @@ GRPO instead of RLOO under the same conditioning (`--trainer grpo`, or `trainer:
     trl-clp train --trainer grpo --scalarization tchebycheff
     trl-clp train --config examples/configs/tldr_summarization_grpo.yaml
 
-`--reward_funcs` takes built-in names (lowercase, uppercase, titlecase, brevity, source_coverage), `rouge1`/`rouge2`/
-`rougeL` (against `--reference_column`), `nli` (entailment under `--nli_model`), `module:function` import paths, or
-reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
+`--reward_funcs` takes built-in names (lowercase, uppercase, titlecase, brevity, source_coverage, civility),
+`rouge1`/`rouge2`/`rougeL` (against `--reference_column`), `nli` (entailment under `--nli_model`), `module:function`
+import paths, or reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
 model (QLoRA, bitsandbytes on a GPU).
 
 The console shows a progress bar and the final table; the metrics logged every `--logging_steps` go to the
