@@ -188,3 +188,11 @@ def test_cli_evaluate_and_serve_take_another_base_model(tmp_path, saved_base_mod
     monkeypatch.setattr(trl_clp.serving, "serve", lambda path, **kwargs: served.update(kwargs, path=path))
     main(["serve", str(tmp_path / "clp"), "--base_model", moved])
     assert served["path"] == str(tmp_path / "clp") and served["base_model"] == moved
+
+
+def test_cli_train_refuses_a_gguf_model_path_before_loading_anything(tiny_gguf, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model_name_or_path", os.path.dirname(tiny_gguf), "--output_dir", str(tmp_path / "out")])
+    message = str(exit_info.value.code)
+    assert message.startswith("trl-clp train: error: The model ") and "is a GGUF checkpoint" in message
+    assert "trl-clp convert-gguf FILE.gguf OUTPUT_DIR" in message and "\n" not in message
