@@ -78,8 +78,6 @@ def convert_gguf(gguf_path: str, output_dir: str, dtype: torch.dtype | str = tor
     # The weights are already dequantised: without the GGUF quantizer the model saves and reloads as a plain one.
     model.hf_quantizer = None
     del model.config.quantization_config
-    # `general.name` from the file, which no loader can resolve; the folder is where it now lives.
-    model.config._name_or_path = output_dir
     model.save_pretrained(output_dir)
     tokenizer.save_pretrained(output_dir)
     return sorted(os.path.join(output_dir, name) for name in os.listdir(output_dir))

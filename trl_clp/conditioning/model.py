@@ -236,7 +236,10 @@ def check_path_or_repo_id(path_or_id: str, what: str = "CLP model", hint: str = 
 
 
 # How to name another base model than the one an adapter records, from Python and from the command line.
-BASE_MODEL_HINT = "`SteerableModel.from_pretrained(path, base_model=...)` (`--base_model` for `trl-clp evaluate`, `export` and `serve`)."
+BASE_MODEL_HINT = (
+    "`SteerableModel.from_pretrained(path, base_model=...)` "
+    "(`--base_model` for `trl-clp evaluate`, `export` and `serve`)."
+)
 
 
 def resolve_recorded_base_model(recorded: str | None, adapter_path: str) -> str:
