@@ -72,6 +72,11 @@ def titlecase_reward(completions, **kwargs) -> list[float]:
     return scores
 
 
+def _require(module_name: str, extra: str):
+    """`extras.require` for a reward function's dependency (the text rewards on main call it under this name)."""
+    return require(module_name, extra, "this reward")
+
+
 def _column(kwargs: dict, column: str, reward_name: str, expected: int) -> list:
     """A dataset column that TRL passed to the reward function, checked to be there."""
     if column not in kwargs:
