@@ -109,6 +109,76 @@ def nli_model_path(tmp_path):
     return save_tiny_nli_model(tmp_path / "nli", hidden_dropout_prob=0.5)
 
 
+GGUF_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def write_tiny_gguf(path, seed=0, hidden=32, layers=2, heads=4, kv_heads=2, intermediate=64) -> str:
+    """Write a tiny llama GGUF file (f32 tensors, random weights) the way llama.cpp lays it out; return its path.
+
+    Its tokenizer is byte-level BPE (the 256-symbol alphabet, two merges and three special tokens) with a ChatML
+    chat template, the shape of SmolLM2's; `output.weight` is absent, so the output layer is tied to the embeddings.
+    """
+    import gguf
+    import numpy as np
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    tokens = [*bytes_to_unicode().values(), "he", "\u0120t", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name("tiny-llama")
+    writer.add_context_length(128)
+    writer.add_block_count(layers)
+    writer.add_feed_forward_length(intermediate)
+    writer.add_embedding_length(hidden)
+    writer.add_rope_dimension_count(hidden // heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types([1] * (len(tokens) - 3) + [3] * 3)  # 3: control (special) tokens
+    writer.add_token_merges(["h e", "\u0120 t"])  # transformers reads no vocabulary without merges
+    writer.add_pad_token_id(len(tokens) - 3)
+    writer.add_bos_token_id(len(tokens) - 2)
+    writer.add_eos_token_id(len(tokens) - 1)
+    writer.add_chat_template(GGUF_CHAT_TEMPLATE)
+    generator = np.random.default_rng(seed)
+
+    def add(name, *shape, around=0.0):  # GGUF keeps torch's (out, in) layout for a numpy array
+        writer.add_tensor(name, (around + 0.1 * generator.standard_normal(shape)).astype(np.float32))
+
+    head_dim = hidden // heads
+    add("token_embd.weight", len(tokens), hidden)
+    for i in range(layers):
+        add(f"blk.{i}.attn_norm.weight", hidden, around=1.0)
+        add(f"blk.{i}.attn_q.weight", heads * head_dim, hidden)
+        add(f"blk.{i}.attn_k.weight", kv_heads * head_dim, hidden)
+        add(f"blk.{i}.attn_v.weight", kv_heads * head_dim, hidden)
+        add(f"blk.{i}.attn_output.weight", hidden, heads * head_dim)
+        add(f"blk.{i}.ffn_norm.weight", hidden, around=1.0)
+        add(f"blk.{i}.ffn_gate.weight", intermediate, hidden)
+        add(f"blk.{i}.ffn_up.weight", intermediate, hidden)
+        add(f"blk.{i}.ffn_down.weight", hidden, intermediate)
+    add("output_norm.weight", hidden, around=1.0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return str(path)
+
+
+@pytest.fixture
+def tiny_gguf(tmp_path):
+    """A tiny llama GGUF file alone in its folder, as a downloaded checkpoint is."""
+    os.makedirs(tmp_path / "gguf")
+    return write_tiny_gguf(tmp_path / "gguf" / "tiny-llama.f32.gguf")
+
+
 def tiny_config_values(tmp_path, **overrides) -> dict:
     """Keyword arguments of a CPU-sized training config; `overrides` replace any field."""
     values = dict(

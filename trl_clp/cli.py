@@ -7,6 +7,7 @@ trl-clp evaluate clp-tldr --prompts heldout.jsonl --reward_funcs nli rougeL --nl
 trl-clp plot outputs/clp-demo/front.json other/front.json --labels CLP prompting --output fronts.png
 trl-clp export outputs/clp-demo lora/w-0.3-0.7 --weights 0.3,0.7
 trl-clp serve outputs/clp-demo --port 8000
+trl-clp convert-gguf SmolLM2-135M-Instruct.Q4_1.gguf models/smollm2   # then any model path above takes the folder
 """
 
 from __future__ import annotations
@@ -33,12 +34,12 @@ def _check_model_folder(model: str) -> None:
         raise CommandError(f"The folder {model!r} does not exist (looked in {os.getcwd()}).")
 
 
-def _load_steerable(model: str):
+def _load_steerable(model: str, base_model: str | None = None):
     from .conditioning.model import SteerableModel
 
     _check_model_folder(model)
     try:
-        return SteerableModel.from_pretrained(model)
+        return SteerableModel.from_pretrained(model, base_model=base_model)
     except (OSError, ValueError) as error:
         if os.path.isdir(model):
             raise
@@ -116,7 +117,7 @@ def _evaluate(args) -> None:
     if any(isinstance(f, str) for f in reward_funcs):
         raise CommandError(
             "`evaluate` takes callable rewards: built-in names (lowercase, uppercase, titlecase, brevity, "
-            f"source_coverage), rouge1/rouge2/rougeL, nli, or module:function; got {args.reward_funcs}."
+            f"source_coverage, civility), rouge1/rouge2/rougeL, nli, or module:function; got {args.reward_funcs}."
         )
     needed = {f.reference_column for f in reward_funcs if isinstance(f, RougeReward)}
     needed |= {args.premise_column} if "nli" in args.reward_funcs and args.premise_column else set()
@@ -125,7 +126,7 @@ def _evaluate(args) -> None:
             f"The rewards need a {column!r} column, which {args.prompts} does not have: give the prompts as a JSONL "
             f"or CSV file with `prompt` and `{column}` columns (or name the column with --reference_column)."
         )
-    steer = _load_steerable(args.model)
+    steer = _load_steerable(args.model, args.base_model)
     if steer.tokenizer is None:
         raise CommandError(f"{args.model} has no tokenizer files: save the tokenizer beside the adapter.")
     if len(reward_funcs) != steer.conditioning_config.num_objectives:
@@ -184,7 +185,7 @@ def _export(args) -> None:
         weights = torch.tensor([float(w) for w in args.weights.split(",")])
     except ValueError as error:
         raise CommandError(f"--weights takes comma-separated numbers, e.g. 0.3,0.7; got {args.weights!r}.") from error
-    steer = _load_steerable(args.model)
+    steer = _load_steerable(args.model, args.base_model)
     steer.export_lora(args.output_dir, weights, kl_weight=args.kl_weight)
     if steer.tokenizer is not None:
         steer.tokenizer.save_pretrained(args.output_dir)
@@ -209,6 +210,7 @@ def _serve(args) -> None:
     }
     serve(
         args.model,
+        base_model=args.base_model,
         host=args.host,
         port=args.port,
         device=args.device,
@@ -218,6 +220,15 @@ def _serve(args) -> None:
         api_key=args.api_key,
         **{name: value for name, value in settings.items() if value is not None},
     )
+
+
+def _convert_gguf(args) -> None:
+    from .gguf import convert_gguf
+
+    paths = convert_gguf(args.gguf_file, args.output_dir, dtype=args.dtype)
+    print(f"Wrote a transformers model folder ({args.dtype} weights) to {args.output_dir}:")
+    for path in paths:
+        print(f"  {path}")
 
 
 def _train(args) -> None:
@@ -256,6 +267,11 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--max_new_tokens", type=int, default=32)
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--output_dir", default=None, help="where to write evaluation.json/.csv (default: model)")
+    evaluate.add_argument(
+        "--base_model",
+        default=None,
+        help="base model folder or hub id, when the one the adapter records has moved or was a GGUF file",
+    )
     evaluate.set_defaults(run=_evaluate)
     plot = commands.add_parser("plot", help="draw one or several saved fronts (front.json files) to a PNG")
     plot.add_argument("fronts", nargs="+", help="front JSON files written by evaluate or the training script")
@@ -267,6 +283,11 @@ def main(argv: list[str] | None = None) -> None:
     export.add_argument("output_dir", help="where to write adapter_config.json and adapter_model.safetensors")
     export.add_argument("--weights", required=True, help="comma-separated weighting, in the objectives' order")
     export.add_argument("--kl_weight", type=float, default=None, help="α, for KL-conditioned models")
+    export.add_argument(
+        "--base_model",
+        default=None,
+        help="base model folder or hub id, when the one the adapter records has moved or was a GGUF file",
+    )
     export.set_defaults(run=_export)
     serve = commands.add_parser(
         "serve", help="OpenAI-compatible HTTP server, any weighting per request (docs/serving.md)"
@@ -299,7 +320,23 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--dtype", default=None, help="e.g. bfloat16 (default: the checkpoint's)")
     serve.add_argument("--chat-template", default=None, help="Jinja chat template file, for tokenizers without one")
     serve.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code from the hub")
+    serve.add_argument(
+        "--base-model",
+        "--base_model",
+        dest="base_model",
+        default=None,
+        help="base model folder or hub id, when the one the adapter records has moved or was a GGUF file",
+    )
     serve.set_defaults(run=_serve)
+    convert = commands.add_parser(
+        "convert-gguf", help="write a GGUF checkpoint as a transformers model folder that every command can load"
+    )
+    convert.add_argument("gguf_file", help="a .gguf file (llama.cpp's format) of an architecture transformers reads")
+    convert.add_argument("output_dir", help="the model folder to write (new or empty)")
+    convert.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="dtype of the saved weights"
+    )
+    convert.set_defaults(run=_convert_gguf)
     argv = sys.argv[1:] if argv is None else list(argv)
     args, unknown = parser.parse_known_args(argv)
     if args.command == "train":

@@ -5,13 +5,11 @@ from __future__ import annotations
 import itertools
 
 from .evaluation import Front
+from .extras import require
 
 
 def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as error:
-        raise ImportError('Plots need matplotlib: `pip install "trl-clp[plots]"`.') from error
+    matplotlib = require("matplotlib", "plots", "plots")
     matplotlib.use("Agg")  # files only: no display is needed or assumed
     import matplotlib.pyplot as plt
 

@@ -12,6 +12,8 @@ import inspect
 
 import torch
 
+from .extras import require
+
 
 def _completion_text(completion) -> str:
     # TRL passes strings for standard prompts and a list of messages for conversational ones.
@@ -71,13 +73,6 @@ def titlecase_reward(completions, **kwargs) -> list[float]:
     return scores
 
 
-def _require(module_name: str, extra: str):
-    try:
-        return importlib.import_module(module_name)
-    except ImportError as error:
-        raise ImportError(f'This reward needs `{module_name}`: `pip install "trl-clp[{extra}]"`.') from error
-
-
 def _column(kwargs: dict, column: str, reward_name: str, expected: int) -> list:
     """A dataset column that TRL passed to the reward function, checked to be there."""
     if column not in kwargs:
@@ -117,7 +112,7 @@ class RougeReward:
     """
 
     def __init__(self, reference_column: str = "reference", rouge_type: str = "rougeL", use_stemmer: bool = True):
-        rouge_scorer = _require("rouge_score.rouge_scorer", "rewards")
+        rouge_scorer = require("rouge_score.rouge_scorer", "rewards", "the ROUGE rewards")
         if rouge_type not in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
             raise ValueError(f"`rouge_type` must be rouge1, rouge2, rougeL or rougeLsum, got {rouge_type!r}.")
         self.reference_column = reference_column
@@ -303,7 +298,9 @@ def sentiment_reward(completions, **kwargs) -> list[float]:
 @functools.cache
 def _vader_analyzer():
     # Reading the lexicon takes ~0.1 s: once per process, not per batch.
-    return _require("vaderSentiment.vaderSentiment", "text-rewards").SentimentIntensityAnalyzer()
+    return require(
+        "vaderSentiment.vaderSentiment", "text-rewards", "the `sentiment` reward"
+    ).SentimentIntensityAnalyzer()
 
 
 def objectivity_reward(completions, **kwargs) -> list[float]:
@@ -314,7 +311,7 @@ def objectivity_reward(completions, **kwargs) -> list[float]:
     check samples (see docs/real_models.md). A completion with no word scores 0. Needs
     `pip install "trl-clp[text-rewards]"`.
     """
-    textblob = _require("textblob", "text-rewards")
+    textblob = require("textblob", "text-rewards", "the `objectivity` reward")
     texts = [_completion_text(completion) for completion in completions]
     return [1.0 - textblob.TextBlob(text).sentiment.subjectivity if _has_words(text) else 0.0 for text in texts]
 
@@ -329,7 +326,7 @@ def readability_reward(completions, **kwargs) -> list[float]:
     """
     from unittest import mock
 
-    textstat = _require("textstat", "text-rewards")
+    textstat = require("textstat", "text-rewards", "the `readability` reward")
     from textstat.backend.counts import _count_syllables
 
     texts = [_completion_text(completion) for completion in completions]
@@ -358,7 +355,7 @@ def resolve_reward_function(
 
     Args:
         spec: a built-in name (`lowercase`, `uppercase`, `titlecase`, `brevity`, `source_coverage`; the text scorers
-            `sentiment`, `objectivity`, `readability`), `rouge1`,
+            `sentiment`, `objectivity`, `readability`, `civility`), `rouge1`,
             `rouge2` or `rougeL` (against `reference_column`), `nli` (entailment of the completion by the prompt, or
             by `premise_column`, under `nli_model`), a `module:function` import path, or anything else, returned
             unchanged for TRL to load as a reward-model id or path.
@@ -368,6 +365,8 @@ def resolve_reward_function(
     """
     if spec in BUILTIN_REWARDS:
         return BUILTIN_REWARDS[spec]
+    if spec == "civility":
+        return civility_reward
     if spec in ("rouge1", "rouge2", "rougeL", "rougeLsum"):
         return RougeReward(reference_column=reference_column, rouge_type=spec)
     if spec == "nli":
@@ -378,3 +377,18 @@ def resolve_reward_function(
         module_name, function_name = spec.split(":", 1)
         return getattr(importlib.import_module(module_name), function_name)
     return spec
+
+
+def civility_reward(completions, **kwargs) -> list[float]:
+    """`1 − P(offensive)` per completion, in [0, 1], from alt-profanity-check's classifier: 1 for civil text.
+
+    A linear classifier over word n-grams (shipped with the package, offline, about 0.1 ms per text) trained on
+    offensive-language data: it scores wording, not intent, so a policy can raise it by avoiding words as well as by
+    being civil. Pair it with a KL weight or a fluency objective. All completions are scored in one batched call.
+
+    Needs `pip install "trl-clp[civility]"`. alt-profanity-check pins scikit-learn and joblib to exact versions:
+    install it where nothing else needs other versions of them.
+    """
+    profanity_check = require("profanity_check", "civility", "the civility reward")
+    texts = [_completion_text(completion) for completion in completions]
+    return [1.0 - float(p) for p in profanity_check.predict_prob(texts)]

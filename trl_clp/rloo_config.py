@@ -16,6 +16,7 @@ from trl import RLOOConfig
 
 from .conditioning.config import CONDITIONING_VARIANTS
 from .conditioning.prompts import DEFAULT_PROMPT_TEMPLATE
+from .gguf import CONVERT_HINT
 from .sampling import SIMPLEX_TOLERANCE, WEIGHT_DISTRIBUTIONS
 from .scalarization import SCALARIZATIONS
 
@@ -190,6 +191,12 @@ class ConditioningFields:
         if "{weights}" not in self.prompt_template:
             raise ValueError(f"`prompt_template` must contain '{{weights}}', got {self.prompt_template!r}.")
         super().__post_init__()
+        # After TRL's checks, which turn `model_init_kwargs` given as JSON on the command line into a dict.
+        if "gguf_file" in (self.model_init_kwargs or {}):
+            raise ValueError(
+                "`model_init_kwargs` sets `gguf_file`, which TRL's model loading does not pass on ('Unrecognized "
+                f"model'), and a GGUF-loaded model cannot be saved. {CONVERT_HINT}"
+            )
 
     @property
     def conditions_on_kl_weight(self) -> bool:

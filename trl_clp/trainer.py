@@ -19,7 +19,7 @@ import torch
 from accelerate.utils import gather, is_peft_model
 from peft import LoraConfig
 from torch import nn
-from transformers import ProcessorMixin
+from transformers import BitsAndBytesConfig, ProcessorMixin
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
@@ -44,6 +44,8 @@ from .conditioning.model import (
 )
 from .conditioning.prompts import format_weighted_prompt
 from .evaluation import Front
+from .extras import require
+from .gguf import check_not_gguf
 from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import RewardFunctionError` keeps working)
     RewardFunctionError,
     check_free_disk_space,
@@ -152,6 +154,11 @@ class ConditionedTrainerMixin:
                 f"Two reward functions are both called {duplicates}: set `objective_names` in the config to tell the "
                 "objectives apart."
             )
+        if isinstance(model, str):
+            check_not_gguf(model)  # TRL's loading would fail with "Unrecognized model"
+        quantization = quantization_config or (args.model_init_kwargs or {}).get("quantization_config")
+        if isinstance(quantization, BitsAndBytesConfig):
+            require("bitsandbytes", "quantization", "a 4-bit or 8-bit base model (`BitsAndBytesConfig`)")
         if isinstance(model, nn.Module) and is_peft_model(model):
             raise ValueError(
                 f"Pass the base model and a `peft_config`: {type(self).__name__} builds the conditioned adapter itself. "

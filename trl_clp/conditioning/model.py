@@ -22,6 +22,7 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, PreTrainedModel
 
+from ..gguf import check_not_gguf
 from ..sampling import check_weights, kl_conditioning_vector
 from .config import CLP_CONFIG_NAME, ConditioningConfig
 from .layer import WeightConditioner, block_scale
@@ -234,6 +235,13 @@ def check_path_or_repo_id(path_or_id: str, what: str = "CLP model", hint: str = 
     return path_or_id
 
 
+# How to name another base model than the one an adapter records, from Python and from the command line.
+BASE_MODEL_HINT = (
+    "`SteerableModel.from_pretrained(path, base_model=...)` "
+    "(`--base_model` for `trl-clp evaluate`, `export` and `serve`)."
+)
+
+
 def resolve_recorded_base_model(recorded: str | None, adapter_path: str) -> str:
     """The base model an adapter's `base_model_name_or_path` names, usable from any working directory.
 
@@ -248,10 +256,10 @@ def resolve_recorded_base_model(recorded: str | None, adapter_path: str) -> str:
     if not recorded:
         raise ValueError(
             f"The adapter in {adapter_path!r} does not record its base model (`base_model_name_or_path` is "
-            f"{recorded!r}: it was trained from an in-memory model). Pass it: "
-            f"`SteerableModel.from_pretrained(path, base_model=...)` with the model instance, its folder or hub id."
+            f"{recorded!r}: it was trained from an in-memory model). Pass the model instance, its folder or hub id: "
+            + BASE_MODEL_HINT
         )
-    hint = " Or pass the base model: `SteerableModel.from_pretrained(path, base_model=...)`."
+    hint = " Or pass the base model: " + BASE_MODEL_HINT
     if os.path.isabs(recorded) or os.path.exists(recorded) or not os.path.isdir(adapter_path):
         return check_path_or_repo_id(recorded, "base model", hint)
     folder = os.path.abspath(adapter_path)
@@ -399,7 +407,8 @@ class SteerableModel(nn.Module):
             path_or_id: directory or hub repository holding `adapter_config.json`, the adapter weights and
                 `clp_config.json`.
             base_model: the base model (instance, path or hub id); defaults to the adapter's
-                `base_model_name_or_path`.
+                `base_model_name_or_path`. Give it when that base has moved, or was a GGUF file (convert it with
+                `trl-clp convert-gguf` and give the converted folder).
             tokenizer: defaults to the tokenizer saved with the adapter, if any.
             **model_kwargs: passed to `AutoModelForCausalLM.from_pretrained` for the base model (e.g. `dtype`).
 
@@ -408,8 +417,8 @@ class SteerableModel(nn.Module):
 
         Raises:
             FileNotFoundError: `path_or_id` (or the recorded base model) is a local path that does not exist.
-            ValueError: the directory has an adapter but no `clp_config.json`, or the adapter does not record its base
-                model and `base_model` is not given.
+            ValueError: the directory has an adapter but no `clp_config.json`, the adapter does not record its base
+                model and `base_model` is not given, or the base model is a GGUF file or folder.
         """
         path_or_id = check_path_or_repo_id(path_or_id)
         try:
@@ -430,6 +439,7 @@ class SteerableModel(nn.Module):
         base_path = None
         if isinstance(base_model, str):
             base_path = check_path_or_repo_id(base_model, "base model")
+            check_not_gguf(base_path, "base model", " Then pass the converted folder: " + BASE_MODEL_HINT)
             base_model = AutoModelForCausalLM.from_pretrained(base_path, **model_kwargs)
         if tokenizer is None:
             try:

@@ -37,6 +37,7 @@ SECTIONS = [
     ("trl_clp", "Evaluation", ["evaluate_front", "Front", "FrontEvaluationCallback"]),
     ("trl_clp.evaluation", "Evaluation results", ["WeightingResult"]),
     ("trl_clp.rewards", "Reward functions", None),
+    ("trl_clp.gguf", "GGUF checkpoints", ["convert_gguf", "check_not_gguf"]),
     ("trl_clp.pareto", "Front metrics", None),
     ("trl_clp.plotting", "Plots", None),
     ("trl_clp.decoding", "Decoding-time baselines", None),

@@ -24,9 +24,9 @@ GRPO instead of RLOO under the same conditioning (`--trainer grpo`, or `trainer:
     trl-clp train --trainer grpo --scalarization tchebycheff
     trl-clp train --config examples/configs/tldr_summarization_grpo.yaml
 
-`--reward_funcs` takes built-in names (lowercase, uppercase, titlecase, brevity, source_coverage), `rouge1`/`rouge2`/
-`rougeL` (against `--reference_column`), `nli` (entailment under `--nli_model`), `module:function` import paths, or
-reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
+`--reward_funcs` takes built-in names (lowercase, uppercase, titlecase, brevity, source_coverage, civility),
+`rouge1`/`rouge2`/`rougeL` (against `--reference_column`), `nli` (entailment under `--nli_model`), `module:function`
+import paths, or reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
 model (QLoRA, bitsandbytes on a GPU).
 
 The console shows a progress bar and the final table; the metrics logged every `--logging_steps` go to the
@@ -59,6 +59,7 @@ from trl_clp import (
     simplex_grid,
 )
 from trl_clp.evaluation import evaluate_front
+from trl_clp.gguf import check_not_gguf
 from trl_clp.rewards import resolve_reward_function
 from trl_clp.scripts import limit_cpu_threads
 
@@ -169,6 +170,7 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         base_model.save_pretrained(base_path)
         tokenizer.save_pretrained(base_path)
         model_args.model_name_or_path = base_path
+    check_not_gguf(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, padding_side="left")
     training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
 

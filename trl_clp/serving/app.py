@@ -179,6 +179,7 @@ def load_steerable_model(
     dtype: str | None = None,
     trust_remote_code: bool = False,
     chat_template: str | None = None,
+    base_model: str | None = None,
 ) -> SteerableModel:
     """Load a saved CLP model for serving: safetensors only, no remote code unless `trust_remote_code`.
 
@@ -187,6 +188,7 @@ def load_steerable_model(
         device: default `"cuda"` when available, else `"cpu"`.
         dtype: e.g. `"bfloat16"`; default the checkpoint's.
         chat_template: a Jinja chat template (file path or the template itself) for tokenizers without one.
+        base_model: the base model's folder or hub id; default the one the adapter records.
 
     Raises:
         ValueError: no `adapter_model.safetensors` (a pickled adapter is never loaded), or no tokenizer.
@@ -205,7 +207,7 @@ def load_steerable_model(
     model_kwargs = {"use_safetensors": True, "trust_remote_code": trust_remote_code}
     if dtype is not None:
         model_kwargs["dtype"] = getattr(torch, dtype)
-    steer = SteerableModel.from_pretrained(path, tokenizer=tokenizer, **model_kwargs)
+    steer = SteerableModel.from_pretrained(path, base_model=base_model, tokenizer=tokenizer, **model_kwargs)
     if chat_template is not None:
         if os.path.isfile(chat_template):
             with open(chat_template) as handle:
@@ -574,19 +576,20 @@ def serve(
     trust_remote_code: bool = False,
     chat_template: str | None = None,
     log_level: str = "info",
+    base_model: str | None = None,
     **config_kwargs,
 ) -> None:
     """Load the model at `path` and serve it until interrupted (the `trl-clp serve` command).
 
     `config_kwargs` are `ServerConfig` fields; `api_key` defaults to the environment variable `TRL_CLP_API_KEY`
-    and `model_name` to the folder's name.
+    and `model_name` to the folder's name; `base_model` replaces the base model the adapter records.
     """
     import uvicorn
 
     config_kwargs.setdefault("api_key", os.environ.get(API_KEY_ENV) or None)
     config_kwargs.setdefault("model_name", os.path.basename(os.path.normpath(path)))
     config = ServerConfig(**config_kwargs)
-    steer = load_steerable_model(path, device, dtype, trust_remote_code, chat_template)
+    steer = load_steerable_model(path, device, dtype, trust_remote_code, chat_template, base_model)
     uvicorn.run(create_app(steer, config), host=host, port=port, log_level=log_level)
 
 
