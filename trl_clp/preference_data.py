@@ -1,0 +1,83 @@
+"""Multi-objective preference data: the two layouts DPO-CLP trains on, and their checks.
+
+- labels: `prompt, chosen, rejected, objective_labels` (length m, each +1 / −1 / 0: does objective i prefer
+  `chosen`, `rejected`, or neither);
+- scores: `prompt, chosen, rejected, chosen_scores, rejected_scores` (length m each).
+
+`prompt` may be left out when `chosen` and `rejected` hold whole conversations sharing their beginning (TRL's implicit
+prompt); prompts and responses may be strings or message lists, as for TRL's DPOTrainer.
+"""
+
+from __future__ import annotations
+
+import math
+
+from datasets import Dataset
+
+# The columns each layout adds to `chosen` and `rejected`.
+SIGNAL_COLUMNS = {"labels": ("objective_labels",), "scores": ("chosen_scores", "rejected_scores")}
+LAYOUT_DESCRIPTIONS = {
+    "labels": "prompt, chosen, rejected, objective_labels (one label per objective: +1 if it prefers `chosen`, -1 if "
+    "it prefers `rejected`, 0 if neither)",
+    "scores": "prompt, chosen, rejected, chosen_scores, rejected_scores (one score per objective and response)",
+}
+
+
+def check_preference_dataset(dataset, layout: str, objective_names: list[str], name: str = "training") -> None:
+    """Raise a `ValueError` naming the fix if `dataset` is not in `layout` for these objectives.
+
+    Checks the columns (any `datasets.Dataset` or `IterableDataset`) and, for a `Dataset`, every row: one value per
+    objective; labels in {−1, 0, +1}; finite scores; and that some objective prefers one response of each pair.
+    """
+    expected = ("chosen", "rejected", *SIGNAL_COLUMNS[layout])
+    columns = dataset.column_names
+    if columns is None:  # an IterableDataset of unknown features: read the columns off its first row
+        columns = list(next(iter(dataset)).keys())
+    missing = [column for column in expected if column not in columns]
+    if missing:
+        other = "scores" if layout == "labels" else "labels"
+        hint = (
+            f" Its columns fit preference_layout={other!r}: set that."
+            if all(column in columns for column in SIGNAL_COLUMNS[other])
+            else ""
+        )
+        raise ValueError(
+            f"The {name} dataset has no {', '.join(repr(c) for c in missing)} column: preference_layout={layout!r} "
+            f"expects the columns {LAYOUT_DESCRIPTIONS[layout]}; it has {columns}.{hint}"
+        )
+    if not isinstance(dataset, Dataset):
+        return
+    num_objectives = len(objective_names)
+    signals = {column: dataset[column] for column in SIGNAL_COLUMNS[layout]}
+    for column, values in signals.items():
+        for row, value in enumerate(values):
+            if value is None or len(value) != num_objectives:
+                raise ValueError(
+                    f"Row {row} of the {name} dataset has {column}={value}: give one value per objective "
+                    f"({num_objectives}: {objective_names})."
+                )
+    if layout == "labels":
+        for row, labels in enumerate(signals["objective_labels"]):
+            if any(label not in (-1, 0, 1) for label in labels):
+                raise ValueError(
+                    f"Row {row} of the {name} dataset has objective_labels={labels}: each label must be +1 (the "
+                    "objective prefers `chosen`), -1 (it prefers `rejected`) or 0 (neither)."
+                )
+            if not any(labels):
+                raise ValueError(
+                    f"Row {row} of the {name} dataset has objective_labels={labels}: no objective prefers either "
+                    "response, so the pair carries no signal under any weighting. Drop it (e.g. `dataset.filter(lambda "
+                    "row: any(row['objective_labels']))`)."
+                )
+        return
+    for row, (chosen, rejected) in enumerate(zip(signals["chosen_scores"], signals["rejected_scores"], strict=True)):
+        if not all(value is not None and math.isfinite(value) for value in (*chosen, *rejected)):
+            raise ValueError(
+                f"Row {row} of the {name} dataset has chosen_scores={chosen}, rejected_scores={rejected}: every score "
+                "must be a finite number. Fill in or drop the missing ones."
+            )
+        if chosen == rejected:
+            raise ValueError(
+                f"Row {row} of the {name} dataset has equal scores {chosen} for both responses: no objective prefers "
+                "either, so the pair carries no signal under any weighting. Drop it."
+            )
