@@ -10,7 +10,7 @@ from datasets import Dataset
 from peft import LoraConfig
 from trl import DPOTrainer
 
-from trl_clp import MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer, SteerableModel, demo
+from trl_clp import MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer, SteerableModel, demo, format_weighted_prompt
 from trl_clp.preference_loss import label_preference, score_preference
 from trl_clp.sampling import sample_group_weights
 
@@ -243,6 +243,31 @@ def test_label_and_score_preferences_by_hand():
     assert kept.tolist() == [False, True, False]
 
 
+def test_prompt_conditioning_writes_each_pairs_weighting_into_the_policys_prompt_only(tmp_path):
+    trainer = make_trainer(tmp_path, case_pairs(4, seed=0), conditioning="prompt")
+    randomize_adapter(trainer)
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, collate(trainer, range(4)))
+    weights = sample_group_weights("dirichlet", 4, 2, seed=0, stream=(0, 0))
+    tokenizer = trainer.processing_class
+    expected = []
+    for b in range(4):
+        example = trainer.train_dataset[b]
+        weighted = format_weighted_prompt(example["prompt"], weights[b].tolist(), ["lower", "upper"])
+        weighted_ids = tokenizer(weighted)["input_ids"]
+        ratios = []
+        for key in ("chosen_ids", "rejected_ids"):
+            with torch.no_grad():
+                policy = sequence_logp(trainer.model, weighted_ids, example[key])
+                with trainer.model.disable_adapter():
+                    reference = sequence_logp(trainer.model, example["prompt_ids"], example[key])
+            ratios.append(policy - reference)
+        sign = example["objective_labels"][0]  # the two objectives disagree on every pair: weights w_0 and w_1
+        delta = 0.1 * (ratios[0] - ratios[1])
+        expected.append(weights[b, 0] * -F.logsigmoid(sign * delta) + weights[b, 1] * -F.logsigmoid(-sign * delta))
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+
+
 def test_precomputed_reference_log_probs_are_the_adapter_free_base(tmp_path):
     trainer = make_trainer(tmp_path, case_pairs(4, seed=0), precompute_ref_log_probs=True)
     assert "ref_chosen_logps" in trainer.train_dataset.column_names
@@ -368,7 +393,6 @@ def test_a_dataset_in_the_other_layout_says_so(tmp_path):
         ({"loss_type": ["sigmoid", "hinge"]}, "one of \\['sigmoid', 'hinge', 'ipo'\\]"),
         ({"objective_names": None}, "Give one name per objective"),
         ({"conditioning": "logit"}, "Choose conditioning='full' or 'attn'"),
-        ({"conditioning": "prompt"}, "not implemented for DPO"),
         ({"score_margin": 0.1}, "applies to preference_layout='scores' only"),
         ({"preference_layout": "ranks"}, "`preference_layout` must be one of"),
         ({"ld_alpha": 0.5}, "not supported by DPO-CLP"),

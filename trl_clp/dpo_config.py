@@ -51,9 +51,10 @@ class MultiObjectiveDPOConfig(SharedConditioningFields, _PreferenceFields, DPOCo
       is mixed over the objectives, see docs/preference.md).
 
     Refused because they cannot be honoured per row: other loss types and loss combinations, `ld_alpha`,
-    `f_divergence_type` other than 'reverse_kl', `use_weighting` (WPO), and the conditioning variants 'logit' (DPO
-    reads `lm_head.weight` directly, so an adapter on it would not be trained) and 'prompt' (not yet implemented for
-    DPO).
+    `f_divergence_type` other than 'reverse_kl', `use_weighting` (WPO), and conditioning='logit' (DPO reads
+    `lm_head.weight` directly, so an adapter on it would not be trained). With conditioning='prompt' (the prompting
+    baseline) each pair's weighting is written into the policy's prompt (`prompt_template`) and one shared LoRA is
+    trained; the reference sees the prompt as written in the data.
 
     The LoRA rank, alpha and targets of one objective come from the trainer's `peft_config` (a `peft.LoraConfig`;
     default rank 8, alpha 16, all linear layers); conditioned layers get one such block per objective. The
@@ -75,11 +76,6 @@ class MultiObjectiveDPOConfig(SharedConditioningFields, _PreferenceFields, DPOCo
             raise ValueError(
                 "conditioning='logit' is not supported for DPO: TRL's DPO computes log-probabilities from "
                 "`lm_head.weight` directly, so a conditioned output layer would never be trained. Choose "
-                "conditioning='full' or 'attn'."
-            )
-        if self.conditioning == "prompt":
-            raise ValueError(
-                "conditioning='prompt' (the prompting baseline) is not implemented for DPO yet. Choose "
                 "conditioning='full' or 'attn'."
             )
         if self.objective_names is None or len(self.objective_names) < 2:

@@ -9,29 +9,41 @@ import torch
 from trl import DPOTrainer
 
 from .conditioned_trainer import ConditionedTrainerCore
+from .conditioning.prompts import format_weighted_prompt, tokenize_left_padded
 from .dpo_config import MultiObjectiveDPOConfig
 from .preference_data import SIGNAL_COLUMNS, check_preference_dataset
 from .preference_loss import label_preference, mixed_preference_loss, pair_scores, score_preference
 
 # Batch keys that are not model inputs: TRL's, and the ones added here.
-_NON_MODEL_KEYS = {"completion_mask", "ref_chosen_logps", "ref_rejected_logps", "weights", "conditioning_vectors"}
+_NON_MODEL_KEYS = {
+    "completion_mask",
+    "ref_chosen_logps",
+    "ref_rejected_logps",
+    "weights",
+    "conditioning_vectors",
+    "prompts",
+}
 
 
 @dataclass
 class PreferenceSignalCollator:
     """Wraps a preference collator (TRL's `DataCollatorForPreference` by default) and adds the layout's columns.
 
-    Each signal column becomes a float tensor `(B, m)` of the pairs, in batch order; the wrapped collator's output
-    (chosen rows then rejected rows, `2B` of them) is left as it is.
+    Each signal column becomes a float tensor `(B, m)` of the pairs, in batch order; with `keep_prompts` (the
+    prompting baseline) the pairs' prompts come along as `prompts`, a list. The wrapped collator's output (chosen rows
+    then rejected rows, `2B` of them) is left as it is.
     """
 
     collator: Any
     columns: tuple[str, ...]
+    keep_prompts: bool = False
 
     def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         batch = self.collator(examples)
         for column in self.columns:
             batch[column] = torch.tensor([example[column] for example in examples], dtype=torch.float32)
+        if self.keep_prompts:
+            batch["prompts"] = [example["prompt"] for example in examples]
         return batch
 
 
@@ -45,7 +57,8 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
        (`args.conditioning`), as for the online CLP trainers (`ConditionedTrainerCore`); the reference is the base
        model with the adapter disabled, so `precompute_ref_log_probs` works as in DPO.
     2. Each pair draws its weighting w from the seeded, resumable stream (`weight_distribution`); its chosen and
-       rejected rows share it, and each row of the one forward pass is conditioned on its pair's w.
+       rejected rows share it, and each row of the one forward pass is conditioned on its pair's w (for
+       conditioning='prompt', w is written into the policy's prompt instead).
     3. The loss of a pair is TRL's pair loss ℓ ('sigmoid', 'hinge' or 'ipo') mixed over the objectives by w:
        Σ_i w_i·1[s_i≠0]·ℓ(s_i·z) / Σ_i w_i·1[s_i≠0] for labels s_i, or ℓ(±z) with the sign of w·(r_c − r_r) for
        scores (pairs with |w·Δr| < `score_margin` left out). `_compute_loss` is replaced, since TRL's combines the
@@ -111,12 +124,15 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         )
         self._attach_conditioning()
         # After TRL's init, whose reference precompute needs only the token ids.
-        self.data_collator = PreferenceSignalCollator(self.data_collator, self._signal_columns)
+        self.data_collator = PreferenceSignalCollator(
+            self.data_collator, self._signal_columns, keep_prompts=args.conditioning == "prompt"
+        )
         self._draw_step, self._draws_in_step = 0, 0
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        self._signature_columns = [*self._signature_columns, *self._signal_columns]
+        prompt = ["prompt"] if self.args.conditioning == "prompt" else []
+        self._signature_columns = [*self._signature_columns, *self._signal_columns, *prompt]
 
     # ---------------------------------------------------------------- weightings of the pairs
 
@@ -155,20 +171,50 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         chosen, rejected = inputs["chosen_scores"].to(weights.device), inputs["rejected_scores"].to(weights.device)
         return (*score_preference(chosen, rejected, weights, self.args.score_margin), torch.sign(chosen - rejected))
 
+    def _with_weighted_prompts(self, inputs: dict) -> dict:
+        """The batch re-collated with each pair's weighting written into its prompt (the prompting baseline); the
+        completions' tokens are unchanged."""
+        prompts = [
+            format_weighted_prompt(prompt, w.tolist(), self.objective_names, self.args.prompt_template)
+            for prompt, w in zip(inputs["prompts"], inputs["weights"], strict=True)
+        ]
+        encoded = tokenize_left_padded(self.processing_class, prompts)
+        prompt_ids = [
+            ids[mask.bool()].tolist()
+            for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
+        ]
+        completions = [
+            ids[mask.bool()].tolist() for ids, mask in zip(inputs["input_ids"], inputs["completion_mask"], strict=True)
+        ]
+        num_pairs = len(prompts)
+        examples = [
+            {"prompt_ids": prompt_ids[b], "chosen_ids": completions[b], "rejected_ids": completions[num_pairs + b]}
+            for b in range(num_pairs)
+        ]
+        device = inputs["input_ids"].device
+        return {key: value.to(device) for key, value in self.data_collator.collator(examples).items()}
+
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
-        model_kwargs = {k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS and k not in self._signal_columns}
-        completion_mask = inputs["completion_mask"]
+        # The reference sees the prompt as written in the data: it does not depend on w, so it can be precomputed.
+        policy_inputs = self._with_weighted_prompts(inputs) if self.args.conditioning == "prompt" else inputs
+        model_kwargs = {
+            k: v for k, v in policy_inputs.items() if k not in _NON_MODEL_KEYS and k not in self._signal_columns
+        }
+        completion_mask = policy_inputs["completion_mask"]
         seq_len = completion_mask.size(1) - 1
-        labels = inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        labels = policy_inputs["input_ids"].masked_fill(completion_mask == 0, -100)
         outputs = model(**model_kwargs, labels=labels, use_cache=False, fused_lm_head=True)  # rows conditioned
         logps = outputs.log_probs[:, -seq_len:].sum(dim=1)  # (2B,)
         chosen_logps, rejected_logps = logps.chunk(2)
         if self.precompute_ref_logps:
             ref_chosen_logps, ref_rejected_logps = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
         else:  # the adapter-free base, whatever the weighting
+            ref_inputs = {
+                k: v for k, v in inputs.items() if k not in _NON_MODEL_KEYS and k not in self._signal_columns
+            }
             ref_chosen_logps, ref_rejected_logps = self.compute_ref_log_probs(
-                self.model, {**model_kwargs, "completion_mask": completion_mask}
+                self.model, {**ref_inputs, "completion_mask": inputs["completion_mask"]}
             )
         chosen_logratios = chosen_logps - ref_chosen_logps  # (B,)
         rejected_logratios = rejected_logps - ref_rejected_logps
