@@ -402,3 +402,38 @@ def test_a_dataset_in_the_other_layout_says_so(tmp_path):
 def test_bad_config_is_refused_naming_the_fix(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         dpo_config(tmp_path, **overrides)
+
+
+class StreamRecordingTrainer(MultiObjectiveDPOTrainer):
+    def _weighting_stream(self, mode):
+        stream = super()._weighting_stream(mode)
+        self.streams.append(stream)
+        return stream
+
+
+def test_weightings_follow_the_micro_step_stream_across_a_resume_and_evaluations_repeat(tmp_path):
+    def trainer(**overrides):
+        built = StreamRecordingTrainer(
+            demo.make_tiny_llama(seed=0),
+            args=dpo_config(tmp_path, gradient_accumulation_steps=2, save_strategy="steps", save_steps=1, **overrides),
+            train_dataset=case_pairs(16, seed=0),
+            eval_dataset=case_pairs(4, seed=1),
+            processing_class=demo.make_byte_tokenizer(),
+            peft_config=LORA,
+        )
+        built.streams = []
+        return built
+
+    first = trainer()
+    first.train()
+    assert first.streams == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    losses = [first.evaluate()["eval_loss"] for _ in range(2)]
+    assert losses[0] == losses[1]  # each evaluation draws the same weightings
+    assert first.streams[4:] == [(1, 0), (1, 0)]
+
+    resumed = trainer()
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-1"))
+    assert resumed.streams == [(0, 2), (0, 3)]
+
+    with pytest.raises(ValueError, match="same reward functions"):
+        trainer(objective_names=["helpful", "harmless"]).train(resume_from_checkpoint=True)
