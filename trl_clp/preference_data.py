@@ -81,3 +81,93 @@ def check_preference_dataset(dataset, layout: str, objective_names: list[str], n
                 f"Row {row} of the {name} dataset has equal scores {chosen} for both responses: no objective prefers "
                 "either, so the pair carries no signal under any weighting. Drop it."
             )
+
+
+# ---------------------------------------------------------------- public datasets → the two layouts
+
+PKU_SAFERLHF_OBJECTIVES = ["helpful", "harmless"]
+HELPSTEER2_ATTRIBUTES = ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]
+ULTRAFEEDBACK_ASPECTS = ["helpfulness", "honesty", "instruction_following", "truthfulness"]
+
+
+def pku_saferlhf_to_labels(dataset) -> Dataset:
+    """PKU-SafeRLHF (`prompt, response_0, response_1, better_response_id, safer_response_id, ...`) → the labels layout.
+
+    `chosen` is `response_0` and `rejected` `response_1`; `objective_labels` is `[helpful, harmless]`
+    (`PKU_SAFERLHF_OBJECTIVES`), each +1 if the dataset's better (resp. safer) response is `response_0`, else −1.
+    """
+    rows = []
+    for row in dataset:
+        labels = [1 if int(row[column]) == 0 else -1 for column in ("better_response_id", "safer_response_id")]
+        rows.append(
+            {
+                "prompt": row["prompt"],
+                "chosen": row["response_0"],
+                "rejected": row["response_1"],
+                "objective_labels": labels,
+            }
+        )
+    return Dataset.from_list(rows)
+
+
+def _score_pairs(prompt, responses: list[str], scores: list[list[float]]) -> list[dict]:
+    """Every pair of a prompt's responses whose scores differ, in the scores layout (the earlier response first)."""
+    pairs = []
+    for i in range(len(responses)):
+        for j in range(i + 1, len(responses)):
+            if scores[i] != scores[j] and responses[i] != responses[j]:
+                pairs.append(
+                    {
+                        "prompt": prompt,
+                        "chosen": responses[i],
+                        "rejected": responses[j],
+                        "chosen_scores": scores[i],
+                        "rejected_scores": scores[j],
+                    }
+                )
+    return pairs
+
+
+def helpsteer2_to_scores(dataset, attributes: list[str] | None = None) -> Dataset:
+    """HelpSteer2 (`prompt, response, helpfulness, correctness, coherence, complexity, verbosity`, one response per
+    row, scores 0–4) → the scores layout: the rows of one prompt are paired (every two responses whose scores
+    differ), with one score per attribute.
+
+    Args:
+        attributes: the objectives, in order; default all five (`HELPSTEER2_ATTRIBUTES`). Note that a higher
+            `verbosity` or `complexity` is not better in itself: choose the attributes you want to steer along.
+    """
+    attributes = list(attributes or HELPSTEER2_ATTRIBUTES)
+    by_prompt: dict[str, tuple[list[str], list[list[float]]]] = {}
+    for row in dataset:
+        responses, scores = by_prompt.setdefault(row["prompt"], ([], []))
+        responses.append(row["response"])
+        scores.append([float(row[attribute]) for attribute in attributes])
+    rows = [
+        pair for prompt, (responses, scores) in by_prompt.items() for pair in _score_pairs(prompt, responses, scores)
+    ]
+    return Dataset.from_list(rows)
+
+
+def ultrafeedback_to_scores(dataset, aspects: list[str] | None = None) -> Dataset:
+    """UltraFeedback (`instruction, completions`, each completion a `response` with
+    `annotations.<aspect>.Rating`, a string) → the scores layout: every two completions of one instruction whose
+    ratings differ, with one score per aspect. Completions with a rating that is not a number (e.g. "N/A") are left
+    out.
+
+    Args:
+        aspects: the objectives, in order; default the four fine-grained ratings (`ULTRAFEEDBACK_ASPECTS`).
+    """
+    aspects = list(aspects or ULTRAFEEDBACK_ASPECTS)
+    rows = []
+    for row in dataset:
+        responses, scores = [], []
+        for completion in row["completions"]:
+            try:
+                ratings = [float(completion["annotations"][aspect]["Rating"]) for aspect in aspects]
+            except ValueError:
+                continue
+            responses.append(completion["response"])
+            scores.append(ratings)
+        rows += _score_pairs(row["instruction"], responses, scores)
+    return Dataset.from_list(rows)
