@@ -16,7 +16,7 @@ DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo")
 
 
 @dataclass
-class _PreferenceFields:
+class PreferenceFields:
     """The fields DPO-CLP adds beyond the shared ones (kept apart so that the docstring block lists them)."""
 
     preference_layout: str = field(
@@ -40,7 +40,7 @@ class _PreferenceFields:
 
 
 @dataclass
-class MultiObjectiveDPOConfig(SharedConditioningFields, _PreferenceFields, DPOConfig):
+class MultiObjectiveDPOConfig(SharedConditioningFields, PreferenceFields, DPOConfig):
     r"""
     Configuration for [`MultiObjectiveDPOTrainer`]: [`~trl.DPOConfig`] plus the fields below. Only the fields of
     Conditional Language Policy (CLP, https://huggingface.co/papers/2407.15762) training and of the preference layout
@@ -103,5 +103,5 @@ class MultiObjectiveDPOConfig(SharedConditioningFields, _PreferenceFields, DPOCo
 
 
 MultiObjectiveDPOConfig.__doc__ += parameters_docstring(SharedConditioningFields) + parameters_docstring(
-    _PreferenceFields
+    PreferenceFields
 ).replace("\n    Parameters:\n", "\n", 1)
