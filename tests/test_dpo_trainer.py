@@ -299,6 +299,9 @@ def test_training_steers_each_objectives_preferred_responses_and_steerable_model
     trainer.save_model()
     steer = SteerableModel.from_pretrained(str(tmp_path / "out"))
     assert steer.objective_names == ["lower", "upper"]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "with DPO ([Rafailov et al., 2023]" in card and "RLOO" not in card
+    assert "each pair's DPO loss mixes the objectives' preferences" in card and "w·R" not in card
     tokenizer = demo.make_byte_tokenizer()
     held_out = case_pairs(16, seed=1)
 

@@ -33,7 +33,7 @@ from .conditioning.model import (
 from .conditioning_fields import SharedConditioningFields
 from .evaluation import Front
 from .guards import check_free_disk_space, check_output_dir_writable, checkpoint_bytes
-from .model_card import CLP_PAPER, finish_model_card
+from .model_card import CLP_PAPER, RLOO_STEP, finish_model_card
 from .sampling import sample_group_weights
 
 DEFAULT_LORA_CONFIG = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
@@ -64,6 +64,7 @@ class ConditionedTrainerCore:
     config_class: type = SharedConditioningFields
     _name = "CLP"
     _paper = CLP_PAPER
+    _card_step = RLOO_STEP  # the optimisation step the model card names after the CLP paper
 
     # ---------------------------------------------------------------- construction
 
@@ -226,7 +227,9 @@ class ConditionedTrainerCore:
             card = handle.read()
         base_model = get_config_model_id(self.accelerator.unwrap_model(self.model).config) or None
         with open(card_path, "w") as handle:
-            handle.write(finish_model_card(card, self.conditioning_config, model_id, front, base_model))
+            handle.write(
+                finish_model_card(card, self.conditioning_config, model_id, front, base_model, self._card_step)
+            )
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         if self.args.conditioning == "logit":

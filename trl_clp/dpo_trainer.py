@@ -11,6 +11,7 @@ from trl import DPOTrainer
 from .conditioned_trainer import ConditionedTrainerCore
 from .conditioning.prompts import format_weighted_prompt, tokenize_left_padded
 from .dpo_config import MultiObjectiveDPOConfig
+from .model_card import DPO_STEP
 from .preference_data import SIGNAL_COLUMNS, check_preference_dataset
 from .preference_loss import label_preference, mixed_preference_loss, pair_scores, score_preference
 
@@ -83,6 +84,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
 
     config_class = MultiObjectiveDPOConfig
     _tag_names = ["trl", "dpo", "clp", "trl-clp"]
+    _card_step = DPO_STEP
 
     def __init__(
         self,
@@ -133,6 +135,10 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         super()._set_signature_columns_if_needed()
         prompt = ["prompt"] if self.args.conditioning == "prompt" else []
         self._signature_columns = [*self._signature_columns, *self._signal_columns, *prompt]
+
+    def _conditioning_metadata(self) -> dict:
+        # Saved in clp_config.json: what the model card says the model was trained on.
+        return {"scalarization": {"method": "preference"}}
 
     # ---------------------------------------------------------------- weightings of the pairs
 

@@ -28,7 +28,8 @@ class ConditioningConfig:
         reward_normalization: per-objective running statistics used in training (`count`, `mean`, `sum_sq`), if any.
         scalarization: how the rewards were scalarised in training: `{"method": "linear"}` (w·R; also what files
             written before this field mean), or `{"method": "tchebycheff", "ideal_point": z, "given": bool,
-            "augmentation": ρ}` (see `trl_clp.scalarization`).
+            "augmentation": ρ}` (see `trl_clp.scalarization`), or `{"method": "preference"}` for a model trained with
+            `MultiObjectiveDPOTrainer` (the objectives' preferences mixed by w, see `trl_clp.preference_loss`).
         chat_template_kwargs: the training config's `chat_template_kwargs` (e.g. `{"enable_thinking": False}`), so
             that conversations are templated at inference as they were in training; None if there were none.
     """
