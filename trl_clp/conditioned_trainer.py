@@ -282,7 +282,7 @@ class ConditionedTrainerCore:
                 f"conditioning={saved.conditioning!r}, but this trainer has {self.objective_names} with "
                 f"conditioning={self.args.conditioning!r}. Resume with the same reward functions, in the same order."
             )
-        self._restore_training_state(saved)
+        self._restore_training_state(saved, resume_from_checkpoint)
 
-    def _restore_training_state(self, saved: ConditioningConfig) -> None:
+    def _restore_training_state(self, saved: ConditioningConfig, resume_from_checkpoint: str) -> None:
         """Hook: restore what the trainer keeps in `clp_config.json` beyond the conditioning (e.g. reward statistics)."""

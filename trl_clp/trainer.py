@@ -479,7 +479,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
 
     # ---------------------------------------------------------------- resuming
 
-    def _restore_training_state(self, saved: ConditioningConfig) -> None:
+    def _restore_training_state(self, saved: ConditioningConfig, resume_from_checkpoint: str) -> None:
         """Restore the reward statistics of the checkpoint being resumed."""
         if self.reward_moments is not None and saved.reward_normalization is not None:
             self.reward_moments.load_state_dict(saved.reward_normalization)
