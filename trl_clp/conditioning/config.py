@@ -16,6 +16,9 @@ CLP_CONFIG_NAME = "clp_config.json"
 class ConditioningConfig:
     """Everything needed to steer a saved CLP adapter, written as `clp_config.json` beside it.
 
+    A model trained from preferences (`MultiObjectiveDPOTrainer`) records `scalarization={"method": "preference"}`:
+    under w, each pair's loss mixes the objectives' preferences (see `trl_clp.preference_loss`).
+
     Args:
         objective_names: one name per reward objective, in the order of the weight vector.
         conditioning: the conditioning variant, `"full"`, `"attn"`, `"logit"` or `"prompt"` (as the config field of
@@ -28,8 +31,7 @@ class ConditioningConfig:
         reward_normalization: per-objective running statistics used in training (`count`, `mean`, `sum_sq`), if any.
         scalarization: how the rewards were scalarised in training: `{"method": "linear"}` (w·R; also what files
             written before this field mean), or `{"method": "tchebycheff", "ideal_point": z, "given": bool,
-            "augmentation": ρ}` (see `trl_clp.scalarization`), or `{"method": "preference"}` for a model trained with
-            `MultiObjectiveDPOTrainer` (the objectives' preferences mixed by w, see `trl_clp.preference_loss`).
+            "augmentation": ρ}` (see `trl_clp.scalarization`).
         chat_template_kwargs: the training config's `chat_template_kwargs` (e.g. `{"enable_thinking": False}`), so
             that conversations are templated at inference as they were in training; None if there were none.
     """
