@@ -369,6 +369,7 @@ def test_conversational_pairs_are_templated_and_trained(tmp_path):
             "no 'objective_labels' column: preference_layout='labels'",
         ),
         (lambda row: row.update(objective_labels=[1, 0, -1]), "labels", "give one value per objective"),
+        (lambda row: row.update(chosen_scores=[1.0], rejected_scores=[0.0]), "scores", "give one value per objective"),
         (lambda row: row.update(objective_labels=[2, -1]), "labels", "must be \\+1 .* -1 .* or 0"),
         (lambda row: row.update(objective_labels=[0, 0]), "labels", "no objective prefers either response"),
         (lambda row: row.update(chosen_scores=[float("nan"), 1.0]), "scores", "must be a finite number"),
@@ -382,6 +383,15 @@ def test_bad_data_is_refused_at_construction_naming_the_fix(tmp_path, change, la
         change(row)
     with pytest.raises(ValueError, match=message):
         make_trainer(tmp_path, Dataset.from_list(rows), preference_layout=layout)
+
+
+def test_a_streamed_dataset_is_checked_from_its_first_row_and_trains(tmp_path):
+    missing = case_pairs(4, seed=0).remove_columns("objective_labels").to_iterable_dataset()
+    with pytest.raises(ValueError, match="no 'objective_labels' column"):
+        make_trainer(tmp_path, missing)
+    trainer = make_trainer(tmp_path, case_pairs(16, seed=0).to_iterable_dataset())
+    trainer.train()
+    assert trainer.state.global_step == 2 and trainer.state.log_history[0]["loss"] == pytest.approx(math.log(2))
 
 
 def test_a_dataset_in_the_other_layout_says_so(tmp_path):

@@ -53,7 +53,7 @@ class SharedConditioningFields:
     weight_distribution: str = field(
         default="dirichlet",
         metadata={
-            "help": "How each prompt group's weighting w is drawn: 'dirichlet' (with `dirichlet_concentration`), "
+            "help": "How each prompt group's (DPO: each pair's) weighting w is drawn: 'dirichlet' (with `dirichlet_concentration`), "
             "'uniform' (uniform on the simplex), 'one_hot' (a random corner: trains each objective's block alone, "
             "i.e. Rewarded Soups), 'fixed' (uniform choice among `fixed_weights`).",
             "choices": list(WEIGHT_DISTRIBUTIONS),

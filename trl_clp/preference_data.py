@@ -51,7 +51,7 @@ def check_preference_dataset(dataset, layout: str, objective_names: list[str], n
     signals = {column: dataset[column] for column in SIGNAL_COLUMNS[layout]}
     for column, values in signals.items():
         for row, value in enumerate(values):
-            if value is None or len(value) != num_objectives:
+            if not isinstance(value, (list, tuple)) or len(value) != num_objectives:
                 raise ValueError(
                     f"Row {row} of the {name} dataset has {column}={value}: give one value per objective "
                     f"({num_objectives}: {objective_names})."
