@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from peft import LoraConfig
+from transformers import TrainerCallback
 from trl import DPOTrainer
 
 from trl_clp import MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer, SteerableModel, demo, format_weighted_prompt
@@ -450,3 +451,34 @@ def test_weightings_follow_the_micro_step_stream_across_a_resume_and_evaluations
 
     with pytest.raises(ValueError, match="same reward functions"):
         trainer(objective_names=["helpful", "harmless"]).train(resume_from_checkpoint=True)
+
+
+class RecordGradients(TrainerCallback):
+    """Keeps the gradients of the first optimizer step, and whether the model checkpointed its activations."""
+
+    def __init__(self):
+        self.recorded = {}
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if not self.recorded:
+            self.recorded["checkpointing"] = model.get_base_model().is_gradient_checkpointing
+            self.recorded.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+
+def test_gradient_checkpointing_keeps_each_pairs_weighting_through_backward(tmp_path):
+    """Backward re-runs the forward under gradient checkpointing: the pairs' weightings must still be set then."""
+    gradients = []
+    for checkpointing in (False, True):
+        trainer = make_trainer(
+            tmp_path / str(checkpointing), case_pairs(4, seed=0), gradient_checkpointing=checkpointing, max_steps=1
+        )
+        randomize_adapter(trainer)
+        callback = RecordGradients()
+        trainer.add_callback(callback)
+        trainer.train()  # one step of 4 pairs with Dirichlet weightings, the same on both runs
+        assert callback.recorded.pop("checkpointing") == checkpointing
+        assert trainer.conditioner.weights is None  # cleared once backward is done
+        gradients.append(callback.recorded)
+    assert gradients[0].keys() == gradients[1].keys() and gradients[0]
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6, msg=name)
