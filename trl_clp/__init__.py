@@ -21,6 +21,8 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_Without4bitCpuKern
 
 from .callbacks import FrontEvaluationCallback
 from .conditioning import ConditioningConfig, SteerableModel, format_weighted_prompt
+from .dpo_config import MultiObjectiveDPOConfig
+from .dpo_trainer import MultiObjectiveDPOTrainer
 from .evaluation import Front, evaluate_front
 from .grpo_config import MultiObjectiveGRPOConfig
 from .grpo_trainer import MultiObjectiveGRPOTrainer
@@ -33,6 +35,8 @@ __all__ = [
     "Front",
     "FrontEvaluationCallback",
     "MultiObjectiveConfig",
+    "MultiObjectiveDPOConfig",
+    "MultiObjectiveDPOTrainer",
     "MultiObjectiveGRPOConfig",
     "MultiObjectiveGRPOTrainer",
     "MultiObjectiveTrainer",

@@ -25,10 +25,20 @@ CLP_PAPER = {
         }"""),
 }
 RLOO_PAPER_ID = "2402.14740"
+# The optimisation step the card names after the CLP paper, per trainer (`ConditionedTrainerCore._card_step`).
+RLOO_STEP = (
+    f"RLOO ([Ahmadian et al., 2024](https://huggingface.co/papers/{RLOO_PAPER_ID})) as its policy-gradient step"
+)
+DPO_STEP = "DPO ([Rafailov et al., 2023](https://huggingface.co/papers/2305.18290)) on per-objective preferences"
 
 
 def finish_model_card(
-    card: str, config: ConditioningConfig, model_id: str, front: Front | None = None, base_model: str | None = None
+    card: str,
+    config: ConditioningConfig,
+    model_id: str,
+    front: Front | None = None,
+    base_model: str | None = None,
+    step: str = RLOO_STEP,
 ) -> str:
     """TRL's model card made right for a CLP adapter.
 
@@ -39,6 +49,7 @@ def finish_model_card(
         card: the text TRL's `create_model_card` wrote.
         config, model_id, front: as for `steering_card_section`.
         base_model: the base model's id or path.
+        step: the optimisation step named after the CLP paper (`RLOO_STEP`, `DPO_STEP`).
     """
     section = steering_card_section(config, model_id, front)
     quick_start = re.compile(r"## Quick start\n.*?(?=\n## )", re.DOTALL)
@@ -55,12 +66,7 @@ def finish_model_card(
         shown = f"[{base_model}](https://huggingface.co/{base_model})"
     card = card.replace("[None](https://huggingface.co/None)", shown)
     paper_link = f"(https://huggingface.co/papers/{CLP_PAPER['id']})."
-    card = card.replace(
-        paper_link,
-        paper_link[:-1] + f", with RLOO ([Ahmadian et al., 2024](https://huggingface.co/papers/{RLOO_PAPER_ID})) as "
-        "its policy-gradient step.",
-        1,
-    )
+    card = card.replace(paper_link, paper_link[:-1] + f", with {step}.", 1)
     return card
 
 
@@ -69,6 +75,11 @@ def scalarization_note(config: ConditioningConfig) -> str:
     scalarization = config.scalarization
     if scalarization["method"] == "linear":
         return "Trained with the linear scalarisation `w·R` (the weighted sum of the rewards).\n"
+    if scalarization["method"] == "preference":
+        return (
+            "Trained from preference pairs with per-objective labels or scores: under a weighting w, each pair's DPO "
+            "loss mixes the objectives' preferences with the weights w.\n"
+        )
     z = ", ".join("n/a" if v is None else f"{v:.4g}" for v in scalarization["ideal_point"])
     source = "given" if scalarization["given"] else "the running per-objective maxima at save time"
     augmented = f" − {scalarization['augmentation']}·Σ_i (z_i − R_i)" if scalarization["augmentation"] else ""

@@ -1,83 +1,33 @@
-"""The configuration of CLP training: the fields every trainer's config adds (`ConditioningFields`), and RLOO's.
+"""The configuration of online CLP training: the fields RLOO and GRPO add (`ConditioningFields`), and RLOO's config.
 
-`ConditioningFields` is mixed into `MultiObjectiveConfig` (RLOO, here) and `MultiObjectiveGRPOConfig` (GRPO); each
-config's `Parameters:` docstring block is generated from the fields' `help` by `parameters_docstring`, so a field is
-documented in one place.
+`ConditioningFields` (the shared fields of `trl_clp.conditioning_fields` plus the online ones) is mixed into
+`MultiObjectiveConfig` (RLOO, here) and `MultiObjectiveGRPOConfig` (GRPO); each config's `Parameters:` docstring block
+is generated from the fields' `help` by `parameters_docstring`, so a field is documented in one place.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import textwrap
 from dataclasses import dataclass, field
 
 from trl import RLOOConfig
 
-from .conditioning.config import CONDITIONING_VARIANTS
-from .conditioning.prompts import DEFAULT_PROMPT_TEMPLATE
+from .conditioning_fields import SharedConditioningFields, parameters_docstring
 from .gguf import CONVERT_HINT
-from .sampling import SIMPLEX_TOLERANCE, WEIGHT_DISTRIBUTIONS
 from .scalarization import SCALARIZATIONS
 
 REWARD_NORMALIZATIONS = ("none", "running")
 
 
 @dataclass
-class ConditioningFields:
-    """The fields CLP adds to a TRL online trainer's config, and their checks.
+class ConditioningFields(SharedConditioningFields):
+    """The fields CLP adds to a TRL online trainer's config, and their checks: the shared ones
+    (`SharedConditioningFields`) plus the KL weight, reward normalisation and scalarisation of online training.
 
     Mixed into `MultiObjectiveConfig` (RLOO) and `MultiObjectiveGRPOConfig` (GRPO) ahead of the TRL config class:
     `__post_init__` checks these fields, then calls the TRL config's.
     """
 
-    objective_names: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "One name per reward function, in order; they label metrics, saved metadata and evaluation "
-            "tables. Defaults to the reward functions' names."
-        },
-    )
-    conditioning: str = field(
-        default="full",
-        metadata={
-            "help": "Which parameters depend on the weighting: 'full' (every LoRA layer), 'attn' (attention "
-            "projections; the rest is a shared LoRA), 'logit' (only the output layer), or 'prompt' (the weighting is "
-            "written into the prompt and one shared LoRA is trained: the prompting baseline).",
-            "choices": list(CONDITIONING_VARIANTS),
-        },
-    )
-    conditioned_target_modules: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Module-name suffixes that get one LoRA block per objective. Defaults: every LoRA target for "
-            "'full'; q_proj, k_proj, v_proj, o_proj for 'attn'; lm_head for 'logit'. Set it for architectures with "
-            "other names (e.g. c_attn for GPT-2)."
-        },
-    )
-    weight_distribution: str = field(
-        default="dirichlet",
-        metadata={
-            "help": "How each prompt group's weighting w is drawn: 'dirichlet' (with `dirichlet_concentration`), "
-            "'uniform' (uniform on the simplex), 'one_hot' (a random corner: trains each objective's block alone, "
-            "i.e. Rewarded Soups), 'fixed' (uniform choice among `fixed_weights`).",
-            "choices": list(WEIGHT_DISTRIBUTIONS),
-        },
-    )
-    dirichlet_concentration: float = field(
-        default=1.0,
-        metadata={
-            "help": "Concentration of the symmetric Dirichlet; below 1 favours the corners, above 1 the centre."
-        },
-    )
-    fixed_weights: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Weightings for weight_distribution='fixed', each a comma-separated string such as '0.3,0.7' "
-            "(lists of floats are accepted from Python). Kept as given; the parsed `(K, m)` weightings are "
-            "`parsed_fixed_weights`."
-        },
-    )
     kl_weights: list[float] | None = field(
         default=None,
         metadata={
@@ -125,22 +75,9 @@ class ConditioningFields:
             "a small ρ (e.g. 0.01) makes every optimum Pareto-optimal, not only weakly."
         },
     )
-    prompt_template: str = field(
-        default=DEFAULT_PROMPT_TEMPLATE,
-        metadata={
-            "help": "For conditioning='prompt': the text put before each prompt; '{weights}' becomes "
-            "'name1=0.30 name2=0.70'."
-        },
-    )
 
     def __post_init__(self):
-        if self.bf16 is None and not self.fp16:
-            # TRL turns bf16 on when unset, which raises where bf16 cannot run (a CPU, an older GPU): default to it
-            # only where it runs. An explicit `bf16=True` there still fails, with transformers' message.
-            from transformers.utils import is_torch_bf16_gpu_available
-
-            self.bf16 = self.use_cpu or is_torch_bf16_gpu_available()
-        # Ours come first (they need none of the values TRL's config derives), then the TRL config's.
+        # Ours come first (they need none of the values TRL's config derives), then the shared ones, then TRL's.
         if self.reward_weights is not None:
             raise ValueError(
                 "`reward_weights` is fixed for the whole run, while CLP draws a weighting per prompt group. Remove "
@@ -167,20 +104,10 @@ class ConditioningFields:
                 "`generation_kwargs` sets `num_return_sequences`, which would return several completions per row where "
                 "the trainer expects one. Set `num_generations` for the number of completions per prompt instead."
             )
-        if self.conditioning not in CONDITIONING_VARIANTS:
-            raise ValueError(f"`conditioning` must be one of {CONDITIONING_VARIANTS}, got {self.conditioning!r}.")
-        if self.weight_distribution not in WEIGHT_DISTRIBUTIONS:
-            raise ValueError(
-                f"`weight_distribution` must be one of {WEIGHT_DISTRIBUTIONS}, got {self.weight_distribution!r}."
-            )
         if self.reward_normalization not in REWARD_NORMALIZATIONS:
             raise ValueError(
                 f"`reward_normalization` must be one of {REWARD_NORMALIZATIONS}, got {self.reward_normalization!r}."
             )
-        if not self.dirichlet_concentration > 0:
-            raise ValueError(f"`dirichlet_concentration` must be > 0, got {self.dirichlet_concentration}.")
-        self._check_objective_names()
-        self._parse_fixed_weights()
         self._check_kl_weights()
         if self.conditioning == "prompt" and self.conditions_on_kl_weight:
             raise ValueError(
@@ -188,8 +115,6 @@ class ConditioningFields:
                 "choose conditioning='full', 'attn' or 'logit'."
             )
         self._check_scalarization()
-        if "{weights}" not in self.prompt_template:
-            raise ValueError(f"`prompt_template` must contain '{{weights}}', got {self.prompt_template!r}.")
         super().__post_init__()
         # After TRL's checks, which turn `model_init_kwargs` given as JSON on the command line into a dict.
         if "gguf_file" in (self.model_init_kwargs or {}):
@@ -201,43 +126,6 @@ class ConditioningFields:
     @property
     def conditions_on_kl_weight(self) -> bool:
         return self.kl_weights is not None or self.kl_weight_range is not None
-
-    def _check_objective_names(self):
-        if self.objective_names is None:
-            return
-        duplicates = sorted({name for name in self.objective_names if self.objective_names.count(name) > 1})
-        if duplicates:
-            raise ValueError(f"`objective_names` has duplicates {duplicates}: give each objective a unique name.")
-
-    def _parse_fixed_weights(self):
-        """Set `parsed_fixed_weights`, the `(K, m)` float weightings of `fixed_weights` (None unless 'fixed')."""
-        self.parsed_fixed_weights: list[list[float]] | None = None
-        if self.weight_distribution != "fixed":
-            if self.fixed_weights is not None:
-                raise ValueError(
-                    "`fixed_weights` is only used with weight_distribution='fixed': set that, or remove it."
-                )
-            return
-        if not self.fixed_weights:
-            raise ValueError("weight_distribution='fixed' needs `fixed_weights`, e.g. ['1,0', '0.5,0.5', '0,1'].")
-        rows = []
-        for row in self.fixed_weights:
-            try:
-                values = [float(v) for v in row.split(",")] if isinstance(row, str) else [float(v) for v in row]
-            except ValueError as error:
-                raise ValueError(
-                    f"`fixed_weights` entry {row!r} is not a list of numbers such as '0.3,0.7'."
-                ) from error
-            if any(not math.isfinite(v) or v < 0 for v in values) or abs(sum(values) - 1) > SIMPLEX_TOLERANCE:
-                raise ValueError(
-                    f"`fixed_weights` entry {row!r} is not on the simplex: weights must be >= 0, finite, and sum to 1."
-                )
-            rows.append(values)
-        if len({len(row) for row in rows}) != 1:
-            raise ValueError(
-                f"`fixed_weights` rows have different lengths: {rows}. Give one weight per objective each."
-            )
-        self.parsed_fixed_weights = rows
 
     def _check_scalarization(self):
         if self.scalarization not in SCALARIZATIONS:
@@ -295,27 +183,6 @@ class ConditioningFields:
         if self.kl_weight_range is not None:
             return float(self.kl_weight_range[0])
         return None
-
-
-def parameters_docstring(fields_class: type) -> str:
-    """A TRL-style `Parameters:` docstring block for the fields `fields_class` declares, written from their `help`.
-
-    Appended to each trainer config's docstring, so that `help(MultiObjectiveConfig)` and docs/api.md show the
-    field docs without a second copy to keep in sync.
-    """
-    lines = ["", "    Parameters:"]
-    for f in dataclasses.fields(fields_class):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        else:
-            default = f.default_factory()
-        kind = str(f.type).replace(" | None", "` or `None")
-        lines.append(f"        {f.name} (`{kind}`, *optional*, defaults to `{default!r}`):")
-        help_text = f.metadata["help"]
-        if "choices" in f.metadata:
-            help_text += " One of " + ", ".join(repr(choice) for choice in f.metadata["choices"]) + "."
-        lines += textwrap.wrap(help_text, 116, initial_indent=" " * 12, subsequent_indent=" " * 12)
-    return "\n".join(lines) + "\n"
 
 
 @dataclass

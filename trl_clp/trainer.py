@@ -1,27 +1,24 @@
 """CLP training on a TRL online trainer: `ConditionedTrainerMixin`, and `MultiObjectiveTrainer` (RLOO + the mixin).
 
-`ConditionedTrainerMixin` holds everything CLP adds to a TRL trainer: per-group weighting draws, conditioned
-forwards, per-row rewards, logging, save/resume metadata. A trainer class mixes it in ahead of the TRL class and
+`ConditionedTrainerMixin` holds what CLP adds to a TRL online trainer: the conditioning every CLP trainer shares
+(`trl_clp.conditioned_trainer.ConditionedTrainerCore`: adapter, weighting draws, conditioned forwards, save/resume
+metadata) plus per-group draws with the KL weight, conditioned generation, per-row rewards and their logging. A
+trainer class mixes it in ahead of the TRL class and
 implements one hook, `_rewards_and_advantages` (its group baseline); see `MultiObjectiveTrainer` below and
 `trl_clp.grpo_trainer.MultiObjectiveGRPOTrainer`.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
 import warnings
 from collections.abc import Sized
 from contextlib import nullcontext
 
 import torch
-from accelerate.utils import gather, is_peft_model
+from accelerate.utils import gather
 from peft import LoraConfig
 from torch import nn
-from transformers import BitsAndBytesConfig, ProcessorMixin
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
-from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import (
@@ -33,36 +30,24 @@ from trl.trainer.utils import (
     use_adapter,
 )
 
-from .callbacks import WeightingHistogramCallback
-from .conditioning.config import CLP_CONFIG_NAME, ConditioningConfig
-from .conditioning.fused_head import conditioned_head_logps_and_entropies, fuses_output_layer
-from .conditioning.model import (
-    attach_conditioning,
-    build_conditioned_lora_config,
-    check_linear_lora_config,
-    resolve_conditioned_targets,
+from .conditioned_trainer import (  # noqa: F401 (DEFAULT_LORA_CONFIG and the stream keys re-exported)
+    DEFAULT_LORA_CONFIG,
+    EVAL_STREAM,
+    TRAIN_STREAM,
+    ConditionedTrainerCore,
 )
+from .conditioning.config import ConditioningConfig
+from .conditioning.fused_head import conditioned_head_logps_and_entropies, fuses_output_layer
 from .conditioning.prompts import format_weighted_prompt
-from .evaluation import Front
-from .extras import require
-from .gguf import check_not_gguf
 from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import RewardFunctionError` keeps working)
     RewardFunctionError,
-    check_free_disk_space,
-    check_output_dir_writable,
     check_reward_values,
     checked_reward_function,
-    checkpoint_bytes,
 )
-from .model_card import CLP_PAPER, finish_model_card
 from .pareto import reward_by_weight
 from .rloo_config import ConditioningFields, MultiObjectiveConfig
-from .sampling import kl_conditioning_vector, sample_group_kl_weights, sample_group_weights
+from .sampling import kl_conditioning_vector, sample_group_kl_weights
 from .scalarization import IdealPoint, RunningMoments, leave_one_out_advantages, scalarize_rewards
-
-DEFAULT_LORA_CONFIG = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
-# Stream keys keep training and evaluation weight draws apart.
-TRAIN_STREAM, EVAL_STREAM = 0, 1
 
 
 def reward_function_name(reward_func) -> str:
@@ -74,7 +59,7 @@ def reward_function_name(reward_func) -> str:
     return get_callable_name(reward_func)
 
 
-class ConditionedTrainerMixin:
+class ConditionedTrainerMixin(ConditionedTrainerCore):
     """
     Conditional Language Policy training (Wang et al., 2024, https://huggingface.co/papers/2407.15762) on a TRL
     online trainer: one LoRA-adapted policy π(y | x; w) for every weighting w of several reward functions. Mix it in
@@ -120,8 +105,6 @@ class ConditionedTrainerMixin:
     """
 
     config_class: type = ConditioningFields
-    _name = "CLP"
-    _paper = CLP_PAPER
 
     def __init__(
         self,
@@ -137,14 +120,7 @@ class ConditionedTrainerMixin:
         quantization_config=None,
         peft_config: LoraConfig | None = None,
     ):
-        if args is None:  # named after the model, as TRL's trainers name their default config
-            model_name = model if isinstance(model, str) else get_config_model_id(model.config)
-            args = self.config_class(f"{model_name.split('/')[-1]}-CLP")
-        if not isinstance(args, self.config_class):
-            raise TypeError(
-                f"`args` must be a `{self.config_class.__name__}`, got {type(args).__name__}: it carries the weighting "
-                "distribution and conditioning variant."
-            )
+        args = self._default_args(model, args)
         reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
         args.check_num_objectives(len(reward_funcs))
         names = args.objective_names or [reward_function_name(func) for func in reward_funcs]
@@ -154,20 +130,9 @@ class ConditionedTrainerMixin:
                 f"Two reward functions are both called {duplicates}: set `objective_names` in the config to tell the "
                 "objectives apart."
             )
-        if isinstance(model, str):
-            check_not_gguf(model)  # TRL's loading would fail with "Unrecognized model"
-        quantization = quantization_config or (args.model_init_kwargs or {}).get("quantization_config")
-        if isinstance(quantization, BitsAndBytesConfig):
-            require("bitsandbytes", "quantization", "a 4-bit or 8-bit base model (`BitsAndBytesConfig`)")
-        if isinstance(model, nn.Module) and is_peft_model(model):
-            raise ValueError(
-                f"Pass the base model and a `peft_config`: {type(self).__name__} builds the conditioned adapter itself. "
-                "To continue from a trained CLP adapter, use `resume_from_checkpoint`."
-            )
-        if isinstance(processing_class, ProcessorMixin):
-            raise ValueError(
-                f"{type(self).__name__} supports text-only models; pass a tokenizer as `processing_class`."
-            )
+        self._check_base_model(
+            model, processing_class, quantization_config or (args.model_init_kwargs or {}).get("quantization_config")
+        )
         column_names = getattr(train_dataset, "column_names", None)
         if column_names is not None and "prompt" not in column_names:
             raise ValueError(
@@ -176,22 +141,16 @@ class ConditionedTrainerMixin:
             )
         if isinstance(train_dataset, Sized) and len(train_dataset) == 0:
             raise ValueError("The training dataset is empty: training would run 0 steps. Pass a dataset with prompts.")
-        peft_config = peft_config if peft_config is not None else DEFAULT_LORA_CONFIG
-        check_linear_lora_config(peft_config)
         if args.conditioning == "logit" and is_deepspeed_zero3_enabled():
             raise ValueError(
                 "conditioning='logit' scores through the output layer's weights after the model's forward, where "
                 "DeepSpeed ZeRO-3 leaves them as empty partitions. Train logit-CLP with FSDP2 "
                 "(examples/accelerate_configs/fsdp.yaml) or ZeRO-2, or use conditioning='attn' or 'full' under ZeRO-3."
             )
-        if args.should_save:
-            check_output_dir_writable(args.output_dir)
-
         self.objective_names = names
         self.num_objectives = len(names)
         num_blocks = self.num_objectives + int(args.conditions_on_kl_weight)
-        conditioned_targets = resolve_conditioned_targets(args.conditioning, args.conditioned_target_modules)
-        lora_config = build_conditioned_lora_config(peft_config, args.conditioning, conditioned_targets, num_blocks)
+        lora_config = self._conditioned_lora_config(args, peft_config, num_blocks)
         reward_funcs = [
             func if isinstance(func, (str, nn.Module)) else checked_reward_function(func, name)
             for func, name in zip(reward_funcs, names, strict=True)
@@ -218,41 +177,17 @@ class ConditionedTrainerMixin:
         self.beta = 0.0
         self.reward_weights = torch.ones(self.num_objectives)
 
-        self.conditioner = attach_conditioning(
-            self.model, peft_config, args.conditioning, conditioned_targets, num_blocks
-        )
+        self._attach_conditioning()
         self.reward_moments = RunningMoments(self.num_objectives) if args.reward_normalization == "running" else None
         self.ideal_point = (
             IdealPoint(self.num_objectives, args.ideal_point) if args.scalarization == "tchebycheff" else None
         )
-        if self.args.should_save:
-            check_free_disk_space(args.output_dir, checkpoint_bytes(self.model, args))
-        # (N, m) per generation since the last log, kept only for the trackers' weighting histograms.
-        self._sampled_weightings: list[torch.Tensor] | None = None
-        if {"tensorboard", "wandb", "trackio"} & set(self.args.report_to or []):
-            self._sampled_weightings = []
-            self.add_callback(WeightingHistogramCallback(self))
-        self._eval_draws = 0
         self._gathered_rewards = None
 
-    def pop_sampled_weightings(self) -> torch.Tensor | None:
-        """`(N, m)` the weightings of the rows generated since the last call, or None if there were none."""
-        if not self._sampled_weightings:  # None (no histogram tracker) or nothing generated since the last log
-            return None
-        weights, self._sampled_weightings = torch.cat(self._sampled_weightings), []
-        return weights
-
-    @property
-    def conditioning_config(self) -> ConditioningConfig:
-        """The metadata saved beside the adapter."""
-        return ConditioningConfig(
-            objective_names=self.objective_names,
-            conditioning=self.args.conditioning,
-            conditioned_modules=list(self.conditioner.conditioned_module_names),
-            num_blocks=self.conditioner.num_blocks,
+    def _conditioning_metadata(self) -> dict:
+        return dict(
             min_kl_weight=self.args.min_kl_weight,
             kl_weight=None if self.args.conditions_on_kl_weight else self.kl_weight,
-            prompt_template=self.args.prompt_template,
             reward_normalization=self.reward_moments.state_dict() if self.reward_moments is not None else None,
             scalarization=self.scalarization_state,
             chat_template_kwargs=self.args.chat_template_kwargs or None,
@@ -300,21 +235,8 @@ class ConditionedTrainerMixin:
         args = self.args
         num_rows = num_local_rows * self.accelerator.num_processes
         num_groups = num_rows // num_generations
-        if mode == "train":
-            accumulation = args.gradient_accumulation_steps
-            stream = (TRAIN_STREAM, self.state.global_step * accumulation + self._step % accumulation)
-        else:
-            stream = (EVAL_STREAM, self._eval_draws)
-            self._eval_draws += 1
-        group_weights = sample_group_weights(
-            args.weight_distribution,
-            num_groups,
-            self.num_objectives,
-            args.seed,
-            stream,
-            concentration=args.dirichlet_concentration,
-            fixed_weights=args.parsed_fixed_weights,
-        )  # (G, m)
+        stream = self._weighting_stream(mode)
+        group_weights = self._draw_group_weights(num_groups, stream)  # (G, m)
         if args.conditions_on_kl_weight:
             group_kl = sample_group_kl_weights(num_groups, args.seed, stream, args.kl_weights, args.kl_weight_range)
             group_vectors = kl_conditioning_vector(group_weights, group_kl, args.min_kl_weight)
@@ -324,34 +246,13 @@ class ConditionedTrainerMixin:
         device = self.accelerator.device
         weights = group_weights.repeat_interleave(num_generations, dim=0).to(device)  # (N, m)
         kl_weights = group_kl.repeat_interleave(num_generations).to(device)  # (N,)
-        start = self.accelerator.process_index * num_local_rows
-        vectors = group_vectors.repeat_interleave(num_generations, dim=0)[start : start + num_local_rows]
+        vectors = self._local_rows(group_vectors, num_generations, num_local_rows)
         return weights, kl_weights, vectors.to(device)
 
+    def _accumulation_index(self) -> int:
+        return self._step % self.args.gradient_accumulation_steps
+
     # ---------------------------------------------------------------- conditioning of the forward passes
-
-    def training_step(self, model, inputs, num_items_in_batch):
-        # compute_loss sets the rows' weightings; they must stay set through backward, which re-runs the forward
-        # under gradient checkpointing. Cleared here, once backward is done.
-        try:
-            return super().training_step(model, inputs, num_items_in_batch)
-        finally:
-            self.conditioner.clear()
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.conditioner.set_weights(inputs["conditioning_vectors"])
-        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        try:
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-        finally:
-            self.conditioner.clear()
-
-    def evaluation_loop(self, *args, **kwargs):
-        # Each evaluation draws the same weightings, so that its metrics compare across evaluations.
-        self._eval_draws = 0
-        return super().evaluation_loop(*args, **kwargs)
 
     def _get_per_token_logps_and_entropies(
         self, model, input_ids, attention_mask, logits_to_keep, batch_size=None, **kwargs
@@ -596,83 +497,10 @@ class ConditionedTrainerMixin:
             for statistic, values in by_weight.items():
                 metrics[f"rewards/{name}/{statistic}"].append(values[i].item())
 
-    # ---------------------------------------------------------------- saving and resuming
+    # ---------------------------------------------------------------- resuming
 
-    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
-        """TRL's model card, citing CLP, with how to steer the model and its evaluated front instead of TRL's quick
-        start. The model is named after `hub_model_id`, else `output_dir`.
-
-        The front is `<output_dir>/front.json` if present (written by `Front.save`, e.g. by the main example),
-        else the latest `fronts/step-<N>.json` of a `FrontEvaluationCallback`.
-        """
-        model_id = self.hub_model_id or self.args.hub_model_id or self.args.output_dir
-        model_name = model_name or os.path.basename(os.path.normpath(model_id))
-        super().create_model_card(model_name=model_name, dataset_name=dataset_name, tags=tags)
-        if not self.is_world_process_zero():
-            return
-        front_path = os.path.join(self.args.output_dir, "front.json")
-        if not os.path.isfile(front_path):
-            steps = glob.glob(os.path.join(self.args.output_dir, "fronts", "step-*.json"))
-            front_path = max(steps, key=lambda p: int(p.rsplit("-", 1)[1][:-5])) if steps else None
-        front = Front.load(front_path) if front_path else None
-        card_path = os.path.join(self.args.output_dir, "README.md")
-        with open(card_path) as handle:
-            card = handle.read()
-        base_model = get_config_model_id(self.accelerator.unwrap_model(self.model).config) or None
-        with open(card_path, "w") as handle:
-            handle.write(finish_model_card(card, self.conditioning_config, model_id, front, base_model))
-
-    def _save(self, output_dir: str | None = None, state_dict=None):
-        if self.args.conditioning == "logit":
-            # With the output layer among its targets, PEFT also saves that layer's frozen base weights, which a
-            # reload takes from the base model anyway. Leaving them out of the state dict (the one transformers
-            # gathered, under ZeRO-3 or FSDP) keeps PEFT's single save to the adapter.
-            if state_dict is None:
-                state_dict = self.accelerator.unwrap_model(self.model).state_dict()
-            frozen = tuple(f"{name}.base_layer." for name in self.conditioner.conditioned_module_names)
-            state_dict = {key: value for key, value in state_dict.items() if not key.startswith(frozen)}
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message="Setting `save_embedding_layers` to `True`")
-                super()._save(output_dir, state_dict)
-        else:
-            super()._save(output_dir, state_dict)
-        if self.args.should_save:  # `_save` also runs on the other ranks when they join sharded gathers
-            output_dir = output_dir or self.args.output_dir
-            self.conditioning_config.save(output_dir)
-            # The card goes with every save (PEFT's save alone leaves its blank template); TRL writes it to output_dir.
-            self.create_model_card()
-            if os.path.abspath(output_dir) != os.path.abspath(self.args.output_dir):
-                shutil.copyfile(os.path.join(self.args.output_dir, "README.md"), os.path.join(output_dir, "README.md"))
-
-    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None):
-        """`Trainer.train`, after checking the checkpoint to resume from and restoring its reward statistics.
-
-        Done here rather than in `_load_from_checkpoint`, which transformers skips under DeepSpeed (it calls its own
-        checkpoint loader): `train` is the public entry point every backend passes through, before anything is loaded.
-        """
-        # `True` resolved the way `Trainer.train` resolves it, so that both read the same checkpoint.
-        checkpoint = resume_from_checkpoint
-        if checkpoint is True:
-            checkpoint = get_last_checkpoint(self.args.output_dir)
-        if checkpoint:
-            self._restore_conditioning_state(checkpoint)
-        return super().train(resume_from_checkpoint, trial, ignore_keys_for_eval)
-
-    def _restore_conditioning_state(self, resume_from_checkpoint: str) -> None:
-        """Check that `resume_from_checkpoint` was trained on these objectives; restore its reward statistics."""
-        path = os.path.join(resume_from_checkpoint, CLP_CONFIG_NAME)
-        if not os.path.isfile(path):
-            raise ValueError(
-                f"Checkpoint {resume_from_checkpoint!r} has no {CLP_CONFIG_NAME}: it was not written by "
-                "trl-clp, so its adapter cannot be matched to the objectives."
-            )
-        saved = ConditioningConfig.load(path)
-        if saved.objective_names != self.objective_names or saved.conditioning != self.args.conditioning:
-            raise ValueError(
-                f"Checkpoint {resume_from_checkpoint!r} was trained on objectives {saved.objective_names} with "
-                f"conditioning={saved.conditioning!r}, but this trainer has {self.objective_names} with "
-                f"conditioning={self.args.conditioning!r}. Resume with the same reward functions, in the same order."
-            )
+    def _restore_training_state(self, saved: ConditioningConfig, resume_from_checkpoint: str) -> None:
+        """Restore the reward statistics of the checkpoint being resumed."""
         if self.reward_moments is not None and saved.reward_normalization is not None:
             self.reward_moments.load_state_dict(saved.reward_normalization)
         if (

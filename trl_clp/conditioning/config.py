@@ -16,6 +16,9 @@ CLP_CONFIG_NAME = "clp_config.json"
 class ConditioningConfig:
     """Everything needed to steer a saved CLP adapter, written as `clp_config.json` beside it.
 
+    A model trained from preferences (`MultiObjectiveDPOTrainer`) records `scalarization={"method": "preference"}`:
+    under w, each pair's loss mixes the objectives' preferences (see `trl_clp.preference_loss`).
+
     Args:
         objective_names: one name per reward objective, in the order of the weight vector.
         conditioning: the conditioning variant, `"full"`, `"attn"`, `"logit"` or `"prompt"` (as the config field of

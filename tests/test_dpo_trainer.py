@@ -1,0 +1,484 @@
+"""DPO-CLP: the mixed preference loss against independent recomputations and TRL's DPO, steering, and bad data."""
+
+import math
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from peft import LoraConfig
+from transformers import TrainerCallback
+from trl import DPOTrainer
+
+from trl_clp import MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer, SteerableModel, demo, format_weighted_prompt
+from trl_clp.preference_loss import label_preference, score_preference
+from trl_clp.sampling import sample_group_weights
+
+from .conftest import TARGETS
+
+LORA = LoraConfig(r=2, lora_alpha=4, target_modules=TARGETS)
+
+
+def dpo_config(tmp_path, **overrides) -> MultiObjectiveDPOConfig:
+    values = dict(
+        output_dir=str(tmp_path / "out"),
+        objective_names=["lower", "upper"],
+        per_device_train_batch_size=4,
+        max_steps=2,
+        learning_rate=1e-2,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        bf16=False,
+        gradient_checkpointing=False,
+        disable_tqdm=True,
+        seed=0,
+    )
+    values.update(overrides)
+    return MultiObjectiveDPOConfig(**values)
+
+
+def random_text(rng, upper: bool) -> str:
+    word = "".join(rng.choice("abcdefgh") for _ in range(rng.randint(3, 7)))
+    return word.upper() if upper else word
+
+
+def case_pairs(num_pairs: int, seed: int, layout: str = "labels") -> Dataset:
+    """Pairs of a lowercase and an uppercase answer; "lower" prefers the lowercase one, "upper" the other. Half the
+    rows put the uppercase answer in `chosen`, so the labels' signs vary."""
+    rng = random.Random(seed)
+    rows = []
+    for i, prompt in enumerate(demo.make_prompt_dataset(num_pairs, seed=seed)["prompt"]):
+        lower, upper = random_text(rng, False), random_text(rng, True)
+        swap = i % 2 == 1
+        row = {"prompt": prompt, "chosen": upper if swap else lower, "rejected": lower if swap else upper}
+        if layout == "labels":
+            row["objective_labels"] = [-1, 1] if swap else [1, -1]
+        else:
+            lower_scores, upper_scores = [1.0, 0.0], [0.0, 1.0]
+            row["chosen_scores"] = upper_scores if swap else lower_scores
+            row["rejected_scores"] = lower_scores if swap else upper_scores
+        rows.append(row)
+    return Dataset.from_list(rows)
+
+
+def make_trainer(tmp_path, dataset, model=None, **config_overrides) -> MultiObjectiveDPOTrainer:
+    return MultiObjectiveDPOTrainer(
+        model if model is not None else demo.make_tiny_llama(seed=0),
+        args=dpo_config(tmp_path, **config_overrides),
+        train_dataset=dataset,
+        processing_class=demo.make_byte_tokenizer(),
+        peft_config=LORA,
+    )
+
+
+def randomize_adapter(trainer, seed=0):
+    """Move every LoRA B away from its zero init, so that the policy differs from the reference (and per block)."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in trainer.model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+
+
+def collate(trainer, indices) -> dict:
+    return trainer.data_collator([trainer.train_dataset[i] for i in indices])
+
+
+def sequence_logp(model, prompt_ids, completion_ids) -> torch.Tensor:
+    """log π(completion | prompt) of one unpadded row, from the model's own logits."""
+    input_ids = torch.tensor([prompt_ids + completion_ids])
+    logits = model(input_ids=input_ids).logits[0, len(prompt_ids) - 1 : -1]  # (C, V)
+    return torch.log_softmax(logits.float(), -1).gather(-1, torch.tensor(completion_ids).unsqueeze(-1)).sum()
+
+
+def independent_logratios(trainer, example, weights):
+    """(chosen, rejected) log π_w(y) − log π_ref(y), each from its own forward pass."""
+    model = trainer.model
+    values = []
+    for key in ("chosen_ids", "rejected_ids"):
+        with torch.no_grad():
+            with trainer.conditioner.condition(weights):
+                policy = sequence_logp(model, example["prompt_ids"], example[key])
+            with model.disable_adapter():
+                reference = sequence_logp(model, example["prompt_ids"], example[key])
+        values.append(policy - reference)
+    return values
+
+
+def test_labels_loss_equals_the_weighted_sum_over_objectives_from_separate_forwards(tmp_path):
+    rows = case_pairs(4, seed=0).to_list()
+    rows[2]["objective_labels"] = [0, 1]  # one objective has no opinion
+    rows[3]["objective_labels"] = [1, 1]  # both prefer chosen
+    trainer = make_trainer(tmp_path, Dataset.from_list(rows), beta=0.5)
+    randomize_adapter(trainer)
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, collate(trainer, range(4)))
+    trainer.conditioner.clear()
+    # The pairs' weightings: the first draw of the run's seeded stream, one Dirichlet(1) draw per pair.
+    weights = sample_group_weights("dirichlet", 4, 2, seed=0, stream=(0, 0))
+    assert (weights[:, 0].max() - weights[:, 0].min()) > 0.1
+
+    expected = []
+    for b in range(4):
+        example = trainer.train_dataset[b]
+        chosen, rejected = independent_logratios(trainer, example, weights[b])
+        delta = 0.5 * (chosen - rejected)
+        numerator = denominator = 0.0
+        for w, s in zip(weights[b].tolist(), example["objective_labels"], strict=True):
+            if s != 0:
+                numerator += w * -F.logsigmoid(s * delta)
+                denominator += w
+        expected.append(numerator / denominator)
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+    assert abs(loss.item() - math.log(2)) > 1e-2  # the adapter moved the policy: not the trivial value at init
+
+
+def swapped(example, swap: bool) -> dict:
+    if not swap:
+        return example
+    return {**example, "chosen_ids": example["rejected_ids"], "rejected_ids": example["chosen_ids"]}
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
+def test_one_hot_weighting_reproduces_trls_dpo_loss_for_that_objective(tmp_path, loss_type):
+    trainer = make_trainer(
+        tmp_path,
+        case_pairs(4, seed=0),
+        weight_distribution="fixed",
+        fixed_weights=["0,1"],
+        loss_type=loss_type,
+        beta=0.3,
+    )
+    randomize_adapter(trainer)
+    batch = collate(trainer, range(4))
+    loss = trainer.compute_loss(trainer.model, batch)
+    trainer.conditioner.clear()
+
+    # TRL's own loss, on the pairs ordered as "upper" prefers them, with the policy conditioned on w = (0, 1).
+    examples = [trainer.train_dataset[i] for i in range(4)]
+    trl_batch = trainer.data_collator.collator(
+        [swapped(example, example["objective_labels"][1] < 0) for example in examples]
+    )
+    trainer.conditioner.set_weights(torch.tensor([[0.0, 1.0]]).expand(8, 2))
+    try:
+        expected = DPOTrainer._compute_loss(trainer, trainer.model, trl_batch, False)
+        as_given = DPOTrainer._compute_loss(trainer, trainer.model, trainer.data_collator.collator(examples), False)
+    finally:
+        trainer.conditioner.clear()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    assert abs(loss.item() - as_given.item()) > 1e-3  # the labels' signs matter: not TRL's loss on the data as given
+
+
+def test_scores_layout_orders_each_pair_by_the_weighted_difference_and_drops_those_below_the_margin(tmp_path):
+    rows = [
+        {
+            "prompt": "p: ",
+            "chosen": "ab",
+            "rejected": "CD",
+            "chosen_scores": [1.0, 0.0],
+            "rejected_scores": [0.0, 2.0],
+        },
+        {
+            "prompt": "q: ",
+            "chosen": "EF",
+            "rejected": "gh",
+            "chosen_scores": [0.0, 3.0],
+            "rejected_scores": [1.0, 0.0],
+        },
+        {
+            "prompt": "r: ",
+            "chosen": "ij",
+            "rejected": "KL",
+            "chosen_scores": [0.5, 0.5],
+            "rejected_scores": [0.4, 0.5],
+        },
+        {
+            "prompt": "s: ",
+            "chosen": "MN",
+            "rejected": "op",
+            "chosen_scores": [0.0, 0.0],
+            "rejected_scores": [2.0, 0.0],
+        },
+    ]
+    # Under w = (0.5, 0.5): w·Δr = −0.5, +1, 0.05, −1: pairs 0 and 3 flip, pair 2 is below the margin 0.1.
+    trainer = make_trainer(
+        tmp_path,
+        Dataset.from_list(rows),
+        preference_layout="scores",
+        score_margin=0.1,
+        weight_distribution="fixed",
+        fixed_weights=["0.5,0.5"],
+    )
+    randomize_adapter(trainer)
+    loss = trainer.compute_loss(trainer.model, collate(trainer, range(4)))
+    trainer.conditioner.clear()
+    assert trainer._metrics["train"]["pairs/dropped"][-1] == pytest.approx(0.25)
+
+    examples = [trainer.train_dataset[i] for i in range(4)]
+    kept = [swapped(examples[0], True), examples[1], swapped(examples[3], True)]
+    trainer.conditioner.set_weights(torch.full((6, 2), 0.5))
+    try:
+        expected = DPOTrainer._compute_loss(trainer, trainer.model, trainer.data_collator.collator(kept), False)
+    finally:
+        trainer.conditioner.clear()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+
+
+def test_label_and_score_preferences_by_hand():
+    weights = torch.tensor([[0.2, 0.8], [0.2, 0.8], [1.0, 0.0], [0.5, 0.5]])
+    labels = torch.tensor([[1, -1], [1, 0], [0, 1], [-1, -1]])
+    p, kept = label_preference(labels, weights)
+    # 0.2 / (0.2 + 0.8); 0.2 / 0.2; only objective 2 speaks, with weight 0: dropped; both prefer rejected.
+    assert p.tolist() == pytest.approx([0.2, 1.0, 0.0, 0.0])
+    assert kept.tolist() == [True, True, False, True]
+    p, kept = score_preference(
+        torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.3]]),
+        torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.3, 0.3]]),
+        torch.tensor([[0.7, 0.3], [0.5, 0.5], [0.5, 0.5]]),
+        margin=0.45,
+    )
+    # w·Δr = 0.4 (below the margin), 0.5, 0 (a tie)
+    assert p.tolist() == [1.0, 1.0, 0.0]
+    assert kept.tolist() == [False, True, False]
+
+
+def test_prompt_conditioning_writes_each_pairs_weighting_into_the_policys_prompt_only(tmp_path):
+    trainer = make_trainer(tmp_path, case_pairs(4, seed=0), conditioning="prompt")
+    randomize_adapter(trainer)
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, collate(trainer, range(4)))
+    weights = sample_group_weights("dirichlet", 4, 2, seed=0, stream=(0, 0))
+    tokenizer = trainer.processing_class
+    expected = []
+    for b in range(4):
+        example = trainer.train_dataset[b]
+        weighted = format_weighted_prompt(example["prompt"], weights[b].tolist(), ["lower", "upper"])
+        weighted_ids = tokenizer(weighted)["input_ids"]
+        ratios = []
+        for key in ("chosen_ids", "rejected_ids"):
+            with torch.no_grad():
+                policy = sequence_logp(trainer.model, weighted_ids, example[key])
+                with trainer.model.disable_adapter():
+                    reference = sequence_logp(trainer.model, example["prompt_ids"], example[key])
+            ratios.append(policy - reference)
+        sign = example["objective_labels"][0]  # the two objectives disagree on every pair: weights w_0 and w_1
+        delta = 0.1 * (ratios[0] - ratios[1])
+        expected.append(weights[b, 0] * -F.logsigmoid(sign * delta) + weights[b, 1] * -F.logsigmoid(-sign * delta))
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+
+
+def test_precomputed_reference_log_probs_are_the_adapter_free_base(tmp_path):
+    trainer = make_trainer(tmp_path, case_pairs(4, seed=0), precompute_ref_log_probs=True)
+    assert "ref_chosen_logps" in trainer.train_dataset.column_names
+    randomize_adapter(trainer)
+    weights = torch.tensor([[0.3, 0.7]]).expand(4, 2)
+    batch = collate(trainer, range(4))
+    inputs = {**batch, "weights": weights, "conditioning_vectors": torch.cat([weights, weights])}
+    trainer.conditioner.set_weights(inputs["conditioning_vectors"])
+    try:
+        with torch.no_grad():
+            precomputed = trainer._compute_loss(trainer.model, inputs, False)
+            trainer.precompute_ref_logps = False
+            live = trainer._compute_loss(trainer.model, inputs, False)
+    finally:
+        trainer.conditioner.clear()
+    assert precomputed.item() == pytest.approx(live.item(), abs=1e-5)
+
+
+def test_training_steers_each_objectives_preferred_responses_and_steerable_model_loads_it(tmp_path, saved_base_model):
+    args = dict(max_steps=40, per_device_train_batch_size=8, learning_rate=2e-2, beta=0.5, save_strategy="no")
+    trainer = MultiObjectiveDPOTrainer(
+        saved_base_model,
+        args=dpo_config(tmp_path, **args),
+        train_dataset=case_pairs(64, seed=0),
+        processing_class=demo.make_byte_tokenizer(),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+    )
+    trainer.train()
+    trainer.save_model()
+    steer = SteerableModel.from_pretrained(str(tmp_path / "out"))
+    assert steer.objective_names == ["lower", "upper"]
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "with DPO ([Rafailov et al., 2023]" in card and "RLOO" not in card
+    assert "each pair's DPO loss mixes the objectives' preferences" in card and "w·R" not in card
+    tokenizer = demo.make_byte_tokenizer()
+    held_out = case_pairs(16, seed=1)
+
+    def preference_for_lowercase(weights) -> float:
+        """Share of held-out pairs whose lowercase answer gains more log-probability over the base than the other."""
+        wins = 0
+        for row in held_out:
+            prompt_ids = tokenizer(row["prompt"])["input_ids"]
+            lower, upper = sorted([row["chosen"], row["rejected"]], key=str.isupper)
+            ratios = []
+            for answer in (lower, upper):
+                ids = tokenizer(answer + tokenizer.eos_token)["input_ids"]
+                with torch.no_grad():
+                    with steer.condition(torch.tensor(weights)):
+                        policy = sequence_logp(steer.model, prompt_ids, ids)
+                    with steer.model.disable_adapter():
+                        reference = sequence_logp(steer.model, prompt_ids, ids)
+                ratios.append(policy - reference)
+            wins += int(ratios[0] > ratios[1])
+        return wins / len(held_out)
+
+    assert preference_for_lowercase([1.0, 0.0]) >= 0.9
+    assert preference_for_lowercase([0.0, 1.0]) <= 0.1
+
+
+def test_conversational_pairs_are_templated_and_trained(tmp_path):
+    tokenizer = demo.make_byte_tokenizer()
+    tokenizer.chat_template = (
+        "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+        "{% if add_generation_prompt %}assistant: {% endif %}"
+    )
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": row["prompt"]}],
+            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+            "rejected": [{"role": "assistant", "content": row["rejected"]}],
+            "objective_labels": row["objective_labels"],
+        }
+        for row in case_pairs(8, seed=0)
+    ]
+    trainer = MultiObjectiveDPOTrainer(
+        demo.make_tiny_llama(seed=0),
+        args=dpo_config(tmp_path),
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=LORA,
+    )
+    first = trainer.train_dataset[0]
+    assert tokenizer.decode(first["prompt_ids"]).endswith("assistant: ")
+    trainer.train()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert losses[0] == pytest.approx(math.log(2), abs=1e-5)  # policy = reference at init, under every weighting
+    assert losses[-1] < losses[0]
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    "change, layout, message",
+    [
+        (
+            lambda row: row.pop("objective_labels"),
+            "labels",
+            "no 'objective_labels' column: preference_layout='labels'",
+        ),
+        (lambda row: row.update(objective_labels=[1, 0, -1]), "labels", "give one value per objective"),
+        (lambda row: row.update(chosen_scores=[1.0], rejected_scores=[0.0]), "scores", "give one value per objective"),
+        (lambda row: row.update(objective_labels=[2, -1]), "labels", "must be \\+1 .* -1 .* or 0"),
+        (lambda row: row.update(objective_labels=[0, 0]), "labels", "no objective prefers either response"),
+        (lambda row: row.update(chosen_scores=[float("nan"), 1.0]), "scores", "must be a finite number"),
+        (lambda row: row.update(chosen_scores=[0.0, 1.0], rejected_scores=[0.0, 1.0]), "scores", "no objective"),
+        (lambda row: row.pop("rejected_scores"), "scores", "no 'rejected_scores' column"),
+    ],
+)
+def test_bad_data_is_refused_at_construction_naming_the_fix(tmp_path, change, layout, message):
+    rows = case_pairs(4, seed=0, layout=layout).to_list()
+    for row in rows if "column" in message else rows[1:2]:
+        change(row)
+    with pytest.raises(ValueError, match=message):
+        make_trainer(tmp_path, Dataset.from_list(rows), preference_layout=layout)
+
+
+def test_a_streamed_dataset_is_checked_from_its_first_row_and_trains(tmp_path):
+    missing = case_pairs(4, seed=0).remove_columns("objective_labels").to_iterable_dataset()
+    with pytest.raises(ValueError, match="no 'objective_labels' column"):
+        make_trainer(tmp_path, missing)
+    trainer = make_trainer(tmp_path, case_pairs(16, seed=0).to_iterable_dataset())
+    trainer.train()
+    assert trainer.state.global_step == 2 and trainer.state.log_history[0]["loss"] == pytest.approx(math.log(2))
+
+
+def test_a_dataset_in_the_other_layout_says_so(tmp_path):
+    with pytest.raises(ValueError, match="fit preference_layout='scores'"):
+        make_trainer(tmp_path, case_pairs(4, seed=0, layout="scores"))
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"loss_type": "robust"}, "one of \\['sigmoid', 'hinge', 'ipo'\\]"),
+        ({"loss_type": ["sigmoid", "hinge"]}, "one of \\['sigmoid', 'hinge', 'ipo'\\]"),
+        ({"objective_names": None}, "Give one name per objective"),
+        ({"conditioning": "logit"}, "Choose conditioning='full' or 'attn'"),
+        ({"score_margin": 0.1}, "applies to preference_layout='scores' only"),
+        ({"preference_layout": "ranks"}, "`preference_layout` must be one of"),
+        ({"ld_alpha": 0.5}, "not supported by DPO-CLP"),
+        ({"weight_distribution": "fixed", "fixed_weights": ["0.2,0.3,0.5"]}, "one weight per objective"),
+    ],
+)
+def test_bad_config_is_refused_naming_the_fix(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        dpo_config(tmp_path, **overrides)
+
+
+class StreamRecordingTrainer(MultiObjectiveDPOTrainer):
+    def _weighting_stream(self, mode):
+        stream = super()._weighting_stream(mode)
+        self.streams.append(stream)
+        return stream
+
+
+def test_weightings_follow_the_micro_step_stream_across_a_resume_and_evaluations_repeat(tmp_path):
+    def trainer(**overrides):
+        built = StreamRecordingTrainer(
+            demo.make_tiny_llama(seed=0),
+            args=dpo_config(tmp_path, gradient_accumulation_steps=2, save_strategy="steps", save_steps=1, **overrides),
+            train_dataset=case_pairs(16, seed=0),
+            eval_dataset=case_pairs(4, seed=1),
+            processing_class=demo.make_byte_tokenizer(),
+            peft_config=LORA,
+        )
+        built.streams = []
+        return built
+
+    first = trainer()
+    first.train()
+    assert first.streams == [(0, 0), (0, 1), (0, 2), (0, 3)]
+    losses = [first.evaluate()["eval_loss"] for _ in range(2)]
+    assert losses[0] == losses[1]  # each evaluation draws the same weightings
+    assert first.streams[4:] == [(1, 0), (1, 0)]
+
+    resumed = trainer()
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-1"))
+    assert resumed.streams == [(0, 2), (0, 3)]
+
+    with pytest.raises(ValueError, match="same reward functions"):
+        trainer(objective_names=["helpful", "harmless"]).train(resume_from_checkpoint=True)
+
+
+class RecordGradients(TrainerCallback):
+    """Keeps the gradients of the first optimizer step, and whether the model checkpointed its activations."""
+
+    def __init__(self):
+        self.recorded = {}
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if not self.recorded:
+            self.recorded["checkpointing"] = model.get_base_model().is_gradient_checkpointing
+            self.recorded.update({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+
+
+def test_gradient_checkpointing_keeps_each_pairs_weighting_through_backward(tmp_path):
+    """Backward re-runs the forward under gradient checkpointing: the pairs' weightings must still be set then."""
+    gradients = []
+    for checkpointing in (False, True):
+        trainer = make_trainer(
+            tmp_path / str(checkpointing), case_pairs(4, seed=0), gradient_checkpointing=checkpointing, max_steps=1
+        )
+        randomize_adapter(trainer)
+        callback = RecordGradients()
+        trainer.add_callback(callback)
+        trainer.train()  # one step of 4 pairs with Dirichlet weightings, the same on both runs
+        assert callback.recorded.pop("checkpointing") == checkpointing
+        assert trainer.conditioner.weights is None  # cleared once backward is done
+        gradients.append(callback.recorded)
+    assert gradients[0].keys() == gradients[1].keys() and gradients[0]
+    for name, gradient in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6, msg=name)
