@@ -250,11 +250,15 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         },
         max_new_tokens=training_args.max_completion_length,
         seed=training_args.seed,
+        # Sampled as in training (TRL's generation config of the run).
         temperature=training_args.temperature,
         top_k=training_args.top_k,
         top_p=training_args.top_p,
+        min_p=training_args.min_p,
+        repetition_penalty=training_args.repetition_penalty,
     )
     written = list(front.save(training_args.output_dir))
+    written.append(front.save_samples(os.path.join(training_args.output_dir, "front_samples.jsonl")))
     try:
         from trl_clp.plotting import plot_fronts
 
