@@ -12,6 +12,7 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
+import torch
 from trl import RLOOConfig
 
 from .conditioning.config import CONDITIONING_VARIANTS
@@ -130,6 +131,31 @@ class ConditioningFields:
             "'name1=0.30 name2=0.70'."
         },
     )
+    # TRL fields whose defaults CLP changes.
+    learning_rate: float = field(
+        default=1e-4,
+        metadata={
+            "help": "The initial learning rate for AdamW. CLP trains LoRA adapters only, and LoRA needs a learning "
+            "rate about 10 times that of full fine-tuning (TRL's 'LoRA Without Regret' guide): TRL's default, 1e-6, is "
+            "meant for full fine-tuning and barely moves an adapter. 1e-4 suits LoRA on pretrained models (the "
+            "recipes in examples/configs); tiny models trained from scratch take more (the offline demo uses 3e-3)."
+        },
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated alias of `activation_checkpointing` in transformers 5 (setting it warns). Left unset, "
+            "activations are checkpointed as by TRL's default, without the deprecation warning TRL's default of this "
+            "field raises; `activation_checkpointing=False` turns checkpointing off."
+        },
+    )
+    dataloader_pin_memory: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pin the data loader's memory, for faster copies to an accelerator. Default: True where an "
+            "accelerator (e.g. a CUDA GPU) is present, else False (pinning does nothing there, and torch warns)."
+        },
+    )
 
     def __post_init__(self):
         if self.bf16 is None and not self.fp16:
@@ -138,6 +164,12 @@ class ConditioningFields:
             from transformers.utils import is_torch_bf16_gpu_available
 
             self.bf16 = self.use_cpu or is_torch_bf16_gpu_available()
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            # TRL's default (on), under the name transformers 5 reads without a FutureWarning; a value the user gave
+            # to either name is left to transformers, which warns about the old one.
+            self.activation_checkpointing = True
+        if self.dataloader_pin_memory is None:
+            self.dataloader_pin_memory = torch.accelerator.is_available()
         # Ours come first (they need none of the values TRL's config derives), then the TRL config's.
         if self.reward_weights is not None:
             raise ValueError(
@@ -316,7 +348,9 @@ class MultiObjectiveConfig(ConditioningFields, RLOOConfig):
     Configuration for [`MultiObjectiveTrainer`]: [`~trl.RLOOConfig`] plus the fields below. Only the fields of
     Conditional Language Policy (CLP, https://huggingface.co/papers/2407.15762) are new; every RLOO field keeps
     its meaning, except that `beta` is the KL weight α of the per-row reward `w·R − α·KL` (unless `kl_weights` or
-    `kl_weight_range` conditions the policy on α) and `reward_weights` is replaced by sampled weightings.
+    `kl_weight_range` conditions the policy on α) and `reward_weights` is replaced by sampled weightings. The
+    defaults of `learning_rate` (1e-4, for LoRA), `gradient_checkpointing` and `dataloader_pin_memory` differ from
+    TRL's, as their entries below say.
 
     The LoRA rank, alpha and targets of one objective come from the trainer's `peft_config` (a `peft.LoraConfig`;
     default rank 8, alpha 16, all linear layers); conditioned layers get one such block per objective.
