@@ -22,6 +22,7 @@ from torch import nn
 from transformers import ProcessorMixin
 from transformers.trainer_utils import get_last_checkpoint
 from trl import RLOOTrainer
+from trl.data_utils import is_conversational
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import (
     get_callable_name,
@@ -595,8 +596,10 @@ class ConditionedTrainerMixin:
         with open(card_path) as handle:
             card = handle.read()
         base_model = get_config_model_id(self.accelerator.unwrap_model(self.model).config) or None
+        # A chat model's card steers a conversation: trained on conversations, or its tokenizer has a chat template.
+        chat = self.processing_class.chat_template is not None or is_conversational(next(iter(self.train_dataset)))
         with open(card_path, "w") as handle:
-            handle.write(finish_model_card(card, self.conditioning_config, model_id, front, base_model))
+            handle.write(finish_model_card(card, self.conditioning_config, model_id, front, base_model, chat))
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         if self.args.conditioning == "logit":
