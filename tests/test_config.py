@@ -88,3 +88,9 @@ def test_training_on_a_cpu_pins_no_memory_and_raises_no_pin_memory_warning(tmp_p
     assert not [m for m in train() if "pin_memory" in m]
     # Asked for, pinning still warns: the warning is the user's to act on.
     assert [m for m in train(dataloader_pin_memory=True) if "pin_memory" in m]
+
+
+def test_a_negative_steerability_window_is_refused_with_its_meaning(tmp_path):
+    with pytest.raises(ValueError, match=r"`steerability_window` must be >= 0 \(a number of completions\), got -1"):
+        tiny_config(tmp_path, steerability_window=-1)
+    assert tiny_config(tmp_path).steerability_window == 256

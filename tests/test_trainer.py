@@ -378,11 +378,15 @@ def test_logs_weights_and_reward_by_weight(tmp_path, tokenizer, prompts_dataset)
     weights = record["conditioning_vectors"]  # (32, 2), one-hot per group of 4
     rewards = torch.tensor(list(zip(calls["lower"][1], calls["upper"][1], strict=True)))  # (32, 2)
     assert {tuple(w) for w in weights.tolist()} == {(1.0, 0.0), (0.0, 1.0)}  # both corners drawn
+    # The steerability statistics are fitted on the window's pooled rows: both steps' 64 (< steerability_window).
+    pooled_weights = torch.cat([records[0]["conditioning_vectors"], weights])  # (64, 2)
+    pooled_rewards = torch.cat([torch.tensor(list(zip(calls["lower"][0], calls["upper"][0], strict=True))), rewards])
     approx = functools.partial(pytest.approx, rel=1e-4, abs=1e-6)
     for i, name in enumerate(("lower", "upper")):
         w, r = weights[:, i], rewards[:, i]
         assert logged[f"weights/{name}/mean"] == approx(w.mean().item())
         assert logged[f"rewards/{name}/mean"] == approx(r.mean().item())
+        w, r = pooled_weights[:, i], pooled_rewards[:, i]
         assert logged[f"rewards/{name}/w_high"] == approx(r[w == 1].mean().item())
         assert logged[f"rewards/{name}/w_low"] == approx(r[w == 0].mean().item())
         mid = logged[f"rewards/{name}/w_mid"]  # no weight in [1/3, 2/3) with one-hot draws: NaN, logged as None

@@ -131,6 +131,15 @@ class ConditioningFields:
             "'name1=0.30 name2=0.70'."
         },
     )
+    steerability_window: int = field(
+        default=256,
+        metadata={
+            "help": "Completions the logged steerability statistics (`rewards/<objective>/slope_vs_weight`, `w_low`, "
+            "`w_mid`, `w_high`) are fitted on: every completion since the last log, and at least this many of the "
+            "latest ones (pooled across steps). A batch holds one weighting per prompt group, too few for a fit of "
+            "its own; 0 fits on the completions since the last log only."
+        },
+    )
     # TRL fields whose defaults CLP changes.
     learning_rate: float = field(
         default=1e-4,
@@ -206,6 +215,10 @@ class ConditioningFields:
         if self.reward_normalization not in REWARD_NORMALIZATIONS:
             raise ValueError(
                 f"`reward_normalization` must be one of {REWARD_NORMALIZATIONS}, got {self.reward_normalization!r}."
+            )
+        if self.steerability_window < 0:
+            raise ValueError(
+                f"`steerability_window` must be >= 0 (a number of completions), got {self.steerability_window}."
             )
         if not self.dirichlet_concentration > 0:
             raise ValueError(f"`dirichlet_concentration` must be > 0, got {self.dirichlet_concentration}.")
