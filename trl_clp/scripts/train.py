@@ -309,7 +309,6 @@ def make_parser(prog: str | None = None, trainer: str = "rloo") -> TrlParser:
         conditioning="full",
         # bf16 only where it runs: TRL's default (bf16=True) raises on a CPU.
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        dataloader_pin_memory=torch.cuda.is_available(),
         use_peft=True,
         lora_r=demo.DEMO_LORA["r"],
         lora_alpha=demo.DEMO_LORA["lora_alpha"],
