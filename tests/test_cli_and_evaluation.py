@@ -12,7 +12,7 @@ from trl_clp.cli import main
 from trl_clp.evaluation import Front, evaluate_front
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
-from .conftest import TARGETS, tiny_config
+from .conftest import TARGETS, bos_tokenizer, tiny_config, training_prompt_ids
 
 
 @pytest.fixture
@@ -413,8 +413,6 @@ CONVERSATIONS = [
 
 
 def test_evaluation_feeds_conversations_to_the_model_as_the_trainer_does(tmp_path, prompts_dataset):
-    from .test_conditioning import bos_tokenizer, training_prompt_ids
-
     tokenizer = bos_tokenizer()
     dataset = prompts_dataset.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
     trainer = MultiObjectiveTrainer(
@@ -491,8 +489,6 @@ def test_evaluation_samples_hold_each_completion_its_rewards_and_kl(saved_steera
 @pytest.fixture
 def saved_chat_steerable(tmp_path, saved_base_model):
     """A steerable model whose tokenizer has a chat template, trained (as saved) with `chat_template_kwargs`."""
-    from .test_conditioning import bos_tokenizer
-
     torch.manual_seed(0)
     steer = SteerableModel.from_base_model(
         demo.make_tiny_llama(seed=0),

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.conftest import tiny_config
+from tests.conftest import bos_tokenizer, tiny_config
 from trl_clp import MultiObjectiveTrainer, demo
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
@@ -58,8 +58,6 @@ def card_snippet(card: str) -> str:
 def test_card_snippet_steers_text_or_a_conversation_as_the_model_was_trained(
     tmp_path, saved_base_model, prompts, template
 ):
-    from .test_conditioning import bos_tokenizer
-
     tokenizer = bos_tokenizer() if template else demo.make_byte_tokenizer()
     dataset = demo.make_prompt_dataset(16)
     if prompts == "conversations":
