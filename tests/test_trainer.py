@@ -741,3 +741,19 @@ def test_front_callback_logs_and_saves_the_front_without_changing_training(tmp_p
     fronts_dir = tmp_path / "True" / "out" / "fronts"
     assert Front.load(str(fronts_dir / "step-4.json")).objective_names == ["lower", "upper"]
     assert (fronts_dir / "reference_point.json").is_file()
+
+
+def test_front_callback_samples_as_the_trainer_samples(tmp_path, tokenizer, prompts_dataset, monkeypatch):
+    import trl_clp.callbacks
+    from trl_clp.callbacks import FrontEvaluationCallback
+
+    calls = []
+    evaluate = trl_clp.callbacks.evaluate_front
+    monkeypatch.setattr(trl_clp.callbacks, "evaluate_front", lambda *a, **kw: calls.append(kw) or evaluate(*a, **kw))
+    sampling = dict(temperature=0.7, top_p=0.9, top_k=5, min_p=0.05, repetition_penalty=1.1)
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=1, **sampling)
+    trainer.add_callback(FrontEvaluationCallback(trainer, ["Describe: a\n"], [lower, upper], eval_every_steps=1))
+    given = FrontEvaluationCallback(trainer, ["Describe: a\n"], [lower, upper], eval_every_steps=1, top_k=3)
+    trainer.add_callback(given)
+    trainer.train()
+    assert [{key: kw[key] for key in sampling} for kw in calls] == [sampling, {**sampling, "top_k": 3}]
