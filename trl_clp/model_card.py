@@ -33,6 +33,7 @@ def finish_model_card(
     model_id: str,
     front: Front | None = None,
     base_model: str | None = None,
+    *,
     chat: bool = False,
 ) -> str:
     """TRL's model card made right for a CLP adapter.
@@ -45,7 +46,7 @@ def finish_model_card(
         config, model_id, front, chat: as for `steering_card_section`.
         base_model: the base model's id or path.
     """
-    section = steering_card_section(config, model_id, front, chat)
+    section = steering_card_section(config, model_id, front, chat=chat)
     quick_start = re.compile(r"## Quick start\n.*?(?=\n## )", re.DOTALL)
     card = (
         quick_start.sub(lambda _: section.rstrip("\n") + "\n", card, count=1)
@@ -84,7 +85,7 @@ def scalarization_note(config: ConditioningConfig) -> str:
 
 
 def steering_card_section(
-    config: ConditioningConfig, model_id: str, front: Front | None = None, chat: bool = False
+    config: ConditioningConfig, model_id: str, front: Front | None = None, *, chat: bool = False
 ) -> str:
     """Markdown: the objectives, the conditioning, a runnable steering snippet and, if given, the evaluated front.
 

@@ -611,7 +611,7 @@ class ConditionedTrainerMixin:
         # A chat model's card steers a conversation: trained on conversations, or its tokenizer has a chat template.
         chat = self.processing_class.chat_template is not None or is_conversational(next(iter(self.train_dataset)))
         with open(card_path, "w") as handle:
-            handle.write(finish_model_card(card, self.conditioning_config, model_id, front, base_model, chat))
+            handle.write(finish_model_card(card, self.conditioning_config, model_id, front, base_model, chat=chat))
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         if self.args.conditioning == "logit":
