@@ -13,6 +13,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))  # in case a plugin imported torch before this file
+from tokenizers import processors  # noqa: E402
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, demo  # noqa: E402
@@ -203,3 +204,42 @@ def tiny_config_values(tmp_path, **overrides) -> dict:
 
 def tiny_config(tmp_path, **overrides) -> MultiObjectiveConfig:
     return MultiObjectiveConfig(**tiny_config_values(tmp_path, **overrides))
+
+
+# Prompts as the trainer tokenizes them: a BOS-adding tokenizer with a chat template, and the ids TRL generates from.
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% if style is defined %}<|{{ style }}|>{% endif %}{% endif %}"
+)
+
+
+def bos_tokenizer():
+    """The demo's byte tokenizer, adding BOS to every text (as Llama's does), with a chat template."""
+    tokenizer = demo.make_byte_tokenizer()
+    bos = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer.backend_tokenizer.post_processor = bos
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+class Captured(Exception):
+    """Stops `_generate` once the prompt ids are captured."""
+
+
+def training_prompt_ids(trainer, prompts, weights) -> list[list[int]]:
+    """The prompt ids `MultiObjectiveTrainer._generate` hands to generation (TRL's own tokenization)."""
+    captured = []
+
+    def capture(prompt_ids, images, multimodal_fields):
+        captured.extend(list(ids) for ids in prompt_ids)
+        raise Captured
+
+    trainer._generate_single_turn = capture
+    trainer.conditioner.set_weights(weights)
+    try:
+        with pytest.raises(Captured):
+            trainer._generate(prompts)
+    finally:
+        trainer.conditioner.clear()
+    return captured

@@ -41,6 +41,15 @@ EVAL_PROMPTS = ["Describe: a\n", "Describe: quiet river\n", "Describe: old city\
 EVAL = dict(weightings=simplex_grid(2, 3), max_new_tokens=4, min_new_tokens=4, batch_size=2)
 
 
+def summary(front) -> dict:
+    """What `Front.save` writes to JSON: everything but the completions."""
+    return {key: value for key, value in asdict(front).items() if key != "samples"}
+
+
+def texts(front) -> list:
+    return [(s["prompt"], s["weights"], s["sample"], s["completion"]) for s in front.samples]
+
+
 def main(out_dir, kind="rloo"):
     tokenizer = demo.make_byte_tokenizer()
     values = dict(
@@ -134,8 +143,10 @@ def main(out_dir, kind="rloo"):
                 "world_size": trainer.accelerator.num_processes,
                 "front_saves": front_saves,
                 "evaluation_forward_calls": evaluation_forward_calls,
-                "callback_fronts": {step: asdict(front) for step, front in front_callback.fronts.items()},
-                "single_process_front": asdict(single),
+                "callback_fronts": {step: summary(front) for step, front in front_callback.fronts.items()},
+                "single_process_front": summary(single),
+                # Every rank holds every completion, in the one-process order.
+                "samples_match": all(texts(front) == texts(single) for front in front_callback.fronts.values()),
             },
             handle,
         )

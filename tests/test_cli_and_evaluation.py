@@ -7,10 +7,12 @@ import pytest
 import torch
 from peft import LoraConfig
 
-from trl_clp import SteerableModel, demo, simplex_grid
+from trl_clp import MultiObjectiveTrainer, SteerableModel, demo, simplex_grid
 from trl_clp.cli import main
 from trl_clp.evaluation import Front, evaluate_front
 from trl_clp.rewards import lowercase_reward, uppercase_reward
+
+from .conftest import TARGETS, bos_tokenizer, tiny_config, training_prompt_ids
 
 
 @pytest.fixture
@@ -400,3 +402,162 @@ def test_the_bitsandbytes_cpu_kernel_warning_is_dropped_and_others_are_kept(capl
         )
         logger.warning("another bitsandbytes warning")
     assert [record.getMessage() for record in caplog.records] == ["another bitsandbytes warning"]
+
+
+# ---------------------------------------------------------------------------------------------- conversational prompts
+
+CONVERSATIONS = [
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Describe: quiet river\n"}],
+    [{"role": "user", "content": "Describe: old city\n"}],
+]
+
+
+def test_evaluation_feeds_conversations_to_the_model_as_the_trainer_does(tmp_path, prompts_dataset):
+    tokenizer = bos_tokenizer()
+    dataset = prompts_dataset.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
+    trainer = MultiObjectiveTrainer(
+        model=demo.make_tiny_llama(seed=0),
+        reward_funcs=[lowercase_reward, uppercase_reward],
+        args=tiny_config(tmp_path, conditioning="attn", chat_template_kwargs={"style": "brief"}),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS),
+    )
+    weightings = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # What the trainer hands to generation for these conversations: TRL's own tokenization, template keywords included.
+    trained = training_prompt_ids(trainer, CONVERSATIONS, weightings[[0, 0]])
+    assert all(tokenizer.decode(ids).endswith("<|assistant|><|brief|>") for ids in trained)
+    steer = SteerableModel(trainer.model.eval(), trainer.conditioning_config, tokenizer)
+
+    fed, seen = [], []
+    generate = steer.model.generate
+
+    def recording_generate(input_ids, attention_mask, **kwargs):
+        fed.extend(ids[mask.bool()].tolist() for ids, mask in zip(input_ids, attention_mask, strict=True))
+        return generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    def recording_reward(prompts, completions, **kwargs):
+        seen.append((prompts, completions))
+        return lowercase_reward(completions)
+
+    steer.model.generate = recording_generate
+    front = evaluate_front(
+        steer, tokenizer, CONVERSATIONS, [recording_reward, uppercase_reward], weightings, max_new_tokens=4
+    )
+    # Rows are ordered by weighting, then prompt: each weighting's rows are the training prompts, token for token.
+    assert fed == trained + trained
+    prompts, completions = seen[0]
+    assert prompts == CONVERSATIONS + CONVERSATIONS
+    # TRL's conversational completions: one assistant message, whose text the samples record.
+    assert all(c[0]["role"] == "assistant" and len(c) == 1 for c in completions)
+    assert [c[0]["content"] for c in completions] == [s["completion"] for s in front.samples]
+    assert [s["prompt"] for s in front.samples] == CONVERSATIONS + CONVERSATIONS
+
+
+def test_evaluation_samples_hold_each_completion_its_rewards_and_kl(saved_steerable, tokenizer, tmp_path):
+    steer = SteerableModel.from_pretrained(saved_steerable)
+    prompts = ["Describe: a\n", "Describe: b\n"]
+    front = evaluate_front(
+        steer,
+        tokenizer,
+        prompts,
+        [lowercase_reward, uppercase_reward],
+        simplex_grid(2, 3),
+        num_samples=2,
+        max_new_tokens=5,
+    )
+    assert len(front.samples) == 3 * 2 * 2
+    assert [(s["weights"], s["prompt"], s["sample"]) for s in front.samples[:4]] == [
+        ([1.0, 0.0], "Describe: a\n", 0),
+        ([1.0, 0.0], "Describe: a\n", 1),
+        ([1.0, 0.0], "Describe: b\n", 0),
+        ([1.0, 0.0], "Describe: b\n", 1),
+    ]
+    for sample in front.samples:  # each reward recomputed from the recorded text
+        assert sample["rewards"]["lower"] == pytest.approx(lowercase_reward([sample["completion"]])[0])
+        assert sample["rewards"]["upper"] == pytest.approx(uppercase_reward([sample["completion"]])[0])
+    for k, result in enumerate(front.results):  # the summary is the mean of its samples
+        rows = front.samples[4 * k : 4 * k + 4]
+        assert result.rewards["lower"] == pytest.approx(sum(s["rewards"]["lower"] for s in rows) / 4, abs=1e-6)
+        assert result.kl == pytest.approx(sum(s["kl"] for s in rows) / 4, abs=1e-5)
+    json_path, _ = front.save(str(tmp_path))
+    assert "samples" not in json.loads(open(json_path).read())  # front.json stays a summary
+    path = front.save_samples(str(tmp_path / "samples.jsonl"))
+    assert [json.loads(line) for line in open(path)] == front.samples
+
+
+@pytest.fixture
+def saved_chat_steerable(tmp_path, saved_base_model):
+    """A steerable model whose tokenizer has a chat template, trained (as saved) with `chat_template_kwargs`."""
+    torch.manual_seed(0)
+    steer = SteerableModel.from_base_model(
+        demo.make_tiny_llama(seed=0),
+        ["lower", "upper"],
+        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        tokenizer=bos_tokenizer(),
+    )
+    steer.conditioning_config.chat_template_kwargs = {"style": "brief"}
+    steer.model.peft_config["default"].base_model_name_or_path = saved_base_model
+    steer.save_pretrained(tmp_path / "chat-clp")
+    return str(tmp_path / "chat-clp")
+
+
+def test_cli_evaluate_takes_conversations_and_sampling_options_and_writes_the_completions(
+    saved_chat_steerable, tmp_path, capsys, monkeypatch
+):
+    import trl_clp.evaluation
+
+    calls = []
+    real = trl_clp.evaluation.evaluate_front
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trl_clp.evaluation, "evaluate_front", spy)
+    prompts = tmp_path / "chats.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": conversation}) for conversation in CONVERSATIONS))
+    out = tmp_path / "eval"
+    argv = ["evaluate", saved_chat_steerable, "--prompts", str(prompts), "--reward_funcs", "lowercase", "uppercase"]
+    argv += ["--grid_points", "2", "--samples_per_prompt", "1", "--max_new_tokens", "3", "--output_dir", str(out)]
+    main(argv + ["--temperature", "0.7", "--top_p", "0.9", "--top_k", "5", "--batch_size", "3"])
+    assert {key: calls[0][key] for key in ("temperature", "top_p", "top_k", "batch_size")} == {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 5,
+        "batch_size": 3,
+    }
+    samples = [json.loads(line) for line in (out / "evaluation_samples.jsonl").read_text().splitlines()]
+    assert [s["prompt"] for s in samples] == CONVERSATIONS + CONVERSATIONS
+    assert all(set(s) == {"prompt", "weights", "sample", "completion", "rewards", "kl", "value"} for s in samples)
+    assert "evaluation_samples.jsonl" in capsys.readouterr().out
+
+    code, _ = run_cli(argv + ["--top_p", "0"], capsys)
+    assert code == "trl-clp evaluate: error: --top_p must be in (0, 1], got 0.0."
+
+
+def test_cli_evaluate_refuses_a_malformed_prompts_file_before_loading_the_model(
+    saved_chat_steerable, tmp_path, capsys, monkeypatch
+):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the prompts were checked")
+
+    monkeypatch.setattr(SteerableModel, "from_pretrained", no_loading)
+    bad = tmp_path / "bad.jsonl"
+    for rows, expected in (
+        (
+            [{"prompt": CONVERSATIONS[0]}, {"prompt": "plain text"}],
+            "Prompt 2 is 'plain text': each prompt must be a conversation",
+        ),
+        (
+            [{"prompt": [{"role": "user", "text": "hi"}]}],
+            "Prompt 1 is [{'role': 'user', 'text': 'hi'}]: each prompt must be a string, or a conversation",
+        ),
+        ([{"prompt": 3}], "Prompt 1 is 3: each prompt must be a string, or a conversation"),
+    ):
+        bad.write_text("\n".join(json.dumps(row) for row in rows))
+        code, _ = run_cli(
+            ["evaluate", saved_chat_steerable, "--prompts", str(bad), "--reward_funcs", "lowercase", "uppercase"],
+            capsys,
+        )
+        assert code.startswith(f"trl-clp evaluate: error: {bad}: {expected}"), code

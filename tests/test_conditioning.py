@@ -5,14 +5,13 @@ import json
 import pytest
 import torch
 from peft import LoraConfig, PeftModel
-from tokenizers import processors
 from transformers import AutoModelForCausalLM, GenerationConfig
 
 from trl_clp import ConditioningConfig, MultiObjectiveTrainer, SteerableModel, demo
 from trl_clp.conditioning.layer import scale_lora_blocks
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
-from .conftest import TARGETS, tiny_config
+from .conftest import TARGETS, bos_tokenizer, tiny_config, training_prompt_ids
 
 WEIGHTS = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
 
@@ -248,42 +247,6 @@ def test_from_pretrained_resolves_a_hub_id_through_the_hub_cache(tmp_path, monke
 
 
 # ---------------------------------------------------------------------------------------------- the prompting variant
-
-CHAT_TEMPLATE = (
-    "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{{ eos_token }}{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>{% if style is defined %}<|{{ style }}|>{% endif %}{% endif %}"
-)
-
-
-def bos_tokenizer():
-    """The demo's byte tokenizer, adding BOS to every text (as Llama's does), with a chat template."""
-    tokenizer = demo.make_byte_tokenizer()
-    bos = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    tokenizer.backend_tokenizer.post_processor = bos
-    tokenizer.chat_template = CHAT_TEMPLATE
-    return tokenizer
-
-
-class Captured(Exception):
-    pass
-
-
-def training_prompt_ids(trainer, prompts, weights) -> list[list[int]]:
-    """The prompt ids `MultiObjectiveTrainer._generate` hands to generation (TRL's own tokenization)."""
-    captured = []
-
-    def capture(prompt_ids, images, multimodal_fields):
-        captured.extend(list(ids) for ids in prompt_ids)
-        raise Captured
-
-    trainer._generate_single_turn = capture
-    trainer.conditioner.set_weights(weights)
-    try:
-        with pytest.raises(Captured):
-            trainer._generate(prompts)
-    finally:
-        trainer.conditioner.clear()
-    return captured
 
 
 @pytest.mark.parametrize("chat", [False, True], ids=["text", "chat"])

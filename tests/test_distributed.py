@@ -70,6 +70,7 @@ def test_two_processes_share_group_weightings_and_parameters(tmp_path, kind):
     assert ranks[0]["front_saves"] == ["step-3"] and ranks[1]["front_saves"] == []
     written = json.loads((tmp_path / "out" / "fronts" / "step-3.json").read_text())
     assert written == ranks[0]["callback_fronts"]["3"] == ranks[1]["callback_fronts"]["3"]
+    assert ranks[0]["samples_match"] and ranks[1]["samples_match"]
     single = ranks[0]["single_process_front"]
     assert [r["weights"] for r in written["results"]] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
     for got, expected in zip(written["results"], single["results"], strict=True):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from .conftest import toy_main_job_argv
+from .conftest import bos_tokenizer, toy_main_job_argv
 
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
@@ -302,3 +302,27 @@ def test_comparison_runner_writes_a_report(tmp_path):
     assert f"— {'holds' if share == 1.0 else 'fails'}:" in claim_lines["4"]
     for figure in ("fronts_final.png", "fronts_early.png", "three_rewards_value.png", "kl_front.png", "mixing.png"):
         assert (tmp_path / figure).stat().st_size > 1000
+
+
+def test_main_job_trains_and_evaluates_a_chat_model_on_conversations(train_clp, tmp_path):
+    """A conversational dataset end to end: training, the final evaluation on held-out conversations, the card."""
+    from trl_clp import demo
+    from trl_clp.rewards import lowercase_reward
+
+    model_path = tmp_path / "chat-model"
+    demo.make_tiny_llama(seed=0).save_pretrained(model_path)
+    bos_tokenizer().save_pretrained(model_path)
+    data = tmp_path / "chats"
+    data.mkdir()
+    for split, count in (("train", 16), ("test", 2)):
+        rows = [{"prompt": [{"role": "user", "content": f"Describe: {split} river {i}\n"}]} for i in range(count)]
+        (data / f"{split}.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    out = tmp_path / "out"
+    argv = toy_main_job_argv(out, model_name_or_path=model_path, dataset_name=data, report_to="none")
+    train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
+    samples = [json.loads(line) for line in (out / "front_samples.jsonl").read_text().splitlines()]
+    held_out = [[{"role": "user", "content": f"Describe: test river {i}\n"}] for i in range(2)]
+    assert [s["prompt"] for s in samples] == held_out * 3  # 3 weightings × 2 conversations × 1 sample
+    for sample in samples:  # scored on the text of the assistant message, as in training
+        assert sample["rewards"]["lowercase_reward"] == pytest.approx(lowercase_reward([sample["completion"]])[0])
+    assert "generate_from_prompts([conversation] * 2" in (out / "README.md").read_text()

@@ -1,6 +1,8 @@
 """The model card written with every save: it cites CLP, names the model and says how to steer it."""
 
-from tests.conftest import tiny_config
+import pytest
+
+from tests.conftest import bos_tokenizer, tiny_config
 from trl_clp import MultiObjectiveTrainer, demo
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 
@@ -39,3 +41,42 @@ def test_card_of_an_in_memory_base_model_says_so(tmp_path, tiny_model, tokenizer
     make_trainer(tmp_path, tiny_model, tokenizer).save_model()
     card = (tmp_path / "out" / "README.md").read_text()
     assert "fine-tuned version of a base model given in memory." in card and "[None]" not in card
+
+
+def card_snippet(card: str) -> str:
+    """The steering section's Python block."""
+    section = card[card.index("## Steering this model") :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("\n```", start)]
+
+
+@pytest.mark.parametrize(
+    "prompts, template",
+    [("text", False), ("conversations", True), ("text", True)],
+    ids=["text-model", "chat-trained", "chat-template"],
+)
+def test_card_snippet_steers_text_or_a_conversation_as_the_model_was_trained(
+    tmp_path, saved_base_model, prompts, template
+):
+    tokenizer = bos_tokenizer() if template else demo.make_byte_tokenizer()
+    dataset = demo.make_prompt_dataset(16)
+    if prompts == "conversations":
+        dataset = dataset.map(lambda row: {"prompt": [{"role": "user", "content": row["prompt"]}]})
+    trainer = MultiObjectiveTrainer(
+        model=saved_base_model,
+        reward_funcs=[lowercase_reward, uppercase_reward],
+        args=tiny_config(tmp_path),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.save_model()
+    snippet = card_snippet((tmp_path / "out" / "README.md").read_text())
+    namespace = {}
+    exec(snippet, namespace)  # the card's code runs as written against the saved model
+    if template:  # a chat model: a conversation, templated by `generate_from_prompts` as in training
+        assert "generate_from_prompts([conversation] * 2, weights" in snippet and "steer.tokenizer(" not in snippet
+        assert namespace["conversation"] == [{"role": "user", "content": "Your prompt"}]
+        assert len(namespace["completions"]) == 2 and all(isinstance(c, str) for c in namespace["completions"])
+    else:
+        assert 'steer.tokenizer(["Your prompt"] * 2' in snippet and "generate_from_prompts" not in snippet
+        assert namespace["out"].shape[0] == 2

@@ -406,11 +406,15 @@ def test_logs_weights_and_reward_by_weight(tmp_path, tokenizer, prompts_dataset)
     weights = record["conditioning_vectors"]  # (32, 2), one-hot per group of 4
     rewards = torch.tensor(list(zip(calls["lower"][1], calls["upper"][1], strict=True)))  # (32, 2)
     assert {tuple(w) for w in weights.tolist()} == {(1.0, 0.0), (0.0, 1.0)}  # both corners drawn
+    # The steerability statistics are fitted on the window's pooled rows: both steps' 64 (< steerability_window).
+    pooled_weights = torch.cat([records[0]["conditioning_vectors"], weights])  # (64, 2)
+    pooled_rewards = torch.cat([torch.tensor(list(zip(calls["lower"][0], calls["upper"][0], strict=True))), rewards])
     approx = functools.partial(pytest.approx, rel=1e-4, abs=1e-6)
     for i, name in enumerate(("lower", "upper")):
         w, r = weights[:, i], rewards[:, i]
         assert logged[f"weights/{name}/mean"] == approx(w.mean().item())
         assert logged[f"rewards/{name}/mean"] == approx(r.mean().item())
+        w, r = pooled_weights[:, i], pooled_rewards[:, i]
         assert logged[f"rewards/{name}/w_high"] == approx(r[w == 1].mean().item())
         assert logged[f"rewards/{name}/w_low"] == approx(r[w == 0].mean().item())
         mid = logged[f"rewards/{name}/w_mid"]  # no weight in [1/3, 2/3) with one-hot draws: NaN, logged as None
@@ -765,3 +769,19 @@ def test_front_callback_logs_and_saves_the_front_without_changing_training(tmp_p
     fronts_dir = tmp_path / "True" / "out" / "fronts"
     assert Front.load(str(fronts_dir / "step-4.json")).objective_names == ["lower", "upper"]
     assert (fronts_dir / "reference_point.json").is_file()
+
+
+def test_front_callback_samples_as_the_trainer_samples(tmp_path, tokenizer, prompts_dataset, monkeypatch):
+    import trl_clp.callbacks
+    from trl_clp.callbacks import FrontEvaluationCallback
+
+    calls = []
+    evaluate = trl_clp.callbacks.evaluate_front
+    monkeypatch.setattr(trl_clp.callbacks, "evaluate_front", lambda *a, **kw: calls.append(kw) or evaluate(*a, **kw))
+    sampling = dict(temperature=0.7, top_p=0.9, top_k=5, min_p=0.05, repetition_penalty=1.1)
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset, max_steps=1, **sampling)
+    trainer.add_callback(FrontEvaluationCallback(trainer, ["Describe: a\n"], [lower, upper], eval_every_steps=1))
+    given = FrontEvaluationCallback(trainer, ["Describe: a\n"], [lower, upper], eval_every_steps=1, top_k=3)
+    trainer.add_callback(given)
+    trainer.train()
+    assert [{key: kw[key] for key in sampling} for kw in calls] == [sampling, {**sampling, "top_k": 3}]

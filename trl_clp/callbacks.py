@@ -35,8 +35,8 @@ class FrontEvaluationCallback(TrainerCallback):
         eval_every_steps: evaluation period in optimizer steps.
         reference_point: `(m,)` hypervolume reference. Default: the per-objective minimum of the first evaluated
             front, minus 1e-6; it is then kept fixed and written to `fronts/reference_point.json`.
-        num_samples, max_new_tokens, batch_size, seed, **generation_kwargs: as in `evaluate_front`; the sampling
-            temperature is the trainer's.
+        num_samples, max_new_tokens, batch_size, seed, **generation_kwargs: as in `evaluate_front`; sampling is the
+            trainer's (its `temperature`, `top_p`, `top_k`, `min_p`, `repetition_penalty`) unless given here.
     """
 
     def __init__(
@@ -70,9 +70,14 @@ class FrontEvaluationCallback(TrainerCallback):
             max_new_tokens=max_new_tokens or trainer.args.max_completion_length,
             batch_size=batch_size,
             seed=seed,
+            # Sampled as training samples, so the front shows the policy being trained.
             temperature=trainer.args.temperature,
-            **generation_kwargs,
+            top_p=trainer.args.top_p,
+            top_k=trainer.args.top_k,
+            min_p=trainer.args.min_p,
+            repetition_penalty=trainer.args.repetition_penalty,
         )
+        self.evaluation_kwargs.update(generation_kwargs)
         self.fronts: dict[int, Front] = {}
 
     def on_step_end(self, args, state, control, **kwargs):

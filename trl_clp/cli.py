@@ -67,9 +67,12 @@ def read_prompts(path: str) -> dict[str, list]:
 
     A `.jsonl` file holds one JSON object per line, a `.json` file a list of them (or one per line), a `.csv` file a
     header row; each needs a `prompt` column, and its other columns (e.g. `reference`, `source`) reach the reward
-    functions as keyword arguments, as dataset columns do in training. Any other file is plain text, one prompt per
-    line, with `\\n` for a newline inside a prompt.
+    functions as keyword arguments, as dataset columns do in training. In JSON, a `prompt` may be a conversation (a
+    list of `{"role", "content"}` messages, as in a conversational TRL dataset). Any other file is plain text, one
+    prompt per line, with `\\n` for a newline inside a prompt.
     """
+    from .conditioning.prompts import check_prompts
+
     if not os.path.isfile(path):
         raise CommandError(f"The prompts file {path!r} does not exist (looked in {os.getcwd()}).")
     extension = os.path.splitext(path)[1].lower()
@@ -96,6 +99,11 @@ def read_prompts(path: str) -> dict[str, list]:
     missing = [i for i, row in enumerate(rows) if set(row) != set(columns)]
     if missing:
         raise CommandError(f"{path}: row {missing[0] + 1} does not have the columns of the first row, {columns}.")
+    prompts = [row["prompt"] for row in rows]
+    try:
+        check_prompts(prompts)
+    except ValueError as error:
+        raise CommandError(f"{path}: {error}") from error
     return {column: [row[column] for row in rows] for column in columns}
 
 
@@ -107,6 +115,14 @@ def _evaluate(args) -> None:
     from .sampling import simplex_grid
 
     _check_model_folder(args.model)
+    for flag, valid, expected in (
+        ("temperature", args.temperature > 0, "> 0"),
+        ("top_p", 0 < args.top_p <= 1, "in (0, 1]"),
+        ("top_k", args.top_k >= 0, ">= 0 (0 keeps every token)"),
+        ("batch_size", args.batch_size >= 1, ">= 1"),
+    ):
+        if not valid:
+            raise CommandError(f"--{flag} must be {expected}, got {getattr(args, flag)}.")
     columns = read_prompts(args.prompts)
     reward_funcs = [
         resolve_reward_function(
@@ -143,13 +159,18 @@ def _evaluate(args) -> None:
         simplex_grid(steer.conditioning_config.num_objectives, args.grid_points),
         num_samples=args.samples_per_prompt,
         max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
         seed=args.seed,
         reward_kwargs={name: values for name, values in columns.items() if name != "prompt"},
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
     )
     print(front.format_table())
     print(front.table_legend())
     directory = args.output_dir or args.model
     paths = list(front.save(directory, stem="evaluation"))
+    paths.append(front.save_samples(os.path.join(directory, "evaluation_samples.jsonl")))
     try:
         from .plotting import plot_fronts
 
@@ -265,8 +286,19 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--grid_points", type=int, default=5, help="points per simplex edge")
     evaluate.add_argument("--samples_per_prompt", type=int, default=2)
     evaluate.add_argument("--max_new_tokens", type=int, default=32)
+    # Sampling as in training: TRL's defaults (T=1, no top-p or top-k truncation); set them as in the training run.
+    evaluate.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature (the KL is taken at it)"
+    )
+    evaluate.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling; 1.0 keeps every token")
+    evaluate.add_argument("--top_k", type=int, default=0, help="top-k sampling; 0 keeps every token")
+    evaluate.add_argument("--batch_size", type=int, default=64, help="rows per generate call (rows mix weightings)")
     evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--output_dir", default=None, help="where to write evaluation.json/.csv (default: model)")
+    evaluate.add_argument(
+        "--output_dir",
+        default=None,
+        help="where to write evaluation.json/.csv and the completions, evaluation_samples.jsonl (default: model)",
+    )
     evaluate.add_argument(
         "--base_model",
         default=None,

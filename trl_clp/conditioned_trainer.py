@@ -20,6 +20,7 @@ from peft import LoraConfig
 from torch import nn
 from transformers import BitsAndBytesConfig, ProcessorMixin
 from transformers.trainer_utils import get_last_checkpoint
+from trl.data_utils import is_conversational
 from trl.trainer.utils import get_config_model_id
 
 from .callbacks import WeightingHistogramCallback
@@ -232,9 +233,15 @@ class ConditionedTrainerCore:
         with open(card_path) as handle:
             card = handle.read()
         base_model = get_config_model_id(self.accelerator.unwrap_model(self.model).config) or None
+        # A chat model's card steers a conversation: trained on conversations, or its tokenizer has a chat template.
+        chat = self.processing_class.chat_template is not None or (
+            self.train_dataset is not None and is_conversational(next(iter(self.train_dataset)))
+        )
         with open(card_path, "w") as handle:
             handle.write(
-                finish_model_card(card, self.conditioning_config, model_id, front, base_model, self._card_step)
+                finish_model_card(
+                    card, self.conditioning_config, model_id, front, base_model, self._card_step, chat=chat
+                )
             )
 
     def _save(self, output_dir: str | None = None, state_dict=None):

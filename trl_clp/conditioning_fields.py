@@ -12,6 +12,8 @@ import math
 import textwrap
 from dataclasses import dataclass, field
 
+import torch
+
 from .conditioning.config import CONDITIONING_VARIANTS
 from .conditioning.prompts import DEFAULT_PROMPT_TEMPLATE
 from .sampling import SIMPLEX_TOLERANCE, WEIGHT_DISTRIBUTIONS
@@ -81,6 +83,32 @@ class SharedConditioningFields:
         },
     )
 
+    # TRL fields whose defaults CLP changes.
+    learning_rate: float = field(
+        default=1e-4,
+        metadata={
+            "help": "The initial learning rate for AdamW. CLP trains LoRA adapters only, and LoRA needs a learning "
+            "rate about 10 times that of full fine-tuning (TRL's 'LoRA Without Regret' guide): TRL's default, 1e-6, is "
+            "meant for full fine-tuning and barely moves an adapter. 1e-4 suits LoRA on pretrained models (the "
+            "recipes in examples/configs); tiny models trained from scratch take more (the offline demo uses 3e-3)."
+        },
+    )
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Deprecated alias of `activation_checkpointing` in transformers 5 (setting it warns). Left unset, "
+            "activations are checkpointed as by TRL's default, without the deprecation warning TRL's default of this "
+            "field raises; `activation_checkpointing=False` turns checkpointing off."
+        },
+    )
+    dataloader_pin_memory: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Pin the data loader's memory, for faster copies to an accelerator. Default: True where an "
+            "accelerator (e.g. a CUDA GPU) is present, else False (pinning does nothing there, and torch warns)."
+        },
+    )
+
     def __post_init__(self):
         if self.bf16 is None and not self.fp16:
             # TRL turns bf16 on when unset, which raises where bf16 cannot run (a CPU, an older GPU): default to it
@@ -88,6 +116,12 @@ class SharedConditioningFields:
             from transformers.utils import is_torch_bf16_gpu_available
 
             self.bf16 = self.use_cpu or is_torch_bf16_gpu_available()
+        if self.gradient_checkpointing is None and self.activation_checkpointing is None:
+            # TRL's default (on), under the name transformers 5 reads without a FutureWarning; a value the user gave
+            # to either name is left to transformers, which warns about the old one.
+            self.activation_checkpointing = True
+        if self.dataloader_pin_memory is None:
+            self.dataloader_pin_memory = torch.accelerator.is_available()
         if self.conditioning not in CONDITIONING_VARIANTS:
             raise ValueError(f"`conditioning` must be one of {CONDITIONING_VARIANTS}, got {self.conditioning!r}.")
         if self.weight_distribution not in WEIGHT_DISTRIBUTIONS:

@@ -13,7 +13,7 @@ import torch
 from accelerate.utils import gather_object
 
 from .conditioning.model import SteerableModel
-from .conditioning.prompts import format_weighted_prompt
+from .conditioning.prompts import check_prompts, format_weighted_prompt, tokenize_left_padded
 from .decoding import generate_with_mixed_logits, mixture_log_probs
 from .pareto import bootstrap_mean_ci, hypervolume, steerability
 from .scalarization import scalarize_rewards
@@ -40,11 +40,19 @@ class WeightingResult:
 
 @dataclass
 class Front:
-    """The evaluation of one model over a grid of weightings (one `WeightingResult` per weighting)."""
+    """The evaluation of one model over a grid of weightings (one `WeightingResult` per weighting).
+
+    `samples` holds every sampled completion of an `evaluate_front` call, one dict per completion: `prompt` (as
+    given: a string or a conversation), `weights`, `sample` (its index among the prompt's samples at that
+    weighting), `completion` (the decoded text), `rewards` (`{objective: value}`, None where unscored), `kl` (its
+    sequence KL to the reference, nats) and `value` (`w·R − α·KL`, None if no reward applies). They are written
+    apart, by `save_samples`: `save` and `load` keep to the summary.
+    """
 
     objective_names: list[str]
     kl_weight: float
     results: list[WeightingResult]
+    samples: list[dict] = field(default_factory=list, repr=False, compare=False)
 
     def weights(self) -> torch.Tensor:
         """`(K, m)` evaluated weightings."""
@@ -87,8 +95,9 @@ class Front:
         """Write `<stem>.json` (everything) and `<stem>.csv` (one row per weighting) to `directory`."""
         os.makedirs(directory, exist_ok=True)
         json_path, csv_path = os.path.join(directory, f"{stem}.json"), os.path.join(directory, f"{stem}.csv")
+        summary = {key: value for key, value in asdict(self).items() if key != "samples"}
         with open(json_path, "w") as handle:
-            json.dump(asdict(self), handle, indent=2)
+            json.dump(summary, handle, indent=2)
         names = self.objective_names
         with open(csv_path, "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -106,6 +115,14 @@ class Front:
                     + [r.kl, *r.kl_ci, r.value, *r.value_ci, r.num_completions]
                 )
         return json_path, csv_path
+
+    def save_samples(self, path: str) -> str:
+        """Write `samples` to `path` as JSON lines, one completion per line (see the class docstring)."""
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as handle:
+            for sample in self.samples:
+                handle.write(json.dumps(sample, ensure_ascii=False) + "\n")
+        return path
 
     @classmethod
     def load(cls, path: str) -> Front:
@@ -173,8 +190,12 @@ def evaluate_front(
     Args:
         model: the steerable model.
         tokenizer: its tokenizer (left padding is used).
-        prompts: P held-out prompts (standard, non-conversational text).
-        reward_funcs: m callables with TRL's signature `f(prompts, completions, completion_ids, **kwargs)`.
+        prompts: P held-out prompts, as in a TRL dataset's `prompt` column: strings, or conversations (lists of
+            `{"role", "content"}` messages). They are tokenized as the trainer tokenized them, conversations with the
+            chat template and the training config's `chat_template_kwargs` (saved in `clp_config.json`).
+        reward_funcs: m callables with TRL's signature `f(prompts, completions, completion_ids, **kwargs)`. As in
+            training, conversational prompts give conversational completions, `[{"role": "assistant", "content":
+            text}]`.
         weightings: `(K, m)` weightings to evaluate, e.g. `trl_clp.simplex_grid(2, 5)`.
         kl_weight: α in `V = w·R − α·KL`, and the α a KL-conditioned model is steered to; defaults to the model's
             training KL weight (its smallest one if conditioned on α).
@@ -192,8 +213,9 @@ def evaluate_front(
             in training with `MultiObjectiveConfig(temperature=T)`.
 
     Returns:
-        a `Front` with K results, in the order of `weightings`.
+        a `Front` with K results, in the order of `weightings`, and every completion in `Front.samples`.
     """
+    conversational = check_prompts(prompts)
     config = model.conditioning_config
     names = model.objective_names
     if kl_weight is None:
@@ -226,7 +248,8 @@ def evaluate_front(
             context = nullcontext()
         else:
             context = model.conditioner.condition(model.conditioning_vector(row_weights, conditioning_kl))
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
+        # The trainer's tokenization (TRL's `_tokenize_prompts`), as `SteerableModel.tokenize_prompts` builds it.
+        encoded = tokenize_left_padded(tokenizer, texts, config.chat_template_kwargs).to(model.device)
         prompt_length = encoded["input_ids"].size(1)
         if decoding is not None:
             components = decoding(row_weights.to(model.device))
@@ -273,7 +296,9 @@ def evaluate_front(
     if num_processes > 1:
         sampled = sorted(gather_object(sampled), key=lambda item: item[0])  # every process holds every batch
     completion_ids = [ids for _, batch_ids, _ in sampled for ids in batch_ids]
-    completions = [tokenizer.decode(ids, skip_special_tokens=True) for ids in completion_ids]
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in completion_ids]
+    # TRL's shape for the reward functions: a conversation's completion is an assistant message.
+    completions = [[{"role": "assistant", "content": text}] for text in texts] if conversational else texts
     kl = torch.tensor([value for _, _, batch_kl in sampled for value in batch_kl])  # (R,)
 
     row_prompts = [prompts[p] for _, p in rows]
@@ -296,6 +321,26 @@ def evaluate_front(
     per_prompt_scores = scores.view(*shape, -1).nanmean(2)  # (K, P, m)
     per_prompt_kl = kl.view(*shape).mean(2)  # (K, P)
     per_prompt_values = row_values.view(*shape).nanmean(2)  # (K, P); NaN for a prompt with no scorable completion
+    samples = [
+        {
+            "prompt": prompts[p],
+            "weights": [round(float(w), 6) for w in weightings[k]],
+            "sample": s,
+            "completion": text,
+            "rewards": {name: None if math.isnan(v) else v for name, v in zip(names, row_scores, strict=True)},
+            "kl": row_kl,
+            "value": None if math.isnan(row_value) else row_value,
+        }
+        for (k, p), s, text, row_scores, row_kl, row_value in zip(
+            rows,
+            [i % num_samples for i in range(len(rows))],
+            texts,
+            scores.tolist(),
+            kl.tolist(),
+            row_values.tolist(),
+            strict=True,
+        )
+    ]
     results = []
     for k, weights in enumerate(weightings):
         per_prompt_value = per_prompt_values[k]  # (P,)
@@ -316,4 +361,4 @@ def evaluate_front(
                 value_ci=value_ci,
             )
         )
-    return Front(list(names), float(kl_weight), results)
+    return Front(list(names), float(kl_weight), results, samples)

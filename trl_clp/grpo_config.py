@@ -21,6 +21,8 @@ class MultiObjectiveGRPOConfig(ConditioningFields, GRPOConfig):
     - `beta` is the KL weight α of the per-row reward `s(R; w) − α·KL` (CLP's objective, as in the RLOO trainer),
       not a KL term in the loss; `kl_weights`/`kl_weight_range` condition the policy on α.
     - `reward_weights` is replaced by the sampled weightings.
+    - `learning_rate` defaults to 1e-4 (for LoRA), and `gradient_checkpointing` and `dataloader_pin_memory` to
+      unset values resolved without warnings (see their entries below).
     - `multi_objective_aggregation`: `"sum_then_normalize"` scalarises each row with its weighting, then takes the
       group mean and, per `scale_rewards`, std; `"normalize_then_sum"` normalises each objective within its group,
       then takes `w·R` per row (linear scalarisation only), then normalises over the batch.

@@ -39,6 +39,8 @@ def finish_model_card(
     front: Front | None = None,
     base_model: str | None = None,
     step: str = RLOO_STEP,
+    *,
+    chat: bool = False,
 ) -> str:
     """TRL's model card made right for a CLP adapter.
 
@@ -47,11 +49,11 @@ def finish_model_card(
 
     Args:
         card: the text TRL's `create_model_card` wrote.
-        config, model_id, front: as for `steering_card_section`.
+        config, model_id, front, chat: as for `steering_card_section`.
         base_model: the base model's id or path.
         step: the optimisation step named after the CLP paper (`RLOO_STEP`, `DPO_STEP`).
     """
-    section = steering_card_section(config, model_id, front)
+    section = steering_card_section(config, model_id, front, chat=chat)
     quick_start = re.compile(r"## Quick start\n.*?(?=\n## )", re.DOTALL)
     card = (
         quick_start.sub(lambda _: section.rstrip("\n") + "\n", card, count=1)
@@ -89,13 +91,18 @@ def scalarization_note(config: ConditioningConfig) -> str:
     )
 
 
-def steering_card_section(config: ConditioningConfig, model_id: str, front: Front | None = None) -> str:
+def steering_card_section(
+    config: ConditioningConfig, model_id: str, front: Front | None = None, *, chat: bool = False
+) -> str:
     """Markdown: the objectives, the conditioning, a runnable steering snippet and, if given, the evaluated front.
 
     Args:
         config: the adapter's conditioning metadata.
         model_id: the hub id or path the reader loads the model from.
         front: an evaluation of the model over a grid of weightings (`evaluate_front`, `FrontEvaluationCallback`).
+        chat: a chat model (trained on conversations, or with a chat template): the snippet steers a conversation
+            through `generate_from_prompts`, which applies the chat template as training did; otherwise it tokenizes
+            text.
     """
     names = config.objective_names
     example = [round(1 / len(names), 2)] * len(names)
@@ -106,6 +113,21 @@ def steering_card_section(config: ConditioningConfig, model_id: str, front: Fron
             f"\nThe model is also conditioned on the KL weight α (any α ≥ {config.min_kl_weight}): pass "
             "`kl_weight=` to `generate` or `condition`; a larger α stays closer to the base model.\n"
         )
+    weights_line = (
+        f"weights = torch.tensor([{[1.0] + [0.0] * (len(names) - 1)}, {example}])  # one weighting per row: {names}"
+    )
+    if chat:
+        snippet = [
+            'conversation = [{"role": "user", "content": "Your prompt"}]',
+            weights_line,
+            "completions = steer.generate_from_prompts([conversation] * 2, weights, max_new_tokens=64, do_sample=True)",
+        ]
+    else:
+        snippet = [
+            'batch = steer.tokenizer(["Your prompt"] * 2, return_tensors="pt", padding=True, padding_side="left")',
+            weights_line,
+            "out = steer.generate(**batch, weights=weights, max_new_tokens=64, do_sample=True)",
+        ]
     lines = [
         "## Steering this model",
         "",
@@ -123,9 +145,7 @@ def steering_card_section(config: ConditioningConfig, model_id: str, front: Fron
         "from trl_clp import SteerableModel",
         "",
         f'steer = SteerableModel.from_pretrained("{model_id}")',
-        'batch = steer.tokenizer(["Your prompt"] * 2, return_tensors="pt", padding=True, padding_side="left")',
-        f"weights = torch.tensor([{[1.0] + [0.0] * (len(names) - 1)}, {example}])  # one weighting per row: {names}",
-        "out = steer.generate(**batch, weights=weights, max_new_tokens=64, do_sample=True)",
+        *snippet,
         "```",
         "",
         (

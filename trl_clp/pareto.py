@@ -171,9 +171,9 @@ WEIGHT_BINS = (("low", 0.0, 1 / 3), ("mid", 1 / 3, 2 / 3), ("high", 2 / 3, 1.01)
 def reward_by_weight(weights: torch.Tensor, rewards: torch.Tensor) -> dict[str, torch.Tensor]:
     """Steerability within one batch of rows: each objective's reward as a function of its weight.
 
-    An average over random weightings hides steerability; these statistics show it per batch (the trainer logs
-    them as `rewards/<objective>/w_low`, `w_mid`, `w_high` and `slope_vs_weight`). NaN rewards (a reward function
-    that does not apply to a row) are left out.
+    An average over random weightings hides steerability; these statistics show it (the trainer logs them as
+    `rewards/<objective>/w_low`, `w_mid`, `w_high` and `slope_vs_weight`, fitted on the rows of a
+    `WeightRewardWindow`). NaN rewards (a reward function that does not apply to a row) are left out.
 
     Args:
         weights: `(N, m)` each row's weighting.
@@ -200,6 +200,42 @@ def reward_by_weight(weights: torch.Tensor, rewards: torch.Tensor) -> dict[str, 
         slopes.append((w_centered * (r - r.mean())).mean() / variance if variance > 1e-8 else torch.tensor(torch.nan))
     statistics["slope_vs_weight"] = torch.stack(slopes).to(rewards.dtype)  # (m,)
     return statistics
+
+
+class WeightRewardWindow:
+    """The rows `reward_by_weight` is fitted on when logged during training: every row since the last log, and at
+    least the `size` most recent ones.
+
+    One generation batch holds few distinct weightings (one per prompt group: 2 in a batch of 8 rows with 4
+    generations), so a fit per batch swings wildly (a slope through two weightings) and often leaves a weight bin
+    empty; averaging such per-batch slopes over a logging interval keeps their heavy tails. Pooling the rows first
+    and fitting once gives the least-squares slope of all of them, at the cost of a lag of at most `size` rows.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self._weights: list[torch.Tensor] = []  # (n_b, m) per batch, oldest first
+        self._rewards: list[torch.Tensor] = []  # (n_b, m)
+        self._rows_since_fit = 0
+
+    def add(self, weights: torch.Tensor, rewards: torch.Tensor) -> None:
+        """Record one batch: `(N, m)` weightings and `(N, m)` per-objective rewards (NaN where unscored)."""
+        self._weights.append(torch.as_tensor(weights).detach().cpu().float())
+        self._rewards.append(torch.as_tensor(rewards).detach().cpu().float())
+        self._rows_since_fit += len(weights)
+
+    def fit(self) -> dict[str, torch.Tensor] | None:
+        """`reward_by_weight` of the rows since the last `fit` (at least the latest `size`), then drop the rows a
+        later window will not need; None if no row came since the last `fit`."""
+        if self._rows_since_fit == 0:
+            return None
+        weights, rewards = torch.cat(self._weights), torch.cat(self._rewards)  # (R, m)
+        rows = max(self._rows_since_fit, self.size)
+        statistics = reward_by_weight(weights[-rows:], rewards[-rows:])
+        kept = slice(max(len(weights) - self.size, 0), None)  # the latest `size` rows (none for size 0)
+        self._weights, self._rewards = [weights[kept]], [rewards[kept]]
+        self._rows_since_fit = 0
+        return statistics
 
 
 def bootstrap_mean_ci(

@@ -75,6 +75,15 @@ class ConditioningFields(SharedConditioningFields):
             "a small ρ (e.g. 0.01) makes every optimum Pareto-optimal, not only weakly."
         },
     )
+    steerability_window: int = field(
+        default=256,
+        metadata={
+            "help": "Completions the logged steerability statistics (`rewards/<objective>/slope_vs_weight`, `w_low`, "
+            "`w_mid`, `w_high`) are fitted on: every completion since the last log, and at least this many of the "
+            "latest ones (pooled across steps). A batch holds one weighting per prompt group, too few for a fit of "
+            "its own; 0 fits on the completions since the last log only."
+        },
+    )
 
     def __post_init__(self):
         # Ours come first (they need none of the values TRL's config derives), then the shared ones, then TRL's.
@@ -107,6 +116,10 @@ class ConditioningFields(SharedConditioningFields):
         if self.reward_normalization not in REWARD_NORMALIZATIONS:
             raise ValueError(
                 f"`reward_normalization` must be one of {REWARD_NORMALIZATIONS}, got {self.reward_normalization!r}."
+            )
+        if self.steerability_window < 0:
+            raise ValueError(
+                f"`steerability_window` must be >= 0 (a number of completions), got {self.steerability_window}."
             )
         self._check_kl_weights()
         if self.conditioning == "prompt" and self.conditions_on_kl_weight:
@@ -191,7 +204,9 @@ class MultiObjectiveConfig(ConditioningFields, RLOOConfig):
     Configuration for [`MultiObjectiveTrainer`]: [`~trl.RLOOConfig`] plus the fields below. Only the fields of
     Conditional Language Policy (CLP, https://huggingface.co/papers/2407.15762) are new; every RLOO field keeps
     its meaning, except that `beta` is the KL weight α of the per-row reward `w·R − α·KL` (unless `kl_weights` or
-    `kl_weight_range` conditions the policy on α) and `reward_weights` is replaced by sampled weightings.
+    `kl_weight_range` conditions the policy on α) and `reward_weights` is replaced by sampled weightings. The
+    defaults of `learning_rate` (1e-4, for LoRA), `gradient_checkpointing` and `dataloader_pin_memory` differ from
+    TRL's, as their entries below say.
 
     The LoRA rank, alpha and targets of one objective come from the trainer's `peft_config` (a `peft.LoraConfig`;
     default rank 8, alpha 16, all linear layers); conditioned layers get one such block per objective.

@@ -44,7 +44,7 @@ from .guards import (  # noqa: F401 (re-exported: `from trl_clp.trainer import R
     check_reward_values,
     checked_reward_function,
 )
-from .pareto import reward_by_weight
+from .pareto import WeightRewardWindow
 from .rloo_config import ConditioningFields, MultiObjectiveConfig
 from .sampling import kl_conditioning_vector, sample_group_kl_weights
 from .scalarization import IdealPoint, RunningMoments, leave_one_out_advantages, scalarize_rewards
@@ -183,6 +183,11 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             IdealPoint(self.num_objectives, args.ideal_point) if args.scalarization == "tchebycheff" else None
         )
         self._gathered_rewards = None
+        # The (w, R) rows the logged steerability statistics are fitted on, at each log; an evaluation stands alone.
+        self._steerability_rows = {
+            "train": WeightRewardWindow(args.steerability_window),
+            "eval": WeightRewardWindow(0),
+        }
 
     def _conditioning_metadata(self) -> dict:
         return dict(
@@ -490,12 +495,19 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             metrics["kl_weight/mean"].append(kl_weights.mean().item())
         if mode == "train" and self._sampled_weightings is not None:
             self._sampled_weightings.append(weights.cpu())
-        by_weight = reward_by_weight(weights, rewards_per_objective)  # {statistic: (m,)}
+        self._steerability_rows[mode].add(weights, rewards_per_objective)  # fitted in `log`
         for i, name in enumerate(self.objective_names):
             metrics[f"weights/{name}/mean"].append(weights[:, i].mean().item())
             self._logs["extra"][f"w_{name}"].extend(weights[:, i].tolist())
-            for statistic, values in by_weight.items():
-                metrics[f"rewards/{name}/{statistic}"].append(values[i].item())
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's log, with each reward as a function of its weight fitted once on the pooled rows of the window."""
+        mode = "train" if self.model.training else "eval"
+        by_weight = self._steerability_rows[mode].fit()  # {statistic: (m,)}, None if no batch since the last log
+        for statistic, values in (by_weight or {}).items():
+            for name, value in zip(self.objective_names, values.tolist(), strict=True):
+                self._metrics[mode][f"rewards/{name}/{statistic}"] = [value]
+        super().log(logs, start_time)
 
     # ---------------------------------------------------------------- resuming
 

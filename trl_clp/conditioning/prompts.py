@@ -34,6 +34,45 @@ def format_weighted_prompt(prompt, weights, objective_names: list[str], template
     return messages
 
 
+def check_prompts(prompts: list) -> bool:
+    """Check that `prompts` are all text or all conversations, as TRL's trainers take them; say which.
+
+    Args:
+        prompts: P strings, or P conversations: non-empty lists of `{"role": str, "content": str}` messages.
+
+    Returns:
+        True for conversations, False for text.
+
+    Raises:
+        ValueError naming the first prompt of another shape and the shape expected.
+    """
+    if not prompts:
+        raise ValueError("No prompts: give at least one.")
+
+    def is_conversation(prompt) -> bool:
+        return (
+            isinstance(prompt, list)
+            and len(prompt) > 0
+            and all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in prompt
+            )
+        )
+
+    conversational = not isinstance(prompts[0], str)
+    for i, prompt in enumerate(prompts):
+        if conversational and not is_conversation(prompt) or not conversational and not isinstance(prompt, str):
+            expected = (
+                'a conversation, a list of {"role": ..., "content": "..."} messages, like prompt 1'
+                if conversational
+                else "a string, like prompt 1"
+            )
+            if i == 0:
+                expected = 'a string, or a conversation: a list of {"role": ..., "content": "..."} messages'
+            raise ValueError(f"Prompt {i + 1} is {prompt!r:.120}: each prompt must be {expected}.")
+    return conversational
+
+
 def tokenize_left_padded(tokenizer, prompts: list, chat_template_kwargs: dict | None = None) -> BatchEncoding:
     """Left-padded token ids of `prompts`, built as TRL's `RLOOTrainer._tokenize_prompts` builds them for generation.
 

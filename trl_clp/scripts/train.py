@@ -252,11 +252,15 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         },
         max_new_tokens=training_args.max_completion_length,
         seed=training_args.seed,
+        # Sampled as in training (TRL's generation config of the run).
         temperature=training_args.temperature,
         top_k=training_args.top_k,
         top_p=training_args.top_p,
+        min_p=training_args.min_p,
+        repetition_penalty=training_args.repetition_penalty,
     )
     written = list(front.save(training_args.output_dir))
+    written.append(front.save_samples(os.path.join(training_args.output_dir, "front_samples.jsonl")))
     try:
         from trl_clp.plotting import plot_fronts
 
@@ -307,7 +311,6 @@ def make_parser(prog: str | None = None, trainer: str = "rloo") -> TrlParser:
         conditioning="full",
         # bf16 only where it runs: TRL's default (bf16=True) raises on a CPU.
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        dataloader_pin_memory=torch.cuda.is_available(),
         use_peft=True,
         lora_r=demo.DEMO_LORA["r"],
         lora_alpha=demo.DEMO_LORA["lora_alpha"],
