@@ -326,3 +326,45 @@ def test_main_job_trains_and_evaluates_a_chat_model_on_conversations(train_clp, 
     for sample in samples:  # scored on the text of the assistant message, as in training
         assert sample["rewards"]["lowercase_reward"] == pytest.approx(lowercase_reward([sample["completion"]])[0])
     assert "generate_from_prompts([conversation] * 2" in (out / "README.md").read_text()
+
+
+TONE_PROMPTS = os.path.join(EXAMPLES, "data", "tone_prompts")
+
+
+def test_the_real_model_prompts_are_chats_with_unseen_held_out_subjects():
+    splits = {}
+    for split in ("train", "test"):
+        with open(os.path.join(TONE_PROMPTS, f"{split}.jsonl")) as handle:
+            splits[split] = [json.loads(line) for line in handle]
+    assert len(splits["train"]) >= 300 and len(splits["test"]) >= 64
+    for rows in splits.values():
+        assert all([m["role"] for m in row["prompt"]] == ["user"] for row in rows)
+        assert {row["kind"] for row in rows} == {"review", "customer", "product", "advice", "place"}
+    train_texts = {row["prompt"][0]["content"] for row in splits["train"]}
+    assert not train_texts & {row["prompt"][0]["content"] for row in splits["test"]}
+
+
+@pytest.mark.parametrize("recipe", ["smollm2_tone.yaml", "smollm2_tone_three.yaml"])
+def test_real_model_recipe_runs_on_a_tiny_chat_stand_in(train_clp, tmp_path, recipe):
+    """The SmolLM2 recipe's whole path (shipped chat prompts, text rewards, conversational evaluation) on a tiny
+    chat model in place of the converted SmolLM2 folder."""
+    from trl_clp import demo
+    from trl_clp.rewards import sentiment_reward
+
+    model_path = tmp_path / "chat-model"
+    demo.make_tiny_llama(seed=0).save_pretrained(model_path)
+    bos_tokenizer().save_pretrained(model_path)
+    out = tmp_path / "out"
+    argv = ["--config", os.path.join(EXAMPLES, "configs", recipe), "--model_name_or_path", str(model_path)]
+    argv += ["--dataset_name", TONE_PROMPTS, "--output_dir", str(out), "--max_steps", "1"]
+    argv += ["--per_device_train_batch_size", "3", "--max_completion_length", "4", "--num_eval_prompts", "2"]
+    argv += ["--eval_grid_points", "2", "--eval_samples_per_prompt", "1", "--report_to", "none"]
+    script_args, training_args, _ = train_clp.make_parser().parse_args_and_config(args=argv)
+    assert script_args.reward_funcs[:2] == ["sentiment", "objectivity"] and training_args.beta == 0.2
+    train_clp.main(script_args, training_args, _)
+    samples = [json.loads(line) for line in (out / "front_samples.jsonl").read_text().splitlines()]
+    with open(os.path.join(TONE_PROMPTS, "test.jsonl")) as handle:
+        held_out = [json.loads(line)["prompt"] for line in handle][:2]
+    assert {json.dumps(s["prompt"]) for s in samples} == {json.dumps(p) for p in held_out}
+    for sample in samples:  # the text scorers read the assistant message's text, as in training
+        assert sample["rewards"]["positivity"] == pytest.approx(sentiment_reward([sample["completion"]])[0])
