@@ -368,3 +368,60 @@ def test_real_model_recipe_runs_on_a_tiny_chat_stand_in(train_clp, tmp_path, rec
     assert {json.dumps(s["prompt"]) for s in samples} == {json.dumps(p) for p in held_out}
     for sample in samples:  # the text scorers read the assistant message's text, as in training
         assert sample["rewards"]["positivity"] == pytest.approx(sentiment_reward([sample["completion"]])[0])
+
+
+def test_real_model_comparison_scores_methods_from_their_samples(train_clp, tmp_path, monkeypatch):
+    """examples/compare_real_model.py on two tiny chat models (CLP and prompting): fronts, hypervolume and margins
+    recomputed here from the completions it wrote, the base model with its adapter off, and --reuse."""
+    from trl_clp import demo
+    from trl_clp.pareto import hypervolume
+
+    model_path = tmp_path / "chat-model"
+    demo.make_tiny_llama(seed=0).save_pretrained(model_path)
+    bos_tokenizer().save_pretrained(model_path)
+    runs = {}
+    for conditioning in ("full", "prompt"):
+        out = tmp_path / conditioning
+        argv = ["--config", os.path.join(EXAMPLES, "configs", "smollm2_tone.yaml"), "--model_name_or_path"]
+        argv += [str(model_path), "--dataset_name", TONE_PROMPTS, "--output_dir", str(out), "--max_steps", "1"]
+        argv += ["--per_device_train_batch_size", "3", "--max_completion_length", "4", "--num_eval_prompts", "1"]
+        argv += ["--eval_grid_points", "2", "--conditioning", conditioning, "--learning_rate", "0.05"]
+        train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
+        runs[conditioning] = str(out)
+    spec = importlib.util.spec_from_file_location(
+        "compare_real_model", os.path.join(EXAMPLES, "compare_real_model.py")
+    )
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    prompts = tmp_path / "held_out.jsonl"
+    with open(os.path.join(TONE_PROMPTS, "test.jsonl")) as handle:
+        prompts.write_text("".join(handle.readlines()[:4]))
+    output = tmp_path / "comparison"
+    argv = ["compare_real_model.py", "--runs", f"CLP={runs['full']}", f"prompting={runs['prompt']}", "--prompts"]
+    argv += [str(prompts), "--reward_funcs", "sentiment", "objectivity", "--grid_points", "3", "--max_new_tokens"]
+    argv += ["4", "--num_resamples", "50", "--base_samples_per_prompt", "2", "--output_dir", str(output)]
+    monkeypatch.setattr(sys, "argv", argv)
+    compare.main()
+    results = json.loads((output / "comparison.json").read_text())
+    for label in ("CLP", "prompting"):
+        samples = [json.loads(line) for line in (output / f"{label}-s0.samples.jsonl").read_text().splitlines()]
+        weightings = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+        assert len(samples) == 3 * 4 * 2  # weightings × prompts × samples
+        means = [
+            [sum(s["rewards"][n] for s in samples if s["weights"] == w) / 8 for n in ("positivity", "objectivity")]
+            for w in weightings
+        ]
+        method = results["methods"][label]
+        assert method["rewards"][0] + method["rewards"][1] + method["rewards"][2] == pytest.approx(sum(means, []))
+        point, low, high = method["hypervolume"]
+        assert point == pytest.approx(hypervolume(means, [0.0, 0.0])) and low <= point <= high
+        assert method["margins"]["positivity"][0] == pytest.approx(means[0][0] - means[2][0])
+        assert method["margins"]["objectivity"][0] == pytest.approx(means[2][1] - means[0][1])
+    base = [json.loads(line) for line in (output / "base.samples.jsonl").read_text().splitlines()]
+    assert len(base) == 8 and all(s["kl"] == 0.0 for s in base)  # 4 prompts × 2 samples, adapters off
+    assert not any("[weights:" in s["prompt"][0]["content"] for s in base)
+    assert (output / "fronts.png").stat().st_size > 1000 and "**Prompt:**" in (output / "generations.md").read_text()
+    monkeypatch.setattr(sys, "argv", argv + ["--reuse"])
+    (output / "comparison.json").unlink()
+    compare.main()  # from the files written: the same figures without sampling again
+    assert json.loads((output / "comparison.json").read_text())["methods"] == results["methods"]
