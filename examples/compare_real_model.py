@@ -12,7 +12,8 @@ intervals over prompts, the KL to the base model beside each front, a figure, an
 
 Each `label=path[,path...]` is one method; several paths are its seeds (the fronts are averaged over seeds). The
 base model (every adapter off) is evaluated once, as the point the methods start from. Sampling: the training
-recipe's temperature and completion length by default. Writes `comparison.json`, `fronts.png`, `generations.md`
+recipe's temperature and completion length by default. Writes `comparison.json`, `report.md` (the table),
+`fronts.png`, `generations.md`
 and each run's evaluation (`<label>-s<i>.json`, its completions in `<label>-s<i>.samples.jsonl`) to `--output_dir`;
 `--reuse` reads those back instead of sampling again (to add a method to a comparison).
 
@@ -226,6 +227,7 @@ def main() -> None:
     )
 
     plot(mean_fronts, results, names, weights, os.path.join(args.output_dir, "fronts.png"))
+    write_report(results, names, os.path.join(args.output_dir, "report.md"))
     label = args.generations_for or next(iter(fronts))
     write_generations(fronts[label][0], base_samples, label, os.path.join(args.output_dir, "generations.md"))
 
@@ -263,6 +265,36 @@ def plot(mean_fronts, results, names, weights, path) -> None:
     axis.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
+
+
+def write_report(results: dict, names: list[str], path: str) -> None:
+    """`report.md`: one Markdown row per method (hypervolume, margins, KL, dominance), copied from `results`."""
+
+    def interval(values, digits=3):
+        point, low, high = values
+        return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+    methods = results["methods"]
+    header = ["method", "seeds", "hypervolume [95% CI]"] + [f"{name} margin [95% CI]" for name in names]
+    header += ["KL (nats per completion)", "dominates (share of each other front's points)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, method in methods.items():
+        dominated = ", ".join(f"{other} {share:.0%}" for other, share in method["dominates_fraction_of"].items())
+        row = [label, str(method["seeds"]), interval(method["hypervolume"])]
+        row += [interval(method["margins"][name]) for name in names]
+        row += [f"{min(method['kl']):.1f}–{max(method['kl']):.1f}", dominated]
+        lines.append("| " + " | ".join(row) + " |")
+    base = results["base_model"]
+    lines += [
+        "",
+        "Base model: "
+        + ", ".join(f"{name} {base[name]['mean']:.3f} ± {base[name]['std']:.3f}" for name in names)
+        + "; Pearson "
+        + ", ".join(f"{pair} {value:+.2f}" for pair, value in base["pearson"].items())
+        + ".",
+    ]
+    with open(path, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
 
 
 def write_generations(front: Front, base_samples: list[dict], label: str, path: str, num_prompts: int = 3) -> None:

@@ -421,6 +421,7 @@ def test_real_model_comparison_scores_methods_from_their_samples(train_clp, tmp_
     assert len(base) == 8 and all(s["kl"] == 0.0 for s in base)  # 4 prompts × 2 samples, adapters off
     assert not any("[weights:" in s["prompt"][0]["content"] for s in base)
     assert (output / "fronts.png").stat().st_size > 1000 and "**Prompt:**" in (output / "generations.md").read_text()
+    assert "| CLP | 1 | " in (output / "report.md").read_text()
     monkeypatch.setattr(sys, "argv", argv + ["--reuse"])
     (output / "comparison.json").unlink()
     compare.main()  # from the files written: the same figures without sampling again
