@@ -269,9 +269,9 @@ def test_tiled_head_gathers_an_output_layer_that_fsdp2_resharded(one_process_mes
 
 def test_logit_clp_is_refused_under_deepspeed_zero3(tmp_path, tokenizer, prompts_dataset, monkeypatch):
     """ZeRO-3 partitions the output layer's weights outside its forward, where the tiled head reads them."""
-    import trl_clp.trainer
+    import trl_clp.online_trainer
 
-    monkeypatch.setattr(trl_clp.trainer, "is_deepspeed_zero3_enabled", lambda: True, raising=False)
+    monkeypatch.setattr(trl_clp.online_trainer, "is_deepspeed_zero3_enabled", lambda: True, raising=False)
     with pytest.raises(ValueError, match=r"DeepSpeed ZeRO-3 .* FSDP2 .* or use conditioning='attn' or 'full'"):
         MultiObjectiveTrainer(
             model=tied_qwen(),

@@ -6,8 +6,8 @@ import torch
 from trl import GRPOTrainer
 
 from .grpo_config import MultiObjectiveGRPOConfig
+from .online_trainer import ConditionedTrainerMixin
 from .scalarization import batch_normalized, group_normalized_rewards, group_relative_advantages
-from .trainer import ConditionedTrainerMixin
 
 
 class MultiObjectiveGRPOTrainer(ConditionedTrainerMixin, GRPOTrainer):
