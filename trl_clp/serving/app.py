@@ -32,8 +32,9 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from jinja2 import TemplateError
 from starlette.exceptions import HTTPException
 
-from ..conditioning.model import SteerableModel, resolve_clp_file
+from ..conditioning.paths import resolve_clp_file
 from ..conditioning.prompts import format_weighted_prompt
+from ..conditioning.steerable import SteerableModel
 from .batcher import GenerationRequest, QueueFullError, RequestBatcher, SamplingKey
 from .protocol import ChatCompletionRequest, CompletionRequest, conditioning_for, resolve_weighting
 

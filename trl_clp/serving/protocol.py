@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..conditioning.model import SteerableModel
+from ..conditioning.steerable import SteerableModel
 from ..sampling import check_weights
 
 # Parameters of the OpenAI API that are accepted only at their neutral value: name -> (allowed values, why not).
