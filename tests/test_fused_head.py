@@ -183,7 +183,7 @@ def test_logit_clp_row_chunks_and_disabled_adapter(logit_trainer):
     weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.6, 0.4]])
     # The trainer's path: a training weighting that the row chunks replace chunk by chunk (a per-call `condition`
     # would take precedence over them, see WeightConditioner).
-    trainer.conditioner.set_weights(weights)
+    trainer.conditioner.set_conditioning_vectors(weights)
     try:
         with torch.no_grad():
             chunked, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, mask, 4, batch_size=1)

@@ -222,7 +222,7 @@ def test_concurrent_requests_get_what_they_get_alone(request, positions):
     assert texts[: len(jobs)] == [expected for *_, expected in jobs]
     batches, rows = batcher.batches_run - batches_before, batcher.rows_run - rows_before
     assert rows == 36 and batches <= (12 if positions == "rotary" else 24), (batches, rows)  # requests shared batches
-    assert server.server.config.app.state.steer.conditioner.weights is None  # no weighting left behind
+    assert server.server.config.app.state.steer.conditioner.conditioning_vectors is None  # no weighting left behind
 
 
 def test_a_request_is_answered_as_alone_whatever_shares_its_batch(gpt2_path):
@@ -444,7 +444,7 @@ def test_bad_chat_requests_and_the_server_keeps_serving(server, client, referenc
         .text
     )
     assert text == served_alone(reference, reference.tokenizer("Hi")["input_ids"], [0.9, 0.1], 6)
-    assert server.server.config.app.state.steer.conditioner.weights is None
+    assert server.server.config.app.state.steer.conditioner.conditioning_vectors is None
 
 
 def test_a_full_queue_answers_503_and_a_failed_batch_500(model_path):
@@ -481,7 +481,7 @@ def test_a_full_queue_answers_503_and_a_failed_batch_500(model_path):
         assert failed.status_code == 500 and "server log" in failed.json()["error"]["message"]
         app.state.steer.model.generate = real
         assert post(server, "/v1/completions", body).status_code == 200
-        assert app.state.steer.conditioner.weights is None
+        assert app.state.steer.conditioner.conditioning_vectors is None
 
 
 def test_a_client_that_disconnects_frees_its_row(model_path, monkeypatch):

@@ -195,7 +195,7 @@ class ConditionedTrainerCore:
             self.conditioner.clear()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.conditioner.set_weights(inputs["conditioning_vectors"])
+        self.conditioner.set_conditioning_vectors(inputs["conditioning_vectors"])
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

@@ -200,7 +200,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             "ideal_point_units": "normalized" if self.ideal_point.given and self.reward_moments is not None else "raw",
         }
 
-    def _scalarize(self, rewards_per_objective, weights, kl=None, kl_weights=None, clip_range=None) -> torch.Tensor:
+    def _scalarize(self, rewards_per_objective, weights, kl=None, kl_weight=None, clip_range=None) -> torch.Tensor:
         """`(N,)` per-row `s(R; w) − α·KL` with the configured scalarisation (see `scalarize_rewards`)."""
         ideal_point = None
         if self.ideal_point is not None:  # the running maxima are raw: normalised with the current statistics here
@@ -210,7 +210,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             rewards_per_objective,
             weights,
             kl,
-            kl_weights,
+            kl_weight,
             clip_range,
             scalarization=self.args.scalarization,
             ideal_point=ideal_point,
@@ -239,9 +239,9 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             group_vectors = group_weights
         device = self.accelerator.device
         weights = group_weights.repeat_interleave(num_generations, dim=0).to(device)  # (N, m)
-        kl_weights = group_kl.repeat_interleave(num_generations).to(device)  # (N,)
+        kl_weight = group_kl.repeat_interleave(num_generations).to(device)  # (N,)
         vectors = self._local_rows(group_vectors, num_generations, num_local_rows)
-        return weights, kl_weights, vectors.to(device)
+        return weights, kl_weight, vectors.to(device)
 
     def _accumulation_index(self) -> int:
         return self._step % self.args.gradient_accumulation_steps
@@ -258,15 +258,15 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             if self.args.conditioning == "logit"
             else super()._get_per_token_logps_and_entropies
         )
-        weights = self.conditioner.weights
+        vectors = self.conditioner.conditioning_vectors
         num_rows = input_ids.size(0)
-        if weights is None or not self.conditioner.conditioned_module_names or (batch_size or num_rows) >= num_rows:
+        if vectors is None or not self.conditioner.conditioned_module_names or (batch_size or num_rows) >= num_rows:
             return score(model, input_ids, attention_mask, logits_to_keep, batch_size, **kwargs)
         logps, entropies, aux_losses = [], [], []
         try:
             for start in range(0, num_rows, batch_size):
                 rows = slice(start, start + batch_size)
-                self.conditioner.set_weights(weights[rows])
+                self.conditioner.set_conditioning_vectors(vectors[rows])
                 chunk_kwargs = {k: v[rows] if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
                 chunk_logps, chunk_entropies, chunk_aux = score(
                     model, input_ids[rows], attention_mask[rows], logits_to_keep, None, **chunk_kwargs
@@ -275,7 +275,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
                 entropies.append(chunk_entropies)
                 aux_losses.append(chunk_aux)
         finally:
-            self.conditioner.set_weights(weights)
+            self.conditioner.set_conditioning_vectors(vectors)
         return (
             torch.cat(logps),
             torch.cat(entropies) if entropies[0] is not None else None,
@@ -303,7 +303,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
                     input_ids,
                     attention_mask,
                     logits_to_keep,
-                    self.conditioner.weights,
+                    self.conditioner.conditioning_vectors,
                     temperature=self.temperature,
                     compute_entropy=compute_entropy,
                 )
@@ -319,22 +319,22 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
         return selective_log_softmax(logits, targets, temperature=self.temperature), None, None
 
     def _generate(self, prompts: list):
-        weights = self.conditioner.weights
+        vectors = self.conditioner.conditioning_vectors
         if self.args.conditioning == "prompt":
             prompts = [
                 format_weighted_prompt(prompt, row.tolist(), self.objective_names, self.args.prompt_template)
-                for prompt, row in zip(prompts, weights, strict=True)
+                for prompt, row in zip(prompts, vectors, strict=True)
             ]
             return super()._generate(prompts)
         num_beams = self.generation_config.num_beams or 1
         if num_beams == 1:
             return super()._generate(prompts)
         # Beam search runs each row as `num_beams` consecutive rows (`repeat_interleave`): their weightings follow.
-        self.conditioner.set_weights(weights.repeat_interleave(num_beams, dim=0))
+        self.conditioner.set_conditioning_vectors(vectors.repeat_interleave(num_beams, dim=0))
         try:
             return super()._generate(prompts)
         finally:
-            self.conditioner.set_weights(weights)
+            self.conditioner.set_conditioning_vectors(vectors)
 
     # ---------------------------------------------------------------- rewards and advantages
 
@@ -392,7 +392,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
         return self._completion_logps(output, batch_size)
 
     def _rewards_and_advantages(
-        self, rewards_per_objective: torch.Tensor, weights: torch.Tensor, kl, kl_weights, num_generations: int
+        self, rewards_per_objective: torch.Tensor, weights: torch.Tensor, kl, kl_weight, num_generations: int
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Hook: the trainer's group baseline on per-row scalar rewards.
 
@@ -400,7 +400,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             rewards_per_objective: `(N, m)` gathered rewards (normalised if `reward_normalization` says so).
             weights: `(N, m)` each row's weighting; rows `[g·K, (g+1)·K)` form prompt group g and share it.
             kl: `(N,)` sequence KL to the reference, or None when every α is 0.
-            kl_weights: `(N,)` each row's α.
+            kl_weight: `(N,)` each row's α.
             num_generations: K.
 
         Returns:
@@ -412,14 +412,14 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
-        weights, kl_weights, conditioning_vectors = self._draw_row_conditioning(len(inputs), num_generations, mode)
-        self.conditioner.set_weights(conditioning_vectors)
+        weights, kl_weight, conditioning_vectors = self._draw_row_conditioning(len(inputs), num_generations, mode)
+        self.conditioner.set_conditioning_vectors(conditioning_vectors)
         try:
             output = super()._generate_and_score_completions(inputs)
             batch_size = (
                 self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
             )
-            if (kl_weights != 0).any():
+            if (kl_weight != 0).any():
                 local_kl = self._policy_logps(output, batch_size) - self._completion_logps(output, batch_size, True)
                 kl = gather(local_kl)  # (N,)
             else:
@@ -436,7 +436,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             rewards_per_objective = self.reward_moments.normalize(rewards_per_objective)
         weighted = self._scalarize(rewards_per_objective, weights)  # (N,) s(R; w) without KL, for logging
         rewards, advantages = self._rewards_and_advantages(
-            rewards_per_objective, weights, kl, kl_weights, num_generations
+            rewards_per_objective, weights, kl, kl_weight, num_generations
         )
         num_local = len(inputs)
         process_slice = slice(
@@ -447,7 +447,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
 
         self._replace_trl_logged_values(mode, weighted, rewards, advantages, num_generations)
         self._log_conditioning_metrics(
-            mode, rewards_per_objective, weights, kl_weights, local_kl, output["completion_mask"]
+            mode, rewards_per_objective, weights, kl_weight, local_kl, output["completion_mask"]
         )
         return output
 
@@ -472,7 +472,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             self._logs["advantages"].pop()
         self._logs["advantages"].extend(advantages.tolist())
 
-    def _log_conditioning_metrics(self, mode, rewards_per_objective, weights, kl_weights, local_kl, completion_mask):
+    def _log_conditioning_metrics(self, mode, rewards_per_objective, weights, kl_weight, local_kl, completion_mask):
         """Log what CLP adds: the KL to the reference, the weightings, each reward as a function of its weight."""
         metrics = self._metrics[mode]
         if local_kl is not None:
@@ -481,7 +481,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             )
             metrics["kl"].append((kl_stats[0] / kl_stats[1].clamp(min=1.0)).item())
         if self.args.conditions_on_kl_weight:
-            metrics["kl_weight/mean"].append(kl_weights.mean().item())
+            metrics["kl_weight/mean"].append(kl_weight.mean().item())
         if mode == "train" and self._sampled_weightings is not None:
             self._sampled_weightings.append(weights.cpu())
         by_weight = reward_by_weight(weights, rewards_per_objective)  # {statistic: (m,)}

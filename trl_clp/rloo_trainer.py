@@ -26,8 +26,8 @@ class MultiObjectiveTrainer(ConditionedTrainerMixin, RLOOTrainer):
     def _policy_logps(self, output, batch_size):
         return output["old_logps"]  # RLOO always scores the completions under the sampling policy
 
-    def _rewards_and_advantages(self, rewards_per_objective, weights, kl, kl_weights, num_generations):
-        rewards = self._scalarize(rewards_per_objective, weights, kl, kl_weights, self.reward_clip_range)  # (N,)
+    def _rewards_and_advantages(self, rewards_per_objective, weights, kl, kl_weight, num_generations):
+        rewards = self._scalarize(rewards_per_objective, weights, kl, kl_weight, self.reward_clip_range)  # (N,)
         advantages = leave_one_out_advantages(rewards, num_generations)
         if self.normalize_advantages:
             advantages = (advantages - torch.nanmean(advantages)) / (nanstd(advantages) + 1e-4)

@@ -102,6 +102,8 @@ class SteerableModel(nn.Module):
         conditioning: str = "full",
         conditioned_target_modules: list[str] | None = None,
         tokenizer=None,
+        *,
+        variant: str | None = None,
     ) -> SteerableModel:
         """Put a freshly initialised CLP adapter on `model` (for custom training loops, export tests, ...).
 
@@ -110,7 +112,21 @@ class SteerableModel(nn.Module):
             objective_names: m names; the adapter gets m blocks per conditioned layer.
             peft_config: the LoRA of one objective (rank r, alpha, targets).
             conditioning, conditioned_target_modules: as in `MultiObjectiveConfig`.
+            variant: the former name of `conditioning`, accepted with a `FutureWarning` until the next release.
         """
+        if variant is not None:
+            if conditioning != "full":
+                raise TypeError(
+                    f"from_base_model got both conditioning={conditioning!r} and variant={variant!r}: `variant` is the "
+                    "former name of `conditioning`; pass `conditioning` only."
+                )
+            warnings.warn(
+                "`SteerableModel.from_base_model(variant=...)` is renamed `conditioning=`; the old name goes in the "
+                "next release.",
+                FutureWarning,
+                stacklevel=2,
+            )
+            conditioning = variant
         check_linear_lora_config(peft_config)
         targets = resolve_conditioned_targets(conditioning, conditioned_target_modules)
         num_blocks = len(objective_names)
