@@ -18,7 +18,7 @@ class MultiObjectiveGRPOTrainer(ConditionedTrainerMixin, GRPOTrainer):
     rewards scalarised with one w; `multi_objective_aggregation="normalize_then_sum"` normalises each objective
     within its group before the per-row `w·R`. Every `loss_type` works unchanged: they only aggregate and clip the
     token losses. The KL weight α enters each row's reward, as in the RLOO trainer, not GRPO's loss (`beta` is
-    neutralised after construction); see docs/trainer.md for why.
+    neutralised after construction); see docs/grpo.md for why.
 
     Args:
         model, reward_funcs, peft_config, and the other arguments: as for `ConditionedTrainerMixin`. GRPO's `tools`,
