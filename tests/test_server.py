@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, GPT2Config, GPT
 
 from trl_clp import SteerableModel, demo, format_weighted_prompt
 from trl_clp.serving import QueueFullError, ServerConfig, ServerThread, create_app, load_steerable_model
+from trl_clp.serving.protocol import ChatCompletionChunk, CompletionChoice, CompletionResponse, ErrorResponse
 
 NAMES = ["lower", "upper"]
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
@@ -384,6 +385,37 @@ def test_the_schema_needs_the_api_key_when_one_is_set(model_path):
         assert "/v1/completions" in with_key.json()["paths"]
         assert httpx.get(server.url + "/docs").status_code == 404  # a browser could not send the key
         assert httpx.get(server.url + "/redoc").status_code == 404
+
+
+def test_the_schema_shows_the_response_and_error_models_the_server_answers(model_path, server):
+    schema = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp")).openapi()
+
+    def model_of(path, method, status):
+        content = schema["paths"][path][method]["responses"][status]["content"]["application/json"]
+        return content["schema"]["$ref"].rsplit("/", 1)[-1]
+
+    assert model_of("/v1/completions", "post", "200") == "CompletionResponse"
+    assert model_of("/v1/chat/completions", "post", "200") == "ChatCompletionResponse"
+    assert model_of("/v1/models", "get", "200") == "ModelList"
+    for status in ("400", "401", "404", "500", "503"):
+        assert model_of("/v1/completions", "post", status) == "ErrorResponse"
+    # What the server answers is what the schema says, field for field.
+    body = {"model": "clp", "max_tokens": 4, "temperature": 0, "weights": [0.2, 0.8]}
+    answered = post(server, "/v1/completions", {**body, "prompt": PROMPTS[0]}).json()
+    CompletionResponse.model_validate(answered)
+    assert set(answered) == set(CompletionResponse.model_fields) - {"kl_weight"}  # no KL-weight conditioning here
+    assert set(answered["choices"][0]) == set(CompletionChoice.model_fields)
+    chat = {**body, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    events = post(server, "/v1/chat/completions", chat).text.split("data: ")[1:]
+    assert events[-1].strip() == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+        assert set(chunk) == set(ChatCompletionChunk.model_fields) - {"kl_weight"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and chunks[-1]["choices"][0]["delta"] == {}
+    refused = post(server, "/v1/completions", {**body, "prompt": PROMPTS[0], "weights": [1.0, 0.0, 0.0]})
+    assert refused.status_code == 400
+    assert set(ErrorResponse.model_validate(refused.json()).error.model_dump()) == set(refused.json()["error"])
 
 
 BAD_REQUESTS = [

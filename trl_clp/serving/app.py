@@ -36,7 +36,27 @@ from ..conditioning.paths import resolve_clp_file
 from ..conditioning.prompts import format_weighted_prompt
 from ..conditioning.steerable import SteerableModel
 from .batcher import GenerationRequest, QueueFullError, RequestBatcher, SamplingKey
-from .protocol import ChatCompletionRequest, CompletionRequest, conditioning_for, resolve_weighting
+from .protocol import (
+    AssistantMessage,
+    ChatCompletionChoice,
+    ChatCompletionChunk,
+    ChatCompletionChunkChoice,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionResponse,
+    ErrorInfo,
+    ErrorResponse,
+    Health,
+    ModelCard,
+    ModelList,
+    Usage,
+    conditioning_for,
+    resolve_weighting,
+)
 
 API_KEY_ENV = "TRL_CLP_API_KEY"
 # The OpenAI completions API's default `max_tokens`; chat completions default to the server's cap.
@@ -92,9 +112,26 @@ class APIError(Exception):
         self.status, self.message, self.type, self.code = status, message, type, code
 
 
+def _error_body(message: str, type: str = "invalid_request_error", code: str | None = None) -> dict:
+    return ErrorResponse(error=ErrorInfo(message=message, type=type, param=None, code=code)).model_dump()
+
+
 def _error_response(status: int, message: str, type: str = "invalid_request_error", code=None, headers=None):
-    body = {"error": {"message": message, "type": type, "param": None, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(_error_body(message, type, code), status_code=status, headers=headers)
+
+
+# The errors every `/v1` route may answer, shown with their shape in the OpenAPI schema (`/docs`).
+ERROR_RESPONSES = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (400, "Invalid request: the message says which field to fix."),
+        (401, "Missing or wrong API key."),
+        (404, "Unknown model."),
+        (413, "Request body too large."),
+        (500, "Internal error: the message gives the request id to find in the server log."),
+        (503, "Queue full: retry after the `Retry-After` seconds."),
+    )
+}
 
 
 def _internal_error_message(request_id: str) -> str:
@@ -409,10 +446,10 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
             if kind == "error":  # the worker logged it with the request's id
                 raise APIError(500, _internal_error_message(request_id), "server_error")
 
-    def usage(results) -> dict:
+    def usage(results) -> Usage:
         prompt = sum(r.prompt_tokens for r in results)
         completion = sum(len(r.token_ids) for r in results)
-        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+        return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
     async def wait_all_unless_disconnected(queues, request_id: str, http_request: Request):
         """Every row's result; None as soon as the client has gone away (uvicorn does not cancel the handler)."""
@@ -454,8 +491,7 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
                             yield f"data: {json.dumps(chunk)}\n\n"
                             break
                         else:  # the worker logged it with the request's id
-                            message = _internal_error_message(response_id)
-                            error = {"error": {"message": message, "type": "server_error"}}
+                            error = _error_body(_internal_error_message(response_id), "server_error")
                             yield f"data: {json.dumps(error)}\n\n"
                             return
                 yield "data: [DONE]\n\n"
@@ -471,25 +507,36 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         async def openapi():
             return app.openapi()
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health)
     async def health():
-        return {"status": "ok", "queued": batcher.queued, "batches": batcher.batches_run, "rows": batcher.rows_run}
+        return Health(status="ok", queued=batcher.queued, batches=batcher.batches_run, rows=batcher.rows_run)
 
-    @app.get("/v1/models", dependencies=[Depends(check_api_key)])
+    @app.get("/v1/models", dependencies=[Depends(check_api_key)], response_model=ModelList, responses=ERROR_RESPONSES)
     async def models():
-        card = {
-            "id": config.model_name,
-            "object": "model",
-            "created": created,
-            "owned_by": "trl-clp",
-            "objectives": names,
-            "conditioning": steer.conditioning_config.conditioning,
-            "max_model_len": context_length,
-            "kl_conditioning": steer.conditioning_config.min_kl_weight is not None,
-        }
-        return {"object": "list", "data": [card]}
+        card = ModelCard(
+            id=config.model_name,
+            object="model",
+            created=created,
+            owned_by="trl-clp",
+            objectives=names,
+            conditioning=steer.conditioning_config.conditioning,
+            max_model_len=context_length,
+            kl_conditioning=steer.conditioning_config.min_kl_weight is not None,
+        )
+        return ModelList(object="list", data=[card])
 
-    @app.post("/v1/completions", dependencies=[Depends(check_api_key)])
+    @app.post(
+        "/v1/completions",
+        dependencies=[Depends(check_api_key)],
+        responses={
+            200: {
+                "model": CompletionResponse,
+                "description": "The completions; with `stream: true`, server-sent events whose data are "
+                "`CompletionChunk`s, then `[DONE]`.",
+            },
+            **ERROR_RESPONSES,
+        },
+    )
     async def completions(body: CompletionRequest, http_request: Request):
         check_model(body)
         prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
@@ -499,34 +546,45 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         requests, queues, shown = await build_requests(body, prompts, False, response_id, http_request)
 
         def chunk(response_id, index, text, first=False, finish_reason=None):
-            choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
-            return {
-                "id": response_id,
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": config.model_name,
-                "choices": [choice],
+            choice = CompletionChoice(index=index, text=text, logprobs=None, finish_reason=finish_reason)
+            return CompletionChunk(
+                id=response_id,
+                object="text_completion",
+                created=int(time.time()),
+                model=config.model_name,
+                choices=[choice],
                 **shown,
-            }
+            ).model_dump(exclude_unset=True)
 
         def response(response_id, results):
             choices = [
-                {"index": index, "text": r.text, "logprobs": None, "finish_reason": r.finish_reason}
+                CompletionChoice(index=index, text=r.text, logprobs=None, finish_reason=r.finish_reason)
                 for index, r in enumerate(results)
             ]
-            return {
-                "id": response_id,
-                "object": "text_completion",
-                "created": int(time.time()),
-                "model": config.model_name,
-                "choices": choices,
-                "usage": usage(results),
+            return CompletionResponse(
+                id=response_id,
+                object="text_completion",
+                created=int(time.time()),
+                model=config.model_name,
+                choices=choices,
+                usage=usage(results),
                 **shown,
-            }
+            ).model_dump(exclude_unset=True)
 
         return await run(requests, queues, chunk, response, response_id, http_request)
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(check_api_key)])
+    @app.post(
+        "/v1/chat/completions",
+        dependencies=[Depends(check_api_key)],
+        responses={
+            200: {
+                "model": ChatCompletionResponse,
+                "description": "The chat completion; with `stream: true`, server-sent events whose data are "
+                "`ChatCompletionChunk`s, then `[DONE]`.",
+            },
+            **ERROR_RESPONSES,
+        },
+    )
     async def chat_completions(body: ChatCompletionRequest, http_request: Request):
         check_model(body)
         messages = [message.model_dump(exclude_none=True) for message in body.messages]
@@ -534,34 +592,40 @@ def create_app(steer: SteerableModel, config: ServerConfig | None = None) -> Fas
         requests, queues, shown = await build_requests(body, [messages], True, response_id, http_request)
 
         def chunk(response_id, index, text, first=False, finish_reason=None):
-            delta = {"role": "assistant", "content": text} if first else ({"content": text} if text else {})
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-            return {
-                "id": response_id,
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": config.model_name,
-                "choices": [choice],
+            delta = (
+                ChatDelta(role="assistant", content=text)
+                if first
+                else ChatDelta(content=text)
+                if text
+                else ChatDelta()
+            )
+            choice = ChatCompletionChunkChoice(index=index, delta=delta, logprobs=None, finish_reason=finish_reason)
+            return ChatCompletionChunk(
+                id=response_id,
+                object="chat.completion.chunk",
+                created=int(time.time()),
+                model=config.model_name,
+                choices=[choice],
                 **shown,
-            }
+            ).model_dump(exclude_unset=True)
 
         def response(response_id, results):
             (result,) = results
-            choice = {
-                "index": 0,
-                "message": {"role": "assistant", "content": result.text},
-                "logprobs": None,
-                "finish_reason": result.finish_reason,
-            }
-            return {
-                "id": response_id,
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": config.model_name,
-                "choices": [choice],
-                "usage": usage(results),
+            choice = ChatCompletionChoice(
+                index=0,
+                message=AssistantMessage(role="assistant", content=result.text),
+                logprobs=None,
+                finish_reason=result.finish_reason,
+            )
+            return ChatCompletionResponse(
+                id=response_id,
+                object="chat.completion",
+                created=int(time.time()),
+                model=config.model_name,
+                choices=[choice],
+                usage=usage(results),
                 **shown,
-            }
+            ).model_dump(exclude_unset=True)
 
         return await run(requests, queues, chunk, response, response_id, http_request)
 
