@@ -6,6 +6,9 @@ metadata) plus per-group draws with the KL weight, conditioned generation, per-r
 trainer class mixes it in ahead of the TRL class and
 implements one hook, `_rewards_and_advantages` (its group baseline); see `trl_clp.rloo_trainer.MultiObjectiveTrainer`
 and `trl_clp.grpo_trainer.MultiObjectiveGRPOTrainer`.
+
+The module is one class, and longer than most here because that class's overrides (generation, scoring, rewards,
+logging) pass the same rows' weightings between them through one training step: split, each would need the others.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 The counterpart of PEFT's `peft_model.py` for the conditioned adapter: it loads a saved adapter with its
 `clp_config.json` (building one from a base model goes through `trl_clp.conditioning.model`), and conditions each
-forward or generation on the rows' weightings.
+forward or generation on the rows' weightings. It is one class: its methods (load, save, condition, generate, merge,
+export) are the ways to use one adapter and its metadata, and share them.
 """
 
 from __future__ import annotations
