@@ -329,7 +329,7 @@ def check_identities(args: GpuCheckArguments) -> dict:
                         input_ids,
                         torch.ones_like(input_ids),
                         logits_to_keep,
-                        steer.conditioner.weights,
+                        steer.conditioner.conditioning_vectors,
                     )
                 positions = slice(-logits_to_keep - 1, -1)
                 fp32_logps = selective_log_softmax(reference[:, positions].float(), targets)

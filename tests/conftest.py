@@ -236,7 +236,7 @@ def training_prompt_ids(trainer, prompts, weights) -> list[list[int]]:
         raise Captured
 
     trainer._generate_single_turn = capture
-    trainer.conditioner.set_weights(weights)
+    trainer.conditioner.set_conditioning_vectors(weights)
     try:
         with pytest.raises(Captured):
             trainer._generate(prompts)

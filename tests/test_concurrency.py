@@ -40,7 +40,7 @@ def run_in_threads(function, num_calls: int, repeats: int = 3) -> list[list]:
 
 
 def assert_nothing_left_set(steer):
-    assert steer.conditioner.weights is None
+    assert steer.conditioner.conditioning_vectors is None
     with pytest.raises(RuntimeError, match="without a weighting"), torch.no_grad():
         steer(input_ids=INPUT_IDS)
 
@@ -128,7 +128,7 @@ def test_the_training_weighting_is_seen_from_another_thread():
     """Backward can run in autograd's device thread (CUDA): the trainer's weighting must reach it, and be cleared."""
     steer = make_steerable()
     weights = torch.tensor([[0.3, 0.7], [0.9, 0.1]])
-    steer.conditioner.set_weights(weights)
+    steer.conditioner.set_conditioning_vectors(weights)
     try:
         with ThreadPoolExecutor(1) as pool, torch.no_grad():
             logits = pool.submit(lambda: steer(input_ids=INPUT_IDS).logits).result()

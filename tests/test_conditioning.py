@@ -116,7 +116,7 @@ def test_a_new_weighting_takes_effect_at_once():
             with steer.condition(second):
                 torch.testing.assert_close(steer(input_ids=input_ids).logits, expected[second], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(steer(input_ids=input_ids).logits, expected[first], atol=1e-5, rtol=1e-5)
-        steer.conditioner.set_weights(second.unsqueeze(0))
+        steer.conditioner.set_conditioning_vectors(second.unsqueeze(0))
         try:
             torch.testing.assert_close(steer(input_ids=input_ids).logits, expected[second], atol=1e-5, rtol=1e-5)
         finally:
@@ -127,7 +127,7 @@ def test_condition_is_cleared_on_exit():
     steer = make_steerable()
     with steer.condition(WEIGHTS):
         pass
-    assert steer.conditioner.weights is None
+    assert steer.conditioner.conditioning_vectors is None
 
 
 def test_save_load_round_trip(tmp_path, tokenizer):
@@ -424,3 +424,37 @@ def test_a_missing_recorded_base_folder_is_named(tmp_path):
         FileNotFoundError, match="base model folder 'runs/gone/base_model' does not exist.*base_model="
     ):
         SteerableModel.from_pretrained(str(tmp_path / "clp"))
+
+
+def test_renamed_names_still_work_with_a_future_warning():
+    """`variant=`, `.variant`, `set_weights` and `.weights` act as their new names, each warning with the new name."""
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, init_lora_weights=False)
+    new = SteerableModel.from_base_model(demo.make_tiny_llama(seed=0), ["a", "b"], lora, conditioning="attn")
+    with pytest.warns(FutureWarning, match=r"renamed `conditioning=`"):
+        old = SteerableModel.from_base_model(demo.make_tiny_llama(seed=0), ["a", "b"], lora, variant="attn")
+    assert old.conditioning_config == new.conditioning_config
+    assert {name.split(".")[-1] for name in old.conditioning_config.conditioned_modules} == {
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+    }
+    with pytest.warns(FutureWarning, match=r"renamed `conditioning`"):
+        assert old.conditioning_config.variant == "attn"
+    with pytest.raises(TypeError, match="pass `conditioning` only"):
+        SteerableModel.from_base_model(demo.make_tiny_llama(seed=0), ["a", "b"], lora, "logit", variant="attn")
+
+    vectors = torch.tensor([[0.3, 0.7]])
+    with pytest.warns(FutureWarning, match=r"renamed `set_conditioning_vectors`"):
+        old.conditioner.set_weights(vectors)
+    try:
+        assert old.conditioner.conditioning_vectors is vectors
+        with pytest.warns(FutureWarning, match=r"renamed `conditioning_vectors`"):
+            assert old.conditioner.weights is vectors
+        with torch.no_grad():
+            trained_path = old(input_ids=batch(rows=1)).logits
+            expected = old.merge(vectors[0])(input_ids=batch(rows=1)).logits
+        torch.testing.assert_close(trained_path, expected, atol=1e-5, rtol=1e-5)
+    finally:
+        old.conditioner.clear()
+    assert old.conditioner.conditioning_vectors is None

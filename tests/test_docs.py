@@ -143,7 +143,12 @@ def run_page(page: str, workdir, hub_substitutes: dict[str, str]) -> list[str]:
     """Run the page's blocks in order in `workdir`; returns the skipped blocks' reasons."""
     namespace = {"__name__": "__docs__"}
     skipped = []
-    env = {**os.environ, "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+        # `accelerate` and `trl-clp` from the interpreter running the tests, also from a venv that is not activated.
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    }
     with working_directory(workdir):
         for block in code_blocks(page):
             if block.language not in ("python", "bash"):
@@ -202,6 +207,17 @@ def test_the_block_parser_reads_languages_skips_and_order(tmp_path, monkeypatch)
     line = substitute("pip install x && accelerate launch examples/train_clp.py --beta 0.1  # demo", "bash", {})
     assert line.startswith("true && accelerate launch examples/train_clp.py --beta 0.1 --max_steps 2")
     assert line.endswith("# demo")
+
+
+def test_bash_blocks_run_the_interpreters_own_commands(tmp_path, monkeypatch):
+    """`path/to/venv/bin/python -m pytest` without activating the venv: `accelerate` is still the venv's."""
+    bin_folder = os.path.dirname(sys.executable)
+    assert os.path.isfile(os.path.join(bin_folder, "accelerate")), "the test needs accelerate installed beside python"
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a shell whose PATH does not reach the interpreter's bin folder
+    page = tmp_path / "page.md"
+    page.write_text(f'```bash\ntest "$(command -v accelerate)" = "{bin_folder}/accelerate"\n```\n')
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", str(tmp_path))
+    assert run_page("page.md", tmp_path, {}) == []
 
 
 @pytest.mark.parametrize("page", PAGES)

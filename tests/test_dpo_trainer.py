@@ -161,7 +161,7 @@ def test_one_hot_weighting_reproduces_trls_dpo_loss_for_that_objective(tmp_path,
     trl_batch = trainer.data_collator.collator(
         [swapped(example, example["objective_labels"][1] < 0) for example in examples]
     )
-    trainer.conditioner.set_weights(torch.tensor([[0.0, 1.0]]).expand(8, 2))
+    trainer.conditioner.set_conditioning_vectors(torch.tensor([[0.0, 1.0]]).expand(8, 2))
     try:
         expected = DPOTrainer._compute_loss(trainer, trainer.model, trl_batch, False)
         as_given = DPOTrainer._compute_loss(trainer, trainer.model, trainer.data_collator.collator(examples), False)
@@ -218,7 +218,7 @@ def test_scores_layout_orders_each_pair_by_the_weighted_difference_and_drops_tho
 
     examples = [trainer.train_dataset[i] for i in range(4)]
     kept = [swapped(examples[0], True), examples[1], swapped(examples[3], True)]
-    trainer.conditioner.set_weights(torch.full((6, 2), 0.5))
+    trainer.conditioner.set_conditioning_vectors(torch.full((6, 2), 0.5))
     try:
         expected = DPOTrainer._compute_loss(trainer, trainer.model, trainer.data_collator.collator(kept), False)
     finally:
@@ -276,7 +276,7 @@ def test_precomputed_reference_log_probs_are_the_adapter_free_base(tmp_path):
     weights = torch.tensor([[0.3, 0.7]]).expand(4, 2)
     batch = collate(trainer, range(4))
     inputs = {**batch, "weights": weights, "conditioning_vectors": torch.cat([weights, weights])}
-    trainer.conditioner.set_weights(inputs["conditioning_vectors"])
+    trainer.conditioner.set_conditioning_vectors(inputs["conditioning_vectors"])
     try:
         with torch.no_grad():
             precomputed = trainer._compute_loss(trainer.model, inputs, False)
@@ -477,7 +477,7 @@ def test_gradient_checkpointing_keeps_each_pairs_weighting_through_backward(tmp_
         trainer.add_callback(callback)
         trainer.train()  # one step of 4 pairs with Dirichlet weightings, the same on both runs
         assert callback.recorded.pop("checkpointing") == checkpointing
-        assert trainer.conditioner.weights is None  # cleared once backward is done
+        assert trainer.conditioner.conditioning_vectors is None  # cleared once backward is done
         gradients.append(callback.recorded)
     assert gradients[0].keys() == gradients[1].keys() and gradients[0]
     for name, gradient in gradients[0].items():

@@ -183,7 +183,7 @@ def test_logit_clp_row_chunks_and_disabled_adapter(logit_trainer):
     weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.6, 0.4]])
     # The trainer's path: a training weighting that the row chunks replace chunk by chunk (a per-call `condition`
     # would take precedence over them, see WeightConditioner).
-    trainer.conditioner.set_weights(weights)
+    trainer.conditioner.set_conditioning_vectors(weights)
     try:
         with torch.no_grad():
             chunked, _, _ = trainer._get_per_token_logps_and_entropies(trainer.model, input_ids, mask, 4, batch_size=1)
@@ -269,9 +269,9 @@ def test_tiled_head_gathers_an_output_layer_that_fsdp2_resharded(one_process_mes
 
 def test_logit_clp_is_refused_under_deepspeed_zero3(tmp_path, tokenizer, prompts_dataset, monkeypatch):
     """ZeRO-3 partitions the output layer's weights outside its forward, where the tiled head reads them."""
-    import trl_clp.trainer
+    import trl_clp.online_trainer
 
-    monkeypatch.setattr(trl_clp.trainer, "is_deepspeed_zero3_enabled", lambda: True, raising=False)
+    monkeypatch.setattr(trl_clp.online_trainer, "is_deepspeed_zero3_enabled", lambda: True, raising=False)
     with pytest.raises(ValueError, match=r"DeepSpeed ZeRO-3 .* FSDP2 .* or use conditioning='attn' or 'full'"):
         MultiObjectiveTrainer(
             model=tied_qwen(),

@@ -357,5 +357,5 @@ def test_overridden_private_trl_methods_keep_their_signature(trainer_class, meth
     parameters = list(inspect.signature(getattr(trainer_class, method)).parameters)
     assert parameters == PRIVATE_OVERRIDES[method], (
         f"{trainer_class.__name__}.{method} changed its signature to {parameters}: re-check the override in "
-        "trl_clp/trainer.py (ConditionedTrainerMixin) against the new TRL code."
+        "trl_clp/online_trainer.py (ConditionedTrainerMixin) against the new TRL code."
     )

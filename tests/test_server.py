@@ -20,6 +20,7 @@ from transformers import AutoModelForCausalLM, GenerationConfig, GPT2Config, GPT
 
 from trl_clp import SteerableModel, demo, format_weighted_prompt
 from trl_clp.serving import QueueFullError, ServerConfig, ServerThread, create_app, load_steerable_model
+from trl_clp.serving.protocol import ChatCompletionChunk, CompletionChoice, CompletionResponse, ErrorResponse
 
 NAMES = ["lower", "upper"]
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"
@@ -222,7 +223,7 @@ def test_concurrent_requests_get_what_they_get_alone(request, positions):
     assert texts[: len(jobs)] == [expected for *_, expected in jobs]
     batches, rows = batcher.batches_run - batches_before, batcher.rows_run - rows_before
     assert rows == 36 and batches <= (12 if positions == "rotary" else 24), (batches, rows)  # requests shared batches
-    assert server.server.config.app.state.steer.conditioner.weights is None  # no weighting left behind
+    assert server.server.config.app.state.steer.conditioner.conditioning_vectors is None  # no weighting left behind
 
 
 def test_a_request_is_answered_as_alone_whatever_shares_its_batch(gpt2_path):
@@ -386,6 +387,37 @@ def test_the_schema_needs_the_api_key_when_one_is_set(model_path):
         assert httpx.get(server.url + "/redoc").status_code == 404
 
 
+def test_the_schema_shows_the_response_and_error_models_the_server_answers(model_path, server):
+    schema = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp")).openapi()
+
+    def model_of(path, method, status):
+        content = schema["paths"][path][method]["responses"][status]["content"]["application/json"]
+        return content["schema"]["$ref"].rsplit("/", 1)[-1]
+
+    assert model_of("/v1/completions", "post", "200") == "CompletionResponse"
+    assert model_of("/v1/chat/completions", "post", "200") == "ChatCompletionResponse"
+    assert model_of("/v1/models", "get", "200") == "ModelList"
+    for status in ("400", "401", "404", "500", "503"):
+        assert model_of("/v1/completions", "post", status) == "ErrorResponse"
+    # What the server answers is what the schema says, field for field.
+    body = {"model": "clp", "max_tokens": 4, "temperature": 0, "weights": [0.2, 0.8]}
+    answered = post(server, "/v1/completions", {**body, "prompt": PROMPTS[0]}).json()
+    CompletionResponse.model_validate(answered)
+    assert set(answered) == set(CompletionResponse.model_fields) - {"kl_weight"}  # no KL-weight conditioning here
+    assert set(answered["choices"][0]) == set(CompletionChoice.model_fields)
+    chat = {**body, "messages": [{"role": "user", "content": "Hi"}], "stream": True}
+    events = post(server, "/v1/chat/completions", chat).text.split("data: ")[1:]
+    assert events[-1].strip() == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+        assert set(chunk) == set(ChatCompletionChunk.model_fields) - {"kl_weight"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant" and chunks[-1]["choices"][0]["delta"] == {}
+    refused = post(server, "/v1/completions", {**body, "prompt": PROMPTS[0], "weights": [1.0, 0.0, 0.0]})
+    assert refused.status_code == 400
+    assert set(ErrorResponse.model_validate(refused.json()).error.model_dump()) == set(refused.json()["error"])
+
+
 BAD_REQUESTS = [
     ({"weights": [0.2, 0.3, 0.5]}, 400, "give one weight per objective"),
     ({"weights": {"lower": 0.5, "shouting": 0.5}}, 400, "unknown objectives ['shouting']"),
@@ -444,7 +476,7 @@ def test_bad_chat_requests_and_the_server_keeps_serving(server, client, referenc
         .text
     )
     assert text == served_alone(reference, reference.tokenizer("Hi")["input_ids"], [0.9, 0.1], 6)
-    assert server.server.config.app.state.steer.conditioner.weights is None
+    assert server.server.config.app.state.steer.conditioner.conditioning_vectors is None
 
 
 def test_a_full_queue_answers_503_and_a_failed_batch_500(model_path):
@@ -481,7 +513,7 @@ def test_a_full_queue_answers_503_and_a_failed_batch_500(model_path):
         assert failed.status_code == 500 and "server log" in failed.json()["error"]["message"]
         app.state.steer.model.generate = real
         assert post(server, "/v1/completions", body).status_code == 200
-        assert app.state.steer.conditioner.weights is None
+        assert app.state.steer.conditioner.conditioning_vectors is None
 
 
 def test_a_client_that_disconnects_frees_its_row(model_path, monkeypatch):

@@ -320,7 +320,7 @@ def record_generations_and_kl(trainer):
             return torch.log_softmax(logits.float(), dim=-1).gather(-1, completion.unsqueeze(-1)).squeeze(-1)
 
         with torch.no_grad():
-            trainer.conditioner.set_weights(output["conditioning_vectors"])
+            trainer.conditioner.set_conditioning_vectors(output["conditioning_vectors"])
             try:
                 policy = completion_logps()
             finally:
@@ -609,7 +609,7 @@ def test_logit_variant_trains_the_output_layer_blocks_through_the_unfused_head(t
     weights = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.7], [0.5, 0.5]])  # one weighting per row
     fused = functools.partial(RLOOTrainer._get_per_token_logps_and_entropies, trainer, trainer.model)
     with torch.no_grad():
-        trainer.conditioner.set_weights(weights)
+        trainer.conditioner.set_conditioning_vectors(weights)
         try:
             unfused, _, _ = trainer._unfused_logps_and_entropies(trainer.model, input_ids, mask, 5)
             fused_skipping_the_lora, _, _ = fused(input_ids, mask, 5)
@@ -621,7 +621,7 @@ def test_logit_variant_trains_the_output_layer_blocks_through_the_unfused_head(t
         saved_base, saved_b = base.clone(), lora_b.clone()
         reference = []
         for row in range(4):
-            trainer.conditioner.set_weights(weights[row : row + 1])
+            trainer.conditioner.set_conditioning_vectors(weights[row : row + 1])
             try:
                 effective = lm_head(torch.eye(lm_head.in_features).unsqueeze(0))[0].T  # (V, H)
                 base.copy_(effective)

@@ -27,8 +27,8 @@ from .evaluation import Front, evaluate_front
 from .grpo_config import MultiObjectiveGRPOConfig
 from .grpo_trainer import MultiObjectiveGRPOTrainer
 from .rloo_config import MultiObjectiveConfig
+from .rloo_trainer import MultiObjectiveTrainer
 from .sampling import check_weights, sample_group_weights, simplex_grid
-from .trainer import MultiObjectiveTrainer
 
 __all__ = [
     "ConditioningConfig",

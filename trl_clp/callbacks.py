@@ -11,7 +11,7 @@ from transformers import TrainerCallback
 from transformers.integrations import TensorBoardCallback, TrackioCallback, WandbCallback
 from trl.models import unwrap_model_for_generation
 
-from .conditioning.model import SteerableModel
+from .conditioning.steerable import SteerableModel
 from .evaluation import Front, evaluate_front
 from .sampling import simplex_grid
 

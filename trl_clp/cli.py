@@ -35,7 +35,7 @@ def _check_model_folder(model: str) -> None:
 
 
 def _load_steerable(model: str, base_model: str | None = None):
-    from .conditioning.model import SteerableModel
+    from .conditioning.steerable import SteerableModel
 
     _check_model_folder(model)
     try:

@@ -3,7 +3,7 @@
 The core builds the conditioned adapter (one LoRA block per objective), draws each row's weighting from the seeded,
 resumable stream, keeps the rows' weightings set through a training step (backward included), and saves and checks
 the conditioning metadata (`clp_config.json`, the model card). What a trainer does with the weightings (generation and
-rewards online, the preference loss offline) lives in its own module: `trl_clp.trainer.ConditionedTrainerMixin` for
+rewards online, the preference loss offline) lives in its own module: `trl_clp.online_trainer.ConditionedTrainerMixin` for
 the online trainers, `trl_clp.dpo_trainer.MultiObjectiveDPOTrainer` for DPO.
 """
 
@@ -196,7 +196,7 @@ class ConditionedTrainerCore:
             self.conditioner.clear()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        self.conditioner.set_weights(inputs["conditioning_vectors"])
+        self.conditioner.set_conditioning_vectors(inputs["conditioning_vectors"])
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

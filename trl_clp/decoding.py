@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from .conditioning.model import SteerableModel
+from .conditioning.steerable import SteerableModel
 
 
 @torch.no_grad()

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from accelerate.utils import gather_object
 
-from .conditioning.model import SteerableModel
 from .conditioning.prompts import check_prompts, format_weighted_prompt, tokenize_left_padded
+from .conditioning.steerable import SteerableModel
 from .decoding import generate_with_mixed_logits, mixture_log_probs
 from .pareto import bootstrap_mean_ci, hypervolume, steerability
 from .scalarization import scalarize_rewards

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from trl import GRPOConfig
 
-from .rloo_config import ConditioningFields, parameters_docstring
+from .conditioning_fields import parameters_docstring
+from .online_config import ConditioningFields
 
 MULTI_OBJECTIVE_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
 

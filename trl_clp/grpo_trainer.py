@@ -6,8 +6,8 @@ import torch
 from trl import GRPOTrainer
 
 from .grpo_config import MultiObjectiveGRPOConfig
+from .online_trainer import ConditionedTrainerMixin
 from .scalarization import batch_normalized, group_normalized_rewards, group_relative_advantages
-from .trainer import ConditionedTrainerMixin
 
 
 class MultiObjectiveGRPOTrainer(ConditionedTrainerMixin, GRPOTrainer):
@@ -18,7 +18,7 @@ class MultiObjectiveGRPOTrainer(ConditionedTrainerMixin, GRPOTrainer):
     rewards scalarised with one w; `multi_objective_aggregation="normalize_then_sum"` normalises each objective
     within its group before the per-row `w·R`. Every `loss_type` works unchanged: they only aggregate and clip the
     token losses. The KL weight α enters each row's reward, as in the RLOO trainer, not GRPO's loss (`beta` is
-    neutralised after construction); see docs/trainer.md for why.
+    neutralised after construction); see docs/grpo.md for why.
 
     Args:
         model, reward_funcs, peft_config, and the other arguments: as for `ConditionedTrainerMixin`. GRPO's `tools`,
@@ -36,7 +36,7 @@ class MultiObjectiveGRPOTrainer(ConditionedTrainerMixin, GRPOTrainer):
             return super()._policy_logps(output, batch_size)
         return (old_per_token_logps * output["completion_mask"]).sum(1)
 
-    def _rewards_and_advantages(self, rewards_per_objective, weights, kl, kl_weights, num_generations):
+    def _rewards_and_advantages(self, rewards_per_objective, weights, kl, kl_weight, num_generations):
         if self.multi_objective_aggregation == "normalize_then_sum":
             normalized = group_normalized_rewards(rewards_per_objective, num_generations)  # (N, m)
             # Unscorable rows are decided from the raw rewards, as TRL does: an objective with a single value in its
@@ -44,9 +44,9 @@ class MultiObjectiveGRPOTrainer(ConditionedTrainerMixin, GRPOTrainer):
             unscorable = torch.isnan(rewards_per_objective).all(dim=1)  # (N,)
             rewards = (normalized * weights).nansum(dim=1).masked_fill(unscorable, torch.nan)  # (N,)
             if kl is not None:
-                rewards = rewards - kl_weights * kl
+                rewards = rewards - kl_weight * kl
             advantages = batch_normalized(rewards)
         else:
-            rewards = self._scalarize(rewards_per_objective, weights, kl, kl_weights)  # (N,)
+            rewards = self._scalarize(rewards_per_objective, weights, kl, kl_weight)  # (N,)
             advantages = group_relative_advantages(rewards, num_generations, self.scale_rewards)
         return rewards, torch.nan_to_num(advantages, nan=0.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 
 from .prompts import DEFAULT_PROMPT_TEMPLATE
@@ -52,6 +53,16 @@ class ConditioningConfig:
     @property
     def num_objectives(self) -> int:
         return len(self.objective_names)
+
+    @property
+    def variant(self) -> str:
+        """Deprecated name of `conditioning`."""
+        warnings.warn(
+            "`ConditioningConfig.variant` is renamed `conditioning`; the old name goes in the next release.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.conditioning
 
     def save(self, directory: str) -> None:
         with open(os.path.join(directory, CLP_CONFIG_NAME), "w") as handle:

@@ -15,6 +15,7 @@ left untouched.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ def scale_lora_blocks(lora_a_output: torch.Tensor, weights: torch.Tensor) -> tor
 class _Conditioning:
     """One weighting and its block scalings, built once and reused by every conditioned layer and decoding step."""
 
-    weights: torch.Tensor  # (B, num_blocks)
+    vectors: torch.Tensor  # (B, num_blocks)
     # keyed by (m·r, dtype, device, dim) of the `lora_A` output
     scales: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
@@ -75,7 +76,7 @@ class WeightConditioner:
     - **per call** (inference): `condition(weights)` keeps it in a `contextvars.ContextVar` of this conditioner for
       the duration of the `with` block, so concurrent threads and asyncio tasks using the same model each see their
       own weighting, and nothing is left set after the block.
-    - **training**: `set_weights` / `clear`, a state shared by every thread, which the trainer sets for a step and
+    - **training**: `set_conditioning_vectors` / `clear`, a state shared by every thread, which the trainer sets for a step and
       clears in a `finally`. It exists because a forward and its backward can run in different threads: under
       gradient checkpointing backward recomputes the forward, and on CUDA autograd runs backward in its own device
       thread, where a context variable set in the main thread is not visible. A conditioned layer reads the per-call
@@ -116,10 +117,21 @@ class WeightConditioner:
         return self._training if state is None else state
 
     @property
-    def weights(self) -> torch.Tensor | None:
-        """`(B, num_blocks)` weightings the conditioned layers use here and now (per call, else training), or None."""
+    def conditioning_vectors(self) -> torch.Tensor | None:
+        """`(B, num_blocks)` conditioning vectors the conditioned layers use here and now (per call, else training), or
+        None."""
         state = self._current()
-        return None if state is None else state.weights
+        return None if state is None else state.vectors
+
+    @property
+    def weights(self) -> torch.Tensor | None:
+        """Deprecated name of `conditioning_vectors` (they include the KL block when there is one)."""
+        warnings.warn(
+            "`WeightConditioner.weights` is renamed `conditioning_vectors`; the old name goes in the next release.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return self.conditioning_vectors
 
     def attach(self, model: nn.Module, module_names: list[str], adapter_name: str = "default") -> None:
         """Register the block-scaling hook on `lora_B[adapter_name]` of each named LoRA layer.
@@ -171,9 +183,9 @@ class WeightConditioner:
                 "or pass `weights=` to `generate`."
             )
         (lora_a_output,) = args
-        if lora_a_output.size(0) != state.weights.size(0):
+        if lora_a_output.size(0) != state.vectors.size(0):
             raise RuntimeError(
-                f"The batch has {lora_a_output.size(0)} rows but {state.weights.size(0)} weightings are set: give one "
+                f"The batch has {lora_a_output.size(0)} rows but {state.vectors.size(0)} weightings are set: give one "
                 f"weighting per row (or a single one for the whole batch)."
             )
         return (lora_a_output * self._block_scale(state, lora_a_output),)
@@ -184,15 +196,26 @@ class WeightConditioner:
         key = (lora_a_output.size(-1), lora_a_output.dtype, lora_a_output.device, lora_a_output.dim())
         scale = state.scales.get(key)
         if scale is None:
-            scale = block_scale(state.weights.to(lora_a_output.device), lora_a_output.size(-1))  # (B, m·r)
+            scale = block_scale(state.vectors.to(lora_a_output.device), lora_a_output.size(-1))  # (B, m·r)
             scale = scale.view(scale.size(0), *([1] * (lora_a_output.dim() - 2)), -1).to(lora_a_output.dtype)
-            if not state.weights.requires_grad:  # a graph through the weighting must be rebuilt for every forward
+            if not state.vectors.requires_grad:  # a graph through the weighting must be rebuilt for every forward
                 state.scales[key] = scale
         return scale
 
+    def set_conditioning_vectors(self, conditioning_vectors: torch.Tensor | None) -> None:
+        """Set the training conditioning vectors `(B, num_blocks)` (or None), unvalidated, until `clear`; see the class
+        docs."""
+        self._training = None if conditioning_vectors is None else _Conditioning(conditioning_vectors)
+
     def set_weights(self, weights: torch.Tensor | None) -> None:
-        """Set the training weighting `(B, num_blocks)` (or None), unvalidated, until `clear`; see the class docs."""
-        self._training = None if weights is None else _Conditioning(weights)
+        """Deprecated name of `set_conditioning_vectors`."""
+        warnings.warn(
+            "`WeightConditioner.set_weights` is renamed `set_conditioning_vectors`; the old name goes in the next "
+            "release.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        self.set_conditioning_vectors(weights)
 
     def clear(self) -> None:
         """Clear the training weighting."""

@@ -33,7 +33,7 @@ SECTIONS = [
         ],
     ),
     ("trl_clp.conditioned_trainer", "The conditioning core every trainer shares", ["ConditionedTrainerCore"]),
-    ("trl_clp.trainer", "The conditioning layer both online trainers share", ["ConditionedTrainerMixin"]),
+    ("trl_clp.online_trainer", "The conditioning layer both online trainers share", ["ConditionedTrainerMixin"]),
     ("trl_clp.scalarization", "Scalarisation", None),
     ("trl_clp.preference_loss", "The preference loss of DPO-CLP", None),
     ("trl_clp.preference_data", "Preference data", None),

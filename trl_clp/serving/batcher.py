@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
-from ..conditioning.model import SteerableModel
+from ..conditioning.steerable import SteerableModel
 
 # An idle worker waits for a batch to fill for at most this many `batch_wait_s`.
 MAX_WAIT_FACTOR = 10

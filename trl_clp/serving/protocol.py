@@ -13,7 +13,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..conditioning.model import SteerableModel
+from ..conditioning.steerable import SteerableModel
 from ..sampling import check_weights
 
 # Parameters of the OpenAI API that are accepted only at their neutral value: name -> (allowed values, why not).
@@ -103,6 +103,129 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)  # the chat API's newer name for max_tokens
+
+
+# ---------------------------------------------------------------- responses
+# Built by the handlers and dumped with `exclude_unset=True`: every field is passed explicitly, except `kl_weight`, which
+# a response carries only for models trained with KL-weight conditioning.
+
+
+class _Steered(BaseModel):
+    """The CLP fields of a response: the weighting (and KL weight) the completion was generated with."""
+
+    weights: dict[str, float]
+    kl_weight: float | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: str | None  # "stop" (EOS or a stop string) or "length"; None until a streamed choice ends
+
+
+class CompletionResponse(_Steered):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class CompletionChunk(_Steered):
+    """One server-sent event of a streamed completion (`data: {...}`), one choice's text delta."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatCompletionChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    logprobs: None
+    finish_reason: str | None  # "stop" (EOS or a stop string) or "length"; None until a streamed choice ends
+
+
+class ChatCompletionResponse(_Steered):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatCompletionChoice]
+    usage: Usage
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatCompletionChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: None
+    finish_reason: str | None  # "stop" (EOS or a stop string) or "length"; None until a streamed choice ends
+
+
+class ChatCompletionChunk(_Steered):
+    """One server-sent event of a streamed chat completion: the first delta carries the role, the last is empty."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    choices: list[ChatCompletionChunkChoice]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    objectives: list[str]
+    conditioning: str
+    max_model_len: int
+    kl_conditioning: bool
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    queued: int
+    batches: int
+    rows: int
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the server answers, 4xx or 5xx, as OpenAI's clients read it."""
+
+    error: ErrorInfo
 
 
 def resolve_weighting(weights: dict[str, float] | list[float] | None, objective_names: list[str]) -> list[float]:

@@ -1,4 +1,4 @@
-"""Serving: one exact plain LoRA per weighting (for vLLM and other PEFT loaders)."""
+"""Export: one exact plain LoRA per weighting (`SteerableModel.export_lora`, for vLLM and other PEFT loaders)."""
 
 import dataclasses
 import json
