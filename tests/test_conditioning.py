@@ -1,6 +1,7 @@
 """The conditioned adapter: per-row mixing is exact, blocks are independent, saving round-trips."""
 
 import json
+import warnings
 
 import pytest
 import torch
@@ -141,6 +142,20 @@ def test_save_load_round_trip(tmp_path, tokenizer):
     input_ids = batch()
     with torch.no_grad(), steer.condition(WEIGHTS), loaded.condition(WEIGHTS):
         torch.testing.assert_close(loaded(input_ids=input_ids).logits, steer(input_ids=input_ids).logits)
+
+
+def test_building_and_loading_show_no_warning_about_peft_internals(tmp_path, tokenizer):
+    """PEFT reads `is_gradient_checkpointing`, deprecated in transformers 5: users of `from_base_model` and
+    `from_pretrained` (every `trl-clp evaluate`, `serve`, `export`) must not see that FutureWarning."""
+    base_path = tmp_path / "base"
+    demo.make_tiny_llama(seed=0).save_pretrained(base_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        steer = make_steerable(tokenizer=tokenizer)
+        steer.model.peft_config["default"].base_model_name_or_path = str(base_path)
+        steer.save_pretrained(tmp_path / "clp")
+        SteerableModel.from_pretrained(str(tmp_path / "clp"))
+    assert not [str(w.message) for w in caught if "is_gradient_checkpointing" in str(w.message)]
 
 
 def test_plain_peft_load_gives_the_uniform_weighting_not_the_sum(tmp_path):

@@ -41,6 +41,15 @@ from .paths import (
 from .prompts import format_weighted_prompt, tokenize_left_padded
 
 
+@contextmanager
+def _peft_reads_deprecated_names():
+    """PEFT 0.21 reads `model.is_gradient_checkpointing`, which transformers 5 deprecated: the FutureWarning is about
+    PEFT's code, not the user's, so loading a model does not show it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
 class SteerableModel(nn.Module):
     """A causal LM with a CLP adapter: one model, steered by a weighting over objectives per batch row.
 
@@ -132,7 +141,8 @@ class SteerableModel(nn.Module):
         targets = resolve_conditioned_targets(conditioning, conditioned_target_modules)
         num_blocks = len(objective_names)
         lora_config = build_conditioned_lora_config(peft_config, conditioning, targets, num_blocks)
-        peft_model = get_peft_model(model, lora_config)
+        with _peft_reads_deprecated_names():
+            peft_model = get_peft_model(model, lora_config)
         conditioner = attach_conditioning(peft_model, peft_config, conditioning, targets, num_blocks)
         names = list(conditioner.conditioned_module_names)
         config = ConditioningConfig(list(objective_names), conditioning, names, num_blocks)
@@ -191,7 +201,8 @@ class SteerableModel(nn.Module):
                 tokenizer = AutoTokenizer.from_pretrained(path_or_id)
             except (OSError, ValueError):
                 tokenizer = None
-        model = PeftModel.from_pretrained(base_model, path_or_id)
+        with _peft_reads_deprecated_names():
+            model = PeftModel.from_pretrained(base_model, path_or_id)
         model.eval()
         if base_path is not None:  # where it was found: a later `save_pretrained` or `export_lora` points there
             model.peft_config[model.active_adapter].base_model_name_or_path = absolute_if_local(base_path)
