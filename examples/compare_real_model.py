@@ -13,7 +13,7 @@ intervals over prompts, the KL to the base model beside each front, a figure, an
 Each `label=path[,path...]` is one method; several paths are its seeds (the fronts are averaged over seeds). The
 base model (every adapter off) is evaluated once, as the point the methods start from. Sampling: the training
 recipe's temperature and completion length by default. Writes `comparison.json`, `report.md` (the table),
-`fronts.png`, `generations.md` and each run's evaluation (`<label>-s<i>.json`, its completions in `<label>-s<i>.samples.jsonl`) to `--output_dir`;
+`fronts.png`, `generations.md` and each run's evaluation (`<label>-s<i>.json`, its completions in `<label>-s<i>.samples.jsonl`; spaces in a label become dashes) to `--output_dir`;
 `--reuse` reads those back instead of sampling again (to add a method to a comparison).
 
 The hypervolume's reference point is fixed before any run: `--reference 0 0` (both rewards live in [0, 1]). Its
@@ -140,7 +140,7 @@ def main() -> None:
         fronts[label] = []
         for s, path in enumerate(paths.split(",")):
             started = time.perf_counter()
-            stem = os.path.join(args.output_dir, f"{label}-s{s}")
+            stem = os.path.join(args.output_dir, f"{label.replace(' ', '-')}-s{s}")  # no spaces in file names
             front = load_evaluation(stem) if args.reuse else None
             if front is None:
                 steer = SteerableModel.from_pretrained(path)
