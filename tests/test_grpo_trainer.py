@@ -359,3 +359,13 @@ def test_overridden_private_trl_methods_keep_their_signature(trainer_class, meth
         f"{trainer_class.__name__}.{method} changed its signature to {parameters}: re-check the override in "
         "trl_clp/online_trainer.py (ConditionedTrainerMixin) against the new TRL code."
     )
+
+
+def test_the_model_card_names_grpo_as_the_policy_gradient_step(tmp_path, tokenizer, prompts_dataset):
+    trainer = make_trainer(tmp_path, tokenizer, prompts_dataset)
+    trainer.save_model()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert (
+        "with GRPO ([Shao et al., 2024](https://huggingface.co/papers/2402.03300)) as its policy-gradient step" in card
+    )
+    assert "with RLOO (" not in card

@@ -6,6 +6,7 @@ import torch
 from trl import GRPOTrainer
 
 from .grpo_config import MultiObjectiveGRPOConfig
+from .model_card import GRPO_STEP
 from .online_trainer import ConditionedTrainerMixin
 from .scalarization import batch_normalized, group_normalized_rewards, group_relative_advantages
 
@@ -29,6 +30,7 @@ class MultiObjectiveGRPOTrainer(ConditionedTrainerMixin, GRPOTrainer):
 
     config_class = MultiObjectiveGRPOConfig
     _tag_names = ["trl", "grpo", "clp", "trl-clp"]
+    _card_step = GRPO_STEP
 
     def _policy_logps(self, output, batch_size):
         old_per_token_logps = output.get("old_per_token_logps")  # GRPO skips it when generation and updates align

@@ -29,6 +29,7 @@ RLOO_PAPER_ID = "2402.14740"
 RLOO_STEP = (
     f"RLOO ([Ahmadian et al., 2024](https://huggingface.co/papers/{RLOO_PAPER_ID})) as its policy-gradient step"
 )
+GRPO_STEP = "GRPO ([Shao et al., 2024](https://huggingface.co/papers/2402.03300)) as its policy-gradient step"
 DPO_STEP = "DPO ([Rafailov et al., 2023](https://huggingface.co/papers/2305.18290)) on per-objective preferences"
 
 
@@ -51,7 +52,7 @@ def finish_model_card(
         card: the text TRL's `create_model_card` wrote.
         config, model_id, front, chat: as for `steering_card_section`.
         base_model: the base model's id or path.
-        step: the optimisation step named after the CLP paper (`RLOO_STEP`, `DPO_STEP`).
+        step: the optimisation step named after the CLP paper (`RLOO_STEP`, `GRPO_STEP`, `DPO_STEP`).
     """
     section = steering_card_section(config, model_id, front, chat=chat)
     quick_start = re.compile(r"## Quick start\n.*?(?=\n## )", re.DOTALL)
