@@ -10,6 +10,19 @@ import sys
 import pytest
 
 
+def assert_ranks_agree(ranks: list[dict]) -> None:
+    """Gradients agree across the two ranks at every optimizer step (DDP averaged them), some are non-zero, and the
+    parameters' checksums agree after training."""
+    assert len(ranks[0]["gradients"]) == len(ranks[1]["gradients"]) == 3
+    for step0, step1 in zip(ranks[0]["gradients"], ranks[1]["gradients"], strict=True):
+        assert step0.keys() == step1.keys() and step0
+        for name, value in step0.items():
+            assert abs(value - step1[name]) <= 1e-6 * max(1.0, abs(value)), name
+    assert any(abs(v) > 0 for step in ranks[0]["gradients"] for v in step.values())
+    for name, value in ranks[0]["checksums"].items():
+        assert abs(value - ranks[1]["checksums"][name]) <= 1e-6 * max(1.0, abs(value)), name
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -46,17 +59,8 @@ def test_two_processes_share_group_weightings_and_parameters(tmp_path, kind):
     assert all(len(ws) == 4 and len(set(ws)) == 1 for ws in weight_of.values()), weight_of
     assert {k for k, _ in weight_of} and len({ws[0] for ws in weight_of.values()}) > 1
 
-    # Gradients agree across ranks at every optimizer step (DDP averaged them), and some are non-zero.
-    assert len(ranks[0]["gradients"]) == len(ranks[1]["gradients"]) == 3
-    for step0, step1 in zip(ranks[0]["gradients"], ranks[1]["gradients"], strict=True):
-        assert step0.keys() == step1.keys() and step0
-        for name, value in step0.items():
-            assert abs(value - step1[name]) <= 1e-6 * max(1.0, abs(value)), name
-    assert any(abs(v) > 0 for step in ranks[0]["gradients"] for v in step.values())
-
     assert ranks[0]["checksums"].keys() == ranks[1]["checksums"].keys()
-    for name, value in ranks[0]["checksums"].items():
-        assert abs(value - ranks[1]["checksums"][name]) <= 1e-6 * max(1.0, abs(value)), name
+    assert_ranks_agree(ranks)
     assert ranks[0]["ideal_point"] == ranks[1]["ideal_point"]  # from the gathered rewards: the same on both ranks
     assert (tmp_path / "final" / "clp_config.json").is_file()
     # Only the main process writes the metadata (and TRL only it the adapter).

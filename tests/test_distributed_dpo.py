@@ -8,7 +8,7 @@ import sys
 
 from trl_clp.sampling import sample_group_weights
 
-from .test_distributed import free_port
+from .test_distributed import assert_ranks_agree, free_port
 
 
 def test_two_processes_slice_one_global_draw_and_keep_parameters_identical(tmp_path):
@@ -29,13 +29,6 @@ def test_two_processes_slice_one_global_draw_and_keep_parameters_identical(tmp_p
             for row, expected in zip(got, draw[2 * rank : 2 * rank + 2].tolist(), strict=True):
                 assert max(abs(a - b) for a, b in zip(row, expected, strict=True)) < 1e-6, (step, rank, got)
 
-    assert len(ranks[0]["gradients"]) == len(ranks[1]["gradients"]) == 3
-    for step0, step1 in zip(ranks[0]["gradients"], ranks[1]["gradients"], strict=True):
-        assert step0.keys() == step1.keys() and step0
-        for name, value in step0.items():
-            assert abs(value - step1[name]) <= 1e-6 * max(1.0, abs(value)), name
-    assert any(abs(v) > 0 for step in ranks[0]["gradients"] for v in step.values())
-    for name, value in ranks[0]["checksums"].items():
-        assert abs(value - ranks[1]["checksums"][name]) <= 1e-6 * max(1.0, abs(value)), name
+    assert_ranks_agree(ranks)
     assert (tmp_path / "final" / "clp_config.json").is_file()
     assert ranks[0]["metadata_saves"] == [str(tmp_path / "final")] and ranks[1]["metadata_saves"] == []
