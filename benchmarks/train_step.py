@@ -24,7 +24,7 @@ Figures (one `RATIO` line each, then the JSON in `--output_json`):
    Repeats are interleaved: in each repeat, the baseline of an m runs right before its CLP variants.
 2. `peak_memory/<variant>/m<m>`: peak memory of a short run of each configuration in a fresh subprocess of its own,
    counted from just before the base model is built: `torch.cuda.max_memory_allocated` on a GPU; on CPU, the peak
-   of live tensor bytes summed from the torch profiler's allocation events (see `memory_probe`).
+   of live tensor bytes summed from the torch profiler's allocation events (`benchmarks/peak_memory.py`).
    `--quick` probes only the largest m (each probe pays the ~8 s import of a fresh interpreter).
 """
 
