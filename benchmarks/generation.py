@@ -5,6 +5,9 @@ without CLP's per-row conditioning.
     python benchmarks/generation.py --quick    # the demo's 0.2M-parameter Llama, under 2 minutes on 2 CPU cores
     python benchmarks/generation.py --shape qwen2.5-0.5b --baselines plain_lora --num_prompts 8 --new_tokens 16
                                                # the Qwen2.5-0.5B shape (24 layers), against one plain LoRA only
+    python benchmarks/generation.py --model_path /work/models/smollm2-135m-instruct --baselines plain_lora \
+        --num_prompts 12 --new_tokens 24 --num_objectives 2 --variants full attn
+                                               # a real model from a local folder (its own tokenizer)
 
 Every method produces the same work: 16 rows × `--new_tokens` sampled tokens (EOS cannot end a row early), from the
 same left-padded prompts, seed and base model. Figures are tokens-per-second ratios `CLP / baseline` (higher is
@@ -58,6 +61,13 @@ class BenchmarkArguments:
         },
     )
     num_layers: int | None = field(default=None, metadata={"help": "Override the model's depth (CPU time)."})
+    model_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A local transformers folder (model and tokenizer, e.g. /work/models/smollm2-135m-instruct), "
+            "loaded in fp32 instead of building `shape`."
+        },
+    )
     baselines: list[str] = field(
         default_factory=lambda: ["plain_lora", "rewarded_soups", "dera"],
         metadata={"help": "Baselines to measure against, among plain_lora, rewarded_soups and dera."},
@@ -74,8 +84,10 @@ class BenchmarkArguments:
     )
 
     def __post_init__(self):
+        workload.check_model_source(self.quick, self.shape, self.num_layers, self.model_path)
         if self.output_json is None:
             shape = "" if self.shape == "20m" else f"_{self.shape}"
+            shape = f"_{os.path.basename(os.path.normpath(self.model_path))}" if self.model_path else shape
             self.output_json = os.path.join(
                 "benchmarks", "results", f"generation{shape}{'_quick' if self.quick else ''}.json"
             )
@@ -105,8 +117,11 @@ def timed(function) -> float:
     return time.perf_counter() - start
 
 
-def build_methods(base, variant: str, num_objectives: int, inputs: dict, weights: torch.Tensor, args) -> dict:
-    """Each method as a zero-argument callable that generates `new_tokens` for every row."""
+def build_methods(
+    base, variant: str, num_objectives: int, inputs: dict, weights: torch.Tensor, args, pad_token_id: int = 0
+) -> dict:
+    """Each method as a zero-argument callable that generates `new_tokens` for every row (padding with
+    `pad_token_id`, the tokenizer's)."""
     names = workload.objective_names(num_objectives)
     steer = SteerableModel.from_base_model(copy.deepcopy(base), names, workload.lora_config(), variant).eval()
     randomize_lora_b(steer, seed=1)
@@ -118,13 +133,13 @@ def build_methods(base, variant: str, num_objectives: int, inputs: dict, weights
         "do_sample": True,
         "max_new_tokens": args.new_tokens,
         "min_new_tokens": args.new_tokens,
-        "pad_token_id": 0,
+        "pad_token_id": pad_token_id,
     }
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
     # DeRA's strength λ per row; its aligned component is the row's weighting.
     strength = torch.linspace(0.25, 1.0, input_ids.size(0))
     # `eos_token_id=-1` matches no token: like `min_new_tokens`, no row ends early.
-    loop = {"max_new_tokens": args.new_tokens, "eos_token_id": -1, "pad_token_id": 0}
+    loop = {"max_new_tokens": args.new_tokens, "eos_token_id": -1, "pad_token_id": pad_token_id}
 
     def rewarded_soups():
         for row in range(input_ids.size(0)):
@@ -153,9 +168,9 @@ def main(args: BenchmarkArguments):
     if args.quick:
         print("QUICK: demo model, not the figures of docs/benchmarks.md")
     size = workload.QUICK_SIZES[args.shape] if args.quick else args.shape
-    base = workload.make_base_model(size, seed=0, num_layers=args.num_layers).eval()
-    print(workload.describe_model(size, args.num_layers))
-    tokenizer = demo.make_byte_tokenizer()
+    base = workload.base_model(size, args.num_layers, args.model_path).eval()
+    print(workload.describe_model(size, args.num_layers, args.model_path))
+    tokenizer = workload.base_tokenizer(args.model_path)
     prompts = list(demo.make_prompt_dataset(args.num_prompts, seed=1)["prompt"])
     inputs = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
     tokens = args.num_prompts * args.new_tokens
@@ -173,7 +188,7 @@ def main(args: BenchmarkArguments):
         # 16 distinct weightings, one per row.
         weights = sample_group_weights("dirichlet", args.num_prompts, num_objectives, seed=0, stream=(2, 0))
         for variant in args.variants:
-            methods = build_methods(base, variant, num_objectives, inputs, weights, args)
+            methods = build_methods(base, variant, num_objectives, inputs, weights, args, tokenizer.pad_token_id)
             for method in methods.values():  # warm-up: first-call allocations and lazy initialisation
                 timed(method)
             labels["clp"] = f"{variant}-CLP, per-row weightings, one generate"

@@ -44,8 +44,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import torch
 import workload
 from generation import build_methods, timed
+from peak_memory import peak_live_tensor_bytes
 from reporting import Figure, Measurement, describe_machine, machine_line
-from train_step import peak_live_tensor_bytes, time_target
+from train_step import time_target
 from trl import TrlParser
 from trl.trainer.utils import selective_log_softmax
 from workload import StepTimer, TrainingRun, TrainingSettings

@@ -45,13 +45,14 @@ class BenchmarkArguments(TrainingSettings):
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if self.output_json is None:
             self.output_json = os.path.join("benchmarks", "results", f"grpo_step{'_quick' if self.quick else ''}.json")
 
 
 def main(args: BenchmarkArguments):
     started = time.perf_counter()
-    machine, parameters = announce_training_benchmark(args.model_size, args.quick)
+    machine, parameters = announce_training_benchmark(args)
     figures = []
     for beta in args.betas:
         settings = dataclasses.replace(args, beta=beta)

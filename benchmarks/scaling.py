@@ -46,6 +46,7 @@ class BenchmarkArguments(TrainingSettings):
     )
 
     def __post_init__(self):
+        super().__post_init__()
         if self.output_json is None:
             self.output_json = os.path.join("benchmarks", "results", f"scaling{'_quick' if self.quick else ''}.json")
 
@@ -77,7 +78,7 @@ def slope_record(name: str, unit: str, xs: list[int], clp: list[float], baseline
 
 def main(args: BenchmarkArguments):
     started = time.perf_counter()
-    machine, parameters = announce_training_benchmark(args.model_size, args.quick, args.num_layers)
+    machine, parameters = announce_training_benchmark(args)
 
     m_points = [(m, args.batch_size) for m in args.scaling_num_objectives]
     batch_points = [(args.batch_scaling_num_objectives, b) for b in args.scaling_batch_sizes]

@@ -7,11 +7,16 @@ seeds only: no downloads. `--quick` swaps the ≥20M-parameter Llama for the dem
 151,936-entry vocabulary, tied embeddings; random weights from a `Qwen2Config`, nothing downloaded), with
 `--num_layers` to cut its 24 layers for CPU time. Its ids above the byte tokenizer's 259 decode to nothing, which
 only shortens the rewarded text.
+
+`--model_path DIR` loads a local transformers folder instead (model and tokenizer, e.g. SmolLM2-135M-Instruct
+converted by `trl-clp convert-gguf`), in fp32; its own tokenizer encodes the prompts and decodes the completions.
+The LoRA targets stay the Llama projection names (Qwen2, Mistral and Llama share them).
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import string
 import tempfile
@@ -21,8 +26,18 @@ from typing import NamedTuple
 
 import torch
 from peft import LoraConfig
-from reporting import Measurement, describe_machine, machine_line
-from transformers import LlamaForCausalLM, PrinterCallback, Qwen2Config, Qwen2ForCausalLM, TrainerCallback
+from reporting import Figure, Measurement, describe_machine, machine_line
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PrinterCallback,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    TrainerCallback,
+)
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 from trl.trainer.utils import selective_log_softmax, selective_log_softmax_and_entropy
 
@@ -104,26 +119,69 @@ def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def describe_model(size: str, num_layers: int | None = None) -> str:
-    with torch.device("meta"):  # shapes only: nothing allocated
-        model = make_base_model(size, num_layers=num_layers)
+def check_model_source(quick: bool, shape: str, num_layers: int | None, model_path: str | None) -> None:
+    """Raise a `ValueError` naming the fix if `--model_path` is not a model folder or is combined with a built shape."""
+    if model_path is None:
+        return
+    if not os.path.isfile(os.path.join(model_path, "config.json")):
+        raise ValueError(
+            f"--model_path {model_path!r} is not a transformers model folder (no config.json): give a folder written "
+            "by `save_pretrained` (or `trl-clp convert-gguf`), with its tokenizer."
+        )
+    if quick or shape != "20m" or num_layers is not None:
+        raise ValueError(
+            "--model_path loads that folder's model as it is: remove --quick, --shape and --num_layers, which build "
+            "a model instead."
+        )
+
+
+def load_base_model(model_path: str) -> PreTrainedModel:
+    """The model of a local transformers folder, in fp32 (the precision of every benchmark model on CPU)."""
+    return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+
+
+def base_model(size: str, num_layers: int | None = None, model_path: str | None = None) -> PreTrainedModel:
+    """The benchmark's base model: the folder at `model_path` if given, else the shape `size` built from seed 0."""
+    return load_base_model(model_path) if model_path else make_base_model(size, seed=0, num_layers=num_layers)
+
+
+def base_tokenizer(model_path: str | None = None):
+    """The folder's own tokenizer with `model_path` (padding with EOS if it has no pad token, as TRL does), else the
+    byte tokenizer of the built shapes."""
+    if model_path is None:
+        return demo.make_byte_tokenizer()
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def model_skeleton(size: str, num_layers: int | None = None, model_path: str | None = None) -> PreTrainedModel:
+    """The base model's shapes only, on the meta device: nothing allocated, nothing read but a config."""
+    with torch.device("meta"):
+        if model_path:
+            return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_path))
+        return make_base_model(size, num_layers=num_layers)
+
+
+def describe_model(size: str, num_layers: int | None = None, model_path: str | None = None) -> str:
+    model = model_skeleton(size, num_layers, model_path)
     config = model.config
     return (
-        f"MODEL {size}: {count_parameters(model) / 1e6:.1f}M parameters (hidden {config.hidden_size}, "
+        f"MODEL {model_path or size}: {count_parameters(model) / 1e6:.1f}M parameters (hidden {config.hidden_size}, "
         f"{config.num_hidden_layers} layers, vocabulary {config.vocab_size}, tied embeddings "
         f"{config.tie_word_embeddings}); LoRA r={LORA['r']} per objective"
     )
 
 
-def announce_training_benchmark(model_size: str, quick: bool, num_layers: int | None = None) -> tuple[dict, int]:
+def announce_training_benchmark(settings: StepSettings) -> tuple[dict, int]:
     """Print the machine and model lines of a training benchmark; return the machine and the parameter count."""
     machine = describe_machine()
     print(machine_line(machine))
-    if quick:
+    if settings.quick:
         print("QUICK: tiny model; not the figures of docs/benchmarks.md")
-    with torch.device("meta"):
-        parameters = count_parameters(make_base_model(model_size, num_layers=num_layers))
-    print(describe_model(model_size, num_layers))
+    parameters = count_parameters(model_skeleton(settings.model_size, settings.num_layers, settings.model_path))
+    print(describe_model(settings.model_size, settings.num_layers, settings.model_path))
     return machine, parameters
 
 
@@ -185,8 +243,8 @@ def objective_names(num_objectives: int) -> list[str]:
 
 
 @dataclass
-class TrainingSettings:
-    """What every timed training run shares, baseline and CLP alike."""
+class StepSettings:
+    """What every timed training run shares, baseline and CLP alike, online or offline."""
 
     quick: bool = field(default=False, metadata={"help": "Tiny demo model and fewer figures: under 2 minutes."})
     shape: str = field(
@@ -196,8 +254,14 @@ class TrainingSettings:
         },
     )
     num_layers: int | None = field(default=None, metadata={"help": "Override the model's depth (CPU time)."})
+    model_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "A local transformers folder (model and tokenizer, e.g. /work/models/smollm2-135m-instruct), "
+            "loaded in fp32 instead of building `shape`; memory probes load it in their own process too."
+        },
+    )
     batch_size: int = field(default=16, metadata={"help": "Completions per step (`per_device_train_batch_size`)."})
-    num_generations: int = field(default=4, metadata={"help": "Completions per prompt."})
     completion_length: int = field(
         default=32, metadata={"help": "Every completion has exactly this many tokens (EOS suppressed before it)."}
     )
@@ -209,11 +273,21 @@ class TrainingSettings:
     warmup_steps: int = field(default=1, metadata={"help": "Untimed steps at the start of each run."})
     timed_steps: int = field(default=2, metadata={"help": "Timed steps per run; a run's time is their median."})
 
+    def __post_init__(self):
+        check_model_source(self.quick, self.shape, self.num_layers, self.model_path)
+
     @property
     def model_size(self) -> str:
         if self.shape not in QUICK_SIZES:
             raise ValueError(f"Unknown shape {self.shape!r}: choose among {sorted(QUICK_SIZES)}.")
         return QUICK_SIZES[self.shape] if self.quick else self.shape
+
+
+@dataclass
+class TrainingSettings(StepSettings):
+    """What every timed online training run shares: the step settings and the group size."""
+
+    num_generations: int = field(default=4, metadata={"help": "Completions per prompt."})
 
 
 class MaterialisingLogitTrainer(MultiObjectiveTrainer):
@@ -237,7 +311,8 @@ class MaterialisingLogitTrainer(MultiObjectiveTrainer):
 class TrainingRun(NamedTuple):
     """One training configuration; `variant` is "baseline" for plain `RLOOTrainer` with one LoRA, "logit-unfused"
     for logit-CLP through the materialised logits, "grpo-baseline" for plain `GRPOTrainer` with one LoRA,
-    "grpo-<variant>" for `MultiObjectiveGRPOTrainer`."""
+    "grpo-<variant>" for `MultiObjectiveGRPOTrainer`, "dpo-baseline" and "dpo-<variant>" likewise for DPO
+    (`benchmarks/dpo_step.py`)."""
 
     variant: str
     num_objectives: int
@@ -245,7 +320,8 @@ class TrainingRun(NamedTuple):
 
     @property
     def label(self) -> str:
-        name = {"baseline": "rloo+lora", "grpo-baseline": "grpo+lora"}.get(self.variant, f"{self.variant}-clp")
+        baselines = {"baseline": "rloo+lora", "grpo-baseline": "grpo+lora", "dpo-baseline": "dpo+lora"}
+        name = baselines.get(self.variant, f"{self.variant}-clp")
         return f"{name} m={self.num_objectives} B={self.batch_size}"
 
     @classmethod
@@ -310,7 +386,7 @@ def build_trainer(
         "seed": 0,
         "gradient_checkpointing": settings.gradient_checkpointing,
     }
-    if settings.model_size in QWEN_SHAPES:
+    if settings.model_path is None and settings.model_size in QWEN_SHAPES:
         # The byte tokenizer decodes ids above its 259 to nothing: sampled only from its ids, completions carry text
         # for the rewards (so advantages are not all zero). The 151,936 logits are still computed at every step.
         vocab_size = QWEN_SHAPES[settings.model_size]["vocab_size"]
@@ -324,12 +400,12 @@ def build_trainer(
         if bf16 and not torch.cuda.is_available():
             config_values["use_cpu"] = True  # transformers' condition for bf16 autocast on CPU
     if model is None:
-        model = make_base_model(settings.model_size, seed=0, num_layers=settings.num_layers)
+        model = base_model(settings.model_size, settings.num_layers, settings.model_path)
     common = {
         "model": model,
         "reward_funcs": reward_funcs(run.num_objectives),
         "train_dataset": demo.make_prompt_dataset(max_steps * run.batch_size, seed=0),
-        "processing_class": demo.make_byte_tokenizer(),
+        "processing_class": base_tokenizer(settings.model_path),
         "peft_config": lora_config(),
         "callbacks": list(callbacks),
         **({"quantization_config": quantization_config} if quantization_config is not None else {}),
@@ -349,19 +425,23 @@ def build_trainer(
     return trainer
 
 
-def time_run(run: TrainingRun, settings: TrainingSettings) -> float:
-    """Median step time of one fresh run after its warm-up steps, in seconds."""
+def time_run(run: TrainingRun, settings: StepSettings, build=build_trainer) -> float:
+    """Median step time of one fresh run of `build(run, settings, max_steps, output_dir, callbacks)` after its warm-up
+    steps, in seconds."""
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as output_dir:
-        trainer = build_trainer(run, settings, settings.warmup_steps + settings.timed_steps, output_dir, [timer])
+        trainer = build(run, settings, settings.warmup_steps + settings.timed_steps, output_dir, [timer])
         trainer.train()
     del trainer
     gc.collect()
     return statistics.median(timer.durations[settings.warmup_steps :])
 
 
-def interleaved_step_times(order: list[TrainingRun], settings: TrainingSettings) -> dict[TrainingRun, Measurement]:
-    """Time every run of `order` once per repeat, in that order (each baseline right before its CLP runs).
+def interleaved_step_times(
+    order: list[TrainingRun], settings: StepSettings, build=build_trainer
+) -> dict[TrainingRun, Measurement]:
+    """Time every run of `order` once per repeat, in that order (each baseline right before its CLP runs); `build`
+    makes each run's trainer (`build_trainer`: the online trainers).
 
     Returns:
         one `Measurement` per run, holding its median step time (seconds) of each repeat.
@@ -370,6 +450,22 @@ def interleaved_step_times(order: list[TrainingRun], settings: TrainingSettings)
     started = time.perf_counter()
     for repeat in range(settings.repeats):
         for run in order:
-            step_times[run].samples.append(time_run(run, settings))
+            step_times[run].samples.append(time_run(run, settings, build))
         print(f"repeat {repeat + 1}/{settings.repeats} done ({time.perf_counter() - started:.0f} s)", flush=True)
     return step_times
+
+
+def step_time_figures(
+    cells: dict[int, list[TrainingRun]], settings: StepSettings, target, build=build_trainer
+) -> list[Figure]:
+    """Time every run of `cells` (per m: the baseline first, then its candidates) with `interleaved_step_times`.
+
+    Returns:
+        one `step_time/<variant>/m<m>` figure per candidate against its m's baseline, with target `target(run)`.
+    """
+    step_times = interleaved_step_times([run for runs in cells.values() for run in runs], settings, build)
+    return [
+        Figure(f"step_time/{run.variant}/m{m}", step_times[runs[0]], step_times[run], target(run))
+        for m, runs in cells.items()
+        for run in runs[1:]
+    ]
