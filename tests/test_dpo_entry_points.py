@@ -14,7 +14,7 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig
 
-from trl_clp import MultiObjectiveDPOConfig, SteerableModel, demo, simplex_grid
+from trl_clp import MultiObjectiveDPOConfig, SteerableModel, demo, format_weighted_prompt, simplex_grid
 from trl_clp.cli import main as cli
 from trl_clp.evaluation import evaluate_preferences
 from trl_clp.preference_data import HELPSTEER2_ATTRIBUTES, PKU_SAFERLHF_OBJECTIVES
@@ -281,3 +281,40 @@ def test_accelerate_launch_trains_dpo_on_two_cpu_processes(tmp_path):
     steer = SteerableModel.from_pretrained(str(out))
     assert steer.objective_names == ["lower", "upper"]
     assert json.loads((out / "preference_accuracy.json").read_text())["results"][0]["num_pairs"] == 8
+
+
+def test_held_out_accuracy_of_a_prompting_model_reads_the_weighting_in_the_policys_prompt(tokenizer):
+    """The prompting baseline: the policy sees the weighting written into the prompt, the reference the data's."""
+    torch.manual_seed(0)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
+    steer = SteerableModel.from_base_model(
+        demo.make_tiny_llama(seed=0), ["lower", "upper"], lora, conditioning="prompt", tokenizer=tokenizer
+    )
+    rows = signed_pairs(tokenizer, "labels")
+    weightings = simplex_grid(2, 3)
+    results = evaluate_preferences(steer, Dataset.from_list(rows), weightings, "labels", batch_size=4)
+    base = demo.make_tiny_llama(seed=0).eval()
+    template = steer.conditioning_config.prompt_template
+    for weights, result in zip(weightings.tolist(), results, strict=True):
+        deltas = []
+        for row in rows:
+            weighted = tokenizer(format_weighted_prompt(row["prompt"], weights, ["lower", "upper"], template))
+            logratios = [
+                sequence_log_prob(steer.model, weighted["input_ids"], row[f"{side}_ids"])
+                - sequence_log_prob(base, row["prompt_ids"], row[f"{side}_ids"])
+                for side in ("chosen", "rejected")
+            ]
+            deltas.append(logratios[0] - logratios[1])
+        for i, name in enumerate(["lower", "upper"]):
+            voiced = [(row["objective_labels"][i], d) for row, d in zip(rows, deltas, strict=True)]
+            voiced = [(s, d) for s, d in voiced if s]
+            assert result.objective_accuracy[name] == pytest.approx(
+                sum((d > 0) == (s > 0) for s, d in voiced) / len(voiced)
+            )
+        sides = [sum(w * s for w, s in zip(weights, row["objective_labels"], strict=True)) for row in rows]
+        oriented = [(1 if side > 0 else -1) * d for side, d in zip(sides, deltas, strict=True) if side]
+        assert result.num_pairs == len(oriented) and result.margin == pytest.approx(
+            sum(oriented) / len(oriented), abs=1e-4
+        )
+    # Written into the prompt, the weighting changes the policy: the margins differ between weightings.
+    assert len({round(r.margin, 4) for r in results}) == 3
