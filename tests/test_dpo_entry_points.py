@@ -318,3 +318,64 @@ def test_held_out_accuracy_of_a_prompting_model_reads_the_weighting_in_the_polic
         )
     # Written into the prompt, the weighting changes the policy: the margins differ between weightings.
     assert len({round(r.margin, 4) for r in results}) == 3
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+SMALL_RUN = ["--max_steps", "2", "--per_device_train_batch_size", "4", "--eval_grid_points", "3"]
+SMALL_RUN += ["--disable_tqdm", "True", "--learning_rate", "0.02"]
+
+
+def test_cli_dpo_converts_a_public_layout_with_its_adapter(tmp_path, saved_base_model, capsys):
+    """A PKU-SafeRLHF-shaped local folder through `--preference_format`: objectives and held-out pairs from the
+    adapter (`better_response_id`, `safer_response_id` → labels [helpful, harmless])."""
+
+    def rows(count, offset):
+        return [
+            {
+                "prompt": f"Describe: river {i}\n",
+                "response_0": "a calm river",
+                "response_1": "A CALM RIVER",
+                "better_response_id": i % 2,
+                "safer_response_id": (i // 2) % 2,
+            }
+            for i in range(offset, offset + count)
+        ]
+
+    data = tmp_path / "pku"
+    write_jsonl(data / "train.jsonl", rows(8, 0))
+    write_jsonl(data / "test.jsonl", rows(6, 100))
+    out = tmp_path / "out"
+    argv = ["train", "--trainer", "dpo", "--dataset_name", str(data), "--preference_format", "pku_saferlhf"]
+    cli([*argv, "--model_name_or_path", saved_base_model, "--output_dir", str(out), *SMALL_RUN])
+    assert json.loads((out / "clp_config.json").read_text())["objective_names"] == PKU_SAFERLHF_OBJECTIVES
+    report = json.loads((out / "preference_accuracy.json").read_text())
+    assert report["objective_names"] == PKU_SAFERLHF_OBJECTIVES
+    corners = {tuple(row["weights"]): row for row in report["results"]}
+    # Every converted pair has a label from each objective, so each corner decides all 6 held-out pairs.
+    assert corners[(1.0, 0.0)]["num_pairs"] == corners[(0.0, 1.0)]["num_pairs"] == 6
+    assert "helpful: accuracy" in capsys.readouterr().out
+
+
+def test_cli_dpo_trains_on_one_scores_file_and_says_nothing_is_held_out(tmp_path, saved_base_model, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    write_jsonl(
+        pairs,
+        [
+            {"prompt": f"Describe: road {i}\n", "chosen": "old road", "rejected": "OLD ROAD"}
+            | {"chosen_scores": [1.0, float(i % 3)], "rejected_scores": [0.0, 1.5]}
+            for i in range(8)
+        ],
+    )
+    out = tmp_path / "out"
+    argv = ["train", "--trainer", "dpo", "--dataset_name", str(pairs), "--preference_layout", "scores"]
+    argv += ["--objective_names", "lower", "upper", "--model_name_or_path", saved_base_model]
+    cli([*argv, "--output_dir", str(out), *SMALL_RUN])
+    printed = capsys.readouterr().out
+    assert "No held-out pairs (no test split, no --dataset_eval_split): not evaluated." in printed
+    assert not (out / "preference_accuracy.json").exists()
+    assert SteerableModel.from_pretrained(str(out)).objective_names == ["lower", "upper"]
+    assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2

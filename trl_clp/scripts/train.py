@@ -415,7 +415,8 @@ def main(
     if preferences:
         if eval_dataset is None:
             print(
-                f"No held-out pairs (no test split, no --dataset_eval_split): not evaluated. Steerable model: {training_args.output_dir}"
+                "No held-out pairs (no test split, no --dataset_eval_split): not evaluated. Steerable model: "
+                + training_args.output_dir
             )
             return
         written = report_preference_accuracy(trainer, steer, script_args, training_args)
