@@ -21,14 +21,16 @@ GRPO instead of RLOO: `--trainer grpo` (or `trainer: grpo` in the YAML), e.g.
 
     accelerate launch examples/train_clp.py --config examples/configs/tldr_summarization_grpo.yaml
 
+DPO from preference pairs with a label or a score per objective: `--trainer dpo` (no reward functions), e.g.
+
+    accelerate launch examples/train_clp.py --config examples/configs/dpo_demo.yaml
+
 The code is `trl_clp/scripts/train.py`, installed with the package as the `trl-clp train` command (same arguments,
 same YAML files): read it there, section by section (model and tokenizer, dataset, training, evaluation).
 `--help` lists every argument.
 """
 
-import sys
-
-from trl_clp.scripts.train import ScriptArguments, chosen_trainer, main, make_parser  # noqa: F401  (public names)
+from trl_clp.scripts.train import ScriptArguments, chosen_trainer, main, make_parser, run  # noqa: F401  (public names)
 
 if __name__ == "__main__":
-    main(*make_parser(trainer=chosen_trainer(sys.argv[1:])).parse_args_and_config())
+    run(prog=None)

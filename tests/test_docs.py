@@ -11,7 +11,8 @@ What is substituted, and only this (the pages are otherwise run as written):
   tokenizer, trl-lib/tldr by a 16-row JSON-lines copy with the same columns, the NLI model by a tiny BERT classifier;
 - `pip install ...` by `true`: the package and its extras are installed where the tests run;
 - the main job's size: `TOY_SIZE` flags are appended to a command line that runs `examples/train_clp.py` or
-  `trl-clp train`, so that it trains for 2 steps on a tiny pre-trained model instead of 2.5 minutes.
+  `trl-clp train`, so that it trains for 2 steps on a tiny pre-trained model instead of 2.5 minutes (for DPO, the
+  same flags less `--max_completion_length`).
 """
 
 import contextlib
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .conftest import save_tiny_nli_model, toy_main_job_argv
+from .conftest import TOY_MAIN_JOB_FLAGS, save_tiny_nli_model, toy_main_job_argv
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), os.pardir))
 PAGES = ["README.md"] + sorted(
@@ -36,6 +37,8 @@ SKIP = re.compile(r"<!--\s*docs-test:\s*skip\s*\((?P<reason>[^)]+)\)\s*-->")
 FENCE = re.compile(r"^```(?P<language>[\w+-]*)\s*$")
 RUN_LANGUAGES = {"python": "python", "py": "python", "bash": "bash", "sh": "bash", "shell": "bash"}
 TOY_SIZE = " ".join(toy_main_job_argv())
+# `--trainer dpo` (a DPO recipe) generates nothing: the same size less the completion length, not a DPO field.
+DPO_TOY_SIZE = " ".join(f"--{k} {v}" for k, v in TOY_MAIN_JOB_FLAGS.items() if k != "max_completion_length")
 
 
 @contextlib.contextmanager
@@ -133,7 +136,8 @@ def substitute(code: str, language: str, hub_substitutes: dict[str, str]) -> str
         for line in code.splitlines():
             if re.search(r"examples/train_clp\.py|trl-clp train|trl_clp\.scripts\.train", line):
                 command, hash_, comment = line.partition(" #")
-                line = f"{command.rstrip().rstrip(chr(92)).rstrip()} {TOY_SIZE}" + (f" #{comment}" if hash_ else "")
+                toy = DPO_TOY_SIZE if re.search(r"--trainer dpo|dpo_\w*\.yaml", command) else TOY_SIZE
+                line = f"{command.rstrip().rstrip(chr(92)).rstrip()} {toy}" + (f" #{comment}" if hash_ else "")
             lines.append(line)
         code = "\n".join(lines)
     return code

@@ -41,6 +41,11 @@ SECTIONS = [
     ("trl_clp", "Weightings", ["simplex_grid", "check_weights", "sample_group_weights"]),
     ("trl_clp", "Evaluation", ["evaluate_front", "Front", "FrontEvaluationCallback"]),
     ("trl_clp.evaluation", "Evaluation results", ["WeightingResult"]),
+    (
+        "trl_clp.evaluation",
+        "Evaluation on held-out preference pairs",
+        ["evaluate_preferences", "PreferenceAccuracy", "format_preference_table"],
+    ),
     ("trl_clp.rewards", "Reward functions", None),
     ("trl_clp.gguf", "GGUF checkpoints", ["convert_gguf", "check_not_gguf"]),
     ("trl_clp.pareto", "Front metrics", None),

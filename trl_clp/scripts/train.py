@@ -24,6 +24,14 @@ GRPO instead of RLOO under the same conditioning (`--trainer grpo`, or `trainer:
     trl-clp train --trainer grpo --scalarization tchebycheff
     trl-clp train --config examples/configs/tldr_summarization_grpo.yaml
 
+DPO from preference pairs with a label or a score per objective (`--trainer dpo`; every `MultiObjectiveDPOConfig`
+field is then a flag). There are no reward functions: the data are pairs in the labels or the scores layout
+(docs/preference.md), or a public dataset converted with `--preference_format`; the held-out pairs are scored by
+the trained model's implicit reward at each weighting of the grid (`preference_accuracy.json`):
+
+    trl-clp train --config examples/configs/dpo_demo.yaml
+    trl-clp train --trainer dpo --dataset_name PKU-Alignment/PKU-SafeRLHF --preference_format pku_saferlhf ...
+
 `--reward_funcs` takes built-in names (lowercase, uppercase, titlecase, brevity, source_coverage, civility),
 `rouge1`/`rouge2`/`rougeL` (against `--reference_column`), `nli` (entailment under `--nli_model`), `module:function`
 import paths, or reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
@@ -36,11 +44,12 @@ The console shows a progress bar and the final table; the metrics logged every `
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -51,6 +60,8 @@ from trl import ModelConfig, TrlParser, get_peft_config, get_quantization_config
 
 from trl_clp import (
     MultiObjectiveConfig,
+    MultiObjectiveDPOConfig,
+    MultiObjectiveDPOTrainer,
     MultiObjectiveGRPOConfig,
     MultiObjectiveGRPOTrainer,
     MultiObjectiveTrainer,
@@ -58,41 +69,85 @@ from trl_clp import (
     demo,
     simplex_grid,
 )
-from trl_clp.evaluation import evaluate_front
+from trl_clp.evaluation import evaluate_front, evaluate_preferences, format_preference_table
 from trl_clp.gguf import check_not_gguf
+from trl_clp.preference_data import (
+    HELPSTEER2_ATTRIBUTES,
+    PKU_SAFERLHF_OBJECTIVES,
+    ULTRAFEEDBACK_ASPECTS,
+    helpsteer2_to_scores,
+    pku_saferlhf_to_labels,
+    ultrafeedback_to_scores,
+)
 from trl_clp.rewards import resolve_reward_function
 from trl_clp.scripts import limit_cpu_threads
 
 TRAINERS = {
     "rloo": (MultiObjectiveConfig, MultiObjectiveTrainer),
     "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer),
+    "dpo": (MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer),
 }
+# `--preference_format`: a public dataset's columns → a preference layout (trl_clp.preference_data), with the layout
+# it gives and its objectives. PKU-SafeRLHF's two are fixed (named in that order); HelpSteer2's attributes and
+# UltraFeedback's aspects are chosen with `--objective_names` (default: all of them).
+PREFERENCE_FORMATS = {
+    "pku_saferlhf": (pku_saferlhf_to_labels, "labels", PKU_SAFERLHF_OBJECTIVES),
+    "helpsteer2": (helpsteer2_to_scores, "scores", HELPSTEER2_ATTRIBUTES),
+    "ultrafeedback": (ultrafeedback_to_scores, "scores", ULTRAFEEDBACK_ASPECTS),
+}
+DEFAULT_REWARD_FUNCS = ["lowercase", "uppercase"]
 
 
 @dataclass
 class ScriptArguments:
     trainer: str = field(
         default="rloo",
-        metadata={"help": "The TRL trainer under the conditioning: 'rloo' or 'grpo'.", "choices": list(TRAINERS)},
+        metadata={
+            "help": "The TRL trainer under the conditioning: 'rloo' or 'grpo' (online, with reward functions), or "
+            "'dpo' (from preference pairs with per-objective labels or scores).",
+            "choices": list(TRAINERS),
+        },
     )
     """The script's own arguments (data, rewards, evaluation); training and model arguments are TRL's."""
 
     dataset_name: str | None = field(
-        default=None, metadata={"help": "Dataset id or local path; default: the offline demo prompts."}
+        default=None,
+        metadata={
+            "help": "Dataset id or local path (a folder, or for 'dpo' also a .jsonl/.json file); default: the offline "
+            "demo prompts ('rloo', 'grpo'). Required for 'dpo': preference pairs."
+        },
     )
     dataset_config: str | None = field(default=None, metadata={"help": "Dataset configuration name."})
     dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
     dataset_eval_split: str | None = field(
-        default=None, metadata={"help": "Split holding the held-out evaluation prompts (default: test, else train)."}
+        default=None,
+        metadata={
+            "help": "Split holding the held-out evaluation prompts (default: test, else train); for 'dpo' the "
+            "held-out pairs (default: test, else none)."
+        },
     )
     prompt_column: str = field(default="prompt", metadata={"help": "Column with the prompts; renamed to 'prompt'."})
-    reward_funcs: list[str] = field(
-        default_factory=lambda: ["lowercase", "uppercase"],
-        metadata={"help": "One reward per objective: built-in name, 'module:function', or a reward-model id/path."},
+    reward_funcs: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "One reward per objective: built-in name, 'module:function', or a reward-model id/path (default: "
+            "lowercase uppercase, the demo's). Not for 'dpo', whose objectives are the dataset's labels or scores."
+        },
+    )
+    preference_format: str | None = field(
+        default=None,
+        metadata={
+            "help": "'dpo' only: convert a public dataset's columns to a preference layout with trl_clp.preference_data "
+            "(pku_saferlhf → labels [helpful, harmless]; helpsteer2, ultrafeedback → scores over `objective_names`, "
+            "default all attributes or aspects). Default: the dataset is already in `preference_layout`.",
+            "choices": list(PREFERENCE_FORMATS),
+        },
     )
     num_train_prompts: int = field(default=512, metadata={"help": "Demo task: number of training prompts."})
     pretrain_steps: int = field(default=300, metadata={"help": "Demo task: pre-training steps of the tiny model."})
-    num_eval_prompts: int = field(default=32, metadata={"help": "Held-out prompts used by the final evaluation."})
+    num_eval_prompts: int = field(
+        default=32, metadata={"help": "Held-out prompts (for 'dpo': pairs) used by the final evaluation."}
+    )
     eval_grid_points: int = field(
         default=5, metadata={"help": "Points per simplex edge of the evaluation grid (5 → 0, .25, .5, .75, 1)."}
     )
@@ -125,6 +180,31 @@ class ScriptArguments:
         },
     )
 
+    def __post_init__(self):
+        if self.trainer != "dpo":
+            if self.preference_format is not None:
+                raise ValueError(
+                    f"--preference_format applies to --trainer dpo (preference pairs), not {self.trainer!r}: remove it, "
+                    "or pass --trainer dpo."
+                )
+            if self.reward_funcs is None:
+                self.reward_funcs = list(DEFAULT_REWARD_FUNCS)
+            return
+        if self.reward_funcs is not None:
+            raise ValueError(
+                "--reward_funcs does not apply to --trainer dpo: DPO-CLP learns from preference pairs, and its "
+                "objectives are the dataset's per-objective labels or scores, named by --objective_names. Remove "
+                "--reward_funcs (or train online with --trainer rloo or grpo)."
+            )
+        if self.dataset_name is None:
+            raise ValueError(
+                "--trainer dpo needs preference pairs: pass --dataset_name (a folder with train.jsonl and test.jsonl, "
+                "a .jsonl file or a dataset id) in the labels layout (prompt, chosen, rejected, objective_labels) or "
+                "the scores layout (prompt, chosen, rejected, chosen_scores, rejected_scores), or a public dataset "
+                f"with --preference_format {'|'.join(PREFERENCE_FORMATS)}. The offline demo's: --config "
+                "examples/configs/dpo_demo.yaml."
+            )
+
 
 class ProgressBarOnly(ProgressCallback):
     """Transformers' progress bar without the metric dicts it writes under the bar at every logging step."""
@@ -151,10 +231,102 @@ def model_init_kwargs(model_args: ModelConfig) -> dict:
     }
 
 
-def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, model_args: ModelConfig):
+def check_preference_arguments(script_args: ScriptArguments, training_args: MultiObjectiveDPOConfig) -> None:
+    """`--preference_format` against the layout and objectives set: a `ValueError` naming the fix, before any loading."""
+    if script_args.preference_format is None:
+        return
+    _, layout, known = PREFERENCE_FORMATS[script_args.preference_format]
+    if training_args.preference_layout != layout:
+        raise ValueError(
+            f"--preference_format {script_args.preference_format} gives the {layout} layout, but preference_layout is "
+            f"{training_args.preference_layout!r}: set --preference_layout {layout} (or leave it out)."
+        )
+    names = training_args.objective_names
+    if script_args.preference_format == "pku_saferlhf":
+        if len(names) != len(known):
+            raise ValueError(
+                f"PKU-SafeRLHF has {len(known)} objectives, {known} (its better and safer responses); objective_names "
+                f"is {names}: give {len(known)} names, or leave it out."
+            )
+    elif unknown := [name for name in names if name not in known]:
+        raise ValueError(
+            f"objective_names {unknown} are not {script_args.preference_format} ratings: choose among {known} (the "
+            "objectives are the dataset's ratings, in the order given)."
+        )
+
+
+def load_preference_pairs(script_args: ScriptArguments, training_args: MultiObjectiveDPOConfig):
+    """The training pairs and the held-out pairs (None without an evaluation split), in `preference_layout`."""
+    from datasets import load_dataset
+
+    name = script_args.dataset_name
+    if os.path.isfile(name):  # one JSON-lines (or JSON) file: its pairs all train, none are held out
+        dataset = load_dataset("json", data_files={script_args.dataset_train_split: name})
+    else:
+        dataset = load_dataset(name, script_args.dataset_config)
+    eval_split = script_args.dataset_eval_split or ("test" if "test" in dataset else None)
+    train_pairs = dataset[script_args.dataset_train_split]
+    eval_pairs = None
+    if eval_split is not None:
+        eval_pairs = dataset[eval_split]
+    if script_args.preference_format is not None:
+        convert = PREFERENCE_FORMATS[script_args.preference_format][0]
+        if script_args.preference_format == "pku_saferlhf":
+            convert_split = convert
+        else:  # the ratings steered along are the objectives, in their order
+            attributes = list(training_args.objective_names)
+            convert_split = lambda split: convert(split, attributes)  # noqa: E731
+        train_pairs = convert_split(train_pairs)
+        if eval_pairs is not None:  # only the pairs evaluated are converted (an adapter reads every row)
+            eval_pairs = eval_pairs.select(range(min(len(eval_pairs), 4 * script_args.num_eval_prompts)))
+            eval_pairs = convert_split(eval_pairs)
+    if eval_pairs is not None:
+        eval_pairs = eval_pairs.select(range(min(script_args.num_eval_prompts, len(eval_pairs))))
+    return train_pairs, eval_pairs
+
+
+def report_preference_accuracy(trainer, steer, script_args: ScriptArguments, training_args) -> str:
+    """Score the held-out pairs at each weighting of the grid, print the table and write preference_accuracy.json."""
+    results = evaluate_preferences(
+        steer,
+        trainer.eval_dataset,  # tokenized by the trainer, as its training pairs
+        simplex_grid(steer.conditioning_config.num_objectives, script_args.eval_grid_points),
+        preference_layout=training_args.preference_layout,
+        score_margin=training_args.score_margin,
+        batch_size=training_args.per_device_eval_batch_size,
+    )
+    path = os.path.join(training_args.output_dir, "preference_accuracy.json")
+    with open(path, "w") as handle:
+        json.dump(
+            {"objective_names": steer.objective_names, "results": [asdict(r) for r in results]}, handle, indent=2
+        )
+    print(format_preference_table(results))
+    print(
+        f"Each row: one weighting of ({', '.join(steer.objective_names)}) and {len(trainer.eval_dataset)} held-out "
+        "pairs, ordered by the implicit reward log π_w(y|x) − log π_ref(y|x): accuracy = share of the pairs the "
+        "weighting prefers a response of where the model orders them as it does; <objective> acc. = share of the "
+        "pairs that objective has an opinion on where the model agrees with it; margin = mean log-ratio margin "
+        "(nats) towards the response the weighting prefers; pairs = pairs the weighting decides."
+    )
+    for i, name in enumerate(steer.objective_names):
+        at_one = [r.objective_accuracy[name] for r in results if r.weights[i] == 1.0]
+        at_zero = [r.objective_accuracy[name] for r in results if r.weights[i] == 0.0]
+        low, high = sum(at_zero) / len(at_zero), sum(at_one) / len(at_one)
+        print(f"{name}: accuracy {low:.3f} with weight 0 → {high:.3f} with weight 1 ({high - low:+.3f})")
+    return path
+
+
+def main(
+    script_args: ScriptArguments,
+    training_args: MultiObjectiveConfig | MultiObjectiveGRPOConfig | MultiObjectiveDPOConfig,
+    model_args: ModelConfig,
+):
     started = time.perf_counter()
     limit_cpu_threads()
     quiet_console()
+    preferences = script_args.trainer == "dpo"
+    if preferences:
+        check_preference_arguments(script_args, training_args)
 
     ################
     # Model and tokenizer
@@ -177,7 +349,9 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
     ################
     # Dataset
     ################
-    if script_args.dataset_name is None:
+    if preferences:
+        train_dataset, eval_dataset = load_preference_pairs(script_args, training_args)
+    elif script_args.dataset_name is None:
         train_dataset = demo.make_prompt_dataset(script_args.num_train_prompts, seed=training_args.seed)
         eval_dataset = demo.make_prompt_dataset(script_args.num_eval_prompts, seed=training_args.seed + 1)
     else:
@@ -199,20 +373,23 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
     ################
     # Training
     ################
-    reward_funcs = [
-        resolve_reward_function(
-            spec,
-            reference_column=script_args.reference_column,
-            nli_model=script_args.nli_model,
-            premise_column=script_args.premise_column,
-        )
-        for spec in script_args.reward_funcs
-    ]
+    if preferences:  # the objectives are the pairs' labels or scores; the held-out pairs are tokenized with them
+        data = {"train_dataset": train_dataset, "eval_dataset": eval_dataset}
+    else:
+        reward_funcs = [
+            resolve_reward_function(
+                spec,
+                reference_column=script_args.reference_column,
+                nli_model=script_args.nli_model,
+                premise_column=script_args.premise_column,
+            )
+            for spec in script_args.reward_funcs
+        ]
+        data = {"reward_funcs": reward_funcs, "train_dataset": train_dataset}
     trainer = TRAINERS[script_args.trainer][1](
         model=model_args.model_name_or_path,
-        reward_funcs=reward_funcs,
         args=training_args,
-        train_dataset=train_dataset,
+        **data,
         processing_class=tokenizer,
         peft_config=get_peft_config(model_args),
         # --load_in_4bit: QLoRA, the conditioned LoRA blocks train on a 4-bit (bitsandbytes) base model.
@@ -235,6 +412,19 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
         return
     steer = SteerableModel.from_pretrained(training_args.output_dir, tokenizer=tokenizer)
     steer.to(trainer.accelerator.device)
+    if preferences:
+        if eval_dataset is None:
+            print(
+                "No held-out pairs (no test split, no --dataset_eval_split): not evaluated. Steerable model: "
+                + training_args.output_dir
+            )
+            return
+        written = report_preference_accuracy(trainer, steer, script_args, training_args)
+        print(
+            f"Trained in {train_seconds:.0f} s. Steerable model: {training_args.output_dir}; held-out accuracy: "
+            f"{written}; training metrics: {os.path.join(training_args.output_dir, 'trainer_state.json')}"
+        )
+        return
     callable_rewards = [f for f in trainer.reward_funcs if callable(f) and not isinstance(f, torch.nn.Module)]
     if len(callable_rewards) != len(trainer.reward_funcs):
         print("Reward models are not evaluated by this script; use callables to get the evaluation table.")
@@ -285,29 +475,48 @@ def main(script_args: ScriptArguments, training_args: MultiObjectiveConfig, mode
     )
 
 
-def chosen_trainer(argv: list[str]) -> str:
-    """`--trainer`, from the command line or the `--config` YAML: the config class, hence the parser, depends on it."""
+def early_option(argv: list[str], name: str) -> str | None:
+    """`--<name>`, from the command line or the `--config` YAML: read before the parser exists, since it shapes it."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--trainer")
+    pre.add_argument(f"--{name}")
     pre.add_argument("--config")
     known, _ = pre.parse_known_args(argv)
-    if known.trainer is None and known.config is not None:
+    value = getattr(known, name)
+    if value is None and known.config is not None:
         with open(known.config) as handle:
-            known.trainer = (yaml.safe_load(handle) or {}).get("trainer")
-    return known.trainer or "rloo"
+            value = (yaml.safe_load(handle) or {}).get(name)
+    return value
 
 
-def make_parser(prog: str | None = None, trainer: str = "rloo") -> TrlParser:
+def chosen_trainer(argv: list[str]) -> str:
+    """`--trainer`, from the command line or the `--config` YAML: the config class, hence the parser, depends on it."""
+    return early_option(argv, "trainer") or "rloo"
+
+
+# `--trainer dpo`: what the CPU needs (TRL's DPOConfig defaults otherwise; the recipes set the rest).
+DPO_DEFAULTS = dict(
+    output_dir="outputs/clp-dpo", logging_steps=10, save_strategy="no", report_to="none", gradient_checkpointing=False
+)
+
+
+def make_parser(prog: str | None = None, trainer: str = "rloo", preference_format: str | None = None) -> TrlParser:
     """The script's parser: `ScriptArguments`, the trainer's config (`MultiObjectiveConfig` for `"rloo"`,
-    `MultiObjectiveGRPOConfig` for `"grpo"`) and TRL's `ModelConfig`, with `--config`.
+    `MultiObjectiveGRPOConfig` for `"grpo"`, `MultiObjectiveDPOConfig` for `"dpo"`) and TRL's `ModelConfig`, with
+    `--config`. With a `preference_format` (`"dpo"`), its layout and objectives are the defaults.
 
     A new group of options is one more dataclass in the tuple (and one more value returned by
     `parse_args_and_config`).
     """
     parser = TrlParser((ScriptArguments, TRAINERS[trainer][0], ModelConfig), prog=prog)
-    # The embedded default: the offline demo, sized for a 2-core CPU. Flags and --config override each value.
+    if trainer == "dpo":
+        defaults = dict(DPO_DEFAULTS)
+        if preference_format in PREFERENCE_FORMATS:
+            _, layout, objectives = PREFERENCE_FORMATS[preference_format]
+            defaults.update(preference_layout=layout, objective_names=list(objectives))
+    else:  # the embedded default: the offline demo, sized for a 2-core CPU
+        defaults = {"output_dir": "outputs/clp-demo", **demo.DEMO_TRAINING_ARGS}
+    # Flags and --config override each value.
     parser.set_defaults(
-        output_dir="outputs/clp-demo",
         conditioning="full",
         # bf16 only where it runs: TRL's default (bf16=True) raises on a CPU.
         bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
@@ -315,15 +524,19 @@ def make_parser(prog: str | None = None, trainer: str = "rloo") -> TrlParser:
         lora_r=demo.DEMO_LORA["r"],
         lora_alpha=demo.DEMO_LORA["lora_alpha"],
         lora_target_modules=demo.DEMO_LORA["target_modules"],
-        **demo.DEMO_TRAINING_ARGS,
+        **defaults,
     )
     return parser
 
 
-def run(argv: list[str] | None = None) -> None:
-    """Parse `argv` (default: the command line) and train: the body of `trl-clp train`."""
-    trainer = chosen_trainer(sys.argv[1:] if argv is None else argv)
-    main(*make_parser(prog="trl-clp train", trainer=trainer).parse_args_and_config(args=argv))
+def run(argv: list[str] | None = None, prog: str | None = "trl-clp train") -> None:
+    """Parse `argv` (default: the command line) and train: the body of `trl-clp train` (and of
+    `examples/train_clp.py`, with `prog=None`)."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = make_parser(
+        prog=prog, trainer=chosen_trainer(argv), preference_format=early_option(argv, "preference_format")
+    )
+    main(*parser.parse_args_and_config(args=argv))
 
 
 if __name__ == "__main__":
