@@ -246,21 +246,23 @@ def english_words() -> tuple[frozenset[str], frozenset[str]]:
     `textblob` package (the `text-rewards` extra, which the objectivity reward already needs). It suits a language
     check better than TextBlob's spelling list (built from Gutenberg books, it holds "est", "une", "vous") or VADER's
     lexicon (7.5k opinion words only: neutral English would read as foreign): Brill tags the foreign words it saw
-    `FW` ("est", "vous", "dans"), and those are dropped. Proper nouns count only capitalised, as written ("Italy"),
-    so that French "des" or "avec", tagged NNP after a name, do not.
+    `FW` ("est", "vous", "dans"), and those are dropped. Proper nouns count only as written, capitalised ("Italy"),
+    and not when their lowercase form is foreign (a sentence's first "Le").
     """
     textblob = require("textblob", "text-rewards", "the English-share guard of compare_real_model.py")
-    common, proper = set(), set()
+    tags = {}
     with open(os.path.join(os.path.dirname(textblob.__file__), "en", "en-lexicon.txt"), encoding="utf-8") as handle:
         for line in handle:
             fields = line.split()
-            if line.startswith(";;;") or len(fields) != 2 or fields[1] == "FW":
-                continue
-            if fields[1] in ("NNP", "NNPS"):
-                if fields[0][:1].isupper():
-                    proper.add(fields[0])
-            else:
-                common.add(fields[0].lower())
+            if not line.startswith(";;;") and len(fields) == 2:
+                tags[fields[0]] = fields[1]
+    foreign = {word.lower() for word, tag in tags.items() if tag == "FW"}
+    common = {word.lower() for word, tag in tags.items() if tag not in ("FW", "NNP", "NNPS")}
+    proper = {
+        word
+        for word, tag in tags.items()
+        if tag in ("NNP", "NNPS") and word[:1].isupper() and word.lower() not in foreign
+    }
     return frozenset(common), frozenset(proper)
 
 

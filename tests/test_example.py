@@ -426,3 +426,118 @@ def test_real_model_comparison_scores_methods_from_their_samples(train_clp, tmp_
     (output / "comparison.json").unlink()
     compare.main()  # from the files written: the same figures without sampling again
     assert json.loads((output / "comparison.json").read_text())["methods"] == results["methods"]
+
+
+@pytest.fixture(scope="module")
+def compare_real_model():
+    spec = importlib.util.spec_from_file_location(
+        "compare_real_model", os.path.join(EXAMPLES, "compare_real_model.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tone_runs(train_clp, tmp_path_factory):
+    """Two tiny chat models trained one step with the SmolLM2 recipe: full-CLP at α = 0.2, and full-CLP conditioned
+    on α ∈ [0.05, 0.5] (`--kl_weights 0.05 0.5`)."""
+    from trl_clp import demo
+
+    root = tmp_path_factory.mktemp("tone_runs")
+    model_path = root / "chat-model"
+    demo.make_tiny_llama(seed=0).save_pretrained(model_path)
+    bos_tokenizer().save_pretrained(model_path)
+    runs = {}
+    for name, extra in (("plain", []), ("multi", ["--kl_weights", "0.05", "0.5"])):
+        argv = ["--config", os.path.join(EXAMPLES, "configs", "smollm2_tone.yaml"), "--model_name_or_path"]
+        argv += [str(model_path), "--dataset_name", TONE_PROMPTS, "--output_dir", str(root / name), "--max_steps"]
+        argv += ["1", "--per_device_train_batch_size", "3", "--max_completion_length", "4", "--num_eval_prompts"]
+        argv += ["1", "--eval_grid_points", "2", "--learning_rate", "0.05", "--report_to", "none", *extra]
+        train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
+        runs[name] = str(root / name)
+    prompts = root / "held_out.jsonl"
+    with open(os.path.join(TONE_PROMPTS, "test.jsonl")) as handle:
+        prompts.write_text("".join(handle.readlines()[:4]))
+    runs["prompts"] = str(prompts)
+    return runs
+
+
+def test_text_guards_on_english_french_empty_and_repeated_texts(compare_real_model):
+    """The language and degeneracy guards of compare_real_model.py on hand-made texts, recomputed from TextBlob's own
+    reading of its lexicon (`textblob.en.lexicon`)."""
+    from textblob.en import lexicon
+
+    def english(word):  # a common word in any case, or a capitalised proper noun whose lowercase is not foreign
+        common = lexicon.get(word.lower()) not in (None, "FW", "NNP", "NNPS")
+        proper = lexicon.get(word) in ("NNP", "NNPS") and word[0].isupper() and lexicon.get(word.lower()) != "FW"
+        return common or proper
+
+    texts = {
+        "english": "The food was good and the staff were kind to us in Italy.",
+        "french": "Le restaurant est situé dans le centre de la ville.",
+        "repeated": "great great great great!",
+        "near-empty": "Safe.",
+        "empty": "",
+    }
+    words = {
+        "english": "The food was good and the staff were kind to us in Italy".split(),
+        "french": "Le restaurant est situé dans le centre de la ville".split(),
+        "repeated": ["great"] * 4,
+    }
+    assert compare_real_model.words(texts["french"]) == words["french"]
+    expected_share = {name: sum(map(english, found)) / len(found) for name, found in words.items()}
+    assert expected_share == {"english": 1.0, "french": 0.2, "repeated": 1.0}  # French: "restaurant", "centre"
+    for name, found in words.items():
+        assert compare_real_model.english_word_share(texts[name]) == pytest.approx(expected_share[name])
+    assert compare_real_model.english_word_share("") is None and compare_real_model.distinct_word_ratio("") is None
+    assert compare_real_model.distinct_word_ratio(texts["repeated"]) == 0.25
+    assert compare_real_model.distinct_word_ratio(texts["english"]) == pytest.approx(12 / 13)  # "the" twice
+    guards = compare_real_model.text_guards(list(texts.values()))
+    # Two of five have fewer than 3 words; of the other three, English and the repetition are English, French not.
+    assert guards["empty"] == pytest.approx(2 / 5) and guards["english"] == pytest.approx(2 / 3)
+    assert guards["distinct"] == pytest.approx((12 / 13 + 9 / 10 + 1 / 4) / 3)  # "le" twice in the French
+    assert math.isnan(compare_real_model.text_guards(["", "Safe."])["english"])
+
+
+def test_gain_at_kl_interpolates_a_kl_series_per_weighting(compare_real_model):
+    import torch
+
+    kls = torch.tensor([[2.0, 1.0, 4.0], [6.0, 3.0, 8.0]], dtype=torch.float64)  # (A=2 α values, K=3 weightings)
+    gains = torch.tensor([[0.10, 0.00, 0.30], [0.30, 0.20, 0.10]], dtype=torch.float64)
+    out = compare_real_model.gain_at_kl(kls, gains, torch.tensor([3.0, 3.0, 9.0], dtype=torch.float64))
+    # k=0: a quarter of the way from KL 2 to 6; k=1: at the series' last point; k=2: beyond its range.
+    assert out[0].item() == pytest.approx(0.15) and out[1].item() == pytest.approx(0.20) and math.isnan(out[2])
+    means = [torch.tensor([[0.5, 0.5]]), torch.tensor([[2.0]]), torch.tensor([[0.7, 0.5]]), torch.tensor([[4.0]])]
+    means += [torch.tensor([[0.6, 0.9]]), torch.tensor([[3.0]]), torch.tensor([[0.4, 0.5]])]  # other front; base
+    weights = torch.tensor([[1.0, 0.0]])
+    # Series gains 0.1 at KL 2 and 0.3 at KL 4 → 0.2 at KL 3; the other front gains 0.2 there: difference 0.
+    assert compare_real_model.matched_gain_difference(means, weights, matched=[0]) == pytest.approx(0.0, abs=1e-6)
+    assert compare_real_model.gain_per_nat(torch.tensor([0.1, 0.3]), torch.tensor([2.0, 6.0])) == pytest.approx(0.05)
+
+
+def test_kl_weights_for_refuses_a_model_it_cannot_steer_before_sampling(compare_real_model, tone_runs, tmp_path):
+    plan = compare_real_model.plan_evaluations
+    with pytest.raises(ValueError, match=r"not trained with KL-weight conditioning.*train it with `--kl_weights"):
+        plan([f"CLP={tone_runs['plain']}"], [["CLP", "0.2"]])
+    with pytest.raises(ValueError, match=r"α = 0.01 is below 0.05.*use α >= 0.05"):
+        plan([f"multi={tone_runs['multi']}"], [["multi", "0.01", "0.5"]])
+    with pytest.raises(ValueError, match=r"no run has that label; the labels of --runs are \['multi'\]"):
+        plan([f"multi={tone_runs['multi']}"], [["multi-CLP", "0.5"]])
+    with pytest.raises(ValueError, match="give the α values after the label"):
+        plan([f"multi={tone_runs['multi']}"], [["multi"]])
+    fronts = plan([f"CLP={tone_runs['plain']}", f"multi={tone_runs['multi']}"], [["multi", "0.05", "0.5"]])
+    assert [(f.label, f.kl_weight, f.stem(0)) for f in fronts] == [
+        ("CLP", None, "CLP-s0"),
+        ("multi (α=0.05)", 0.05, "multi-a0.05-s0"),
+        ("multi (α=0.5)", 0.5, "multi-a0.5-s0"),
+    ]
+    # From the command line: refused before the first model is sampled.
+    argv = ["compare_real_model.py", "--runs", f"multi={tone_runs['multi']}", f"CLP={tone_runs['plain']}"]
+    argv += ["--prompts", tone_runs["prompts"], "--reward_funcs", "sentiment", "objectivity"]
+    argv += ["--kl_weights_for", "CLP", "0.2", "--output_dir", str(tmp_path / "out")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        with pytest.raises(ValueError, match="not trained with KL-weight conditioning"):
+            compare_real_model.main()
+    assert not list((tmp_path / "out").glob("*.samples.jsonl"))
