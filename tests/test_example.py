@@ -488,7 +488,7 @@ def test_text_guards_on_english_french_empty_and_repeated_texts(compare_real_mod
     assert compare_real_model.words(texts["french"]) == words["french"]
     expected_share = {name: sum(map(english, found)) / len(found) for name, found in words.items()}
     assert expected_share == {"english": 1.0, "french": 0.2, "repeated": 1.0}  # French: "restaurant", "centre"
-    for name, found in words.items():
+    for name in words:
         assert compare_real_model.english_word_share(texts[name]) == pytest.approx(expected_share[name])
     assert compare_real_model.english_word_share("") is None and compare_real_model.distinct_word_ratio("") is None
     assert compare_real_model.distinct_word_ratio(texts["repeated"]) == 0.25
