@@ -441,7 +441,12 @@ def compare_real_model():
 @pytest.fixture(scope="module")
 def tone_runs(train_clp, tmp_path_factory):
     """Two tiny chat models trained one step with the SmolLM2 recipe: full-CLP at α = 0.2, and full-CLP conditioned
-    on α ∈ [0.05, 0.5] (`--kl_weights 0.05 0.5`)."""
+    on α ∈ [0.05, 0.5] (`--kl_weights 0.05 0.5`). One step leaves a random model's LoRA B matrices at zero (its
+    completions' rewards tie within each group: no advantage), so seeded noise on them stands in for training: each
+    block, the KL block included, then moves the policy away from the base model."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
     from trl_clp import demo
 
     root = tmp_path_factory.mktemp("tone_runs")
@@ -455,6 +460,13 @@ def tone_runs(train_clp, tmp_path_factory):
         argv += ["1", "--per_device_train_batch_size", "3", "--max_completion_length", "4", "--num_eval_prompts"]
         argv += ["1", "--eval_grid_points", "2", "--learning_rate", "0.05", "--report_to", "none", *extra]
         train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
+        adapter = root / name / "adapter_model.safetensors"
+        generator = torch.Generator().manual_seed(len(runs))
+        tensors = load_file(adapter)
+        for key in sorted(tensors):
+            if "lora_B" in key:
+                tensors[key] = torch.randn(tensors[key].shape, generator=generator) * 0.3
+        save_file(tensors, adapter)
         runs[name] = str(root / name)
     prompts = root / "held_out.jsonl"
     with open(os.path.join(TONE_PROMPTS, "test.jsonl")) as handle:
@@ -541,3 +553,82 @@ def test_kl_weights_for_refuses_a_model_it_cannot_steer_before_sampling(compare_
         with pytest.raises(ValueError, match="not trained with KL-weight conditioning"):
             compare_real_model.main()
     assert not list((tmp_path / "out").glob("*.samples.jsonl"))
+
+
+def test_real_model_comparison_at_several_kl_weights(compare_real_model, tone_runs, tmp_path, monkeypatch):
+    """--kl_weights_for: one front per α of a model trained conditioned on α; the guards, the equal-KL view (gains,
+    gain per nat, matched KL) and the α section, recomputed here from the completions the script wrote."""
+    output = tmp_path / "comparison"
+    argv = ["compare_real_model.py", "--runs", f"CLP={tone_runs['plain']}", f"multi={tone_runs['multi']}"]
+    argv += [f"copy={tone_runs['multi']}", "--kl_weights_for", "multi", "0.05", "0.5", "--kl_weights_for", "copy"]
+    argv += ["0.05", "--prompts", tone_runs["prompts"], "--reward_funcs", "sentiment", "objectivity"]
+    argv += ["--grid_points", "3", "--max_new_tokens", "16", "--num_resamples", "50", "--base_samples_per_prompt"]
+    argv += ["2", "--output_dir", str(output)]
+    monkeypatch.setattr(sys, "argv", argv)
+    compare_real_model.main()
+    results = json.loads((output / "comparison.json").read_text())
+    names, weightings = ("positivity", "objectivity"), [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+
+    def read(stem):
+        return [json.loads(line) for line in (output / f"{stem}.samples.jsonl").read_text().splitlines()]
+
+    base = read("base")
+    base_means = [sum(s["rewards"][n] for s in base) / len(base) for n in names]
+    stems = {
+        "CLP": ("CLP-s0", 0.2),
+        "multi (α=0.05)": ("multi-a0.05-s0", 0.05),
+        "multi (α=0.5)": ("multi-a0.5-s0", 0.5),
+    }
+    stems["copy (α=0.05)"] = ("copy-a0.05-s0", 0.05)
+    assert list(results["methods"]) == list(stems)
+    view, recomputed = results["equal_kl"], {}
+    for label, (stem, alpha) in stems.items():
+        samples = read(stem)
+        method = results["methods"][label]
+        assert method["kl_weight"] == alpha and view["per_front"][label]["kl_weight"] == alpha
+        for s in samples:  # each completion's value used the α it was steered to
+            value = sum(w * s["rewards"][n] for w, n in zip(s["weights"], names, strict=True)) - alpha * s["kl"]
+            assert s["value"] == pytest.approx(value, abs=1e-5)
+        gains, kls = [], []
+        for k, w in enumerate(weightings):
+            at_w = [s for s in samples if s["weights"] == w]
+            assert len(at_w) == 4 * 2  # prompts × samples
+            means = [sum(s["rewards"][n] for s in at_w) / len(at_w) for n in names]
+            gains.append(sum(wi * (m - b) for wi, m, b in zip(w, means, base_means, strict=True)))
+            kls.append(sum(s["kl"] for s in at_w) / len(at_w))
+            point, low, high = view["per_front"][label]["gain"][k]
+            assert point == pytest.approx(gains[-1]) and low <= point <= high
+            texts = [s["completion"] for s in at_w]
+            full = [t for t in texts if len(compare_real_model.words(t)) >= 3]
+            guards = method["guards"]
+            assert guards["empty"][k] == pytest.approx(1 - len(full) / len(texts))
+            english = [compare_real_model.english_word_share(t) >= 0.5 for t in full]
+            assert guards["english"][k] == (
+                pytest.approx(sum(english) / len(full)) if full else pytest.approx(math.nan, nan_ok=True)
+            )
+        assert view["per_front"][label]["kl"] == pytest.approx(kls) == method["kl"]
+        assert view["per_front"][label]["gain_per_nat"][0] == pytest.approx(sum(gains) / sum(kls))
+        recomputed[label] = (gains, kls)
+    # The series "multi" (α = 0.05, 0.5) read at each other front's KL. "copy (α=0.05)" is the same model steered to
+    # the same α with the same seed: its KL is the series' own at every weighting, and the difference 0.
+    assert view["series"] == {"multi": ["multi (α=0.05)", "multi (α=0.5)"]}
+    matched = view["matched_kl"]["multi"]
+    assert matched["copy (α=0.05)"]["weightings"] == weightings
+    assert matched["copy (α=0.05)"]["gain_difference"][0] == pytest.approx(0.0, abs=1e-9)
+    series_gains, series_kls = zip(*(recomputed[label] for label in view["series"]["multi"]), strict=True)
+    gains, kls = recomputed["CLP"]
+    expected = []
+    for k, w in enumerate(weightings):
+        (x0, y0), (x1, y1) = sorted((series_kls[a][k], series_gains[a][k]) for a in range(2))
+        if x0 <= kls[k] <= x1:
+            share = 0.0 if x1 == x0 else (kls[k] - x0) / (x1 - x0)
+            expected.append((w, y0 + share * (y1 - y0) - gains[k]))
+    assert matched["CLP"]["weightings"] == [w for w, _ in expected]
+    if expected:
+        assert matched["CLP"]["gain_difference"][0] == pytest.approx(sum(d for _, d in expected) / len(expected))
+    report = (output / "report.md").read_text()
+    section = report.split("## KL weight α")[1].split("## Equal KL")[0]
+    assert section.index("| CLP | 0.2 |") < section.index("| copy (α=0.05) | 0.05 |")  # one run's fronts together
+    assert section.index("| multi (α=0.05) | 0.05 |") < section.index("| multi (α=0.5) | 0.5 |")
+    assert "| multi | copy (α=0.05) | (1, 0), (0.5, 0.5), (0, 1) | +0.000 [" in report
+    assert (output / "equal_kl.png").stat().st_size > 1000
