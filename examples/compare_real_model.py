@@ -689,7 +689,15 @@ def write_report(results: dict, names: list[str], path: str) -> None:
         header = ["method", "α", "hypervolume [95% CI]"] + [f"{name} margin [95% CI]" for name in names]
         header += ["KL (nats per completion)", *GUARDS.values()]
         rows = []
-        for label, method in sorted(methods.items(), key=lambda item: (alpha_family(item[0]), item[1]["kl_weight"])):
+        series = results["equal_kl"]["series"]
+        groups = list(series) + [alpha_family(label) for label in methods]  # a KL series, or one run's fronts
+
+        def order(item):
+            label, method = item
+            group = next((name for name, members in series.items() if label in members), alpha_family(label))
+            return groups.index(group), method["kl_weight"]
+
+        for label, method in sorted(methods.items(), key=order):
             row = [label, f"{method['kl_weight']:g}", interval(method["hypervolume"])]
             row += [interval(method["margins"][name]) for name in names]
             row += [span(method["kl"], 1)] + [span(method["guards"][guard]) for guard in GUARDS]
@@ -707,7 +715,7 @@ def write_report(results: dict, names: list[str], path: str) -> None:
 
 
 def alpha_family(label: str) -> str:
-    """A front's label without its " (α=…)" suffix, to list one run's fronts together."""
+    """A front's label without its " (α=…)" suffix: the run it comes from."""
     return label.split(" (α=")[0]
 
 
