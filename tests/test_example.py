@@ -632,3 +632,16 @@ def test_real_model_comparison_at_several_kl_weights(compare_real_model, tone_ru
     assert rows[1:] == ["multi (α=0.05)", "multi (α=0.5)", "CLP", "copy (α=0.05)"]  # the KL series first, by α
     assert "| multi | copy (α=0.05) | (1, 0), (0.5, 0.5), (0, 1) | +0.000 [" in report
     assert (output / "equal_kl.png").stat().st_size > 1000
+
+
+def test_kl_series_group_fronts_of_one_method_at_several_alphas(compare_real_model):
+    Evaluation = compare_real_model.Evaluation
+    fronts = [Evaluation("RS", "RS", ("rs",)), Evaluation("full a0.02", "full a0.02", ("f2",))]
+    fronts += [Evaluation("full", "full", ("f",)), Evaluation("multi (α=0.02)", "multi", ("m",), 0.02)]
+    fronts += [Evaluation("multi (α=1)", "multi", ("m",), 1.0)]
+    series = compare_real_model.plan_kl_series(fronts, [["full-CLP", "full a0.02", "full"]])
+    assert series == {"multi": ["multi (α=0.02)", "multi (α=1)"], "full-CLP": ["full a0.02", "full"]}
+    with pytest.raises(ValueError, match=r"--kl_series full-CLP: give a new series name, then two or more"):
+        compare_real_model.plan_kl_series(fronts, [["full-CLP", "full a0.02", "full a1"]])  # no front "full a1"
+    with pytest.raises(ValueError, match=r"\['multi \(α=1\)'\] already belong to a KL series"):
+        compare_real_model.plan_kl_series(fronts, [["mixed", "full", "multi (α=1)"]])
