@@ -18,43 +18,165 @@ recipe's temperature and completion length by default. Writes `comparison.json`,
 
 The hypervolume's reference point is fixed before any run: `--reference 0 0` (both rewards live in [0, 1]). Its
 confidence interval resamples prompts (the same resampled prompts for every weighting of a front).
+
+KL weight α (TRL's `beta`). A model trained conditioned on α (`--kl_weights 0.02 0.2 1.0`) is evaluated at chosen α
+with `--kl_weights_for LABEL 0.02 0.2 1.0`: one front per α, labelled "LABEL (α=0.02)" (files `<label>-a0.02-s<i>.*`);
+a model not trained so is refused before any sampling. Those fronts form a KL series; `--kl_series NAME LABEL
+LABEL...` makes one of separately trained runs (one method at several α). Beside each front's KL: its language and
+degeneracy guards (English share, (near-)empty share, distinct-word ratio, see `text_guards`). The equal-KL view
+(`equal_kl.png`, a section of `report.md`) gives, per front and weighting w, the scalarised gain over the base model
+w·R̄ − w·R̄_base beside the KL, the gain per nat pooled over weightings, and for each KL series the gain
+interpolated at another front's KL, with bootstrap intervals over prompts. With several α, `report.md` has an α
+section: per front its α, hypervolume, margins, KL and guards.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
+import re
 import time
+from typing import NamedTuple
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+import numpy  # noqa: E402
 import torch  # noqa: E402
 
 from trl_clp import SteerableModel, simplex_grid  # noqa: E402
 from trl_clp.cli import read_prompts  # noqa: E402
 from trl_clp.conditioning.config import CLP_CONFIG_NAME, ConditioningConfig  # noqa: E402
 from trl_clp.evaluation import Front, evaluate_front  # noqa: E402
+from trl_clp.extras import require  # noqa: E402
 from trl_clp.pareto import additive_epsilon, fraction_dominated, hypervolume  # noqa: E402
 from trl_clp.rewards import resolve_reward_function  # noqa: E402
 from trl_clp.scripts import limit_cpu_threads  # noqa: E402
 
+# ------------------------------------------------------------------------------------------------- what to evaluate
+
+
+class Evaluation(NamedTuple):
+    """One front to evaluate: a `--runs` entry, at one α if it comes from `--kl_weights_for`."""
+
+    label: str  # the front's name in the report
+    run: str  # its `--runs` label
+    paths: tuple[str, ...]  # one per seed
+    kl_weight: float | None = None  # the α a KL-conditioned model is steered to; None: the model's own
+
+    def stem(self, seed: int) -> str:
+        """File name stem of one seed's evaluation (no spaces in file names)."""
+        alpha = "" if self.kl_weight is None else f"-a{self.kl_weight:g}"
+        return f"{self.run.replace(' ', '-')}{alpha}-s{seed}"
+
+
+def plan_evaluations(runs: list[str], kl_weights_for: list[list[str]]) -> list[Evaluation]:
+    """The fronts to evaluate, from `--runs label=path[,path...]` and `--kl_weights_for LABEL α [α...]`.
+
+    A run named in `--kl_weights_for` gives one front per α instead of one at its default α. Raises before any
+    sampling when a label is unknown, an α is not a number, or a model cannot be steered to an α: not trained with
+    KL-weight conditioning, or α below the smallest KL weight it was trained on.
+    """
+    methods = {}
+    for run in runs:
+        label, separator, paths = run.partition("=")
+        if not separator or not paths:
+            raise ValueError(f"--runs {run!r}: write each method as label=path[,path...] (several paths: seeds).")
+        methods[label] = tuple(paths.split(","))
+    alphas = {}
+    for entry in kl_weights_for:
+        label, values = entry[0], entry[1:]
+        if label not in methods:
+            raise ValueError(
+                f"--kl_weights_for {label!r}: no run has that label; the labels of --runs are {sorted(methods)}."
+            )
+        try:
+            alphas[label] = [float(value) for value in values]
+        except ValueError:
+            raise ValueError(
+                f"--kl_weights_for {' '.join(entry)}: each value after the label must be an α (a number)."
+            ) from None
+        if not alphas[label]:
+            raise ValueError(
+                f"--kl_weights_for {label}: give the α values after the label, e.g. {label} 0.02 0.2 1.0."
+            )
+        for path in methods[label]:
+            config = ConditioningConfig.load(os.path.join(path, CLP_CONFIG_NAME))
+            if config.min_kl_weight is None:
+                raise ValueError(
+                    f"--kl_weights_for {label}: {path} was not trained with KL-weight conditioning (its "
+                    f"{CLP_CONFIG_NAME} has no min_kl_weight), so it cannot be steered to an α. Drop it from "
+                    f"--kl_weights_for (it is evaluated at its training α, {config.kl_weight}), or train it with "
+                    "`--kl_weights 0.02 0.2 1.0`."
+                )
+            too_small = [alpha for alpha in alphas[label] if alpha < config.min_kl_weight]
+            if too_small:
+                raise ValueError(
+                    f"--kl_weights_for {label}: α = {too_small[0]:g} is below {config.min_kl_weight:g}, the smallest KL "
+                    f"weight {path} was trained on: use α >= {config.min_kl_weight:g}."
+                )
+    evaluations = []
+    for label, paths in methods.items():
+        if label in alphas:
+            evaluations += [Evaluation(f"{label} (α={alpha:g})", label, paths, alpha) for alpha in alphas[label]]
+        else:
+            evaluations.append(Evaluation(label, label, paths))
+    labels = [evaluation.label for evaluation in evaluations]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"Two fronts share a label in {labels}: rename a run in --runs.")
+    return evaluations
+
+
+def plan_kl_series(evaluations: list[Evaluation], kl_series: list[list[str]]) -> dict[str, list[str]]:
+    """KL series, one method at several α (name → front labels): each `--kl_weights_for` run given 2+ α, and each
+    `--kl_series NAME LABEL LABEL...` (separately trained runs)."""
+    series = {}
+    for evaluation in evaluations:
+        if evaluation.kl_weight is not None:
+            series.setdefault(evaluation.run, []).append(evaluation.label)
+    series = {name: labels for name, labels in series.items() if len(labels) > 1}
+    labels = [evaluation.label for evaluation in evaluations]
+    for name, *members in kl_series:
+        if name in series or len(members) < 2 or not set(members) <= set(labels):
+            raise ValueError(f"--kl_series {name}: give a new series name, then two or more of the fronts {labels}.")
+        placed = {label for chosen in series.values() for label in chosen}
+        if placed & set(members):
+            raise ValueError(f"--kl_series {name}: {sorted(placed & set(members))} already belong to a KL series.")
+        series[name] = members
+    return series
+
+
+# ----------------------------------------------------------------------------------------- per-prompt means, bootstrap
+
+
+def per_prompt_means(front: Front, prompts: list, columns) -> torch.Tensor:
+    """`(K, P, c)` mean of `columns(sample)` (c values, None skipped) over each prompt's samples at each weighting."""
+    index = {json.dumps(prompt): p for p, prompt in enumerate(prompts)}
+    weightings = [tuple(r.weights) for r in front.results]
+    totals = None
+    for sample in front.samples:
+        values = columns(sample)
+        if totals is None:
+            totals = torch.zeros(len(weightings), len(prompts), len(values), dtype=torch.float64)
+            counts = torch.zeros_like(totals)
+        k, p = weightings.index(tuple(sample["weights"])), index[json.dumps(sample["prompt"])]
+        for i, value in enumerate(values):
+            if value is not None:
+                totals[k, p, i] += value
+                counts[k, p, i] += 1
+    return totals / counts
+
 
 def per_prompt_rewards(front: Front, prompts: list) -> torch.Tensor:
     """`(K, P, m)` mean reward of each prompt's samples at each weighting of `front`, from `front.samples`."""
-    keys = [json.dumps(prompt) for prompt in prompts]
-    index = {key: p for p, key in enumerate(keys)}
-    weightings = [tuple(r.weights) for r in front.results]
-    totals = torch.zeros(len(weightings), len(prompts), len(front.objective_names), dtype=torch.float64)
-    counts = torch.zeros_like(totals)
-    for sample in front.samples:
-        k = weightings.index(tuple(sample["weights"]))
-        p = index[json.dumps(sample["prompt"])]
-        for i, name in enumerate(front.objective_names):
-            if sample["rewards"][name] is not None:
-                totals[k, p, i] += sample["rewards"][name]
-                counts[k, p, i] += 1
-    return totals / counts
+    return per_prompt_means(front, prompts, lambda sample: [sample["rewards"][n] for n in front.objective_names])
+
+
+def per_prompt_kl(front: Front, prompts: list) -> torch.Tensor:
+    """`(K, P, 1)` mean KL to the base model (nats per completion) of each prompt's samples at each weighting."""
+    return per_prompt_means(front, prompts, lambda sample: [sample["kl"]])
 
 
 def save_evaluation(front: Front, stem: str) -> None:
@@ -73,21 +195,27 @@ def load_evaluation(stem: str) -> Front | None:
     return front
 
 
-def bootstrap(statistic, per_prompt: torch.Tensor, num_resamples: int, seed: int) -> tuple[float, float, float]:
-    """`statistic((K, m) means)` on all prompts, and its 95% percentile interval over resampled prompts.
+def bootstrap_joint(statistic, per_prompt: list[torch.Tensor], num_resamples: int, seed: int):
+    """`statistic([(K, c) means, ...])` on all prompts, and its 95% percentile interval over resampled prompts.
 
-    `per_prompt` is `(S, K, P, m)` (S seeds); a resample draws P prompts with replacement, shared by seeds and
-    weightings, averages them, then averages the seeds.
+    Each tensor of `per_prompt` is `(S, K, P, c)` (S seeds, its own K and c, the same P prompts); a resample draws P
+    prompts with replacement, shared by every tensor, seed and weighting, averages them, then averages the seeds.
+    Resamples where the statistic is NaN are left out of the interval.
     """
     generator = torch.Generator().manual_seed(seed)
-    num_prompts = per_prompt.size(2)
-    point = statistic(per_prompt.nanmean(2).mean(0))
+    num_prompts = per_prompt[0].size(2)
+    point = statistic([tensor.nanmean(2).mean(0) for tensor in per_prompt])
     values = []
     for _ in range(num_resamples):
         chosen = torch.randint(num_prompts, (num_prompts,), generator=generator)
-        values.append(statistic(per_prompt[:, :, chosen].nanmean(2).mean(0)))
+        values.append(statistic([tensor[:, :, chosen].nanmean(2).mean(0) for tensor in per_prompt]))
     values = torch.tensor(values)
-    return point, torch.quantile(values, 0.025).item(), torch.quantile(values, 0.975).item()
+    return point, torch.nanquantile(values, 0.025).item(), torch.nanquantile(values, 0.975).item()
+
+
+def bootstrap(statistic, per_prompt: torch.Tensor, num_resamples: int, seed: int) -> tuple[float, float, float]:
+    """`bootstrap_joint` of one `(S, K, P, m)` tensor: `statistic((K, m) means)` and its 95% interval."""
+    return bootstrap_joint(lambda means: statistic(means[0]), [per_prompt], num_resamples, seed)
 
 
 def margins(weights: torch.Tensor):
@@ -97,6 +225,183 @@ def margins(weights: torch.Tensor):
         return (means[weights[:, i] == 1, i].mean() - means[weights[:, i] == 0, i].mean()).item()
 
     return statistic
+
+
+# ------------------------------------------------------------------------------------------- language and degeneracy
+
+ENGLISH_WORD_SHARE = 0.5  # a completion is English when at least half its words are English words
+NEAR_EMPTY_WORDS = 3  # a completion with fewer words is empty or near-empty ("Safe.")
+
+
+def words(text: str) -> list[str]:
+    """The alphabetic words of `text` (runs of letters, any script; digits and punctuation split them)."""
+    return re.findall(r"[^\W\d_]+", text)
+
+
+@functools.cache
+def english_words() -> tuple[frozenset[str], frozenset[str]]:
+    """(common words lowercased, proper nouns as written) of TextBlob's English lexicon, foreign words left out.
+
+    The lexicon is Brill's tagger's (Brown corpus and Penn Treebank, ~94k word forms, one tag each), shipped in the
+    `textblob` package (the `text-rewards` extra, which the objectivity reward already needs). It suits a language
+    check better than TextBlob's spelling list (built from Gutenberg books, it holds "est", "une", "vous") or VADER's
+    lexicon (7.5k opinion words only: neutral English would read as foreign): Brill tags the foreign words it saw
+    `FW` ("est", "vous", "dans"), and those are dropped. Proper nouns count only as written, capitalised ("Italy"),
+    and not when their lowercase form is foreign (a sentence's first "Le").
+    """
+    textblob = require("textblob", "text-rewards", "the English-share guard of compare_real_model.py")
+    tags = {}
+    with open(os.path.join(os.path.dirname(textblob.__file__), "en", "en-lexicon.txt"), encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.split()
+            if not line.startswith(";;;") and len(fields) == 2:
+                tags[fields[0]] = fields[1]
+    foreign = {word.lower() for word, tag in tags.items() if tag == "FW"}
+    common = {word.lower() for word, tag in tags.items() if tag not in ("FW", "NNP", "NNPS")}
+    proper = {
+        word
+        for word, tag in tags.items()
+        if tag in ("NNP", "NNPS") and word[:1].isupper() and word.lower() not in foreign
+    }
+    return frozenset(common), frozenset(proper)
+
+
+def english_word_share(text: str) -> float | None:
+    """Share of the words of `text` that are English words (see `english_words`); None without a word."""
+    found = words(text)
+    if not found:
+        return None
+    common, proper = english_words()
+    return sum(word.lower() in common or word in proper for word in found) / len(found)
+
+
+def distinct_word_ratio(text: str) -> float | None:
+    """Distinct words over words (lowercased): 1 without repetition, 1/n for one word said n times; None if empty."""
+    found = [word.lower() for word in words(text)]
+    return len(set(found)) / len(found) if found else None
+
+
+def text_guards(texts: list[str]) -> dict[str, float]:
+    """Language and degeneracy of a set of completions, beside their KL to the base model.
+
+    `empty`: the share of completions with fewer than `NEAR_EMPTY_WORDS` words. Over the others: `english`, the share
+    whose words are at least `ENGLISH_WORD_SHARE` English, and `distinct`, their mean distinct-word ratio (repetition
+    lowers it). NaN where every completion is (near-)empty.
+    """
+    full = [text for text in texts if len(words(text)) >= NEAR_EMPTY_WORDS]
+    nan = float("nan")
+    return {
+        "english": sum(english_word_share(t) >= ENGLISH_WORD_SHARE for t in full) / len(full) if full else nan,
+        "empty": 1.0 - len(full) / len(texts),
+        "distinct": sum(distinct_word_ratio(t) for t in full) / len(full) if full else nan,
+    }
+
+
+# --------------------------------------------------------------------------------------------------- equal-KL view
+
+
+def scalarised_gain(means: torch.Tensor, base: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """`(K,)` w·R̄(w) − w·R̄_base: how much more of what each weighting asks for a front gets than the base model.
+
+    Args:
+        means: `(K, m)` the front's mean rewards at its K weightings.
+        base: `(m,)` the base model's mean rewards.
+        weights: `(K, m)` the weightings.
+    """
+    return (weights * (means - base)).sum(-1)
+
+
+def gain_per_nat(gain: torch.Tensor, kl: torch.Tensor) -> float:
+    """Σ_k gain_k / Σ_k KL_k over `(K,)` gains and KLs: scalarised gain per nat of KL, pooled over weightings.
+
+    A straight line from the base model (gain 0 at KL 0) to the front: it favours fronts that stay close when the
+    gain flattens out with KL (it usually does), so read it with the matched-KL comparison.
+    """
+    return (gain.sum() / kl.sum()).item()
+
+
+def gain_at_kl(kls: torch.Tensor, gains: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """`(K,)` a KL series' gain at `target` KLs, interpolated linearly in KL per weighting; NaN outside its range.
+
+    Args:
+        kls: `(A, K)` the series' KL at each of its A fronts (α values) and K weightings.
+        gains: `(A, K)` its scalarised gains there.
+        target: `(K,)` the KL at which to read the gain, per weighting.
+    """
+    out = torch.full(target.shape, math.nan, dtype=torch.float64)
+    for k in range(target.numel()):
+        x, order = kls[:, k].sort()
+        out[k] = float(numpy.interp(target[k], x, gains[order, k], left=math.nan, right=math.nan))
+    return out
+
+
+def front_guards(runs: list[Front], weights: torch.Tensor) -> dict[str, list[float]]:
+    """`text_guards` at each of the K `weights`, over the completions of every seed of a front: `{guard: [K]}`."""
+    per_weighting = [
+        text_guards([s["completion"] for front in runs for s in front.samples if s["weights"] == w])
+        for w in weights.tolist()
+    ]
+    return {guard: [values[guard] for values in per_weighting] for guard in per_weighting[0]}
+
+
+def matched_gain_difference(means: list[torch.Tensor], weights: torch.Tensor, matched: list[int] | None = None):
+    """A KL series' gain interpolated at another front's KL, minus that front's gain, per weighting.
+
+    Args:
+        means: `[(K, m) rewards, (K, 1) KL]` for each of the series' A fronts, then the same for the other front,
+            then the base model's `(1, m)` rewards.
+        weights: `(K, m)`.
+        matched: None gives the `(K,)` differences (NaN where the other front's KL is outside the series' KL range);
+            indices of weightings give the mean difference over them (a float).
+    """
+    base = means[-1][0]  # (m,)
+    series = [(means[i], means[i + 1]) for i in range(0, len(means) - 3, 2)]
+    series_gain = torch.stack([scalarised_gain(rewards, base, weights) for rewards, _ in series])  # (A, K)
+    series_kl = torch.stack([kl[:, 0] for _, kl in series])  # (A, K)
+    other_rewards, other_kl = means[-3], means[-2][:, 0]
+    gap = gain_at_kl(series_kl, series_gain, other_kl) - scalarised_gain(other_rewards, base, weights)  # (K,)
+    return gap if matched is None else gap[matched].nanmean().item()
+
+
+def equal_kl_view(fronts, base_front, prompts, weights, series, num_resamples, seed) -> dict:
+    """Scalarised gains over the base model beside the KL, per front and weighting, gain per nat, and each KL
+    series' gain at the other fronts' KL (matched KL), each with a bootstrap interval over prompts."""
+    base = per_prompt_rewards(base_front, prompts).unsqueeze(0)  # (1, 1, P, m)
+    tensors = {  # front → [(S, K, P, m) rewards, (S, K, P, 1) KL]
+        label: [
+            torch.stack([per_prompt_rewards(front, prompts) for front in runs]),
+            torch.stack([per_prompt_kl(front, prompts) for front in runs]),
+        ]
+        for label, runs in fronts.items()
+    }
+
+    def gains(means):  # [(K, m) rewards, (K, 1) KL, (1, m) base] → (K,) gains
+        return scalarised_gain(means[0], means[2][0], weights)
+
+    view = {"series": series, "per_front": {}, "matched_kl": {}}
+    for label, (rewards, kl) in tensors.items():
+        joint = [rewards, kl, base]
+        view["per_front"][label] = {
+            "kl_weight": fronts[label][0].kl_weight,
+            "gain": [
+                bootstrap_joint(lambda m, k=k: gains(m)[k].item(), joint, num_resamples, seed)
+                for k in range(len(weights))
+            ],
+            "kl": kl.nanmean(2).mean(0)[:, 0].tolist(),
+            "gain_per_nat": bootstrap_joint(lambda m: gain_per_nat(gains(m), m[1][:, 0]), joint, num_resamples, seed),
+        }
+    for name, members in series.items():
+        view["matched_kl"][name] = {}
+        for other in (label for label in fronts if label not in members):
+            joint = [tensor for label in members for tensor in tensors[label]] + tensors[other] + [base]
+            gap = matched_gain_difference([tensor.nanmean(2).mean(0) for tensor in joint], weights)  # (K,)
+            matched = [k for k in range(len(weights)) if not math.isnan(gap[k])]
+            statistic = functools.partial(matched_gain_difference, weights=weights, matched=matched)
+            view["matched_kl"][name][other] = {
+                "weightings": [weights[k].tolist() for k in matched],
+                "gain_difference": bootstrap_joint(statistic, joint, num_resamples, seed) if matched else None,
+            }
+    return view
 
 
 def main() -> None:
@@ -116,6 +421,22 @@ def main() -> None:
     parser.add_argument(
         "--reuse", action="store_true", help="load evaluations already written to --output_dir instead of sampling"
     )
+    parser.add_argument(
+        "--kl_weights_for",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("LABEL", "ALPHA"),
+        help="LABEL α [α...]: evaluate a run trained conditioned on the KL weight at each α (one front per α)",
+    )
+    parser.add_argument(
+        "--kl_series",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "LABEL"),
+        help="NAME LABEL LABEL [...]: fronts of one method trained at several α, compared at matched KL",
+    )
     parser.add_argument("--generations_for", default=None, help="label whose sample texts fill generations.md")
     parser.add_argument("--output_dir", required=True)
     args = parser.parse_args()
@@ -133,30 +454,33 @@ def main() -> None:
         top_k=0,
         seed=args.seed,
     )
-    methods = dict(run.split("=", 1) for run in args.runs)
+    evaluations = plan_evaluations(args.runs, args.kl_weights_for)  # refuses bad α before any sampling
+    series = plan_kl_series(evaluations, args.kl_series)
     fronts: dict[str, list[Front]] = {}
     timings = {}
-    for label, paths in methods.items():
-        fronts[label] = []
-        for s, path in enumerate(paths.split(",")):
+    for evaluation in evaluations:
+        fronts[evaluation.label] = []
+        for s, path in enumerate(evaluation.paths):
             started = time.perf_counter()
-            stem = os.path.join(args.output_dir, f"{label.replace(' ', '-')}-s{s}")  # no spaces in file names
-            front = load_evaluation(stem) if args.reuse else None
+            stem = evaluation.stem(s)
+            front = load_evaluation(os.path.join(args.output_dir, stem)) if args.reuse else None
             if front is None:
                 steer = SteerableModel.from_pretrained(path)
-                front = evaluate_front(steer, steer.tokenizer, prompts, reward_funcs, grid, **sampling)
-                save_evaluation(front, stem)
+                front = evaluate_front(
+                    steer, steer.tokenizer, prompts, reward_funcs, grid, kl_weight=evaluation.kl_weight, **sampling
+                )
+                save_evaluation(front, os.path.join(args.output_dir, stem))
                 del steer
-            fronts[label].append(front)
-            timings[f"{label}-s{s}"] = time.perf_counter() - started
-            print(f"{label} seed {s} ({path}), evaluated in {timings[f'{label}-s{s}']:.0f} s")
+            fronts[evaluation.label].append(front)
+            timings[stem] = time.perf_counter() - started
+            print(f"{evaluation.label} seed {s} ({path}), evaluated in {timings[stem]:.0f} s")
             print(front.format_table())
     base_front = load_evaluation(os.path.join(args.output_dir, "base")) if args.reuse else None
     if base_front is None:  # the base model: every adapter off, under a method that does not rewrite the prompt
         path = next(
-            path.split(",")[0]
-            for path in methods.values()
-            if ConditioningConfig.load(os.path.join(path.split(",")[0], CLP_CONFIG_NAME)).conditioning != "prompt"
+            evaluation.paths[0]
+            for evaluation in evaluations
+            if ConditioningConfig.load(os.path.join(evaluation.paths[0], CLP_CONFIG_NAME)).conditioning != "prompt"
         )
         steer = SteerableModel.from_pretrained(path)
         with steer.model.disable_adapter():
@@ -188,6 +512,7 @@ def main() -> None:
         for i in range(len(names))
         for j in range(i + 1, len(names))
     }
+    results["base_model"]["guards"] = text_guards([sample["completion"] for sample in base_samples])
     mean_fronts = {}
     margin = margins(weights)
     for label, runs in fronts.items():
@@ -197,6 +522,7 @@ def main() -> None:
         hv = bootstrap(lambda m: hypervolume(m, reference), per_prompt, args.num_resamples, args.seed)
         results["methods"][label] = {
             "seeds": len(runs),
+            "kl_weight": runs[0].kl_weight,
             "rewards": means.tolist(),
             "kl": [sum(front.results[k].kl for front in runs) / len(runs) for k in range(len(weights))],
             "hypervolume": hv,
@@ -205,6 +531,7 @@ def main() -> None:
                 name: bootstrap(lambda m, i=i: margin(m, i), per_prompt, args.num_resamples, args.seed)
                 for i, name in enumerate(names)
             },
+            "guards": front_guards(runs, weights),
         }
     for label, means in mean_fronts.items():
         results["methods"][label]["dominates_fraction_of"] = {
@@ -215,6 +542,7 @@ def main() -> None:
         results["methods"][label]["additive_epsilon_to"] = {
             other: additive_epsilon(means, other_means) for other, other_means in mean_fronts.items() if other != label
         }
+    results["equal_kl"] = equal_kl_view(fronts, base_front, prompts, weights, series, args.num_resamples, args.seed)
     results["evaluation_seconds"] = timings
     with open(os.path.join(args.output_dir, "comparison.json"), "w") as handle:
         json.dump(results, handle, indent=2)
@@ -226,6 +554,7 @@ def main() -> None:
     )
 
     plot(mean_fronts, results, names, weights, os.path.join(args.output_dir, "fronts.png"))
+    plot_equal_kl(results, weights, os.path.join(args.output_dir, "equal_kl.png"))
     write_report(results, names, os.path.join(args.output_dir, "report.md"))
     label = args.generations_for or next(iter(fronts))
     write_generations(fronts[label][0], base_samples, label, os.path.join(args.output_dir, "generations.md"))
@@ -266,23 +595,79 @@ def plot(mean_fronts, results, names, weights, path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def plot_equal_kl(results, weights, path) -> None:
+    """One panel per weighting: each front's scalarised gain over the base model (95% interval) against its KL; the
+    fronts of a KL series share a colour and a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    view = results["equal_kl"]
+    figure, axes = plt.subplots(1, len(weights), figsize=(3.2 * len(weights), 3.6), sharey=True, squeeze=False)
+    groups = list(view["series"].values()) + [  # a KL series, or one front alone
+        [label] for label in view["per_front"] if not any(label in m for m in view["series"].values())
+    ]
+    markers = "osD^v<>pPX*h"
+    for g, members in enumerate(groups):
+        color = f"C{g % 10}"
+        for k, axis in enumerate(axes[0]):
+            points = sorted(  # (KL, gain, label), along the KL
+                (view["per_front"][label]["kl"][k], view["per_front"][label]["gain"][k], label) for label in members
+            )
+            if len(points) > 1:
+                axis.plot([x for x, _, _ in points], [gain[0] for _, gain, _ in points], color=color, linewidth=1)
+            for i, (x, (point, low, high), label) in enumerate(points):
+                axis.errorbar(
+                    [x],
+                    [point],
+                    yerr=[[point - low], [high - point]],
+                    color=color,
+                    marker=markers[i % len(markers)],
+                    capsize=2,
+                    label=label if k == 0 else None,
+                )
+    for k, axis in enumerate(axes[0]):
+        axis.axhline(0.0, color="black", linewidth=0.5)
+        axis.set_title("w = (" + ", ".join(f"{x:g}" for x in weights[k].tolist()) + ")", fontsize=9)
+        axis.set_xlabel("KL to the base model (nats)")
+    axes[0][0].set_ylabel("w·R̄ − w·R̄_base")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+GUARDS = {"english": "English share", "empty": "(near-)empty share", "distinct": "distinct-word ratio"}
+
+
 def write_report(results: dict, names: list[str], path: str) -> None:
-    """`report.md`: one Markdown row per method (hypervolume, margins, KL, dominance), copied from `results`."""
+    """`report.md`, copied from `results`: one row per front (hypervolume, margins, KL, guards, dominance), the α
+    section when fronts at several KL weights are present, and the equal-KL view."""
 
     def interval(values, digits=3):
         point, low, high = values
         return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
+    def span(values, digits=2):  # lowest–highest over the weightings
+        values = [v for v in values if not math.isnan(v)]
+        return f"{min(values):.{digits}f}–{max(values):.{digits}f}" if values else "–"
+
+    def table(header, rows):
+        return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+            "| " + " | ".join(row) + " |" for row in rows
+        ]
+
     methods = results["methods"]
     header = ["method", "seeds", "hypervolume [95% CI]"] + [f"{name} margin [95% CI]" for name in names]
-    header += ["KL (nats per completion)", "dominates (share of each other front's points)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    header += ["KL (nats per completion)", *GUARDS.values(), "dominates (share of each other front's points)"]
+    rows = []
     for label, method in methods.items():
         dominated = ", ".join(f"{other} {share:.0%}" for other, share in method["dominates_fraction_of"].items())
         row = [label, str(method["seeds"]), interval(method["hypervolume"])]
         row += [interval(method["margins"][name]) for name in names]
-        row += [f"{min(method['kl']):.1f}–{max(method['kl']):.1f}", dominated]
-        lines.append("| " + " | ".join(row) + " |")
+        row += [span(method["kl"], 1)] + [span(method["guards"][guard]) for guard in GUARDS] + [dominated]
+        rows.append(row)
+    lines = table(header, rows)
     base = results["base_model"]
     lines += [
         "",
@@ -290,10 +675,101 @@ def write_report(results: dict, names: list[str], path: str) -> None:
         + ", ".join(f"{name} {base[name]['mean']:.3f} ± {base[name]['std']:.3f}" for name in names)
         + "; Pearson "
         + ", ".join(f"{pair} {value:+.2f}" for pair, value in base["pearson"].items())
+        + "; "
+        + ", ".join(f"{GUARDS[guard]} {base['guards'][guard]:.2f}" for guard in GUARDS)
         + ".",
+        "",
+        f"KL and guards: lowest–highest over the weightings. {GUARDS['empty']}: completions of fewer than "
+        f"{NEAR_EMPTY_WORDS} words; over the others, {GUARDS['english']}: those with at least "
+        f"{ENGLISH_WORD_SHARE:.0%} of their words in an English lexicon (Brill's, shipped with TextBlob, foreign "
+        f"words left out), and {GUARDS['distinct']}: distinct words over words, averaged (repetition lowers it).",
     ]
+    if len({method["kl_weight"] for method in methods.values()}) > 1:
+        lines += ["", "## KL weight α", ""]
+        header = ["method", "α", "hypervolume [95% CI]"] + [f"{name} margin [95% CI]" for name in names]
+        header += ["KL (nats per completion)", *GUARDS.values()]
+        rows = []
+        series = results["equal_kl"]["series"]
+        groups = list(series) + [alpha_family(label) for label in methods]  # a KL series, or one run's fronts
+
+        def order(item):
+            label, method = item
+            group = next((name for name, members in series.items() if label in members), alpha_family(label))
+            return groups.index(group), method["kl_weight"]
+
+        for label, method in sorted(methods.items(), key=order):
+            row = [label, f"{method['kl_weight']:g}", interval(method["hypervolume"])]
+            row += [interval(method["margins"][name]) for name in names]
+            row += [span(method["kl"], 1)] + [span(method["guards"][guard]) for guard in GUARDS]
+            rows.append(row)
+        lines += table(header, rows)
+        lines += [
+            "",
+            "A small α lets the policy drift from the base model (high KL); read the guards beside it: an English "
+            "share or distinct-word ratio below the base model's, or a rising (near-)empty share, is reward "
+            "hacking rather than steering.",
+        ]
+    lines += ["", *equal_kl_section(results["equal_kl"], results["settings"]["weightings"])]
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+def alpha_family(label: str) -> str:
+    """A front's label without its " (α=…)" suffix: the run it comes from."""
+    return label.split(" (α=")[0]
+
+
+def equal_kl_section(view: dict, weightings: list[list[float]]) -> list[str]:
+    """The equal-KL view of `report.md` (Markdown lines), from `results["equal_kl"]`."""
+    fronts = view["per_front"]
+    lines = [
+        "## Equal KL",
+        "",
+        "Gain: w·R̄ − w·R̄_base, the scalarised reward a front gets at weighting w above the base model's, with the "
+        "KL (nats per completion) it travelled for it. Gain per nat: Σ_w gain / Σ_w KL over the weightings (a "
+        "straight line from the base model; gains usually flatten as KL grows, so it favours fronts that stay "
+        "close). Intervals: 95% bootstrap over prompts (seeds averaged).",
+        "",
+    ]
+    header = (
+        ["method", "α"]
+        + ["gain @ KL, w = (" + ", ".join(f"{x:g}" for x in w) + ")" for w in weightings]
+        + ["gain per nat"]
+    )
+    rows = []
+    for label, front in fronts.items():
+        row = [label, f"{front['kl_weight']:g}"]
+        row += [
+            f"{gain[0]:+.3f} [{gain[1]:+.3f}, {gain[2]:+.3f}] @ {kl:.1f}"
+            for gain, kl in zip(front["gain"], front["kl"], strict=True)
+        ]
+        row.append(
+            f"{front['gain_per_nat'][0]:+.4f} [{front['gain_per_nat'][1]:+.4f}, {front['gain_per_nat'][2]:+.4f}]"
+        )
+        rows.append(row)
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + [
+        "| " + " | ".join(r) + " |" for r in rows
+    ]
+    if view["matched_kl"]:
+        lines += [
+            "",
+            "Matched KL: a KL series (one method at several α) read at another front's KL. Per weighting, the "
+            "series' gain interpolated linearly in KL between its fronts, at the other front's KL, minus the other "
+            "front's gain; averaged over the weightings where that KL lies inside the series' range (chosen on all "
+            "prompts). Positive: the series gets more at the same distance from the base model.",
+            "",
+            "| KL series | compared with | weightings matched | gain difference [95% CI] |",
+            "|---|---|---|---|",
+        ]
+        for name, others in view["matched_kl"].items():
+            for other, match in others.items():
+                shown = ", ".join("(" + ", ".join(f"{x:g}" for x in w) + ")" for w in match["weightings"]) or "none"
+                difference = match["gain_difference"]
+                value = (
+                    "–" if difference is None else f"{difference[0]:+.3f} [{difference[1]:+.3f}, {difference[2]:+.3f}]"
+                )
+                lines.append(f"| {name} | {other} | {shown} | {value} |")
+    return lines
 
 
 def write_generations(front: Front, base_samples: list[dict], label: str, path: str, num_prompts: int = 3) -> None:

@@ -426,3 +426,222 @@ def test_real_model_comparison_scores_methods_from_their_samples(train_clp, tmp_
     (output / "comparison.json").unlink()
     compare.main()  # from the files written: the same figures without sampling again
     assert json.loads((output / "comparison.json").read_text())["methods"] == results["methods"]
+
+
+@pytest.fixture(scope="module")
+def compare_real_model():
+    spec = importlib.util.spec_from_file_location(
+        "compare_real_model", os.path.join(EXAMPLES, "compare_real_model.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tone_runs(train_clp, tmp_path_factory):
+    """Two tiny chat models trained one step with the SmolLM2 recipe: full-CLP at α = 0.2, and full-CLP conditioned
+    on α ∈ [0.05, 0.5] (`--kl_weights 0.05 0.5`). One step leaves a random model's LoRA B matrices at zero (its
+    completions' rewards tie within each group: no advantage), so seeded noise on them stands in for training: each
+    block, the KL block included, then moves the policy away from the base model."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from trl_clp import demo
+
+    root = tmp_path_factory.mktemp("tone_runs")
+    model_path = root / "chat-model"
+    demo.make_tiny_llama(seed=0).save_pretrained(model_path)
+    bos_tokenizer().save_pretrained(model_path)
+    runs = {}
+    for name, extra in (("plain", []), ("multi", ["--kl_weights", "0.05", "0.5"])):
+        argv = ["--config", os.path.join(EXAMPLES, "configs", "smollm2_tone.yaml"), "--model_name_or_path"]
+        argv += [str(model_path), "--dataset_name", TONE_PROMPTS, "--output_dir", str(root / name), "--max_steps"]
+        argv += ["1", "--per_device_train_batch_size", "3", "--max_completion_length", "4", "--num_eval_prompts"]
+        argv += ["1", "--eval_grid_points", "2", "--learning_rate", "0.05", "--report_to", "none", *extra]
+        train_clp.main(*train_clp.make_parser().parse_args_and_config(args=argv))
+        adapter = root / name / "adapter_model.safetensors"
+        generator = torch.Generator().manual_seed(len(runs))
+        tensors = load_file(adapter)
+        for key in sorted(tensors):
+            if "lora_B" in key:
+                tensors[key] = torch.randn(tensors[key].shape, generator=generator) * 0.3
+        save_file(tensors, adapter)
+        runs[name] = str(root / name)
+    prompts = root / "held_out.jsonl"
+    with open(os.path.join(TONE_PROMPTS, "test.jsonl")) as handle:
+        prompts.write_text("".join(handle.readlines()[:4]))
+    runs["prompts"] = str(prompts)
+    return runs
+
+
+def test_text_guards_on_english_french_empty_and_repeated_texts(compare_real_model):
+    """The language and degeneracy guards of compare_real_model.py on hand-made texts, recomputed from TextBlob's own
+    reading of its lexicon (`textblob.en.lexicon`)."""
+    from textblob.en import lexicon
+
+    def english(word):  # a common word in any case, or a capitalised proper noun whose lowercase is not foreign
+        common = lexicon.get(word.lower()) not in (None, "FW", "NNP", "NNPS")
+        proper = lexicon.get(word) in ("NNP", "NNPS") and word[0].isupper() and lexicon.get(word.lower()) != "FW"
+        return common or proper
+
+    texts = {
+        "english": "The food was good and the staff were kind to us in Italy.",
+        "french": "Le restaurant est situé dans le centre de la ville.",
+        "repeated": "great great great great!",
+        "near-empty": "Safe.",
+        "empty": "",
+    }
+    words = {
+        "english": "The food was good and the staff were kind to us in Italy".split(),
+        "french": "Le restaurant est situé dans le centre de la ville".split(),
+        "repeated": ["great"] * 4,
+    }
+    assert compare_real_model.words(texts["french"]) == words["french"]
+    expected_share = {name: sum(map(english, found)) / len(found) for name, found in words.items()}
+    assert expected_share == {"english": 1.0, "french": 0.2, "repeated": 1.0}  # French: "restaurant", "centre"
+    for name in words:
+        assert compare_real_model.english_word_share(texts[name]) == pytest.approx(expected_share[name])
+    assert compare_real_model.english_word_share("") is None and compare_real_model.distinct_word_ratio("") is None
+    assert compare_real_model.distinct_word_ratio(texts["repeated"]) == 0.25
+    assert compare_real_model.distinct_word_ratio(texts["english"]) == pytest.approx(12 / 13)  # "the" twice
+    guards = compare_real_model.text_guards(list(texts.values()))
+    # Two of five have fewer than 3 words; of the other three, English and the repetition are English, French not.
+    assert guards["empty"] == pytest.approx(2 / 5) and guards["english"] == pytest.approx(2 / 3)
+    assert guards["distinct"] == pytest.approx((12 / 13 + 9 / 10 + 1 / 4) / 3)  # "le" twice in the French
+    assert math.isnan(compare_real_model.text_guards(["", "Safe."])["english"])
+
+
+def test_gain_at_kl_interpolates_a_kl_series_per_weighting(compare_real_model):
+    import torch
+
+    kls = torch.tensor([[2.0, 1.0, 4.0], [6.0, 3.0, 8.0]], dtype=torch.float64)  # (A=2 α values, K=3 weightings)
+    gains = torch.tensor([[0.10, 0.00, 0.30], [0.30, 0.20, 0.10]], dtype=torch.float64)
+    out = compare_real_model.gain_at_kl(kls, gains, torch.tensor([3.0, 3.0, 9.0], dtype=torch.float64))
+    # k=0: a quarter of the way from KL 2 to 6; k=1: at the series' last point; k=2: beyond its range.
+    assert out[0].item() == pytest.approx(0.15) and out[1].item() == pytest.approx(0.20) and math.isnan(out[2])
+    means = [torch.tensor([[0.5, 0.5]]), torch.tensor([[2.0]]), torch.tensor([[0.7, 0.5]]), torch.tensor([[4.0]])]
+    means += [torch.tensor([[0.6, 0.9]]), torch.tensor([[3.0]]), torch.tensor([[0.4, 0.5]])]  # other front; base
+    weights = torch.tensor([[1.0, 0.0]])
+    # Series gains 0.1 at KL 2 and 0.3 at KL 4 → 0.2 at KL 3; the other front gains 0.2 there: difference 0.
+    assert compare_real_model.matched_gain_difference(means, weights, matched=[0]) == pytest.approx(0.0, abs=1e-6)
+    assert compare_real_model.gain_per_nat(torch.tensor([0.1, 0.3]), torch.tensor([2.0, 6.0])) == pytest.approx(0.05)
+
+
+def test_kl_weights_for_refuses_a_model_it_cannot_steer_before_sampling(compare_real_model, tone_runs, tmp_path):
+    plan = compare_real_model.plan_evaluations
+    with pytest.raises(ValueError, match=r"not trained with KL-weight conditioning.*train it with `--kl_weights"):
+        plan([f"CLP={tone_runs['plain']}"], [["CLP", "0.2"]])
+    with pytest.raises(ValueError, match=r"α = 0.01 is below 0.05.*use α >= 0.05"):
+        plan([f"multi={tone_runs['multi']}"], [["multi", "0.01", "0.5"]])
+    with pytest.raises(ValueError, match=r"no run has that label; the labels of --runs are \['multi'\]"):
+        plan([f"multi={tone_runs['multi']}"], [["multi-CLP", "0.5"]])
+    with pytest.raises(ValueError, match="give the α values after the label"):
+        plan([f"multi={tone_runs['multi']}"], [["multi"]])
+    fronts = plan([f"CLP={tone_runs['plain']}", f"multi={tone_runs['multi']}"], [["multi", "0.05", "0.5"]])
+    assert [(f.label, f.kl_weight, f.stem(0)) for f in fronts] == [
+        ("CLP", None, "CLP-s0"),
+        ("multi (α=0.05)", 0.05, "multi-a0.05-s0"),
+        ("multi (α=0.5)", 0.5, "multi-a0.5-s0"),
+    ]
+    # From the command line: refused before the first model is sampled.
+    argv = ["compare_real_model.py", "--runs", f"multi={tone_runs['multi']}", f"CLP={tone_runs['plain']}"]
+    argv += ["--prompts", tone_runs["prompts"], "--reward_funcs", "sentiment", "objectivity"]
+    argv += ["--kl_weights_for", "CLP", "0.2", "--output_dir", str(tmp_path / "out")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        with pytest.raises(ValueError, match="not trained with KL-weight conditioning"):
+            compare_real_model.main()
+    assert not list((tmp_path / "out").glob("*.samples.jsonl"))
+
+
+def test_real_model_comparison_at_several_kl_weights(compare_real_model, tone_runs, tmp_path, monkeypatch):
+    """--kl_weights_for: one front per α of a model trained conditioned on α; the guards, the equal-KL view (gains,
+    gain per nat, matched KL) and the α section, recomputed here from the completions the script wrote."""
+    output = tmp_path / "comparison"
+    argv = ["compare_real_model.py", "--runs", f"CLP={tone_runs['plain']}", f"multi={tone_runs['multi']}"]
+    argv += [f"copy={tone_runs['multi']}", "--kl_weights_for", "multi", "0.05", "0.5", "--kl_weights_for", "copy"]
+    argv += ["0.05", "--prompts", tone_runs["prompts"], "--reward_funcs", "sentiment", "objectivity"]
+    argv += ["--grid_points", "3", "--max_new_tokens", "16", "--num_resamples", "50", "--base_samples_per_prompt"]
+    argv += ["2", "--output_dir", str(output)]
+    monkeypatch.setattr(sys, "argv", argv)
+    compare_real_model.main()
+    results = json.loads((output / "comparison.json").read_text())
+    names, weightings = ("positivity", "objectivity"), [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
+
+    def read(stem):
+        return [json.loads(line) for line in (output / f"{stem}.samples.jsonl").read_text().splitlines()]
+
+    base = read("base")
+    base_means = [sum(s["rewards"][n] for s in base) / len(base) for n in names]
+    stems = {
+        "CLP": ("CLP-s0", 0.2),
+        "multi (α=0.05)": ("multi-a0.05-s0", 0.05),
+        "multi (α=0.5)": ("multi-a0.5-s0", 0.5),
+    }
+    stems["copy (α=0.05)"] = ("copy-a0.05-s0", 0.05)
+    assert list(results["methods"]) == list(stems)
+    view, recomputed = results["equal_kl"], {}
+    for label, (stem, alpha) in stems.items():
+        samples = read(stem)
+        method = results["methods"][label]
+        assert method["kl_weight"] == alpha and view["per_front"][label]["kl_weight"] == alpha
+        for s in samples:  # each completion's value used the α it was steered to
+            value = sum(w * s["rewards"][n] for w, n in zip(s["weights"], names, strict=True)) - alpha * s["kl"]
+            assert s["value"] == pytest.approx(value, abs=1e-5)
+        gains, kls = [], []
+        for k, w in enumerate(weightings):
+            at_w = [s for s in samples if s["weights"] == w]
+            assert len(at_w) == 4 * 2  # prompts × samples
+            means = [sum(s["rewards"][n] for s in at_w) / len(at_w) for n in names]
+            gains.append(sum(wi * (m - b) for wi, m, b in zip(w, means, base_means, strict=True)))
+            kls.append(sum(s["kl"] for s in at_w) / len(at_w))
+            point, low, high = view["per_front"][label]["gain"][k]
+            assert point == pytest.approx(gains[-1]) and low <= point <= high
+            texts = [s["completion"] for s in at_w]
+            full = [t for t in texts if len(compare_real_model.words(t)) >= 3]
+            guards = method["guards"]
+            assert guards["empty"][k] == pytest.approx(1 - len(full) / len(texts))
+            english = [compare_real_model.english_word_share(t) >= 0.5 for t in full]
+            assert guards["english"][k] == (
+                pytest.approx(sum(english) / len(full)) if full else pytest.approx(math.nan, nan_ok=True)
+            )
+        assert view["per_front"][label]["kl"] == pytest.approx(kls) == method["kl"]
+        assert view["per_front"][label]["gain_per_nat"][0] == pytest.approx(sum(gains) / sum(kls))
+        recomputed[label] = (gains, kls)
+    # The series "multi" (α = 0.05, 0.5) read at each other front's KL. "copy (α=0.05)" is the same model steered to
+    # the same α with the same seed: its KL is the series' own at every weighting, and the difference 0.
+    assert view["series"] == {"multi": ["multi (α=0.05)", "multi (α=0.5)"]}
+    matched = view["matched_kl"]["multi"]
+    assert matched["copy (α=0.05)"]["weightings"] == weightings
+    assert matched["copy (α=0.05)"]["gain_difference"][0] == pytest.approx(0.0, abs=1e-9)
+    series_gains, series_kls = zip(*(recomputed[label] for label in view["series"]["multi"]), strict=True)
+    gains, kls = recomputed["CLP"]
+    expected = []
+    for k, w in enumerate(weightings):
+        (x0, y0), (x1, y1) = sorted((series_kls[a][k], series_gains[a][k]) for a in range(2))
+        if x0 <= kls[k] <= x1:
+            share = 0.0 if x1 == x0 else (kls[k] - x0) / (x1 - x0)
+            expected.append((w, y0 + share * (y1 - y0) - gains[k]))
+    assert matched["CLP"]["weightings"] == [w for w, _ in expected]
+    if expected:
+        assert matched["CLP"]["gain_difference"][0] == pytest.approx(sum(d for _, d in expected) / len(expected))
+    report = (output / "report.md").read_text()
+    section = report.split("## KL weight α")[1].split("## Equal KL")[0]
+    rows = [line.split(" | ")[0][2:] for line in section.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows[1:] == ["multi (α=0.05)", "multi (α=0.5)", "CLP", "copy (α=0.05)"]  # the KL series first, by α
+    assert "| multi | copy (α=0.05) | (1, 0), (0.5, 0.5), (0, 1) | +0.000 [" in report
+    assert (output / "equal_kl.png").stat().st_size > 1000
+
+
+def test_kl_series_group_fronts_of_one_method_at_several_alphas(compare_real_model):
+    Evaluation = compare_real_model.Evaluation
+    fronts = [Evaluation("RS", "RS", ("rs",)), Evaluation("full a0.02", "full a0.02", ("f2",))]
+    fronts += [Evaluation("full", "full", ("f",)), Evaluation("multi (α=0.02)", "multi", ("m",), 0.02)]
+    fronts += [Evaluation("multi (α=1)", "multi", ("m",), 1.0)]
+    series = compare_real_model.plan_kl_series(fronts, [["full-CLP", "full a0.02", "full"]])
+    assert series == {"multi": ["multi (α=0.02)", "multi (α=1)"], "full-CLP": ["full a0.02", "full"]}
+    with pytest.raises(ValueError, match=r"--kl_series full-CLP: give a new series name, then two or more"):
+        compare_real_model.plan_kl_series(fronts, [["full-CLP", "full a0.02", "full a1"]])  # no front "full a1"
+    with pytest.raises(ValueError, match=r"\['multi \(α=1\)'\] already belong to a KL series"):
+        compare_real_model.plan_kl_series(fronts, [["mixed", "full", "multi (α=1)"]])
