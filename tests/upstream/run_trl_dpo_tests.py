@@ -97,6 +97,12 @@ FROZEN_BASE_ASSERTIONS = [
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("upstream_file", help="TRL's tests/test_dpo_trainer.py, with tests/testing_utils.py beside it")
+    parser.add_argument(
+        "--plain-trl",
+        action="store_true",
+        help="run TRL's own DPOTrainer on the same local models and data (nothing deselected): a test that fails "
+        "there too fails for version skew, not because of our trainer",
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after `--` (e.g. -- -k test_train)")
     args = parser.parse_args(argv)
     upstream_dir = os.path.dirname(os.path.abspath(args.upstream_file))
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             "PYTHONPATH": os.pathsep.join([HERE, REPO, os.environ.get("PYTHONPATH", "")]),
             "HF_HUB_OFFLINE": "1",  # the shim builds every model and dataset the applicable tests load
             "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+            "TRL_DPO_SHIM_PLAIN_TRL": "1" if args.plain_trl else "0",
         }
         command = [
             sys.executable, "-m", "pytest", FILE, "-p", "trl_dpo_shim", "-p", "no:cacheprovider", "--rootdir", root,
