@@ -63,6 +63,12 @@ NOT_APPLICABLE = {
         f"TestDPOTrainer::test_train_with_f_divergence[{divergence}]": "only `f_divergence_type='reverse_kl'` (refused)"
         for divergence in ("forward_kl", "js_divergence", "alpha_divergence")
     },
+    "TestDPOTrainer::test_evaluate_precompute_ref_log_probs_after_training_raises": "TRL refuses to precompute the "
+    "reference for a new eval dataset after full fine-tuning; CLP's reference (the adapter-free base) is always "
+    "available, as for TRL with PEFT, so evaluating works and nothing is raised",
+    "TestDPOTrainer::test_train[trl-internal-testing/tiny-NemotronHForCausalLM-nano]": "CLP always trains a LoRA, and "
+    "PEFT refuses LoRA on the Mamba layers' `out_proj`/`conv1d` that the default 'all-linear' targets select (pass a "
+    "`peft_config` naming other modules); the test trains with no `peft_config`",
     "TestDPOTrainer::test_train_with_explicit_ref_model": _REF_MODEL,
     "TestDPOTrainer::test_train_with_sync_ref_model": _REF_MODEL,
     "TestDPOTrainer::test_train_peft_model": _PEFT_MODEL,
