@@ -77,6 +77,9 @@ NOT_APPLICABLE = {
     "TestDPOTrainer::test_trust_remote_code": f"{_HUB}: a repository with custom modelling code",
     "TestDPOTrainer::test_train_gpt_oss": f"{_HUB}: GPT-OSS's harmony chat template and the `harmony` dataset",
     "TestDPOTrainer::test_train_toolcall_data": f"{_HUB}: a tool-calling chat template and the `toolcall` dataset",
+    # Version skew: fails the same way with TRL 1.16's own DPOTrainer on the same models (`--plain-trl`).
+    "TestDPOTrainer::test_peft_with_quantization": "version skew: with TRL's own trainer too, bitsandbytes on CPU "
+    "changes base-layer biases that the upstream test exempts only for its hub model's layer 1",
     "TestDPOTrainerVLM": _VLM,
     "TestDataCollatorForVisionPreference": _VLM,
     "TestDPOTrainerSlow": _VLM,
