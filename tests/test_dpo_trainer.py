@@ -482,3 +482,101 @@ def test_gradient_checkpointing_keeps_each_pairs_weighting_through_backward(tmp_
     assert gradients[0].keys() == gradients[1].keys() and gradients[0]
     for name, gradient in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6, msg=name)
+
+
+# ---------------------------------------------------------------- parity with TRL's DPO (found by upstream conformance)
+
+
+def all_prefer_chosen(num_pairs: int) -> Dataset:
+    """Pairs that every objective labels alike (+1): under any weighting the mixed loss is DPO's loss of the pair."""
+    return case_pairs(num_pairs, seed=0).map(lambda row: {"objective_labels": [1, 1]})
+
+
+def ours_and_trls(trainer, num_pairs: int, weights: list[float]):
+    """(loss, metrics) of our `compute_loss` and of TRL's `_compute_loss` on the same batch, the policy conditioned on
+    `weights` (the config's fixed weighting) in both."""
+    batch = collate(trainer, range(num_pairs))
+    trainer._metrics["train"].clear()
+    loss = trainer.compute_loss(trainer.model, batch)
+    ours = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+    trainer._metrics["train"].clear()
+    trainer.conditioner.set_conditioning_vectors(torch.tensor([weights]).expand(2 * num_pairs, len(weights)))
+    try:
+        expected = DPOTrainer._compute_loss(
+            trainer, trainer.model, trainer.data_collator.collator(batch_rows(trainer, num_pairs)), False
+        )
+    finally:
+        trainer.conditioner.clear()
+    trls = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+    return loss, expected, ours, trls
+
+
+def batch_rows(trainer, num_pairs):
+    return [trainer.train_dataset[i] for i in range(num_pairs)]
+
+
+def test_token_metrics_are_logged_as_trls_dpo_logs_them(tmp_path):
+    trainer = make_trainer(
+        tmp_path, all_prefer_chosen(4), weight_distribution="fixed", fixed_weights=["0.3,0.7"], beta=0.3
+    )
+    randomize_adapter(trainer)
+    loss, expected, ours, trls = ours_and_trls(trainer, 4, [0.3, 0.7])
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    for key in ("entropy", "logits/chosen", "logits/rejected", "mean_token_accuracy"):
+        assert key in ours, f"{key} is not logged"
+        assert ours[key] == pytest.approx(trls[key], abs=1e-5), key
+    assert ours["num_tokens"] == collate(trainer, range(4))["attention_mask"].sum().item()  # TRL's then adds its own
+
+
+def test_moe_router_load_balancing_loss_is_added_and_logged_as_in_trls_dpo(tmp_path):
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3MoeConfig(
+        vocab_size=259,
+        hidden_size=16,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_hidden_layers=2,
+        intermediate_size=32,
+        moe_intermediate_size=16,
+        num_experts=4,
+        num_experts_per_tok=2,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    trainer = MultiObjectiveDPOTrainer(
+        Qwen3MoeForCausalLM(config),
+        args=dpo_config(tmp_path, weight_distribution="fixed", fixed_weights=["0.5,0.5"], router_aux_loss_coef=1.0),
+        train_dataset=all_prefer_chosen(4),
+        processing_class=demo.make_byte_tokenizer(),
+        peft_config=LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]),
+    )
+    assert trainer.aux_loss_enabled
+    randomize_adapter(trainer)
+    loss, expected, ours, trls = ours_and_trls(trainer, 4, [0.5, 0.5])
+    assert trls["aux_loss"] > 0.1  # so that leaving it out shows
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert ours["aux_loss"] == pytest.approx(trls["aux_loss"], abs=1e-6)
+
+
+def test_compute_metrics_receives_the_policys_logits_of_every_row(tmp_path):
+    seen = {}
+
+    def compute_metrics(eval_pred):
+        seen["logits"], seen["input_ids"] = eval_pred.predictions, eval_pred.label_ids
+        return {"rows": float(len(eval_pred.label_ids))}
+
+    trainer = MultiObjectiveDPOTrainer(
+        demo.make_tiny_llama(seed=0),
+        args=dpo_config(tmp_path, per_device_eval_batch_size=3),
+        train_dataset=case_pairs(4, seed=0),
+        eval_dataset=case_pairs(3, seed=1),
+        processing_class=demo.make_byte_tokenizer(),
+        compute_metrics=compute_metrics,
+        peft_config=LORA,
+    )
+    metrics = trainer.evaluate()
+    assert metrics["eval_rows"] == 6.0  # chosen and rejected rows of the 3 pairs
+    assert seen["logits"].shape[:2] == seen["input_ids"].shape and seen["logits"].shape[2] == 259

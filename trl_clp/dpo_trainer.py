@@ -64,11 +64,14 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
        Σ_i w_i·1[s_i≠0]·ℓ(s_i·z) / Σ_i w_i·1[s_i≠0] for labels s_i, or ℓ(±z) with the sign of w·(r_c − r_r) for
        scores (pairs with |w·Δr| < `score_margin` left out). `_compute_loss` is replaced, since TRL's combines the
        pair losses with no per-row hook; the reference log-probabilities come from TRL's `compute_ref_log_probs`.
+       For Mixture-of-Experts models the router's load-balancing loss is added as in DPO (`router_aux_loss_coef`).
     4. Dataset checks at construction (missing columns, lengths, label values, NaN scores, pairs no objective
        prefers); the layout's columns are kept through TRL's column filtering and collated with the pairs.
-    5. Logged: `rewards/chosen`, `rewards/rejected`, `logps/chosen`, `logps/rejected` as in DPO, and under the pairs'
-       weightings `rewards/margins` and `rewards/accuracies` (oriented to the response w prefers),
-       `rewards/<objective>/accuracies` (z agrees with objective i alone), `pairs/dropped`, `weights/<objective>/mean`.
+    5. Logged: `rewards/chosen`, `rewards/rejected`, `logps/chosen`, `logps/rejected`, `entropy`, `logits/chosen`,
+       `logits/rejected`, `mean_token_accuracy`, `num_tokens` (and `aux_loss` for MoE) as in DPO, with the policy
+       conditioned on each pair's w; under the pairs' weightings `rewards/margins` and `rewards/accuracies` (oriented
+       to the response w prefers), `rewards/<objective>/accuracies` (z agrees with objective i alone),
+       `pairs/dropped`, `weights/<objective>/mean`.
     6. `save_model` writes `clp_config.json` beside the adapter, so [`SteerableModel`] loads and steers the result
        exactly as an online-trained one.
 
@@ -94,6 +97,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         train_dataset=None,
         eval_dataset=None,
         processing_class=None,
+        compute_metrics=None,
         callbacks=None,
         optimizers=(None, None),
         quantization_config=None,
@@ -121,6 +125,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             processing_class=processing_class,
+            compute_metrics=compute_metrics,
             callbacks=callbacks,
             optimizers=optimizers,
             quantization_config=quantization_config,
@@ -212,6 +217,8 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         completion_mask = policy_inputs["completion_mask"]
         seq_len = completion_mask.size(1) - 1
         labels = policy_inputs["input_ids"].masked_fill(completion_mask == 0, -100)
+        if self.aux_loss_enabled:  # MoE: the router's load-balancing loss, as TRL adds it
+            model_kwargs["output_router_logits"] = True
         outputs = model(**model_kwargs, labels=labels, use_cache=False, fused_lm_head=True)  # rows conditioned
         logps = outputs.log_probs[:, -seq_len:].sum(dim=1)  # (2B,)
         chosen_logps, rejected_logps = logps.chunk(2)
@@ -233,7 +240,11 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         )  # (B,) z
         preference, kept, objective_signs = self._pair_preference(inputs)
         loss = mixed_preference_loss(scores, preference, kept, loss_type, self.beta)
+        if self.aux_loss_enabled:
+            loss = loss + self.router_aux_loss_coef * outputs.aux_loss
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather(outputs.aux_loss.detach()).mean().item())
 
+        self._log_token_metrics(mode, outputs, completion_mask[:, 1:], policy_inputs["attention_mask"])
         self._log_preference_metrics(
             mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, preference, kept, objective_signs
         )
@@ -247,6 +258,37 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
                 outputs = model(**model_kwargs)
             return loss, outputs
         return loss
+
+    def _log_token_metrics(self, mode, outputs, shift_completion_mask, attention_mask):
+        """DPO's token-level metrics, from the fused head's per-token outputs `(2B, T)` of the conditioned policy:
+        `entropy`, `logits/chosen`, `logits/rejected` (mean over completion tokens), `mean_token_accuracy` (the
+        chosen completions' tokens that are the policy's top-1 prediction) and `num_tokens` (seen in training)."""
+        gather = self.accelerator.gather
+        metrics = self._metrics[mode]
+        seq_len = shift_completion_mask.size(1)
+        mask = shift_completion_mask.float()  # (2B, T)
+        chosen_mask, rejected_mask = mask.chunk(2)
+        chosen_logits, rejected_logits = (outputs.mean_logits[:, -seq_len:].detach() * mask).chunk(2)
+        chosen_top1 = outputs.is_top1[:, -seq_len:].chunk(2)[0].float() * chosen_mask
+        sums = torch.stack(
+            [
+                (outputs.entropy[:, -seq_len:].detach() * mask).sum(),
+                mask.sum(),
+                chosen_logits.sum(),
+                chosen_mask.sum(),
+                rejected_logits.sum(),
+                rejected_mask.sum(),
+                chosen_top1.sum(),
+            ]
+        ).float()
+        sums = gather(sums.unsqueeze(0)).sum(0)
+        metrics["entropy"].append((sums[0] / sums[1].clamp(min=1)).item())
+        metrics["logits/chosen"].append((sums[2] / sums[3].clamp(min=1)).item())
+        metrics["logits/rejected"].append((sums[4] / sums[5].clamp(min=1)).item())
+        metrics["mean_token_accuracy"].append((sums[6] / sums[3].clamp(min=1)).item())
+        if mode == "train":
+            self._total_train_tokens += gather(attention_mask.sum()).sum().item() // self._tp_size
+        metrics["num_tokens"] = [self._total_train_tokens]
 
     def _log_preference_metrics(
         self, mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, preference, kept, signs
