@@ -4,8 +4,9 @@ DPO-CLP on a task with known rewards: preference pairs sampled from the demo's r
 true reward functions, several ways of training a steerable policy on them at an equal budget, and the online CLP
 front on the same task, all measured with the true rewards.
 
-    python examples/compare_dpo.py            # 3 seeds, 100 steps per method (about 30 minutes on 2 busy CPU cores)
+    python examples/compare_dpo.py            # 3 seeds, 60 steps per method
     python examples/compare_dpo.py --quick    # 1 seed, 4 steps, tiny sizes: a smoke run for the tests, not evidence
+    python examples/compare_dpo.py --reuse --seeds 0 1    # the report from the seeds already run, nothing trained
 
 Per seed: the demo's tiny Llama is pre-trained (`demo.pretrain_demo_model`, as `compare_baselines.py` does, so the
 base models are the same); it is the reference policy. `completions_per_prompt` completions are sampled from it for
@@ -53,7 +54,14 @@ from trl_clp.rewards import lowercase_reward, uppercase_reward  # noqa: E402
 # The online comparison's runner and the real-model comparison's statistics, reused rather than copied.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare_baselines  # noqa: E402
-from compare_real_model import bootstrap, margins, per_prompt_rewards, plot, save_evaluation  # noqa: E402
+from compare_real_model import (  # noqa: E402
+    bootstrap,
+    load_evaluation,
+    margins,
+    per_prompt_rewards,
+    plot,
+    save_evaluation,
+)
 
 DPO_METHODS = {
     "dpo-clp-full": dict(conditioning="full"),
@@ -72,22 +80,29 @@ REFERENCE_POINT = [0.0, 0.0]  # both rewards live in [0, 1]; fixed before any ru
 class CompareDPOArguments:
     output_dir: str = field(default="outputs/compare_dpo", metadata={"help": "Where the report and figures go."})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "One full run per seed."})
-    methods: list[str] = field(default_factory=lambda: list(METHODS), metadata={"help": f"Among {METHODS}."})
-    max_steps: int = field(default=100, metadata={"help": "Training steps of every method (equal budget)."})
+    methods: list[str] = field(
+        default_factory=lambda: [m for m in METHODS if m != "dpo-clp-full-scores"],
+        metadata={"help": f"Among {METHODS}."},
+    )
+    max_steps: int = field(default=60, metadata={"help": "Training steps of every method (equal budget)."})
     pairs_per_step: int = field(
         default=8, metadata={"help": "Pairs per DPO step (2 completions each); online CLP samples 16 per step."}
     )
     learning_rate: float = field(default=3e-3, metadata={"help": "Every method's learning rate (the demo's)."})
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO's β, for every DPO method."})
     num_train_prompts: int = field(
-        default=800, metadata={"help": "Training prompts; `completions_per_prompt` reference samples each."}
+        default=480, metadata={"help": "Training prompts; `completions_per_prompt` reference samples each."}
     )
     completions_per_prompt: int = field(default=2, metadata={"help": "k: every two of them form a pair."})
-    pretrain_steps: int = field(default=300, metadata={"help": "Pre-training steps of each seed's base model."})
-    num_eval_prompts: int = field(default=32, metadata={"help": "Held-out prompts per evaluation."})
+    pretrain_steps: int = field(default=200, metadata={"help": "Pre-training steps of each seed's base model."})
+    num_eval_prompts: int = field(default=24, metadata={"help": "Held-out prompts per evaluation."})
     eval_samples_per_prompt: int = field(default=2, metadata={"help": "Completions per (prompt, weighting)."})
     eval_grid_points: int = field(default=5, metadata={"help": "Weightings on the simplex edge."})
     num_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples of the prompts."})
+    reuse: bool = field(
+        default=False,
+        metadata={"help": "Read back the seeds whose evaluations are all in `output_dir` instead of running them."},
+    )
     quick: bool = field(default=False, metadata={"help": "1 seed, 4 steps, tiny sizes: a smoke run for the tests."})
 
 
@@ -180,6 +195,22 @@ def main(args: CompareDPOArguments) -> dict:
     fronts = {method: [] for method in args.methods}
     reference_fronts, spreads, prompts_per_seed, seconds = [], [], [], {method: [] for method in args.methods}
     for seed in args.seeds:
+        prompts = list(demo.make_prompt_dataset(args.num_eval_prompts, seed=1000 + seed)["prompt"])
+        prompts_per_seed.append(prompts)
+        stems = {m: os.path.join(args.output_dir, "fronts", f"{m}-s{seed}") for m in [*args.methods, "reference"]}
+        spread_path = os.path.join(args.output_dir, "pairs", f"seed{seed}.spread.json")
+        if args.reuse and os.path.isfile(spread_path) and all(load_evaluation(stem) for stem in stems.values()):
+            for method in args.methods:
+                fronts[method].append(load_evaluation(stems[method]))
+            reference_fronts.append(load_evaluation(stems["reference"]))
+            with open(spread_path) as handle:
+                spread = json.load(handle)
+            spreads.append(spread)
+            for method in args.methods:
+                seconds[method].append(spread["seconds"][method])
+            print(f"seed {seed}: read back from {args.output_dir}", flush=True)
+            continue
+        seed_started = time.perf_counter()
         tokenizer = demo.make_byte_tokenizer()
         base_path = os.path.join(args.output_dir, f"base-seed{seed}")
         base_model = demo.pretrain_demo_model(
@@ -189,9 +220,7 @@ def main(args: CompareDPOArguments) -> dict:
         tokenizer.save_pretrained(base_path)
         dataset = make_pairs(base_model, tokenizer, seed, args)
         dataset["labels"].to_json(os.path.join(args.output_dir, "pairs", f"seed{seed}.jsonl"))
-        spreads.append(data_spread(dataset["completions"]))
-        prompts = list(demo.make_prompt_dataset(args.num_eval_prompts, seed=1000 + seed)["prompt"])
-        prompts_per_seed.append(prompts)
+        spread = data_spread(dataset["completions"])
         print(
             f"[{time.perf_counter() - started:6.0f} s] seed {seed}: {len(dataset['labels'])} pairs from "
             f"{args.num_train_prompts} prompts",
@@ -205,7 +234,7 @@ def main(args: CompareDPOArguments) -> dict:
                 trainer = train_dpo(method, seed, base_path, dataset, args)
             steer = compare_baselines.steerable_view(trainer)
             front = evaluate_front(steer, steer.tokenizer, prompts, REWARDS, grid, seed=seed, **evaluation)
-            save_evaluation(front, os.path.join(args.output_dir, "fronts", f"{method}-s{seed}"))
+            save_evaluation(front, stems[method])
             fronts[method].append(front)
             seconds[method].append(time.perf_counter() - method_started)
             if len(reference_fronts) < len(prompts_per_seed) and steer.conditioning_config.conditioning != "prompt":
@@ -213,7 +242,7 @@ def main(args: CompareDPOArguments) -> dict:
                     reference = evaluate_front(
                         steer, steer.tokenizer, prompts, REWARDS, grid[:1], seed=seed, **evaluation
                     )
-                save_evaluation(reference, os.path.join(args.output_dir, "fronts", f"reference-s{seed}"))
+                save_evaluation(reference, stems["reference"])
                 reference_fronts.append(reference)
             del trainer, steer
             print(
@@ -221,8 +250,17 @@ def main(args: CompareDPOArguments) -> dict:
                 f"{front.hypervolume(REFERENCE_POINT):.4f} ({seconds[method][-1]:.0f} s)",
                 flush=True,
             )
+        spreads.append(
+            {
+                **spread,
+                "seconds": {method: seconds[method][-1] for method in args.methods},
+                "seed_seconds": time.perf_counter() - seed_started,
+            }
+        )
+        with open(spread_path, "w") as handle:
+            json.dump(spreads[-1], handle, indent=2)
     results = summarize(args, fronts, reference_fronts, spreads, prompts_per_seed, seconds)
-    results["wall_seconds"] = time.perf_counter() - started
+    results["wall_seconds"] = sum(spread["seed_seconds"] for spread in spreads)  # the runs read back included
     write_report(args, results)
     return results
 
