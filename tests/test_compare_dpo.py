@@ -24,7 +24,7 @@ def test_dpo_comparison_report_matches_its_samples(tmp_path):
     module = importlib.util.module_from_spec(spec)
     sys.modules["compare_dpo"] = module  # dataclasses resolve the script's annotations through sys.modules
     spec.loader.exec_module(module)
-    results = module.main(module.CompareDPOArguments(output_dir=str(tmp_path), quick=True))
+    results = module.main(module.CompareDPOArguments(output_dir=str(tmp_path), methods=module.METHODS, quick=True))
     assert list(results["methods"]) == module.METHODS and results["args"]["seeds"] == [0]
     rewards = (lowercase_reward, uppercase_reward)
 
@@ -49,11 +49,11 @@ def test_dpo_comparison_report_matches_its_samples(tmp_path):
             per_prompt.setdefault((tuple(sample["weights"]), sample["prompt"]), []).append(scores)
         rows = []
         for weights in weightings:
-            groups = [torch.tensor(v).mean(0) for (w, _), v in per_prompt.items() if list(w) == weights]
+            groups = [torch.tensor(v, dtype=torch.float64).mean(0) for (w, _), v in per_prompt.items() if list(w) == weights]
             assert len(groups) == results["args"]["num_eval_prompts"]
             rows.append(torch.stack(groups).mean(0))
-        means[method] = torch.stack(rows).double()  # (K, 2)
-        assert entry["rewards"] == pytest.approx(means[method].tolist(), abs=1e-9)
+        means[method] = torch.stack(rows)  # (K, 2)
+        assert torch.tensor(entry["rewards"], dtype=torch.float64).allclose(means[method], atol=1e-9)
         volume = hypervolume(means[method], torch.zeros(2, dtype=torch.float64))
         assert entry["hypervolume"][0] == pytest.approx(volume) and entry["hypervolume_per_seed"] == [
             pytest.approx(volume)
