@@ -6,7 +6,8 @@ front on the same task, all measured with the true rewards.
 
     python examples/compare_dpo.py            # 3 seeds, 60 steps per method
     python examples/compare_dpo.py --quick    # 1 seed, 4 steps, tiny sizes: a smoke run for the tests, not evidence
-    python examples/compare_dpo.py --reuse --seeds 0 1    # the report from the seeds already run, nothing trained
+    python examples/compare_dpo.py --reuse --seeds 0 1    # the report from the runs already there, nothing trained
+    python examples/compare_dpo.py --reuse --methods dpo-clp-full-scores ...   # add a method to those runs
 
 Per seed: the demo's tiny Llama is pre-trained (`demo.pretrain_demo_model`, as `compare_baselines.py` does, so the
 base models are the same); it is the reference policy. `completions_per_prompt` completions are sampled from it for
@@ -43,7 +44,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import torch  # noqa: E402
 from peft import LoraConfig  # noqa: E402
-from transformers import HfArgumentParser  # noqa: E402
+from transformers import AutoModelForCausalLM, HfArgumentParser  # noqa: E402
 
 from trl_clp import MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer, demo, simplex_grid  # noqa: E402
 from trl_clp.evaluation import evaluate_front  # noqa: E402
@@ -101,7 +102,10 @@ class CompareDPOArguments:
     num_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples of the prompts."})
     reuse: bool = field(
         default=False,
-        metadata={"help": "Read back the seeds whose evaluations are all in `output_dir` instead of running them."},
+        metadata={
+            "help": "Read back the evaluations already in `output_dir` and train only the methods missing there (on "
+            "the same base model and pairs)."
+        },
     )
     quick: bool = field(default=False, metadata={"help": "1 seed, 4 steps, tiny sizes: a smoke run for the tests."})
 
@@ -199,34 +203,42 @@ def main(args: CompareDPOArguments) -> dict:
         prompts_per_seed.append(prompts)
         stems = {m: os.path.join(args.output_dir, "fronts", f"{m}-s{seed}") for m in [*args.methods, "reference"]}
         spread_path = os.path.join(args.output_dir, "pairs", f"seed{seed}.spread.json")
-        if args.reuse and os.path.isfile(spread_path) and all(load_evaluation(stem) for stem in stems.values()):
-            for method in args.methods:
-                fronts[method].append(load_evaluation(stems[method]))
-            reference_fronts.append(load_evaluation(stems["reference"]))
+        saved, previous = {}, None
+        if args.reuse and os.path.isfile(spread_path):
+            saved = {m: load_evaluation(stem) for m, stem in stems.items()}
             with open(spread_path) as handle:
-                spread = json.load(handle)
-            spreads.append(spread)
-            for method in args.methods:
-                seconds[method].append(spread["seconds"][method])
-            print(f"seed {seed}: read back from {args.output_dir}", flush=True)
-            continue
+                previous = json.load(handle)
         seed_started = time.perf_counter()
         tokenizer = demo.make_byte_tokenizer()
         base_path = os.path.join(args.output_dir, f"base-seed{seed}")
-        base_model = demo.pretrain_demo_model(
-            demo.make_tiny_llama(seed=seed), tokenizer, args.pretrain_steps, seed=seed
-        )
-        base_model.save_pretrained(base_path)
-        tokenizer.save_pretrained(base_path)
-        dataset = make_pairs(base_model, tokenizer, seed, args)
-        dataset["labels"].to_json(os.path.join(args.output_dir, "pairs", f"seed{seed}.jsonl"))
-        spread = data_spread(dataset["completions"])
-        print(
-            f"[{time.perf_counter() - started:6.0f} s] seed {seed}: {len(dataset['labels'])} pairs from "
-            f"{args.num_train_prompts} prompts",
-            flush=True,
-        )
+        if saved.get("reference") is not None:
+            reference_fronts.append(saved["reference"])
+        if all(saved.get(m) is not None for m in stems):
+            print(f"seed {seed}: read back from {args.output_dir}", flush=True)
+        elif previous is not None:  # some methods to add: the same base model, the same pairs (seeded sampling)
+            base_model = AutoModelForCausalLM.from_pretrained(base_path).eval()
+        else:
+            base_model = demo.pretrain_demo_model(
+                demo.make_tiny_llama(seed=seed), tokenizer, args.pretrain_steps, seed=seed
+            )
+            base_model.save_pretrained(base_path)
+            tokenizer.save_pretrained(base_path)
+        if all(saved.get(m) is not None for m in stems):
+            dataset = None
+        else:
+            dataset = make_pairs(base_model, tokenizer, seed, args)
+            dataset["labels"].to_json(os.path.join(args.output_dir, "pairs", f"seed{seed}.jsonl"))
+            print(
+                f"[{time.perf_counter() - started:6.0f} s] seed {seed}: {len(dataset['labels'])} pairs from "
+                f"{args.num_train_prompts} prompts",
+                flush=True,
+            )
+        spread = previous or data_spread(dataset["completions"])
         for method in args.methods:
+            if saved.get(method) is not None:
+                fronts[method].append(saved[method])
+                seconds[method].append(previous["seconds"][method])
+                continue
             method_started = time.perf_counter()
             if method == ONLINE_METHOD:
                 trainer = train_online(seed, base_path, args)
@@ -252,9 +264,14 @@ def main(args: CompareDPOArguments) -> dict:
             )
         spreads.append(
             {
-                **spread,
-                "seconds": {method: seconds[method][-1] for method in args.methods},
-                "seed_seconds": time.perf_counter() - seed_started,
+                "mean": spread["mean"],
+                "best_of_k": spread["best_of_k"],
+                "seconds": {
+                    **(previous or {}).get("seconds", {}),
+                    **{method: seconds[method][-1] for method in args.methods},
+                },
+                # the time spent on this seed, over every pass that trained some of its methods
+                "seed_seconds": (previous or {}).get("seed_seconds", 0.0) + time.perf_counter() - seed_started,
             }
         )
         with open(spread_path, "w") as handle:

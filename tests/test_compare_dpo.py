@@ -24,7 +24,16 @@ def test_dpo_comparison_report_matches_its_samples(tmp_path):
     module = importlib.util.module_from_spec(spec)
     sys.modules["compare_dpo"] = module  # dataclasses resolve the script's annotations through sys.modules
     spec.loader.exec_module(module)
-    results = module.main(module.CompareDPOArguments(output_dir=str(tmp_path), methods=module.METHODS, quick=True))
+    first = [m for m in module.METHODS if m != "dpo-clp-full-scores"]
+    module.main(module.CompareDPOArguments(output_dir=str(tmp_path), methods=first, quick=True))
+    pairs_written = (tmp_path / "pairs" / "seed0.jsonl").read_text()
+    before = {m: (tmp_path / "fronts" / f"{m}-s0.samples.jsonl").read_text() for m in first}
+    # --reuse adds a method: on the same base model and pairs, the other methods read back, not retrained.
+    results = module.main(
+        module.CompareDPOArguments(output_dir=str(tmp_path), methods=module.METHODS, reuse=True, quick=True)
+    )
+    assert (tmp_path / "pairs" / "seed0.jsonl").read_text() == pairs_written
+    assert before == {m: (tmp_path / "fronts" / f"{m}-s0.samples.jsonl").read_text() for m in first}
     assert list(results["methods"]) == module.METHODS and results["args"]["seeds"] == [0]
     rewards = (lowercase_reward, uppercase_reward)
 
@@ -49,7 +58,9 @@ def test_dpo_comparison_report_matches_its_samples(tmp_path):
             per_prompt.setdefault((tuple(sample["weights"]), sample["prompt"]), []).append(scores)
         rows = []
         for weights in weightings:
-            groups = [torch.tensor(v, dtype=torch.float64).mean(0) for (w, _), v in per_prompt.items() if list(w) == weights]
+            groups = [
+                torch.tensor(v, dtype=torch.float64).mean(0) for (w, _), v in per_prompt.items() if list(w) == weights
+            ]
             assert len(groups) == results["args"]["num_eval_prompts"]
             rows.append(torch.stack(groups).mean(0))
         means[method] = torch.stack(rows)  # (K, 2)
