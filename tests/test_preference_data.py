@@ -1,4 +1,5 @@
-"""Public multi-objective preference datasets → the two layouts, on hand-made rows with their exact columns."""
+"""Public multi-objective preference datasets → the two layouts, on hand-made rows with their exact columns; pairs
+labelled or scored by reward functions."""
 
 import pytest
 from datasets import Dataset
@@ -9,9 +10,14 @@ from trl_clp.preference_data import (
     ULTRAFEEDBACK_ASPECTS,
     check_preference_dataset,
     helpsteer2_to_scores,
+    pairs_from_reward_functions,
     pku_saferlhf_to_labels,
+    sample_completions,
     ultrafeedback_to_scores,
 )
+from trl_clp.rewards import brevity_reward, lowercase_reward, uppercase_reward
+
+from .conftest import bos_tokenizer
 
 
 def test_pku_saferlhf_labels_say_which_response_is_better_and_which_safer():
@@ -118,3 +124,119 @@ def test_check_names_the_expected_layout_for_a_raw_public_dataset():
     raw = Dataset.from_list([helpsteer_row("p", "r", [1, 1, 1, 1, 1])])
     with pytest.raises(ValueError, match="no 'chosen', 'rejected', 'chosen_scores', 'rejected_scores' column"):
         check_preference_dataset(raw, "scores", HELPSTEER2_ATTRIBUTES)
+
+
+def _shares(text):
+    """(lowercase share, uppercase share) of a text, counted here by hand."""
+    return sum(c.islower() for c in text) / len(text), sum(c.isupper() for c in text) / len(text)
+
+
+def test_pairs_from_reward_functions_label_every_pair_by_the_sign_of_each_rewards_difference():
+    prompts = ["Describe: a cat\n", "Describe: a dog\n"]
+    completions = [["abcd", "ABCD", "abCD"], ["aaBB", "aaBB"]]  # the second prompt's two are identical
+    pairs = pairs_from_reward_functions(prompts, completions, [lowercase_reward, uppercase_reward])
+    expected = []
+    for prompt, group in zip(prompts, completions, strict=True):
+        for a in range(len(group)):
+            for b in range(a + 1, len(group)):
+                (la, ua), (lb, ub) = _shares(group[a]), _shares(group[b])
+                labels = [(la > lb) - (la < lb), (ua > ub) - (ua < ub)]
+                if any(labels):
+                    expected.append(
+                        {"prompt": prompt, "chosen": group[a], "rejected": group[b], "objective_labels": labels}
+                    )
+    assert pairs.to_list() == expected
+    assert [row["objective_labels"] for row in expected] == [[1, -1], [1, -1], [-1, 1]]
+    check_preference_dataset(pairs, "labels", ["lower", "upper"])  # what the trainer accepts
+
+
+def test_pairs_from_reward_functions_scores_layout_keeps_the_reward_values_and_drops_ties():
+    prompts = ["p1", "p2"]
+    completions = [["abcd", "abcD"], ["ab", "cd"]]  # the second pair ties on both objectives
+    pairs = pairs_from_reward_functions(prompts, completions, [lowercase_reward, uppercase_reward], layout="scores")
+    assert pairs.to_list() == [
+        {
+            "prompt": "p1",
+            "chosen": "abcd",
+            "rejected": "abcD",
+            "chosen_scores": [1.0, 0.0],
+            "rejected_scores": [0.75, 0.25],
+        }
+    ]
+    check_preference_dataset(pairs, "scores", ["lower", "upper"])
+
+
+def test_pairs_from_reward_functions_tie_tolerance_and_rewards_reading_token_ids():
+    completions = [["abcdefgh", "abcdefgH", "ABCDEFGH"]]
+    # |0.125| differences count as ties at tolerance 0.2; the third completion differs by 1.0 from the first.
+    pairs = pairs_from_reward_functions(["p"], completions, [lowercase_reward, uppercase_reward], tie_tolerance=0.2)
+    assert [(r["chosen"], r["rejected"], r["objective_labels"]) for r in pairs] == [
+        ("abcdefgh", "ABCDEFGH", [1, -1]),
+        ("abcdefgH", "ABCDEFGH", [1, -1]),
+    ]
+    ids = [[[5, 6, 2], [5, 2], [5, 6, 7, 2]]]
+    pairs = pairs_from_reward_functions(
+        ["p"],
+        [["x", "y", "z"]],
+        [
+            lambda completions, completion_ids, **kw: brevity_reward(completions, completion_ids, max_length=4),
+            uppercase_reward,
+        ],
+        completion_ids=ids,
+    )
+    brevity = brevity_reward(["x", "y", "z"], ids[0], max_length=4)
+    sign = lambda d: (d > 0) - (d < 0)  # noqa: E731
+    assert [r["objective_labels"] for r in pairs] == [
+        [sign(brevity[a] - brevity[b]), 0] for a, b in ((0, 1), (0, 2), (1, 2))
+    ]
+
+
+def test_pairs_from_reward_functions_keep_conversational_prompts_and_answers_as_they_are():
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Describe: a cat"}]
+    answers = [[{"role": "assistant", "content": "a CAT"}], [{"role": "assistant", "content": "A CAT"}]]
+    pairs = pairs_from_reward_functions([conversation], [answers], [lowercase_reward, uppercase_reward])
+    assert pairs.to_list() == [
+        {"prompt": conversation, "chosen": answers[0], "rejected": answers[1], "objective_labels": [1, -1]}
+    ]
+
+
+def test_pairs_from_reward_functions_errors_name_the_fix():
+    rewards = [lowercase_reward, uppercase_reward]
+    with pytest.raises(ValueError, match="at least 2 per prompt"):
+        pairs_from_reward_functions(["p"], [["only one"]], rewards)
+    with pytest.raises(ValueError, match="one per prompt"):
+        pairs_from_reward_functions(["p", "q"], [["a", "b"]], rewards)
+    with pytest.raises(ValueError, match="`layout` must be one of"):
+        pairs_from_reward_functions(["p"], [["a", "B"]], rewards, layout="ranks")
+    with pytest.raises(ValueError, match="lower `tie_tolerance`"):
+        pairs_from_reward_functions(["p"], [["ab", "cd"]], rewards)
+
+
+def test_sample_completions_from_a_reference_policy_match_its_own_sampling(tiny_model, tokenizer):
+    import torch
+
+    prompts = ["Describe: a cat\n", "Describe: the river\n"]
+    completions, ids = sample_completions(tiny_model, tokenizer, prompts, num_completions=3, max_new_tokens=6, seed=3)
+    assert [len(group) for group in completions] == [3, 3]
+    assert completions == sample_completions(tiny_model, tokenizer, prompts, 3, max_new_tokens=6, seed=3)[0]
+    # Recomputed: one batch of the 6 rows, sampled from the batch seed drawn from `seed`, cut after EOS.
+    batch_seed = torch.randint(2**62, (1,), generator=torch.Generator().manual_seed(3)).item()
+    torch.manual_seed(batch_seed)
+    encoded = tokenizer([p for p in prompts for _ in range(3)], return_tensors="pt", padding=True)
+    rows = tiny_model.generate(**encoded, do_sample=True, top_k=0, top_p=1.0, max_new_tokens=6, pad_token_id=0)
+    for p in range(2):
+        for s in range(3):
+            row = rows[3 * p + s, encoded["input_ids"].size(1) :].tolist()
+            row = row[: row.index(2) + 1] if 2 in row else row
+            assert ids[p][s] == row
+            assert completions[p][s] == tokenizer.decode(row, skip_special_tokens=True)
+
+
+def test_sample_completions_of_conversations_are_assistant_messages(tiny_model):
+    tokenizer = bos_tokenizer()
+    conversation = [{"role": "user", "content": "Describe: a cat"}]
+    completions, ids = sample_completions(tiny_model, tokenizer, [conversation], num_completions=2, max_new_tokens=4)
+    assert [[m[0]["role"] for m in group] for group in completions] == [["assistant", "assistant"]]
+    assert [m[0]["content"] for m in completions[0]] == [tokenizer.decode(i, skip_special_tokens=True) for i in ids[0]]
+    with pytest.raises(ValueError, match="Pass `weights=`"):
+        sample_completions(tiny_model, tokenizer, [conversation], weights=[1.0, 0.0])
