@@ -11,7 +11,7 @@ way: in every step, through the base model with the adapter disabled (no `ref_mo
 
     python benchmarks/dpo_step.py            # 20.7M-parameter Llama, the shape of train_step.py
     python benchmarks/dpo_step.py --quick    # the demo's tiny Llama, about a minute on 2 CPU cores
-    python benchmarks/dpo_step.py --model_path /work/models/smollm2-135m-instruct --batch_size 4 \
+    python benchmarks/dpo_step.py --model_path models/smollm2-135m-instruct --batch_size 4 \
         --num_objectives 2                   # a real model from a local folder (its own tokenizer)
 
 Figures (one `RATIO` line each, then the JSON in `--output_json`), each with the target ≤ 1.10:

@@ -5,7 +5,7 @@ without CLP's per-row conditioning.
     python benchmarks/generation.py --quick    # the demo's 0.2M-parameter Llama, under 2 minutes on 2 CPU cores
     python benchmarks/generation.py --shape qwen2.5-0.5b --baselines plain_lora --num_prompts 8 --new_tokens 16
                                                # the Qwen2.5-0.5B shape (24 layers), against one plain LoRA only
-    python benchmarks/generation.py --model_path /work/models/smollm2-135m-instruct --baselines plain_lora \
+    python benchmarks/generation.py --model_path models/smollm2-135m-instruct --baselines plain_lora \
         --num_prompts 12 --new_tokens 24 --num_objectives 2 --variants full attn
                                                # a real model from a local folder (its own tokenizer)
 
@@ -64,7 +64,7 @@ class BenchmarkArguments:
     model_path: str | None = field(
         default=None,
         metadata={
-            "help": "A local transformers folder (model and tokenizer, e.g. /work/models/smollm2-135m-instruct), "
+            "help": "A local transformers folder (model and tokenizer, e.g. models/smollm2-135m-instruct, the folder `trl-clp convert-gguf` writes), "
             "loaded in fp32 instead of building `shape`."
         },
     )

@@ -10,7 +10,7 @@ layers one rank-r block per objective.
     python benchmarks/train_step.py --shape qwen2.5-0.5b --batch_size 4 --completion_length 8 \
         --num_objectives 2 5 --variants full attn logit logit-unfused --memory false
                                                # the Qwen2.5-0.5B shape (151,936 vocabulary, 24 layers)
-    python benchmarks/train_step.py --model_path /work/models/smollm2-135m-instruct --batch_size 12 \
+    python benchmarks/train_step.py --model_path models/smollm2-135m-instruct --batch_size 12 \
         --num_generations 3 --completion_length 24 --num_objectives 2 --variants full attn
                                                # a real model from a local folder (its own tokenizer)
 

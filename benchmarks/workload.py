@@ -257,7 +257,7 @@ class StepSettings:
     model_path: str | None = field(
         default=None,
         metadata={
-            "help": "A local transformers folder (model and tokenizer, e.g. /work/models/smollm2-135m-instruct), "
+            "help": "A local transformers folder (model and tokenizer, e.g. models/smollm2-135m-instruct, the folder `trl-clp convert-gguf` writes), "
             "loaded in fp32 instead of building `shape`; memory probes load it in their own process too."
         },
     )
