@@ -53,6 +53,7 @@ from workload import (
     base_tokenizer,
     lora_config,
     step_time_figures,
+    timed_run_config,
 )
 
 from trl_clp import MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer, demo
@@ -119,16 +120,8 @@ def build_dpo_trainer(run: TrainingRun, settings: BenchmarkArguments, max_steps:
     config_values = {
         "output_dir": output_dir,
         "per_device_train_batch_size": run.batch_size,
-        "beta": settings.beta,
         "precompute_ref_log_probs": False,
-        "max_steps": max_steps,
-        "learning_rate": 1e-4,
-        "logging_steps": max_steps,
-        "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": True,
-        "seed": 0,
-        "gradient_checkpointing": settings.gradient_checkpointing,
+        **timed_run_config(settings, max_steps),
     }
     if not torch.cuda.is_available():
         config_values.update(bf16=False, dataloader_pin_memory=False)

@@ -354,6 +354,22 @@ class StepTimer(TrainerCallback):
         self.durations.append(time.perf_counter() - self._start)
 
 
+def timed_run_config(settings, max_steps: int) -> dict:
+    """The config fields every timed training run shares, baseline and CLP, RLOO and DPO alike: the KL weight, a fixed
+    learning rate and seed, and no logging, saving, reporting or progress bar inside the timed steps."""
+    return {
+        "beta": settings.beta,
+        "max_steps": max_steps,
+        "learning_rate": 1e-4,
+        "logging_steps": max_steps,
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "seed": 0,
+        "gradient_checkpointing": settings.gradient_checkpointing,
+    }
+
+
 def build_trainer(
     run: TrainingRun,
     settings: TrainingSettings,
@@ -376,15 +392,7 @@ def build_trainer(
         "max_completion_length": settings.completion_length,
         # Same generation length for both trainers, whatever the sampled tokens: EOS is suppressed until the end.
         "generation_kwargs": {"min_new_tokens": settings.completion_length},
-        "beta": settings.beta,
-        "max_steps": max_steps,
-        "learning_rate": 1e-4,
-        "logging_steps": max_steps,
-        "save_strategy": "no",
-        "report_to": "none",
-        "disable_tqdm": True,
-        "seed": 0,
-        "gradient_checkpointing": settings.gradient_checkpointing,
+        **timed_run_config(settings, max_steps),
     }
     if settings.model_path is None and settings.model_size in QWEN_SHAPES:
         # The byte tokenizer decodes ids above its 259 to nothing: sampled only from its ids, completions carry text
