@@ -42,7 +42,7 @@ SECTIONS = [
     ("trl_clp", "Evaluation", ["evaluate_front", "Front", "FrontEvaluationCallback"]),
     ("trl_clp.evaluation", "Evaluation results", ["WeightingResult"]),
     (
-        "trl_clp.evaluation",
+        "trl_clp.preference_evaluation",
         "Evaluation on held-out preference pairs",
         ["evaluate_preferences", "PreferenceAccuracy", "format_preference_table"],
     ),
