@@ -143,3 +143,214 @@ def test_two_processes_give_the_front_of_the_function_it_replaced_and_of_one_pro
     got = two_process_front(evaluate_front, trl_clp.evaluation, monkeypatch, *args, **kwargs)
     assert as_json(got) == as_json(expected)
     assert as_json(got) == as_json(evaluate_front(*args, **kwargs))
+
+
+# ---------------------------------------------------------------------------------------------- each step alone
+
+
+def test_evaluation_rows_are_ordered_by_weighting_then_prompt_then_sample():
+    from trl_clp.evaluation import evaluation_rows
+
+    assert evaluation_rows(2, 3, 2) == [(k, p) for k in (0, 1) for p in (0, 1, 2) for _ in (0, 1)]
+
+
+def test_render_prompts_writes_each_rows_weighting_and_renders_conversations_as_in_training():
+    from trl_clp.evaluation import render_prompts
+
+    chat = bos_tokenizer()
+    weights = torch.tensor([[1.0, 0.0], [0.25, 0.75], [0.0, 1.0]])
+    prompting = make_steerable(chat, "prompt")
+    prompting.conditioning_config.chat_template_kwargs = {"style": "brief"}
+    for prompts in (TEXT_PROMPTS, CONVERSATIONS):
+        encoded = render_prompts(prompting, chat, prompts, weights)
+        # Row by row, as `SteerableModel.tokenize_prompts` builds a prompt for one weighting (the trainer's prompts).
+        for row, (prompt, w) in enumerate(zip(prompts, weights, strict=True)):
+            alone = prompting.tokenize_prompts([prompt], w)
+            kept = encoded["input_ids"][row][encoded["attention_mask"][row].bool()]
+            assert kept.tolist() == alone["input_ids"][0].tolist()
+        texts = chat.batch_decode(encoded["input_ids"], skip_special_tokens=False)
+        assert "lower=0.25 upper=0.75" in texts[1] and "lower=1.00 upper=0.00" in texts[0]
+    assert chat.decode(encoded["input_ids"][0]).endswith("<|assistant|><|brief|>")  # the saved template keywords
+
+    conditioned = make_steerable(chat)  # the weighting is not in the text: every row renders alike
+    encoded = render_prompts(conditioned, chat, [TEXT_PROMPTS[0]] * 3, weights)
+    assert (encoded["input_ids"] == encoded["input_ids"][0]).all()
+
+
+def test_score_completions_calls_each_reward_once_with_trls_arguments_and_keeps_none_as_nan():
+    from trl_clp.evaluation import score_completions
+
+    calls = []
+
+    def length(prompts, completions, completion_ids, **kwargs):
+        calls.append((prompts, completions, completion_ids, kwargs))
+        return [len(c[0]["content"]) for c in completions]  # an int is a score too
+
+    def sometimes(prompts, completions, completion_ids, bonus, **kwargs):
+        return [None, float("nan"), bonus[2] + 0.5]
+
+    prompts = [[{"role": "user", "content": f"p{i}"}] for i in range(3)]
+    scores = score_completions(
+        [length, sometimes], prompts, ["ab", "", "abcd"], [[1, 2], [3], [4, 5, 6]], {"bonus": [0.0, 1.0, 2.0]}
+    )
+    assert scores.shape == (3, 2) and scores.dtype == torch.float32
+    assert scores[:, 0].tolist() == [2.0, 0.0, 4.0]
+    assert torch.isnan(scores[:2, 1]).all() and scores[2, 1].item() == 2.5
+    (seen_prompts, seen_completions, seen_ids, seen_kwargs) = calls[0]
+    assert len(calls) == 1 and seen_prompts == prompts and seen_ids == [[1, 2], [3], [4, 5, 6]]
+    assert seen_completions == [[{"role": "assistant", "content": t}] for t in ("ab", "", "abcd")]
+    assert seen_kwargs == {"bonus": [0.0, 1.0, 2.0]}
+
+    text = score_completions(
+        [lambda completions, **kw: [c.count("a") for c in completions]], ["x", "y"], ["aa", "b"], [[], []]
+    )
+    assert text.tolist() == [[2.0], [0.0]]  # text prompts: the completions are given as text
+
+
+def sequence_log_probs(model, encoded, sequences, temperature) -> torch.Tensor:
+    """`(b,)` summed log-probability of each row's completion tokens up to and including its first EOS, at T."""
+    prompt_length = encoded["input_ids"].size(1)
+    completion = sequences[:, prompt_length:]  # (b, C)
+    eos = demo.make_byte_tokenizer().eos_token_id
+    ended = (completion == eos).int().cumsum(1)
+    keep = (ended == 0) | ((ended == 1) & (completion == eos))  # (b, C): up to and including the first EOS
+    mask = torch.cat([encoded["attention_mask"], keep.long()], 1)
+    with torch.no_grad():
+        logits = model(input_ids=sequences, attention_mask=mask).logits[:, prompt_length - 1 : -1] / temperature
+    log_probs = torch.log_softmax(logits, -1).gather(-1, completion[..., None]).squeeze(-1)
+    return (log_probs * keep).sum(1)
+
+
+def test_kl_to_reference_equals_a_recomputation_with_the_merged_model_and_the_base_model(tokenizer):
+    from trl_clp.evaluation import kl_to_reference, render_prompts, sample_conditioned
+
+    steer = make_steerable(tokenizer)
+    w = torch.tensor([0.3, 0.7])
+    weights = w.expand(3, -1)
+    encoded = render_prompts(steer, tokenizer, TEXT_PROMPTS, weights)  # prompts of different lengths: left padding
+    generation = {"do_sample": True, "top_k": 0, "top_p": 1.0, "pad_token_id": tokenizer.pad_token_id}
+    torch.manual_seed(0)
+    sampled = sample_conditioned(
+        steer,
+        encoded,
+        weights,
+        kl_weight=None,
+        max_new_tokens=8,
+        eos_token_id=tokenizer.eos_token_id,
+        generation_kwargs={**generation, "temperature": 0.7},
+    )
+    kl = kl_to_reference(steer, sampled)  # (3,)
+
+    merged = steer.merge(w).eval()  # a plain model equal to the adapter at w
+    base = demo.make_tiny_llama(seed=0).eval()  # the reference, loaded apart
+    expected = sequence_log_probs(merged, encoded, sampled.sequences, 0.7) - sequence_log_probs(
+        base, encoded, sampled.sequences, 0.7
+    )
+    torch.testing.assert_close(kl, expected, atol=1e-4, rtol=0)
+    assert expected.abs().min() > 1e-2  # the adapter moved every row away from the reference
+    assert sampled.completion_ids() == [
+        ids[: ids.index(tokenizer.eos_token_id) + 1] if tokenizer.eos_token_id in ids else ids
+        for ids in sampled.sequences[:, encoded["input_ids"].size(1) :].tolist()
+    ]
+
+
+def test_both_samplers_sample_the_same_completions_from_one_policy(tokenizer):
+    from trl_clp.evaluation import render_prompts, sample_conditioned, sample_mixture
+
+    steer = make_steerable(tokenizer)
+    weights = torch.tensor([[1.0, 0.0], [0.3, 0.7], [0.0, 1.0]])
+    encoded = render_prompts(steer, tokenizer, TEXT_PROMPTS, weights)
+    shared = dict(max_new_tokens=8, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(5)
+    conditioned = sample_conditioned(
+        steer,
+        encoded,
+        weights,
+        kl_weight=None,
+        generation_kwargs={"do_sample": True, "top_k": 0, "top_p": 1.0, "pad_token_id": 0, "temperature": 0.9},
+        **shared,
+    )
+    torch.manual_seed(5)
+    # A mixture of one component, the model at each row's weighting: the conditioned policy itself.
+    mixture = sample_mixture(
+        steer,
+        encoded,
+        weights,
+        decoding=lambda w: [(w, torch.ones(len(w)))],
+        pad_token_id=0,
+        temperature=0.9,
+        **shared,
+    )
+    assert mixture.completion_ids() == conditioned.completion_ids()
+    assert len({tuple(ids) for ids in conditioned.completion_ids()}) == 3
+    mask = conditioned.completion_mask.bool()
+    width = mask.size(1)
+    torch.testing.assert_close(
+        mixture.policy_log_probs[:, :width][mask], conditioned.policy_log_probs[mask], atol=1e-5, rtol=0
+    )
+
+
+@pytest.mark.parametrize(("num_batches", "num_processes"), [(5, 2), (5, 3), (2, 3), (4, 1)])
+def test_share_batches_gives_each_batch_once_in_order_and_every_process_the_same_calls(
+    monkeypatch, num_batches, num_processes
+):
+    from trl_clp.evaluation import share_batches
+
+    calls, shares = {}, []
+
+    class Process:
+        def __init__(self, index):
+            self.process_index, self.num_processes = index, num_processes
+
+    def run(index):
+        def sample(batch):
+            calls.setdefault(index, []).append(batch)
+            return f"batch {batch}"
+
+        return sample
+
+    def capture(local):
+        shares.append(local)
+        raise Gathered
+
+    monkeypatch.setattr(trl_clp.evaluation, "gather_object", capture)
+    for index in range(1, num_processes):
+        with pytest.raises(Gathered):
+            share_batches(run(index), num_batches, Process(index))
+    others = [item for share in shares for item in share]
+    monkeypatch.setattr(trl_clp.evaluation, "gather_object", lambda local: others + list(local))
+    results = share_batches(run(0), num_batches, Process(0) if num_processes > 1 else None)
+    assert results == [f"batch {b}" for b in range(num_batches)]
+    rounds = -(-num_batches // num_processes)
+    assert all(len(calls[index]) == rounds for index in range(num_processes))  # same forward calls everywhere
+    assert calls[0] == list(range(0, num_batches, num_processes))[:rounds] + [0] * (
+        rounds - len(range(0, num_batches, num_processes))
+    )
+
+
+def test_summarise_front_means_prompts_of_sample_means_and_skips_unscorable_completions():
+    from trl_clp.evaluation import summarise_front
+
+    nan = float("nan")
+    weightings = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    # K = 2, P = 2, S = 2: rows by weighting, then prompt, then sample.
+    scores = torch.tensor(
+        [[1.0, 0.0], [3.0, 2.0], [nan, nan], [0.0, 4.0], [2.0, 2.0], [2.0, nan], [4.0, 0.0], [0.0, 0.0]]
+    )
+    kl = torch.tensor([0.0, 2.0, 4.0, 6.0, 1.0, 1.0, 1.0, 1.0])
+    front = summarise_front(["a", "b"], weightings, ["p", "q"], 2, [f"c{i}" for i in range(8)], scores, kl, 0.5)
+    first, second = front.results
+    assert first.rewards == {"a": pytest.approx((2.0 + 0.0) / 2), "b": pytest.approx((1.0 + 4.0) / 2)}
+    assert first.kl == pytest.approx((1.0 + 5.0) / 2)
+    # Values w·R − α·KL per completion (row 2 has none), then per prompt, then over prompts.
+    values = [1.0 - 0.0, 3.0 - 1.0, None, 0.0 - 3.0]
+    assert first.value == pytest.approx(((values[0] + values[1]) / 2 + values[3]) / 2)
+    assert second.value == pytest.approx(((2.0 - 0.5 + 1.0 - 0.5) / 2 + (2.0 - 0.5 + 0.0 - 0.5) / 2) / 2)
+    assert second.rewards["b"] == pytest.approx((2.0 + 0.0) / 2)  # prompt p's mean skips its unscored sample
+    assert first.num_completions == 4 and front.kl_weight == 0.5
+    assert [s["value"] for s in front.samples[:4]] == [pytest.approx(v) if v is not None else None for v in values]
+    assert front.samples[2]["rewards"] == {"a": None, "b": None}
+    assert [(s["prompt"], s["sample"], s["completion"]) for s in front.samples[4:6]] == [
+        ("p", 0, "c4"),
+        ("p", 1, "c5"),
+    ]
