@@ -159,11 +159,11 @@ def evaluate_front(
 ) -> Front:
     """Sample completions for every (prompt, weighting) pair, score them, and summarise each weighting.
 
-    A pipeline of steps, each a function of this module: `evaluation_rows` (the (weighting, prompt) rows, in batches
-    with their `batch_seeds`) → per batch, `render_prompts` (the prompts as the trainer tokenized them) → a sampler
-    (`sample_conditioned`, the model conditioned on each row's weighting, or `sample_mixture`, a decoding-time logit
-    mixture) → `kl_to_reference` (the adapter disabled) → `share_batches` (the batches shared between processes) →
-    `score_completions` (the reward functions) → `summarise_front` (the `Front`).
+    A pipeline of steps, each a function of this module: the rows (`evaluation_rows`), in batches of `batch_size`,
+    each with its seed (`batch_seeds`); each batch (`sample_batch`, on the process `share_batches` gives it to)
+    rendered (`render_prompts`), sampled (a `Sampler`: `sample_conditioned`, the model conditioned on each row's
+    weighting, or with `decoding`, `sample_mixture`) and measured against the reference (`kl_to_reference`); then
+    every completion scored (`score_completions`) and the front summarised (`summarise_front`).
 
     Rows with different weightings share each `generate` call (`batch_size` rows at a time). Each batch is sampled
     from its own seed, drawn from `seed`, so two calls with the same arguments give the same front, on one process
