@@ -317,7 +317,7 @@ class SampledBatch:
         attention_mask: `(b, T + C)` the prompts' mask, then 1 up to and including each completion's first EOS.
         prompt_length: T.
         policy_log_probs: `(b, C)` log-probability of each completion token under the sampling policy, at the
-            sampling temperature (0 weight after EOS comes from `completion_mask`).
+            sampling temperature (positions after EOS are there too: `completion_mask` leaves them out).
         temperature: the sampling temperature, at which the reference is scored too (`kl_to_reference`).
     """
 
