@@ -64,6 +64,7 @@ SECTIONS = [
         "Evaluation on held-out preference pairs",
         ["evaluate_preferences", "PreferenceAccuracy", "format_preference_table"],
     ),
+    ("trl_clp.gaming_guards", "Guards that catch gaming", None),
     ("trl_clp.rewards", "Reward functions", None),
     ("trl_clp.gguf", "GGUF checkpoints", ["convert_gguf", "check_not_gguf"]),
     ("trl_clp.pareto", "Front metrics", None),
