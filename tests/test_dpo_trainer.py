@@ -12,7 +12,6 @@ from transformers import TrainerCallback
 from trl import DPOTrainer
 
 from trl_clp import MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer, SteerableModel, demo, format_weighted_prompt
-from trl_clp.preference_loss import label_preference, score_preference
 from trl_clp.sampling import sample_group_weights
 
 from .conftest import TARGETS
@@ -224,24 +223,6 @@ def test_scores_layout_orders_each_pair_by_the_weighted_difference_and_drops_tho
     finally:
         trainer.conditioner.clear()
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
-
-
-def test_label_and_score_preferences_by_hand():
-    weights = torch.tensor([[0.2, 0.8], [0.2, 0.8], [1.0, 0.0], [0.5, 0.5]])
-    labels = torch.tensor([[1, -1], [1, 0], [0, 1], [-1, -1]])
-    p, kept = label_preference(labels, weights)
-    # 0.2 / (0.2 + 0.8); 0.2 / 0.2; only objective 2 speaks, with weight 0: dropped; both prefer rejected.
-    assert p.tolist() == pytest.approx([0.2, 1.0, 0.0, 0.0])
-    assert kept.tolist() == [True, True, False, True]
-    p, kept = score_preference(
-        torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.3]]),
-        torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.3, 0.3]]),
-        torch.tensor([[0.7, 0.3], [0.5, 0.5], [0.5, 0.5]]),
-        margin=0.45,
-    )
-    # w·Δr = 0.4 (below the margin), 0.5, 0 (a tie)
-    assert p.tolist() == [1.0, 1.0, 0.0]
-    assert kept.tolist() == [False, True, False]
 
 
 def test_prompt_conditioning_writes_each_pairs_weighting_into_the_policys_prompt_only(tmp_path):
