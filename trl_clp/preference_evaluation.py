@@ -109,12 +109,13 @@ def evaluate_preferences(
     for k, weights in enumerate(weightings):
         rows_weights = weights.expand(num_pairs, -1)
         if preference_layout == "labels":
-            preference, kept = label_preference(signs, rows_weights)
+            preference, pair_weight = label_preference(signs, rows_weights)
         else:
-            preference, kept = score_preference(
+            preference, pair_weight = score_preference(
                 signals["chosen_scores"], signals["rejected_scores"], rows_weights, score_margin
             )
-        orientation = torch.sign(2 * preference - 1) * kept  # (N,) +1: w prefers chosen, −1 rejected, 0 neither
+        # (N,) +1: w prefers chosen, −1 rejected, 0 neither (or the pair weighs nothing under w)
+        orientation = torch.sign(2 * preference - 1) * (pair_weight > 0)
         decided = orientation != 0
         agree = torch.sign(margins[k]) == orientation
         voiced = signs != 0  # (N, m)
