@@ -98,17 +98,20 @@ class ConditionedTrainerCore:
                 f"{type(self).__name__} supports text-only models; pass a tokenizer as `processing_class`."
             )
 
-    def _conditioned_lora_config(self, args, peft_config: LoraConfig | None, num_blocks: int) -> LoraConfig:
+    def _conditioned_lora_config(self, args, peft_config: LoraConfig | None, vector_size: int) -> LoraConfig:
         """The PEFT config of the conditioned adapter, from `peft_config`, the LoRA of ONE objective (default rank 8,
-        alpha 16, all linear layers); also checks that `output_dir` can be written."""
+        alpha 16, all linear layers), for conditioning vectors of `vector_size` entries mixed with
+        `args.conditioning_features`; also checks that `output_dir` can be written."""
         peft_config = peft_config if peft_config is not None else DEFAULT_LORA_CONFIG
         check_linear_lora_config(peft_config)
         if args.should_save:
             check_output_dir_writable(args.output_dir)
         self._objective_lora_config = peft_config
-        self._num_blocks = num_blocks
+        self._vector_size = vector_size
         self._conditioned_targets = resolve_conditioned_targets(args.conditioning, args.conditioned_target_modules)
-        return build_conditioned_lora_config(peft_config, args.conditioning, self._conditioned_targets, num_blocks)
+        return build_conditioned_lora_config(
+            peft_config, args.conditioning, self._conditioned_targets, vector_size, args.conditioning_features
+        )
 
     def _attach_conditioning(self) -> None:
         """After the TRL trainer's `__init__`: the per-row mixing, the disk-space check, the weighting histograms."""
@@ -117,7 +120,8 @@ class ConditionedTrainerCore:
             self._objective_lora_config,
             self.args.conditioning,
             self._conditioned_targets,
-            self._num_blocks,
+            self._vector_size,
+            self.args.conditioning_features,
         )
         if self.args.should_save:
             check_free_disk_space(self.args.output_dir, checkpoint_bytes(self.model, self.args))
@@ -143,6 +147,7 @@ class ConditionedTrainerCore:
             conditioning=self.args.conditioning,
             conditioned_modules=list(self.conditioner.conditioned_module_names),
             num_blocks=self.conditioner.num_blocks,
+            conditioning_features=list(self.conditioner.features),
             prompt_template=self.args.prompt_template,
             **self._conditioning_metadata(),
         )
@@ -294,6 +299,12 @@ class ConditionedTrainerCore:
                 f"Checkpoint {resume_from_checkpoint!r} was trained on objectives {saved.objective_names} with "
                 f"conditioning={saved.conditioning!r}, but this trainer has {self.objective_names} with "
                 f"conditioning={self.args.conditioning!r}. Resume with the same reward functions, in the same order."
+            )
+        if saved.conditioning_features != list(self.conditioner.features):
+            raise ValueError(
+                f"Checkpoint {resume_from_checkpoint!r} was trained with conditioning_features="
+                f"{saved.conditioning_features}, but this trainer has {list(self.conditioner.features)}: its adapter "
+                f"has other blocks. Resume with `conditioning_features` {saved.conditioning_features}."
             )
         self._restore_training_state(saved, resume_from_checkpoint)
 

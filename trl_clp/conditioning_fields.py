@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .conditioning.config import CONDITIONING_VARIANTS
+from .conditioning.features import CONDITIONING_FEATURES, check_conditioning_features
 from .conditioning.prompts import DEFAULT_PROMPT_TEMPLATE
 from .sampling import SIMPLEX_TOLERANCE, WEIGHT_DISTRIBUTIONS
 
@@ -50,6 +51,20 @@ class SharedConditioningFields:
             "help": "Module-name suffixes that get one LoRA block per objective. Defaults: every LoRA target for "
             "'full'; q_proj, k_proj, v_proj, o_proj for 'attn'; lm_head for 'logit'. Set it for architectures with "
             "other names (e.g. c_attn for GPT-2)."
+        },
+    )
+    conditioning_features: list[str] = field(
+        default_factory=lambda: ["linear"],
+        metadata={
+            "help": "The features φ(w) the conditioned layers' LoRA blocks are mixed with, each block of rank r: "
+            "'linear' (always; one block per objective, scaled by w_i: the blocks of CLP and Rewarded Soups), "
+            "'shared' (one block scaled by 1 at every w: capacity every weighting trains), 'pairwise' (one block per "
+            "pair of objectives, scaled by w_i·w_j: zero at the corners, capacity of the interior's own). With "
+            "`kl_weights`/`kl_weight_range` the KL entry counts as one more objective. Each feature is normalised to "
+            "1 at the uniform weighting (pairwise: 4·w_1·w_2 for two objectives), which a plain PEFT load computes. "
+            "Blocks per layer: m (+1 with the KL entry) linear, 1 shared, n(n−1)/2 pairwise; generation stays one "
+            "LoRA of rank (blocks)·r.",
+            "choices": list(CONDITIONING_FEATURES),
         },
     )
     weight_distribution: str = field(
@@ -132,6 +147,7 @@ class SharedConditioningFields:
             raise ValueError(f"`dirichlet_concentration` must be > 0, got {self.dirichlet_concentration}.")
         self._check_objective_names()
         self._parse_fixed_weights()
+        self._check_conditioning_features()
         if "{weights}" not in self.prompt_template:
             raise ValueError(f"`prompt_template` must contain '{{weights}}', got {self.prompt_template!r}.")
         super().__post_init__()
@@ -142,6 +158,23 @@ class SharedConditioningFields:
         duplicates = sorted({name for name in self.objective_names if self.objective_names.count(name) > 1})
         if duplicates:
             raise ValueError(f"`objective_names` has duplicates {duplicates}: give each objective a unique name.")
+
+    @property
+    def conditions_on_kl_weight(self) -> bool:
+        """Whether the conditioning vector has a KL entry (multi-α); the online configs' KL fields set it."""
+        return False
+
+    def _check_conditioning_features(self):
+        check_conditioning_features(self.conditioning_features, self.conditioning)
+        draws_only_corners = self.weight_distribution == "one_hot" or (
+            self.weight_distribution == "fixed" and all(max(row) == 1 for row in self.parsed_fixed_weights)
+        )
+        if "pairwise" in self.conditioning_features and draws_only_corners and not self.conditions_on_kl_weight:
+            raise ValueError(
+                "'pairwise' blocks are scaled by w_i·w_j, zero at every corner of the simplex, and this "
+                f"weight_distribution={self.weight_distribution!r} draws only corners: they would never train. Remove "
+                "'pairwise' from `conditioning_features`, or draw weightings inside the simplex (e.g. 'dirichlet')."
+            )
 
     def _parse_fixed_weights(self):
         """Set `parsed_fixed_weights`, the `(K, m)` float weightings of `fixed_weights` (None unless 'fixed')."""

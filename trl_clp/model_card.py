@@ -173,7 +173,12 @@ def steering_card_section(
             f"**{', '.join(names)}**, by a weighting on the simplex (non-negative, summing to 1), chosen per request. "
             f"Conditioning: `{config.conditioning}`"
         )
-        + (f", {len(config.conditioned_modules)} conditioned LoRA layers." if config.conditioned_modules else "."),
+        + (f", {len(config.conditioned_modules)} conditioned LoRA layers" if config.conditioned_modules else "")
+        + (
+            f" with blocks for the features {', '.join(f'`{f}`' for f in config.conditioning_features)}."
+            if config.conditioning_features != ["linear"]
+            else "."
+        ),
         scalarization_note(config),
         kl_note,
         "```python",
