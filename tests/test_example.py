@@ -645,3 +645,22 @@ def test_kl_series_group_fronts_of_one_method_at_several_alphas(compare_real_mod
         compare_real_model.plan_kl_series(fronts, [["full-CLP", "full a0.02", "full a1"]])  # no front "full a1"
     with pytest.raises(ValueError, match=r"\['multi \(α=1\)'\] already belong to a KL series"):
         compare_real_model.plan_kl_series(fronts, [["mixed", "full", "multi (α=1)"]])
+
+
+@pytest.mark.parametrize("trainer", ["rloo", "grpo", "dpo"])
+def test_weighting_schedule_comes_from_yaml_and_flags(tmp_path, trainer):
+    from trl_clp.scripts.train import make_parser
+
+    recipe = tmp_path / "schedule.yaml"
+    recipe.write_text(
+        "objective_names: [a, b]\nweight_distribution: dirichlet\ndirichlet_concentration: 0.3\n"
+        "one_hot_fraction: 0.25\none_hot_anneal_fraction: 0.5\n"
+    )
+    parser = make_parser(prog="trl-clp train", trainer=trainer)
+    argv = ["--config", str(recipe), "--one_hot_final_probability", "0.1", "--bf16", "False"]
+    _, training_args, _ = parser.parse_args_and_config(args=argv)
+    assert (training_args.one_hot_fraction, training_args.one_hot_anneal_fraction) == (0.25, 0.5)
+    assert training_args.one_hot_final_probability == 0.1 and training_args.has_weighting_schedule
+    recipe.write_text(recipe.read_text() + "one_hot_fraction: 0.8\n")  # 0.8 + 0.5 > 1: refused, naming the fix
+    with pytest.raises(ValueError, match="shorten one of them"):
+        parser.parse_args_and_config(args=["--config", str(recipe), "--bf16", "False"])
