@@ -37,7 +37,6 @@ import functools
 import json
 import math
 import os
-import re
 import time
 from typing import NamedTuple
 
@@ -50,7 +49,14 @@ from trl_clp import SteerableModel, simplex_grid  # noqa: E402
 from trl_clp.cli import read_prompts  # noqa: E402
 from trl_clp.conditioning.config import CLP_CONFIG_NAME, ConditioningConfig  # noqa: E402
 from trl_clp.evaluation import Front, evaluate_front  # noqa: E402
-from trl_clp.extras import require  # noqa: E402
+from trl_clp.gaming_guards import (  # noqa: E402, F401 (the names the docs and tests read from this script)
+    ENGLISH_WORD_SHARE,
+    NEAR_EMPTY_WORDS,
+    distinct_word_ratio,
+    english_word_share,
+    text_guards,
+    words,
+)
 from trl_clp.pareto import additive_epsilon, fraction_dominated, hypervolume  # noqa: E402
 from trl_clp.rewards import resolve_reward_function  # noqa: E402
 from trl_clp.scripts import limit_cpu_threads  # noqa: E402
@@ -229,72 +235,7 @@ def margins(weights: torch.Tensor):
 
 # ------------------------------------------------------------------------------------------- language and degeneracy
 
-ENGLISH_WORD_SHARE = 0.5  # a completion is English when at least half its words are English words
-NEAR_EMPTY_WORDS = 3  # a completion with fewer words is empty or near-empty ("Safe.")
-
-
-def words(text: str) -> list[str]:
-    """The alphabetic words of `text` (runs of letters, any script; digits and punctuation split them)."""
-    return re.findall(r"[^\W\d_]+", text)
-
-
-@functools.cache
-def english_words() -> tuple[frozenset[str], frozenset[str]]:
-    """(common words lowercased, proper nouns as written) of TextBlob's English lexicon, foreign words left out.
-
-    The lexicon is Brill's tagger's (Brown corpus and Penn Treebank, ~94k word forms, one tag each), shipped in the
-    `textblob` package (the `text-rewards` extra, which the objectivity reward already needs). It suits a language
-    check better than TextBlob's spelling list (built from Gutenberg books, it holds "est", "une", "vous") or VADER's
-    lexicon (7.5k opinion words only: neutral English would read as foreign): Brill tags the foreign words it saw
-    `FW` ("est", "vous", "dans"), and those are dropped. Proper nouns count only as written, capitalised ("Italy"),
-    and not when their lowercase form is foreign (a sentence's first "Le").
-    """
-    textblob = require("textblob", "text-rewards", "the English-share guard of compare_real_model.py")
-    tags = {}
-    with open(os.path.join(os.path.dirname(textblob.__file__), "en", "en-lexicon.txt"), encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.split()
-            if not line.startswith(";;;") and len(fields) == 2:
-                tags[fields[0]] = fields[1]
-    foreign = {word.lower() for word, tag in tags.items() if tag == "FW"}
-    common = {word.lower() for word, tag in tags.items() if tag not in ("FW", "NNP", "NNPS")}
-    proper = {
-        word
-        for word, tag in tags.items()
-        if tag in ("NNP", "NNPS") and word[:1].isupper() and word.lower() not in foreign
-    }
-    return frozenset(common), frozenset(proper)
-
-
-def english_word_share(text: str) -> float | None:
-    """Share of the words of `text` that are English words (see `english_words`); None without a word."""
-    found = words(text)
-    if not found:
-        return None
-    common, proper = english_words()
-    return sum(word.lower() in common or word in proper for word in found) / len(found)
-
-
-def distinct_word_ratio(text: str) -> float | None:
-    """Distinct words over words (lowercased): 1 without repetition, 1/n for one word said n times; None if empty."""
-    found = [word.lower() for word in words(text)]
-    return len(set(found)) / len(found) if found else None
-
-
-def text_guards(texts: list[str]) -> dict[str, float]:
-    """Language and degeneracy of a set of completions, beside their KL to the base model.
-
-    `empty`: the share of completions with fewer than `NEAR_EMPTY_WORDS` words. Over the others: `english`, the share
-    whose words are at least `ENGLISH_WORD_SHARE` English, and `distinct`, their mean distinct-word ratio (repetition
-    lowers it). NaN where every completion is (near-)empty.
-    """
-    full = [text for text in texts if len(words(text)) >= NEAR_EMPTY_WORDS]
-    nan = float("nan")
-    return {
-        "english": sum(english_word_share(t) >= ENGLISH_WORD_SHARE for t in full) / len(full) if full else nan,
-        "empty": 1.0 - len(full) / len(texts),
-        "distinct": sum(distinct_word_ratio(t) for t in full) / len(full) if full else nan,
-    }
+# The guards live in the library (`trl_clp.gaming_guards`); this script reports their aggregate, `text_guards`.
 
 
 # --------------------------------------------------------------------------------------------------- equal-KL view
