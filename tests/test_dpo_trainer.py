@@ -3,6 +3,7 @@
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -565,6 +566,39 @@ def test_weightings_follow_the_micro_step_stream_across_a_resume_and_evaluations
 
     with pytest.raises(ValueError, match="same reward functions"):
         trainer(objective_names=["helpful", "harmless"]).train(resume_from_checkpoint=True)
+
+
+class PairWeightsRecordingTrainer(MultiObjectiveDPOTrainer):
+    def _draw_pair_weights(self, num_local_pairs, mode):
+        all_weights, weights = super()._draw_pair_weights(num_local_pairs, mode)
+        self.drawn.append(all_weights.clone())
+        return all_weights, weights
+
+
+def test_weighting_schedule_draws_corners_first_for_the_pairs_too(tmp_path):
+    trainer = PairWeightsRecordingTrainer(
+        demo.make_tiny_llama(seed=0),
+        args=dpo_config(tmp_path, max_steps=4, one_hot_fraction=0.5, dirichlet_concentration=0.5),
+        train_dataset=case_pairs(16, seed=0),
+        processing_class=demo.make_byte_tokenizer(),
+        peft_config=LORA,
+    )
+    trainer.drawn = []
+    trainer.train()
+    # Steps 0 and 1 (t < .5): every pair on a corner; steps 2 and 3: p = 0, the run's Dirichlet draws unchanged.
+    logged = [
+        h["weights/one_hot_probability"] for h in trainer.state.log_history if "weights/one_hot_probability" in h
+    ]
+    assert logged == [1.0, 1.0, 0.0, 0.0]
+    assert len(trainer.drawn) == 4
+    for step in (0, 1):
+        assert (trainer.drawn[step].max(-1).values == 1).all()
+        corner_rng = np.random.default_rng([0, 0, step, 2])
+        corner_rng.random(4)  # the draw's uniforms come first, then the corners
+        assert trainer.drawn[step].argmax(-1).tolist() == corner_rng.integers(2, size=4).tolist()
+    for step in (2, 3):
+        expected = np.random.default_rng([0, 0, step]).dirichlet([0.5, 0.5], size=4)
+        torch.testing.assert_close(trainer.drawn[step], torch.as_tensor(expected, dtype=torch.float32))
 
 
 class RecordGradients(TrainerCallback):

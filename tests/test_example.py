@@ -645,3 +645,53 @@ def test_kl_series_group_fronts_of_one_method_at_several_alphas(compare_real_mod
         compare_real_model.plan_kl_series(fronts, [["full-CLP", "full a0.02", "full a1"]])  # no front "full a1"
     with pytest.raises(ValueError, match=r"\['multi \(α=1\)'\] already belong to a KL series"):
         compare_real_model.plan_kl_series(fronts, [["mixed", "full", "multi (α=1)"]])
+
+
+@pytest.mark.parametrize("trainer", ["rloo", "grpo", "dpo"])
+def test_weighting_schedule_comes_from_yaml_and_flags(tmp_path, trainer):
+    from trl_clp.scripts.train import make_parser
+
+    recipe = tmp_path / "schedule.yaml"
+    recipe.write_text(
+        "objective_names: [a, b]\nweight_distribution: dirichlet\ndirichlet_concentration: 0.3\n"
+        "one_hot_fraction: 0.25\none_hot_anneal_fraction: 0.5\n"
+    )
+    parser = make_parser(prog="trl-clp train", trainer=trainer)
+    argv = ["--config", str(recipe), "--one_hot_final_probability", "0.1", "--bf16", "False"]
+    _, training_args, _ = parser.parse_args_and_config(args=argv)
+    assert (training_args.one_hot_fraction, training_args.one_hot_anneal_fraction) == (0.25, 0.5)
+    assert training_args.one_hot_final_probability == 0.1 and training_args.has_weighting_schedule
+    recipe.write_text(recipe.read_text() + "one_hot_fraction: 0.8\n")  # 0.8 + 0.5 > 1: refused, naming the fix
+    with pytest.raises(ValueError, match="shorten one of them"):
+        parser.parse_args_and_config(args=["--config", str(recipe), "--bf16", "False"])
+
+
+def test_second_pair_recipe_mirrors_the_tone_recipe_and_its_numbers_come_from_the_base_samples(train_clp):
+    """smollm2_readability_descriptiveness.yaml differs from smollm2_tone.yaml only in its rewards, and the
+    conflict its header reports is recomputed here from the base model's committed samples."""
+    import numpy as np
+    import yaml
+
+    from trl_clp.rewards import descriptiveness_reward, readability_reward
+
+    recipes = {}
+    for recipe in ("smollm2_tone.yaml", "smollm2_readability_descriptiveness.yaml"):
+        path = os.path.join(EXAMPLES, "configs", recipe)
+        with open(path) as handle:
+            recipes[recipe] = yaml.safe_load(handle)
+        train_clp.make_parser().parse_args_and_config(args=["--config", path, "--bf16", "False"])  # it parses
+    tone, pair = recipes["smollm2_tone.yaml"], recipes["smollm2_readability_descriptiveness.yaml"]
+    assert pair["reward_funcs"] == pair["objective_names"] == ["readability", "descriptiveness"]
+    differing = {"reward_funcs", "objective_names", "output_dir"}
+    assert {k: v for k, v in tone.items() if k not in differing} == {
+        k: v for k, v in pair.items() if k not in differing
+    }
+
+    samples = os.path.join(EXAMPLES, os.pardir, "docs", "results", "smollm2_tone", "base.samples.jsonl")
+    with open(samples) as handle:
+        texts = [json.loads(line)["completion"] for line in handle]
+    readability, descriptiveness = np.array(readability_reward(texts)), np.array(descriptiveness_reward(texts))
+    assert len(texts) == 288
+    assert (round(readability.mean(), 3), round(readability.std(ddof=1), 3)) == (0.679, 0.193)
+    assert (round(descriptiveness.mean(), 3), round(descriptiveness.std(ddof=1), 3)) == (0.107, 0.071)
+    assert round(np.corrcoef(readability, descriptiveness)[0, 1], 2) == -0.40
