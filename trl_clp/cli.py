@@ -193,6 +193,7 @@ def _compare(args) -> None:
         bootstrap_seed=args.seed,
         pair_seeds=not args.independent_seeds,
         significance=args.significance,
+        guards=not args.no_guards,
         num_samples=args.samples_per_prompt,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
@@ -465,6 +466,11 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=0.05,
         help="a gaming guard is flagged when Fisher's test against the base model gives p below it",
+    )
+    compare.add_argument(
+        "--no_guards",
+        action="store_true",
+        help="leave out the language and gaming guards and the guarded fronts (they read English prose)",
     )
     compare.add_argument(
         "--kl_weights_for",

@@ -514,6 +514,7 @@ def compare_fronts(
     seed: int = 0,
     pair_seeds: bool = True,
     significance: float = 0.05,
+    guards: bool = True,
 ) -> dict:
     """The comparison of several methods' evaluations: per-method fronts and statistics, paired differences with
     verdicts, gaming guards and guarded fronts, the equal-KL view. Every interval comes from one `PairedBootstrap`
@@ -529,6 +530,8 @@ def compare_fronts(
         kl_series: name → labels of fronts of one method at several α, for the matched-KL comparison.
         num_resamples, confidence, seed, pair_seeds: of the bootstrap (`trl_clp.paired_bootstrap`).
         significance: a gaming guard is flagged when its Fisher test against the base model gives p below it.
+        guards: compute the language guards, the gaming guards and the guarded fronts (they read English prose:
+            False for other text, such as the demo task's character strings).
 
     Returns:
         a JSON-ready dict: `objective_names`, `weightings`, `bootstrap` (its settings), `methods` (per label: seeds,
@@ -555,7 +558,7 @@ def compare_fronts(
     def tables(guarded: bool) -> dict[str, torch.Tensor]:
         def table(front: Front) -> torch.Tensor:
             if guarded:
-                front = _with_samples(front, _guarded_samples(front.samples))
+                front = _with_samples(front, guarded_samples(front.samples))
             return per_prompt_table(front, prompts)
 
         out = {label: torch.stack([table(front) for front in runs]) for label, runs in fronts.items()}
@@ -565,7 +568,7 @@ def compare_fronts(
 
     settings = dict(num_resamples=num_resamples, seed=seed, confidence=confidence, pair_seeds=pair_seeds)
     bootstrap = PairedBootstrap(tables(guarded=False), **settings)
-    guarded_bootstrap = PairedBootstrap(tables(guarded=True), **settings) if bases else None
+    guarded_bootstrap = PairedBootstrap(tables(guarded=True), **settings) if bases and guards else None
     statistics = {label: _front_statistics(bootstrap, label, weights, reference) for label in fronts}
     results = {
         "objective_names": names,
@@ -591,8 +594,9 @@ def compare_fronts(
             "hypervolume_per_seed": [front.hypervolume(reference) for front in runs],
             "margins": {name: stats["margins"][i].as_list() for i, name in enumerate(names)},
             "scalarised": [estimate.as_list() for estimate in stats["scalarised"]],
-            "guards": front_guards(runs),
         }
+        if guards:
+            results["methods"][label]["guards"] = front_guards(runs)
     for label in fronts:
         means = bootstrap.means[label][:, :m]
         others = {other: bootstrap.means[other][:, :m] for other in fronts if other != label}
@@ -605,7 +609,9 @@ def compare_fronts(
     results["paired"] = _paired_differences(bootstrap, statistics, names, weights)
     if bases:
         base_samples = [sample for front in bases for sample in front.samples]
-        results["base_model"] = _base_model_summary(base_samples, names)
+        results["base_model"] = _base_model_summary(base_samples, names, guards)
+        results["equal_kl"] = equal_kl_view(bootstrap, fronts, weights, dict(kl_series or {}))
+    if bases and guards:
         results["significance"] = significance
         guarded_statistics = {
             label: _front_statistics(guarded_bootstrap, label, weights, reference) for label in fronts
@@ -620,7 +626,7 @@ def compare_fronts(
                         "weights": w,
                         "guards": {
                             guard: asdict(rate)
-                            for guard, rate in _compare_guard_rates(at_w, base_samples, significance).items()
+                            for guard, rate in compare_guard_rates(at_w, base_samples, significance).items()
                         },
                     }
                 )
@@ -633,23 +639,24 @@ def compare_fronts(
                 "scalarised": [estimate.as_list() for estimate in stats["scalarised"]],
             }
         results["guarded_paired"] = _paired_differences(guarded_bootstrap, guarded_statistics, names, weights)
-        results["equal_kl"] = equal_kl_view(bootstrap, fronts, weights, dict(kl_series or {}))
     return results
 
 
-def _compare_guard_rates(samples, base_samples, significance):
+def compare_guard_rates(samples, base_samples, significance):
+    """`trl_clp.gaming_guards.compare_guard_rates`, imported where it is used."""
     from .gaming_guards import compare_guard_rates
 
     return compare_guard_rates(samples, base_samples, significance=significance)
 
 
-def _guarded_samples(samples):
+def guarded_samples(samples):
+    """`trl_clp.gaming_guards.guarded_samples`, imported where it is used."""
     from .gaming_guards import guarded_samples
 
     return guarded_samples(samples)
 
 
-def _base_model_summary(samples: list[dict], names: list[str]) -> dict:
+def _base_model_summary(samples: list[dict], names: list[str], guards: bool) -> dict:
     scores = torch.tensor(
         [[math.nan if s["rewards"][n] is None else s["rewards"][n] for n in names] for s in samples],
         dtype=torch.float64,
@@ -662,7 +669,8 @@ def _base_model_summary(samples: list[dict], names: list[str]) -> dict:
         for i in range(len(names))
         for j in range(i + 1, len(names))
     }
-    summary["guards"] = text_guards([sample["completion"] for sample in samples])
+    if guards:
+        summary["guards"] = text_guards([sample["completion"] for sample in samples])
     return summary
 
 
@@ -749,14 +757,16 @@ def format_report(results: dict) -> str:
     several KL weights are present, and the equal-KL view."""
     names, methods = results["objective_names"], results["methods"]
     boot = results["bootstrap"]
+    language = "guards" in next(iter(methods.values()))
+    shown_guards = LANGUAGE_GUARDS if language else {}
     header = ["method", "seeds", "hypervolume [95% CI]"] + [f"{name} margin [95% CI]" for name in names]
-    header += ["KL (nats per completion)", *LANGUAGE_GUARDS.values(), "dominates (share of each other front's points)"]
+    header += ["KL (nats per completion)", *shown_guards.values(), "dominates (share of each other front's points)"]
     rows = []
     for label, method in methods.items():
         dominated = ", ".join(f"{other} {share:.0%}" for other, share in method["dominates_fraction_of"].items())
         row = [label, str(method["seeds"]), _interval_text(method["hypervolume"])]
         row += [_interval_text(method["margins"][name]) for name in names]
-        row += [_span(method["kl"], 1)] + [_span(method["guards"][guard]) for guard in LANGUAGE_GUARDS] + [dominated]
+        row += [_span(method["kl"], 1)] + [_span(method["guards"][guard]) for guard in shown_guards] + [dominated]
         rows.append(row)
     confidence = f"{boot['confidence']:.0%}"
     lines = _table(header, rows)
@@ -778,20 +788,20 @@ def format_report(results: dict) -> str:
             + ", ".join(f"{name} {base[name]['mean']:.3f} ± {base[name]['std']:.3f}" for name in names)
             + "; Pearson "
             + ", ".join(f"{pair} {value:+.2f}" for pair, value in base["pearson"].items())
-            + "; "
-            + ", ".join(f"{LANGUAGE_GUARDS[guard]} {base['guards'][guard]:.2f}" for guard in LANGUAGE_GUARDS)
+            + "".join(f"; {LANGUAGE_GUARDS[guard]} {base['guards'][guard]:.2f}" for guard in shown_guards)
             + ".",
         ]
-    lines += [
-        "",
-        f"KL and language guards: lowest–highest over the weightings. {LANGUAGE_GUARDS['empty']}: completions of fewer "
-        f"than {NEAR_EMPTY_WORDS} words; over the others, {LANGUAGE_GUARDS['english']}: those with at least "
-        f"{ENGLISH_WORD_SHARE:.0%} of their words in an English lexicon (Brill's, shipped with TextBlob, foreign "
-        f"words left out), and {LANGUAGE_GUARDS['distinct']}: distinct words over words, averaged (repetition lowers "
-        "it).",
-    ]
+    if language:
+        lines += [
+            "",
+            f"KL and language guards: lowest–highest over the weightings. {LANGUAGE_GUARDS['empty']}: completions of "
+            f"fewer than {NEAR_EMPTY_WORDS} words; over the others, {LANGUAGE_GUARDS['english']}: those with at least "
+            f"{ENGLISH_WORD_SHARE:.0%} of their words in an English lexicon (Brill's, shipped with TextBlob, foreign "
+            f"words left out), and {LANGUAGE_GUARDS['distinct']}: distinct words over words, averaged (repetition "
+            "lowers it).",
+        ]
     lines += ["", *paired_section(results)]
-    if "base_model" in results:
+    if "guarded_paired" in results:
         lines += ["", *guards_section(results)]
     if len({method["kl_weight"] for method in methods.values()}) > 1:
         lines += ["", *alpha_section(results)]
@@ -910,8 +920,9 @@ def alpha_section(results: dict) -> list[str]:
     fronts together, by α."""
     names, methods = results["objective_names"], results["methods"]
     lines = ["## KL weight α", ""]
+    shown_guards = LANGUAGE_GUARDS if "guards" in next(iter(methods.values())) else {}
     header = ["method", "α", "hypervolume [95% CI]"] + [f"{name} margin [95% CI]" for name in names]
-    header += ["KL (nats per completion)", *LANGUAGE_GUARDS.values()]
+    header += ["KL (nats per completion)", *shown_guards.values()]
     series = results.get("equal_kl", {}).get("series", {})
     groups = list(series) + [alpha_family(label) for label in methods]  # a KL series, or one run's fronts
 
@@ -924,7 +935,7 @@ def alpha_section(results: dict) -> list[str]:
     for label, method in sorted(methods.items(), key=order):
         row = [label, f"{method['kl_weight']:g}", _interval_text(method["hypervolume"])]
         row += [_interval_text(method["margins"][name]) for name in names]
-        row += [_span(method["kl"], 1)] + [_span(method["guards"][guard]) for guard in LANGUAGE_GUARDS]
+        row += [_span(method["kl"], 1)] + [_span(method["guards"][guard]) for guard in shown_guards]
         rows.append(row)
     lines += _table(header, rows)
     lines += [
@@ -1055,6 +1066,7 @@ def compare_runs(
     bootstrap_seed: int = 0,
     pair_seeds: bool = True,
     significance: float = 0.05,
+    guards: bool = True,
     **sampling,
 ) -> dict:
     """`trl-clp compare`: evaluate (or, with `reuse`, read back) every run and the base model, compare them with
@@ -1072,7 +1084,7 @@ def compare_runs(
         reuse: read back the evaluations already in `output_dir`; sample only the missing ones.
         kl_weights_for: `[LABEL, α, ...]` entries: evaluate a run trained conditioned on α at each α.
         kl_series: `[NAME, LABEL, LABEL, ...]` entries: fronts of one method trained at several α.
-        reference_point, num_resamples, confidence, pair_seeds, significance: as in `compare_fronts`
+        reference_point, num_resamples, confidence, pair_seeds, significance, guards: as in `compare_fronts`
             (`bootstrap_seed` is its `seed`).
         base_samples_per_prompt: completions of the base model per prompt.
         generations_for: the label whose completions fill `generations.md` (default: the first).
@@ -1107,6 +1119,7 @@ def compare_runs(
         seed=bootstrap_seed,
         pair_seeds=pair_seeds,
         significance=significance,
+        guards=guards,
     )
     results["settings"] = {
         "runs": list(runs),
