@@ -12,11 +12,9 @@ prompts (`trl_clp.paired_bootstrap`). `write_comparison` writes `comparison.json
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import os
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -26,7 +24,17 @@ import torch
 
 from .conditioning.config import CLP_CONFIG_NAME, ConditioningConfig
 from .evaluation import Front, evaluate_front
-from .extras import require
+from .gaming_guards import (  # noqa: F401 (the language guards are read from here too)
+    ENGLISH_WORD_SHARE,
+    NEAR_EMPTY_WORDS,
+    compare_guard_rates,
+    distinct_word_ratio,
+    english_word_share,
+    english_words,
+    guarded_samples,
+    text_guards,
+    words,
+)
 from .paired_bootstrap import Estimate, PairedBootstrap, describe_verdict, verdict
 from .pareto import additive_epsilon, fraction_dominated, hypervolume
 
@@ -299,73 +307,7 @@ def _with_samples(front: Front, samples: list[dict]) -> Front:
 
 # ---------------------------------------------------------------------------------------------- language guards
 
-ENGLISH_WORD_SHARE = 0.5  # a completion is English when at least half its words are English words
-NEAR_EMPTY_WORDS = 3  # a completion with fewer words is empty or near-empty ("Safe.")
 LANGUAGE_GUARDS = {"english": "English share", "empty": "(near-)empty share", "distinct": "distinct-word ratio"}
-
-
-def words(text: str) -> list[str]:
-    """The alphabetic words of `text` (runs of letters, any script; digits and punctuation split them)."""
-    return re.findall(r"[^\W\d_]+", text)
-
-
-@functools.cache
-def english_words() -> tuple[frozenset[str], frozenset[str]]:
-    """(common words lowercased, proper nouns as written) of TextBlob's English lexicon, foreign words left out.
-
-    The lexicon is Brill's tagger's (Brown corpus and Penn Treebank, ~94k word forms, one tag each), shipped in the
-    `textblob` package (the `text-rewards` extra, which the objectivity reward already needs). It suits a language
-    check better than TextBlob's spelling list (built from Gutenberg books, it holds "est", "une", "vous") or VADER's
-    lexicon (7.5k opinion words only: neutral English would read as foreign): Brill tags the foreign words it saw
-    `FW` ("est", "vous", "dans"), and those are dropped. Proper nouns count only as written, capitalised ("Italy"),
-    and not when their lowercase form is foreign (a sentence's first "Le").
-    """
-    textblob = require("textblob", "text-rewards", "the English-share guard of the comparison")
-    tags = {}
-    with open(os.path.join(os.path.dirname(textblob.__file__), "en", "en-lexicon.txt"), encoding="utf-8") as handle:
-        for line in handle:
-            fields = line.split()
-            if not line.startswith(";;;") and len(fields) == 2:
-                tags[fields[0]] = fields[1]
-    foreign = {word.lower() for word, tag in tags.items() if tag == "FW"}
-    common = {word.lower() for word, tag in tags.items() if tag not in ("FW", "NNP", "NNPS")}
-    proper = {
-        word
-        for word, tag in tags.items()
-        if tag in ("NNP", "NNPS") and word[:1].isupper() and word.lower() not in foreign
-    }
-    return frozenset(common), frozenset(proper)
-
-
-def english_word_share(text: str) -> float | None:
-    """Share of the words of `text` that are English words (see `english_words`); None without a word."""
-    found = words(text)
-    if not found:
-        return None
-    common, proper = english_words()
-    return sum(word.lower() in common or word in proper for word in found) / len(found)
-
-
-def distinct_word_ratio(text: str) -> float | None:
-    """Distinct words over words (lowercased): 1 without repetition, 1/n for one word said n times; None if empty."""
-    found = [word.lower() for word in words(text)]
-    return len(set(found)) / len(found) if found else None
-
-
-def text_guards(texts: list[str]) -> dict[str, float]:
-    """Language and degeneracy of a set of completions, beside their KL to the base model.
-
-    `empty`: the share of completions with fewer than `NEAR_EMPTY_WORDS` words. Over the others: `english`, the share
-    whose words are at least `ENGLISH_WORD_SHARE` English, and `distinct`, their mean distinct-word ratio (repetition
-    lowers it). NaN where every completion is (near-)empty.
-    """
-    full = [text for text in texts if len(words(text)) >= NEAR_EMPTY_WORDS]
-    nan = float("nan")
-    return {
-        "english": sum(english_word_share(t) >= ENGLISH_WORD_SHARE for t in full) / len(full) if full else nan,
-        "empty": 1.0 - len(full) / len(texts),
-        "distinct": sum(distinct_word_ratio(t) for t in full) / len(full) if full else nan,
-    }
 
 
 def front_guards(runs: Sequence[Front]) -> dict[str, list[float]]:
@@ -640,20 +582,6 @@ def compare_fronts(
             }
         results["guarded_paired"] = _paired_differences(guarded_bootstrap, guarded_statistics, names, weights)
     return results
-
-
-def compare_guard_rates(samples, base_samples, significance):
-    """`trl_clp.gaming_guards.compare_guard_rates`, imported where it is used."""
-    from .gaming_guards import compare_guard_rates
-
-    return compare_guard_rates(samples, base_samples, significance=significance)
-
-
-def guarded_samples(samples):
-    """`trl_clp.gaming_guards.guarded_samples`, imported where it is used."""
-    from .gaming_guards import guarded_samples
-
-    return guarded_samples(samples)
 
 
 def _base_model_summary(samples: list[dict], names: list[str], guards: bool) -> dict:
