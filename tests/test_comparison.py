@@ -5,15 +5,12 @@ import json
 import math
 import re
 import shutil
-import sys
-import types
-from dataclasses import dataclass
 
 import pytest
 import torch
 from peft import LoraConfig
 
-from trl_clp import SteerableModel, comparison, demo
+from trl_clp import SteerableModel, demo, gaming_guards
 from trl_clp.cli import main as cli
 from trl_clp.comparison import (
     ComparedFront,
@@ -30,63 +27,6 @@ from trl_clp.pareto import hypervolume
 
 WEIGHTINGS = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
 NAMES = ["positivity", "objectivity"]
-
-
-# ------------------------------------------------------------------ gaming guards (a stand-in until the real module)
-
-
-@dataclass
-class GuardRate:
-    guard: str
-    flagged: int
-    total: int
-    rate: float
-    base_flagged: int
-    base_total: int
-    base_rate: float
-    p_value: float
-    worse: bool
-
-
-def _stand_in_flags(sample) -> dict[str, bool]:
-    return {"near_empty": len(sample["completion"].split()) < 3}
-
-
-def _stand_in_rates(samples, base_samples, significance=0.05):
-    flagged = sum(_stand_in_flags(s)["near_empty"] for s in samples)
-    base_flagged = sum(_stand_in_flags(s)["near_empty"] for s in base_samples)
-    total, base_total = len(samples), len(base_samples)
-    # One-sided Fisher: P(at least `flagged` of the pooled flags fall among `total` draws).
-    k, n = flagged + base_flagged, total + base_total
-    p = sum(math.comb(k, x) * math.comb(n - k, total - x) for x in range(flagged, min(k, total) + 1))
-    p /= math.comb(n, total)
-    rates = {}
-    for guard in ("near_empty", "any"):
-        rates[guard] = GuardRate(
-            guard, flagged, total, flagged / total, base_flagged, base_total, base_flagged / base_total, p, p < 0.05
-        )
-    return rates
-
-
-def _stand_in_guarded(samples):
-    return [
-        {**s, "rewards": dict.fromkeys(s["rewards"], 0.0)} if _stand_in_flags(s)["near_empty"] else s for s in samples
-    ]
-
-
-@pytest.fixture
-def gaming_guards(monkeypatch):
-    """`trl_clp.gaming_guards` if it is there, else a stand-in with its API and one guard (near-empty)."""
-    try:
-        import trl_clp.gaming_guards as module
-    except ImportError:
-        module = types.ModuleType("trl_clp.gaming_guards")
-        module.GAMING_GUARDS = {"near_empty": "fewer than 3 words"}
-        module.GuardRate = GuardRate
-        module.compare_guard_rates = _stand_in_rates
-        module.guarded_samples = _stand_in_guarded
-        monkeypatch.setitem(sys.modules, "trl_clp.gaming_guards", module)
-    return module
 
 
 # ------------------------------------------------------------------------------------------ synthetic evaluations
@@ -141,7 +81,7 @@ def recomputed_means(fronts: list[Front]) -> torch.Tensor:
     return torch.tensor(per_seed, dtype=torch.float64).mean(0)
 
 
-def test_compare_fronts_recomputes_every_statistic_and_decides_a_known_difference(gaming_guards):
+def test_compare_fronts_recomputes_every_statistic_and_decides_a_known_difference():
     """ "soups" = "clp" + 0.05 on every reward of every prompt and seed: its w·R is higher by exactly 0.05 at every
     weighting ("soups beats clp", a degenerate interval), its margins equal clp's (no difference detected), its
     hypervolume higher on every resample; the per-method intervals overlap all the same."""
@@ -195,7 +135,7 @@ def test_compare_fronts_recomputes_every_statistic_and_decides_a_known_differenc
     assert [g[0] for g in gains] == pytest.approx(expected.tolist())
 
 
-def test_gaming_guards_flag_a_method_and_its_guarded_front_scores_flagged_completions_zero(gaming_guards):
+def test_gaming_guards_flag_a_method_and_its_guarded_front_scores_flagged_completions_zero():
     """A method whose completions at w = (0, 1) are empty (objectivity 1.0: gaming): the near-empty guard flags it
     against the base model there, and its guarded front scores those completions 0, lowering its hypervolume."""
 
@@ -232,7 +172,11 @@ def test_gaming_guards_flag_a_method_and_its_guarded_front_scores_flagged_comple
         guarded["hypervolume"][0] - results["methods"]["honest"]["guarded"]["hypervolume"][0]
     )
     report = format_report(results)
-    assert "## Gaming guards" in report and "| gamed | (0, 1) | **1.000** (p " in report
+    assert "## Gaming guards" in report
+    table = report.split("## Gaming guards")[1].split("### Guarded fronts")[0]
+    header = next(line for line in table.splitlines() if line.startswith("| method |")).split(" | ")
+    row = next(line for line in table.splitlines() if line.startswith("| gamed | (0, 1) |")).split(" | ")
+    assert row[header.index("near_empty")].startswith("**1.000** (p ")  # worse than the base model: bold, with p
     assert "### Guarded fronts" in report
 
 
@@ -248,43 +192,6 @@ def test_fronts_on_other_weightings_or_a_reserved_label_are_refused():
         plan_fronts(["no-equals-sign"])
     with pytest.raises(ValueError, match="given twice"):
         plan_fronts(["a=x", "a=y"])
-
-
-def test_text_guards_on_english_french_empty_and_repeated_texts():
-    """The language and degeneracy guards on hand-made texts, recomputed from TextBlob's own
-    reading of its lexicon (`textblob.en.lexicon`)."""
-    from textblob.en import lexicon
-
-    def english(word):  # a common word in any case, or a capitalised proper noun whose lowercase is not foreign
-        common = lexicon.get(word.lower()) not in (None, "FW", "NNP", "NNPS")
-        proper = lexicon.get(word) in ("NNP", "NNPS") and word[0].isupper() and lexicon.get(word.lower()) != "FW"
-        return common or proper
-
-    texts = {
-        "english": "The food was good and the staff were kind to us in Italy.",
-        "french": "Le restaurant est situé dans le centre de la ville.",
-        "repeated": "great great great great!",
-        "near-empty": "Safe.",
-        "empty": "",
-    }
-    words = {
-        "english": "The food was good and the staff were kind to us in Italy".split(),
-        "french": "Le restaurant est situé dans le centre de la ville".split(),
-        "repeated": ["great"] * 4,
-    }
-    assert comparison.words(texts["french"]) == words["french"]
-    expected_share = {name: sum(map(english, found)) / len(found) for name, found in words.items()}
-    assert expected_share == {"english": 1.0, "french": 0.2, "repeated": 1.0}  # French: "restaurant", "centre"
-    for name in words:
-        assert comparison.english_word_share(texts[name]) == pytest.approx(expected_share[name])
-    assert comparison.english_word_share("") is None and comparison.distinct_word_ratio("") is None
-    assert comparison.distinct_word_ratio(texts["repeated"]) == 0.25
-    assert comparison.distinct_word_ratio(texts["english"]) == pytest.approx(12 / 13)  # "the" twice
-    guards = comparison.text_guards(list(texts.values()))
-    # Two of five have fewer than 3 words; of the other three, English and the repetition are English, French not.
-    assert guards["empty"] == pytest.approx(2 / 5) and guards["english"] == pytest.approx(2 / 3)
-    assert guards["distinct"] == pytest.approx((12 / 13 + 9 / 10 + 1 / 4) / 3)  # "le" twice in the French
-    assert math.isnan(comparison.text_guards(["", "Safe."])["english"])
 
 
 def test_gain_at_kl_interpolates_a_kl_series_per_weighting():
@@ -341,9 +248,7 @@ def steerable_runs(tmp_path, saved_base_model, tokenizer):
     return runs, str(prompts)
 
 
-def test_trl_clp_compare_evaluates_runs_and_reuse_needs_neither_models_nor_rewards(
-    steerable_runs, gaming_guards, tmp_path, capsys
-):
+def test_trl_clp_compare_evaluates_runs_and_reuse_needs_neither_models_nor_rewards(steerable_runs, tmp_path, capsys):
     runs, prompts = steerable_runs
     output = tmp_path / "comparison"
     argv = ["compare", "--runs", f"A={runs['a0']},{runs['a1']}", f"B={runs['b0']}", "--prompts", prompts]
