@@ -5,15 +5,12 @@ import json
 import math
 import re
 import shutil
-import sys
-import types
-from dataclasses import dataclass
 
 import pytest
 import torch
 from peft import LoraConfig
 
-from trl_clp import SteerableModel, comparison, demo
+from trl_clp import SteerableModel, comparison, demo, gaming_guards
 from trl_clp.cli import main as cli
 from trl_clp.comparison import (
     ComparedFront,
@@ -26,67 +23,11 @@ from trl_clp.comparison import (
     plan_kl_series,
 )
 from trl_clp.evaluation import Front, WeightingResult
+from trl_clp.gaming_guards import GAMING_GUARDS
 from trl_clp.pareto import hypervolume
 
 WEIGHTINGS = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
 NAMES = ["positivity", "objectivity"]
-
-
-# ------------------------------------------------------------------ gaming guards (a stand-in until the real module)
-
-
-@dataclass
-class GuardRate:
-    guard: str
-    flagged: int
-    total: int
-    rate: float
-    base_flagged: int
-    base_total: int
-    base_rate: float
-    p_value: float
-    worse: bool
-
-
-def _stand_in_flags(sample) -> dict[str, bool]:
-    return {"near_empty": len(sample["completion"].split()) < 3}
-
-
-def _stand_in_rates(samples, base_samples, significance=0.05):
-    flagged = sum(_stand_in_flags(s)["near_empty"] for s in samples)
-    base_flagged = sum(_stand_in_flags(s)["near_empty"] for s in base_samples)
-    total, base_total = len(samples), len(base_samples)
-    # One-sided Fisher: P(at least `flagged` of the pooled flags fall among `total` draws).
-    k, n = flagged + base_flagged, total + base_total
-    p = sum(math.comb(k, x) * math.comb(n - k, total - x) for x in range(flagged, min(k, total) + 1))
-    p /= math.comb(n, total)
-    rates = {}
-    for guard in ("near_empty", "any"):
-        rates[guard] = GuardRate(
-            guard, flagged, total, flagged / total, base_flagged, base_total, base_flagged / base_total, p, p < 0.05
-        )
-    return rates
-
-
-def _stand_in_guarded(samples):
-    return [
-        {**s, "rewards": dict.fromkeys(s["rewards"], 0.0)} if _stand_in_flags(s)["near_empty"] else s for s in samples
-    ]
-
-
-@pytest.fixture
-def gaming_guards(monkeypatch):
-    """`trl_clp.gaming_guards` if it is there, else a stand-in with its API and one guard (near-empty)."""
-    try:
-        import trl_clp.gaming_guards as module
-    except ImportError:
-        module = types.ModuleType("trl_clp.gaming_guards")
-        module.GAMING_GUARDS = {"near_empty": "fewer than 3 words"}
-        module.GuardRate = GuardRate
-        module.compare_guard_rates = _stand_in_rates
-        module.guarded_samples = _stand_in_guarded
-        monkeypatch.setitem(sys.modules, "trl_clp.gaming_guards", module)
-    return module
 
 
 # ------------------------------------------------------------------------------------------ synthetic evaluations
@@ -141,7 +82,7 @@ def recomputed_means(fronts: list[Front]) -> torch.Tensor:
     return torch.tensor(per_seed, dtype=torch.float64).mean(0)
 
 
-def test_compare_fronts_recomputes_every_statistic_and_decides_a_known_difference(gaming_guards):
+def test_compare_fronts_recomputes_every_statistic_and_decides_a_known_difference():
     """ "soups" = "clp" + 0.05 on every reward of every prompt and seed: its w·R is higher by exactly 0.05 at every
     weighting ("soups beats clp", a degenerate interval), its margins equal clp's (no difference detected), its
     hypervolume higher on every resample; the per-method intervals overlap all the same."""
@@ -195,7 +136,7 @@ def test_compare_fronts_recomputes_every_statistic_and_decides_a_known_differenc
     assert [g[0] for g in gains] == pytest.approx(expected.tolist())
 
 
-def test_gaming_guards_flag_a_method_and_its_guarded_front_scores_flagged_completions_zero(gaming_guards):
+def test_gaming_guards_flag_a_method_and_its_guarded_front_scores_flagged_completions_zero():
     """A method whose completions at w = (0, 1) are empty (objectivity 1.0: gaming): the near-empty guard flags it
     against the base model there, and its guarded front scores those completions 0, lowering its hypervolume."""
 
@@ -232,7 +173,12 @@ def test_gaming_guards_flag_a_method_and_its_guarded_front_scores_flagged_comple
         guarded["hypervolume"][0] - results["methods"]["honest"]["guarded"]["hypervolume"][0]
     )
     report = format_report(results)
-    assert "## Gaming guards" in report and "| gamed | (0, 1) | **1.000** (p " in report
+    columns = "| method | weighting | " + " | ".join([*GAMING_GUARDS, "any"]) + " |"
+    gamed_row = next(line for line in report.splitlines() if line.startswith("| gamed | (0, 1) |"))
+    cells = dict(zip(columns.strip("| ").split(" | "), gamed_row.strip("| ").split(" | "), strict=True))
+    assert "## Gaming guards" in report and columns in report
+    assert cells["near_empty"].startswith("**1.000** (p ") and cells["any"].startswith("**1.000** (p ")
+    assert cells["echo"] == "0.000"  # the empty answers are flagged by the guard that tests for them, not another
     assert "### Guarded fronts" in report
 
 
@@ -341,9 +287,7 @@ def steerable_runs(tmp_path, saved_base_model, tokenizer):
     return runs, str(prompts)
 
 
-def test_trl_clp_compare_evaluates_runs_and_reuse_needs_neither_models_nor_rewards(
-    steerable_runs, gaming_guards, tmp_path, capsys
-):
+def test_trl_clp_compare_evaluates_runs_and_reuse_needs_neither_models_nor_rewards(steerable_runs, tmp_path, capsys):
     runs, prompts = steerable_runs
     output = tmp_path / "comparison"
     argv = ["compare", "--runs", f"A={runs['a0']},{runs['a1']}", f"B={runs['b0']}", "--prompts", prompts]
