@@ -10,7 +10,7 @@ import pytest
 import torch
 from peft import LoraConfig
 
-from trl_clp import SteerableModel, comparison, demo, gaming_guards
+from trl_clp import SteerableModel, demo, gaming_guards
 from trl_clp.cli import main as cli
 from trl_clp.comparison import (
     ComparedFront,
@@ -23,7 +23,6 @@ from trl_clp.comparison import (
     plan_kl_series,
 )
 from trl_clp.evaluation import Front, WeightingResult
-from trl_clp.gaming_guards import GAMING_GUARDS
 from trl_clp.pareto import hypervolume
 
 WEIGHTINGS = [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
@@ -173,12 +172,11 @@ def test_gaming_guards_flag_a_method_and_its_guarded_front_scores_flagged_comple
         guarded["hypervolume"][0] - results["methods"]["honest"]["guarded"]["hypervolume"][0]
     )
     report = format_report(results)
-    columns = "| method | weighting | " + " | ".join([*GAMING_GUARDS, "any"]) + " |"
-    gamed_row = next(line for line in report.splitlines() if line.startswith("| gamed | (0, 1) |"))
-    cells = dict(zip(columns.strip("| ").split(" | "), gamed_row.strip("| ").split(" | "), strict=True))
-    assert "## Gaming guards" in report and columns in report
-    assert cells["near_empty"].startswith("**1.000** (p ") and cells["any"].startswith("**1.000** (p ")
-    assert cells["echo"] == "0.000"  # the empty answers are flagged by the guard that tests for them, not another
+    assert "## Gaming guards" in report
+    table = report.split("## Gaming guards")[1].split("### Guarded fronts")[0]
+    header = next(line for line in table.splitlines() if line.startswith("| method |")).split(" | ")
+    row = next(line for line in table.splitlines() if line.startswith("| gamed | (0, 1) |")).split(" | ")
+    assert row[header.index("near_empty")].startswith("**1.000** (p ")  # worse than the base model: bold, with p
     assert "### Guarded fronts" in report
 
 
@@ -194,43 +192,6 @@ def test_fronts_on_other_weightings_or_a_reserved_label_are_refused():
         plan_fronts(["no-equals-sign"])
     with pytest.raises(ValueError, match="given twice"):
         plan_fronts(["a=x", "a=y"])
-
-
-def test_text_guards_on_english_french_empty_and_repeated_texts():
-    """The language and degeneracy guards on hand-made texts, recomputed from TextBlob's own
-    reading of its lexicon (`textblob.en.lexicon`)."""
-    from textblob.en import lexicon
-
-    def english(word):  # a common word in any case, or a capitalised proper noun whose lowercase is not foreign
-        common = lexicon.get(word.lower()) not in (None, "FW", "NNP", "NNPS")
-        proper = lexicon.get(word) in ("NNP", "NNPS") and word[0].isupper() and lexicon.get(word.lower()) != "FW"
-        return common or proper
-
-    texts = {
-        "english": "The food was good and the staff were kind to us in Italy.",
-        "french": "Le restaurant est situé dans le centre de la ville.",
-        "repeated": "great great great great!",
-        "near-empty": "Safe.",
-        "empty": "",
-    }
-    words = {
-        "english": "The food was good and the staff were kind to us in Italy".split(),
-        "french": "Le restaurant est situé dans le centre de la ville".split(),
-        "repeated": ["great"] * 4,
-    }
-    assert comparison.words(texts["french"]) == words["french"]
-    expected_share = {name: sum(map(english, found)) / len(found) for name, found in words.items()}
-    assert expected_share == {"english": 1.0, "french": 0.2, "repeated": 1.0}  # French: "restaurant", "centre"
-    for name in words:
-        assert comparison.english_word_share(texts[name]) == pytest.approx(expected_share[name])
-    assert comparison.english_word_share("") is None and comparison.distinct_word_ratio("") is None
-    assert comparison.distinct_word_ratio(texts["repeated"]) == 0.25
-    assert comparison.distinct_word_ratio(texts["english"]) == pytest.approx(12 / 13)  # "the" twice
-    guards = comparison.text_guards(list(texts.values()))
-    # Two of five have fewer than 3 words; of the other three, English and the repetition are English, French not.
-    assert guards["empty"] == pytest.approx(2 / 5) and guards["english"] == pytest.approx(2 / 3)
-    assert guards["distinct"] == pytest.approx((12 / 13 + 9 / 10 + 1 / 4) / 3)  # "le" twice in the French
-    assert math.isnan(comparison.text_guards(["", "Safe."])["english"])
 
 
 def test_gain_at_kl_interpolates_a_kl_series_per_weighting():

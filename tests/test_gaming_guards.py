@@ -329,3 +329,42 @@ def test_guarded_samples_zero_exactly_the_flagged_rows():
     assert guarded[0]["value"] == pytest.approx(-0.2) and guarded[2]["value"] == pytest.approx(-0.2)  # −α·KL only
     assert {k: v for k, v in guarded[1].items() if k != "flags"} == original[1]  # the clean row is unchanged
     assert [row["kl"] for row in guarded] == [2.0] * 3
+
+
+def test_text_guards_on_english_french_empty_and_repeated_texts():
+    """The language and degeneracy guards on hand-made texts, recomputed from TextBlob's own
+    reading of its lexicon (`textblob.en.lexicon`)."""
+    from textblob.en import lexicon
+
+    from trl_clp import gaming_guards
+
+    def english(word):  # a common word in any case, or a capitalised proper noun whose lowercase is not foreign
+        common = lexicon.get(word.lower()) not in (None, "FW", "NNP", "NNPS")
+        proper = lexicon.get(word) in ("NNP", "NNPS") and word[0].isupper() and lexicon.get(word.lower()) != "FW"
+        return common or proper
+
+    texts = {
+        "english": "The food was good and the staff were kind to us in Italy.",
+        "french": "Le restaurant est situé dans le centre de la ville.",
+        "repeated": "great great great great!",
+        "near-empty": "Safe.",
+        "empty": "",
+    }
+    words = {
+        "english": "The food was good and the staff were kind to us in Italy".split(),
+        "french": "Le restaurant est situé dans le centre de la ville".split(),
+        "repeated": ["great"] * 4,
+    }
+    assert gaming_guards.words(texts["french"]) == words["french"]
+    expected_share = {name: sum(map(english, found)) / len(found) for name, found in words.items()}
+    assert expected_share == {"english": 1.0, "french": 0.2, "repeated": 1.0}  # French: "restaurant", "centre"
+    for name in words:
+        assert gaming_guards.english_word_share(texts[name]) == pytest.approx(expected_share[name])
+    assert gaming_guards.english_word_share("") is None and gaming_guards.distinct_word_ratio("") is None
+    assert gaming_guards.distinct_word_ratio(texts["repeated"]) == 0.25
+    assert gaming_guards.distinct_word_ratio(texts["english"]) == pytest.approx(12 / 13)  # "the" twice
+    guards = gaming_guards.text_guards(list(texts.values()))
+    # Two of five have fewer than 3 words; of the other three, English and the repetition are English, French not.
+    assert guards["empty"] == pytest.approx(2 / 5) and guards["english"] == pytest.approx(2 / 3)
+    assert guards["distinct"] == pytest.approx((12 / 13 + 9 / 10 + 1 / 4) / 3)  # "le" twice in the French
+    assert math.isnan(gaming_guards.text_guards(["", "Safe."])["english"])
