@@ -37,7 +37,7 @@ from .extras import require
 from .gguf import check_not_gguf
 from .guards import check_free_disk_space, check_output_dir_writable, checkpoint_bytes
 from .model_card import CLP_PAPER, RLOO_STEP, finish_model_card
-from .sampling import sample_group_weights
+from .sampling import one_hot_probability, sample_group_weights
 
 DEFAULT_LORA_CONFIG = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
 # Stream keys keep training and evaluation weight draws apart.
@@ -173,8 +173,26 @@ class ConditionedTrainerCore:
         return stream
 
     def _draw_group_weights(self, num_groups: int, stream: tuple[int, int]) -> torch.Tensor:
-        """`(G, m)` one weighting per global group, from the configured distribution and the seeded stream."""
+        """`(G, m)` one weighting per global group, from the configured distribution and the seeded stream.
+
+        With a weighting schedule, each group is a one-hot corner with the probability p of the current optimizer
+        step (`one_hot_probability`; the same on every rank and, from the restored step, on resume), logged as
+        `weights/one_hot_probability`; evaluation draws use the schedule's end, so that evaluations compare.
+        """
         args = self.args
+        corner_probability = 0.0
+        if args.has_weighting_schedule:
+            train = stream[0] == TRAIN_STREAM
+            corner_probability = args.one_hot_final_probability
+            if train:
+                corner_probability = one_hot_probability(
+                    self.state.global_step,
+                    self.state.max_steps,
+                    args.one_hot_fraction,
+                    args.one_hot_anneal_fraction,
+                    args.one_hot_final_probability,
+                )
+            self._metrics["train" if train else "eval"]["weights/one_hot_probability"].append(corner_probability)
         return sample_group_weights(
             args.weight_distribution,
             num_groups,
@@ -183,6 +201,7 @@ class ConditionedTrainerCore:
             stream,
             concentration=args.dirichlet_concentration,
             fixed_weights=args.parsed_fixed_weights,
+            one_hot_probability=corner_probability,
         )
 
     def _local_rows(self, per_group: torch.Tensor, group_size: int, num_local_rows: int) -> torch.Tensor:

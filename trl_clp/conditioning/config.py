@@ -18,8 +18,10 @@ CLP_CONFIG_NAME = "clp_config.json"
 class ConditioningConfig:
     """Everything needed to steer a saved CLP adapter, written as `clp_config.json` beside it.
 
-    A model trained from preferences (`MultiObjectiveDPOTrainer`) records `scalarization={"method": "preference"}`:
-    under w, each pair's loss mixes the objectives' preferences (see `trl_clp.preference_loss`).
+    A model trained from preferences (`MultiObjectiveDPOTrainer`) records `scalarization={"method": "preference",
+    "preference_layout", "loss_type", "beta"}` (and for the scores layout `score_temperature`, `score_margin`): the
+    objective it was trained with (see `trl_clp.preference_loss`); files written before those keys say only
+    `{"method": "preference"}`.
 
     Args:
         objective_names: one name per reward objective, in the order of the weight vector.
