@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from trl import DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from .conditioned_trainer import ConditionedTrainerCore
 from .conditioning.prompts import format_weighted_prompt, tokenize_left_padded
@@ -59,12 +60,15 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
        model with the adapter disabled, so `precompute_ref_log_probs` works as in DPO.
     2. Each pair draws its weighting w from the seeded, resumable stream (`weight_distribution`); its chosen and
        rejected rows share it, and each row of the one forward pass is conditioned on its pair's w (for
-       conditioning='prompt', w is written into the policy's prompt instead).
-    3. The loss of a pair is TRL's pair loss ℓ ('sigmoid', 'hinge' or 'ipo') mixed over the objectives by w:
-       Σ_i w_i·1[s_i≠0]·ℓ(s_i·z) / Σ_i w_i·1[s_i≠0] for labels s_i, or ℓ(±z) with the sign of w·(r_c − r_r) for
-       scores (pairs with |w·Δr| < `score_margin` left out). `_compute_loss` is replaced, since TRL's combines the
-       pair losses with no per-row hook; the reference log-probabilities come from TRL's `compute_ref_log_probs`.
-       For Mixture-of-Experts models the router's load-balancing loss is added as in DPO (`router_aux_loss_coef`).
+       conditioning='prompt', w is written into the policy's prompt instead, and the policy scores exactly the
+       completion tokens the reference scores after TRL's truncation at `max_length`).
+    3. The loss is TRL's pair loss ℓ ('sigmoid', 'hinge' or 'ipo') mixed over the objectives by w: a pair with
+       labels s_i contributes Σ_i w_i·1[s_i≠0]·ℓ(s_i·z), a scored pair p·ℓ(z) + (1 − p)·ℓ(−z) with p = 1[w·Δr > 0]
+       or σ(w·Δr / τ) (`score_temperature`; pairs with |w·Δr| < `score_margin` left out), and the sum is divided
+       by the batch's total pair weight (`trl_clp.preference_loss`). `_compute_loss` is replaced, since TRL's
+       combines the pair losses with no per-row hook; the reference log-probabilities come from TRL's
+       `compute_ref_log_probs`. For Mixture-of-Experts models the router's load-balancing loss is added as in DPO
+       (`router_aux_loss_coef`).
     4. Dataset checks at construction (missing columns, lengths, label values, NaN scores, pairs no objective
        prefers); the layout's columns are kept through TRL's column filtering and collated with the pairs.
     5. Logged: `rewards/chosen`, `rewards/rejected`, `logps/chosen`, `logps/rejected`, `entropy`, `logits/chosen`,
@@ -136,6 +140,12 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         self.data_collator = PreferenceSignalCollator(
             self.data_collator, self._signal_columns, keep_prompts=args.conditioning == "prompt"
         )
+        # The prompting baseline re-collates the policy's rows with the longer weighted prompt. They take the
+        # completion tokens the reference scores, already truncated at `max_length`: truncating again would cut
+        # more of the policy's completion than of the reference's, so this collator does not truncate.
+        self._weighted_prompt_collator = DataCollatorForPreference(
+            pad_token_id=self._tokenizer.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
+        )
         self._draw_step, self._draws_in_step = 0, 0
 
     def _set_signature_columns_if_needed(self):
@@ -145,7 +155,15 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
 
     def _conditioning_metadata(self) -> dict:
         # Saved in clp_config.json: what the model card says the model was trained on.
-        return {"scalarization": {"method": "preference"}}
+        preference = {
+            "method": "preference",
+            "preference_layout": self.args.preference_layout,
+            "loss_type": self.loss_types[0],
+            "beta": self.beta,
+        }
+        if self.args.preference_layout == "scores":
+            preference |= {"score_temperature": self.args.score_temperature, "score_margin": self.args.score_margin}
+        return {"scalarization": preference}
 
     # ---------------------------------------------------------------- weightings of the pairs
 
@@ -176,17 +194,20 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
     # ---------------------------------------------------------------- the loss
 
     def _pair_preference(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """p `(B,)`, kept `(B,)` under the pairs' weightings, and each objective's own sign `(B, m)` in {−1, 0, 1}."""
+        """p `(B,)` and the pair weights `(B,)` under the pairs' weightings, and each objective's own sign `(B, m)` in
+        {−1, 0, 1}."""
         weights = inputs["weights"]
         if self.args.preference_layout == "labels":
             labels = inputs["objective_labels"].to(weights.device)
             return (*label_preference(labels, weights), labels)
         chosen, rejected = inputs["chosen_scores"].to(weights.device), inputs["rejected_scores"].to(weights.device)
-        return (*score_preference(chosen, rejected, weights, self.args.score_margin), torch.sign(chosen - rejected))
+        preference = score_preference(chosen, rejected, weights, self.args.score_margin, self.args.score_temperature)
+        return (*preference, torch.sign(chosen - rejected))
 
     def _with_weighted_prompts(self, inputs: dict) -> dict:
-        """The batch re-collated with each pair's weighting written into its prompt (the prompting baseline); the
-        completions' tokens are unchanged."""
+        """The batch re-collated with each pair's weighting written into its prompt (the prompting baseline), with
+        the completion tokens of `inputs`: those the reference scores, after TRL's truncation at `max_length` (the
+        policy's rows are longer by the weighting's text)."""
         prompts = [
             format_weighted_prompt(prompt, w.tolist(), self.objective_names, self.args.prompt_template)
             for prompt, w in zip(inputs["prompts"], inputs["weights"], strict=True)
@@ -205,7 +226,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
             for b in range(num_pairs)
         ]
         device = inputs["input_ids"].device
-        return {key: value.to(device) for key, value in self.data_collator.collator(examples).items()}
+        return {key: value.to(device) for key, value in self._weighted_prompt_collator(examples).items()}
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
@@ -238,8 +259,9 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         scores = pair_scores(
             chosen_logratios, rejected_logratios, chosen_lengths, rejected_lengths, loss_type, self.beta
         )  # (B,) z
-        preference, kept, objective_signs = self._pair_preference(inputs)
-        loss = mixed_preference_loss(scores, preference, kept, loss_type, self.beta)
+        preference, pair_weight, objective_signs = self._pair_preference(inputs)
+        kept = pair_weight > 0
+        loss = mixed_preference_loss(scores, preference, pair_weight, loss_type, self.beta)
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather(outputs.aux_loss.detach()).mean().item())
@@ -303,7 +325,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         metrics["rewards/rejected"].append(gather(rejected_rewards).mean().item())
         metrics["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
         metrics["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
-        orientation = (2 * preference - 1) * kept  # (B,) +1: w prefers chosen, −1: rejected, 0: undecided or dropped
+        orientation = torch.sign(2 * preference - 1) * kept  # (B,) +1: w prefers chosen, −1 rejected, 0 neither
         decided = orientation != 0
         oriented = torch.stack(
             [
