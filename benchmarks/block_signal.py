@@ -20,6 +20,7 @@ the summed gradient.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
@@ -40,6 +41,9 @@ from trl import TrlParser  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, demo  # noqa: E402
 from trl_clp.conditioning.block_signal import block_gradients, gradient_agreement  # noqa: E402
+from trl_clp.conditioning.steerable import SteerableModel  # noqa: E402
+from trl_clp.evaluation import evaluate_front  # noqa: E402
+from trl_clp.pareto import bootstrap_mean_ci  # noqa: E402
 from trl_clp.rewards import lowercase_reward, uppercase_reward  # noqa: E402
 
 
@@ -50,13 +54,25 @@ class BlockSignalArguments:
         metadata={"help": "Measure after this many training steps (Dirichlet(0.3), today's signal); one run each."},
     )
     settings: list[str] = field(
-        default_factory=lambda: ["dirichlet/mixed", "one_hot/mixed"],
+        default_factory=lambda: ["dirichlet/mixed", "dirichlet/own", "one_hot/mixed"],
         metadata={"help": "`<weight_distribution>/<block_signal>` pairs measured on each trained policy."},
     )
     num_batches: int = field(default=4, metadata={"help": "Batches measured per setting (averaged)."})
     dirichlet_concentration: float = field(default=0.3, metadata={"help": "Concentration of the Dirichlet draws."})
     pretrain_steps: int = field(default=300, metadata={"help": "Next-token pre-training steps of the demo model."})
     seed: int = field(default=0, metadata={"help": "Seed of the model, the prompts and the draws."})
+    compare_steps: int = field(
+        default=150, metadata={"help": "Steps of each demo training compared by per-objective margins; 0 skips it."}
+    )
+    compare_methods: list[str] = field(
+        default_factory=lambda: ["mixed", "own:0:1", "own:0.5:1"],
+        metadata={
+            "help": "Trainings compared, Dirichlet(0.3) each: 'mixed' (today's signal) or "
+            "'own:<cross_term_start>:<cross_term_end>'."
+        },
+    )
+    num_eval_prompts: int = field(default=48, metadata={"help": "Held-out prompts of the margins."})
+    eval_samples_per_prompt: int = field(default=2, metadata={"help": "Completions per prompt and weighting."})
     output_json: str = field(
         default=os.path.join("benchmarks", "results", "block_signal.json"),
         metadata={"help": "Where to write every batch's numbers."},
@@ -119,17 +135,33 @@ def per_row_block_gradients(trainer, output: dict) -> torch.Tensor:
             trainer.compute_loss(model, rows_of(output, row)).backward()
         finally:
             trainer.conditioner.clear()
+            if trainer.gradient_coefficients is not None:
+                trainer.gradient_coefficients.clear()
         gradients.append(block_gradients(model, conditioner.conditioned_module_names, conditioner.num_blocks))
     model.zero_grad(set_to_none=True)
     return torch.stack(gradients)
+
+
+def use_signal(trainer, signal: str) -> None:
+    """Switch a trainer's block signal: 'mixed' (today) or 'own' with λ = 0 (each block from its own advantage)."""
+    if signal == "own":
+        trainer.args.block_signal, trainer.args.cross_term_start, trainer.args.cross_term_end = (
+            "own",
+            math.inf,
+            math.inf,
+        )
+        if getattr(trainer, "_own_signal_hooks", None) is None:
+            trainer._own_signal_hooks = trainer._attach_gradient_coefficients()
+        trainer.gradient_coefficients = trainer._own_signal_hooks
+    else:  # the hooks stay attached, inert: no coefficients are generated or set
+        trainer.args.block_signal, trainer.gradient_coefficients = "mixed", None
 
 
 def measure(trainer, setting: str, args: BlockSignalArguments) -> list[dict]:
     """Per batch: each block's agreement, mean per-row gradient norm and summed-gradient norm under `setting`."""
     distribution, signal = setting.split("/")
     trainer.args.weight_distribution = distribution
-    if signal != "mixed":
-        trainer.args.block_signal = signal
+    use_signal(trainer, signal)
     trainer.model.train()
     num_rows = trainer.args.per_device_train_batch_size
     prompts = demo.make_prompt_dataset(num_rows * args.num_batches, seed=args.seed + 1)["prompt"]
@@ -150,12 +182,121 @@ def measure(trainer, setting: str, args: BlockSignalArguments) -> list[dict]:
     return batches
 
 
+def method_overrides(method: str) -> dict:
+    if method == "mixed":
+        return {}
+    _, start, end = method.split(":")
+    return {"block_signal": "own", "cross_term_start": float(start), "cross_term_end": float(end)}
+
+
+def per_prompt_margins(front) -> torch.Tensor:
+    """`(P, m)` each prompt's margin of objective i: its reward at w = e_i minus its reward at the other corner (m = 2),
+    each averaged over the prompt's samples."""
+    by_prompt = {}
+    for sample in front.samples:
+        by_prompt.setdefault(sample["prompt"], {}).setdefault(tuple(sample["weights"]), []).append(sample["rewards"])
+    margins = []
+    for corners in by_prompt.values():
+        mean = {
+            w: [statistics.fmean(r[name] for r in rows) for name in front.objective_names]
+            for w, rows in corners.items()
+        }
+        first, second = mean[(1.0, 0.0)], mean[(0.0, 1.0)]
+        margins.append([first[0] - second[0], second[1] - first[1]])
+    return torch.tensor(margins)
+
+
+def compare_trainings(base_path: str, folder: str, args: BlockSignalArguments) -> dict:
+    """Train each method for `compare_steps` on the same seed and prompts; per-objective margins on held-out prompts,
+    and each method's margins paired with today's signal over the same prompts."""
+    prompts = demo.make_prompt_dataset(args.num_eval_prompts, seed=args.seed + 100)["prompt"]
+    corners = torch.tensor([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    results, margins = {}, {}
+    for method in args.compare_methods:
+        started = time.perf_counter()
+        trainer = build_trainer(
+            base_path,
+            os.path.join(folder, method.replace(":", "-")),
+            args,
+            args.compare_steps,
+            **method_overrides(method),
+        )
+        trainer.train()
+        model = trainer.accelerator.unwrap_model(trainer.model).eval()
+        steerable = SteerableModel(model, trainer.conditioning_config, trainer.processing_class, trainer.conditioner)
+        front = evaluate_front(
+            steerable,
+            trainer.processing_class,
+            prompts,
+            [lowercase_reward, uppercase_reward],
+            corners,
+            num_samples=args.eval_samples_per_prompt,
+            max_new_tokens=demo.DEMO_TRAINING_ARGS["max_completion_length"],
+            seed=args.seed,
+        )
+        margins[method] = per_prompt_margins(front)  # (P, 2)
+        results[method] = {
+            "rewards": [r.rewards for r in front.results],
+            "kl": [r.kl for r in front.results],
+            "margins": margins[method].mean(0).tolist(),
+            "margin_ci": [bootstrap_mean_ci(margins[method][:, i], seed=args.seed) for i in range(2)],
+            "wall_seconds": time.perf_counter() - started,
+        }
+        if method != "mixed" and "mixed" in margins:
+            paired = margins[method] - margins["mixed"]
+            results[method]["paired_vs_mixed"] = paired.mean(0).tolist()
+            results[method]["paired_vs_mixed_ci"] = [bootstrap_mean_ci(paired[:, i], seed=args.seed) for i in range(2)]
+    return results
+
+
+def print_comparison(results: dict, args: BlockSignalArguments) -> None:
+    print(
+        f"\nDemo training, {args.compare_steps} steps, Dirichlet({args.dirichlet_concentration:g}), seed {args.seed} "
+        f"(one seed: a screen); margins on {args.num_eval_prompts} held-out prompts × {args.eval_samples_per_prompt} "
+        "samples, 95% bootstrap intervals over prompts\n"
+    )
+    print(
+        f"{'method':<12}{'margin lower':>24}{'margin upper':>24}{'KL at corners':>18}{'paired vs mixed (lower, upper)':>44}"
+    )
+    for method, result in results.items():
+        cells = "".join(
+            f"{m:>+8.3f} [{lo:+.3f}, {hi:+.3f}]"
+            for m, (lo, hi) in zip(result["margins"], result["margin_ci"], strict=True)
+        )
+        kl = f"{result['kl'][0]:.2f} / {result['kl'][2]:.2f}"
+        paired = ""
+        if "paired_vs_mixed" in result:
+            paired = "  ".join(
+                f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+                for d, (lo, hi) in zip(result["paired_vs_mixed"], result["paired_vs_mixed_ci"], strict=True)
+            )
+        print(f"{method:<12}{cells}{kl:>18}    {paired}")
+
+
 def mean_over_batches(batches: list[dict], key: str) -> list[float]:
     columns = zip(*(batch[key] for batch in batches), strict=True)
     return [
         statistics.fmean(v for v in column if v == v) if any(v == v for v in column) else float("nan")
         for column in map(list, columns)
     ]
+
+
+def print_agreement(results: dict, args: BlockSignalArguments) -> None:
+    rows = demo.DEMO_TRAINING_ARGS["per_device_train_batch_size"]
+    print(
+        f"\nPer-block gradient agreement ||Σ_b g_b|| / Σ_b ||g_b|| over the {rows} rows of a batch (random: ~{rows**-0.5:.2f}),"
+    )
+    print(
+        f"mean of {args.num_batches} batches, and mean per-row gradient norm |g|; each policy trained with "
+        f"Dirichlet({args.dirichlet_concentration:g}) and today's signal for `steps`; 'own' measured at λ = 0\n"
+    )
+    names = results["measurements"][0]["blocks"]
+    print(f"{'steps':>5}  {'setting':<18}" + "".join(f"{'agree ' + n:>13}{'|g| ' + n:>11}" for n in names))
+    for measurement in results["measurements"]:
+        agreement = mean_over_batches(measurement["batches"], "agreement")
+        norms = mean_over_batches(measurement["batches"], "row_norm")
+        cells = "".join(f"{a:>13.3f}{g:>11.4f}" for a, g in zip(agreement, norms, strict=True))
+        print(f"{measurement['train_steps']:>5}  {measurement['setting']:<18}{cells}")
 
 
 def main(args: BlockSignalArguments) -> dict:
@@ -169,26 +310,16 @@ def main(args: BlockSignalArguments) -> dict:
             trainer = build_trainer(base_path, os.path.join(folder, f"run-{steps}"), args, steps)
             if steps:
                 trainer.train()
-            names = trainer.objective_names
             for setting in args.settings:
                 batches = measure(trainer, setting, args)
                 results["measurements"].append(
-                    {"train_steps": steps, "setting": setting, "blocks": names, "batches": batches}
+                    {"train_steps": steps, "setting": setting, "blocks": trainer.objective_names, "batches": batches}
                 )
-    rows = trainer.args.per_device_train_batch_size
-    print(
-        f"\nPer-block gradient agreement ||Σ_b g_b|| / Σ_b ||g_b|| over the {rows} rows of a batch (random: ~{rows**-0.5:.2f})"
-    )
-    print(
-        f"mean of {args.num_batches} batches; policy trained with Dirichlet({args.dirichlet_concentration:g}), today's signal\n"
-    )
-    header = f"{'steps':>5}  {'setting':<22}" + "".join(f"{'agree ' + n:>14}{'|g| ' + n:>12}" for n in names)
-    print(header)
-    for measurement in results["measurements"]:
-        agreement = mean_over_batches(measurement["batches"], "agreement")
-        norms = mean_over_batches(measurement["batches"], "row_norm")
-        cells = "".join(f"{a:>14.3f}{g:>12.4f}" for a, g in zip(agreement, norms, strict=True))
-        print(f"{measurement['train_steps']:>5}  {measurement['setting']:<22}{cells}")
+        if results["measurements"]:
+            print_agreement(results, args)
+        if args.compare_steps:
+            results["comparison"] = compare_trainings(base_path, folder, args)
+            print_comparison(results["comparison"], args)
     results["wall_seconds"] = time.perf_counter() - started
     os.makedirs(os.path.dirname(args.output_json) or ".", exist_ok=True)
     with open(args.output_json, "w") as handle:

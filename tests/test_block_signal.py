@@ -19,6 +19,7 @@ from trl_clp.conditioning.block_signal import (
     block_gradients,
     cross_term_weight,
     gradient_agreement,
+    objective_of_blocks,
 )
 from trl_clp.conditioning.model import attach_conditioning, build_conditioned_lora_config
 
@@ -80,6 +81,12 @@ def test_cross_term_weight_schedule():
     assert [cross_term_weight(p, 0.2, 0.6) for p in (0.0, 0.2, 0.4, 0.6, 0.9)] == pytest.approx([0, 0, 0.5, 1, 1])
     assert cross_term_weight(0.5, 1.0, 1.0) == 0.0  # both at 1: λ = 0 for the whole run
     assert cross_term_weight(0.0, 0.0, 0.0) == 1.0  # both at 0: today's signal from the start
+
+
+def test_only_the_objectives_linear_blocks_are_theirs():
+    # two objectives and the KL entry (n = 3): linear blocks 0, 1, kl; shared; pairs (0,1), (0,kl), (1,kl)
+    assert objective_of_blocks(["linear", "shared", "pairwise"], 3, 2) == [0, 1, None, None, None, None, None]
+    assert objective_of_blocks(["linear"], 2, 2) == [0, 1]
 
 
 def test_block_gradient_coefficients_hand_computed():
@@ -183,11 +190,18 @@ def loo(values: list[float]) -> list[float]:
     return [v - (sum(values) - v) / (len(values) - 1) for v in values]
 
 
-@pytest.mark.parametrize("gradient_checkpointing", [False, True])
-def test_each_block_gets_its_own_objectives_advantage(tmp_path, tokenizer, gradient_checkpointing):
+@pytest.mark.parametrize(
+    "gradient_checkpointing, features",
+    [(False, ["linear"]), (True, ["linear"]), (False, ["linear", "shared", "pairwise"])],
+)
+def test_each_block_gets_its_own_objectives_advantage(tmp_path, tokenizer, gradient_checkpointing, features):
     """Against an independent recomputation: the rewards from the decoded completions, leave-one-out advantages by
-    hand, one backward per row with advantage 1, and the per-row gradients summed with the expected coefficients."""
-    trainer = own_signal_trainer(tmp_path, tokenizer, gradient_checkpointing=gradient_checkpointing)
+    hand, one backward per row with advantage 1, and the per-row gradients summed with the expected coefficients:
+    each objective's linear block its own advantage (mixed back by λ), the shared and pairwise blocks and the shared
+    LoRA layers the mixed advantage."""
+    trainer = own_signal_trainer(
+        tmp_path, tokenizer, gradient_checkpointing=gradient_checkpointing, conditioning_features=features
+    )
     inputs = training_batch(trainer, step=4)  # λ = 0.4
     cross_terms = 0.4
     weights = inputs["conditioning_vectors"]  # (8, 2), two prompt groups
@@ -212,12 +226,15 @@ def test_each_block_gets_its_own_objectives_advantage(tmp_path, tokenizer, gradi
         row["advantages"] = torch.ones(1)
         rows.append(trainable_gradients(trainer, row))
     conditioned = trainer.conditioner.conditioned_module_names
+    num_blocks = trainer.conditioner.num_blocks  # linear (2), then shared (1) and pairwise (1) if chosen
+    own_blocks = (1 - cross_terms) * own + cross_terms * mixed.unsqueeze(1)  # (8, 2)
+    block_coefficient = torch.cat([own_blocks, mixed.unsqueeze(1).expand(8, num_blocks - 2)], dim=1)
     for name in got:
         layer = name.split(".lora_")[0]
         per_row = torch.stack([row[name] for row in rows])  # (8, *shape)
         if layer in conditioned:  # block k = rank slice k of lora_A's rows / lora_B's columns
             block_dim = 0 if ".lora_A." in name else 1
-            coefficient = ((1 - cross_terms) * own + cross_terms * mixed.unsqueeze(1)).repeat_interleave(2, dim=1)
+            coefficient = block_coefficient.repeat_interleave(2, dim=1)  # rank 2 per block
             shape = [8, 1, 1]
             shape[1 + block_dim] = -1
             expected = (coefficient.view(shape) * per_row).mean(0)

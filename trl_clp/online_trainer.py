@@ -33,7 +33,12 @@ from trl.trainer.utils import (
 )
 
 from .conditioned_trainer import ConditionedTrainerCore
-from .conditioning.block_signal import GradientCoefficients, block_gradient_coefficients, cross_term_weight
+from .conditioning.block_signal import (
+    GradientCoefficients,
+    block_gradient_coefficients,
+    cross_term_weight,
+    objective_of_blocks,
+)
 from .conditioning.config import ConditioningConfig
 from .conditioning.fused_head import conditioned_head_logps_and_entropies, fuses_output_layer
 from .conditioning.prompts import format_weighted_prompt
@@ -516,8 +521,9 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
         return coefficients
 
     def _block_objectives(self) -> list[int | None]:
-        """For each conditioned block, the objective whose linear block it is (None: the KL-weight block)."""
-        return [*range(self.num_objectives), *[None] * (self.conditioner.num_blocks - self.num_objectives)]
+        """For each conditioned block, the objective whose linear block it is (None: every other block)."""
+        conditioner = self.conditioner
+        return objective_of_blocks(conditioner.features, conditioner.vector_size, self.num_objectives)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         coefficients = inputs.get("gradient_coefficients")

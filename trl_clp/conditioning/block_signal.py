@@ -14,8 +14,12 @@ the same columns of `lora_B` form block k; see `layer.py`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
+
+from .features import check_conditioning_features
 
 
 def block_gradients(model: nn.Module, module_names: list[str], num_blocks: int, adapter_name: str = "default"):
@@ -69,6 +73,28 @@ def cross_term_weight(progress: float, start: float, end: float) -> float:
     if progress >= end:
         return 1.0
     return (progress - start) / (end - start)
+
+
+def objective_of_blocks(features: Sequence[str], vector_size: int, num_objectives: int) -> list[int | None]:
+    """For each block of a conditioned layer, in block order, the objective whose linear block it is, else None.
+
+    The own-advantage signal gives an objective's own advantage to its linear block only: the KL-weight entry's linear
+    block (multi-α), the `shared` block and the `pairwise` blocks serve every objective and keep the mixed advantage.
+
+    Args:
+        features: the conditioning features (`trl_clp.conditioning.features`).
+        vector_size: n, the entries of a conditioning vector (m, plus one with multi-α).
+        num_objectives: m.
+    """
+    objectives = []
+    for feature in check_conditioning_features(features):
+        if feature == "linear":
+            objectives += [*range(num_objectives), *[None] * (vector_size - num_objectives)]
+        elif feature == "shared":
+            objectives.append(None)
+        else:
+            objectives += [None] * (vector_size * (vector_size - 1) // 2)
+    return objectives
 
 
 def block_gradient_coefficients(
