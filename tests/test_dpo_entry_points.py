@@ -66,11 +66,13 @@ def test_dpo_refuses_reward_funcs_and_a_missing_dataset_before_loading_a_model(c
     pku = [*base[:3], "--dataset_name", "PKU-Alignment/PKU-SafeRLHF", "--preference_format", "pku_saferlhf"]
     code = cli_error([*pku, "--preference_layout", "scores"], capsys)
     assert "gives the labels layout, but preference_layout is 'scores': set --preference_layout labels" in code
-    code = cli_error([*pku, "--objective_names", "a", "b", "c"], capsys)
-    assert "PKU-SafeRLHF has 2 objectives, ['helpful', 'harmless']" in code
+    code = cli_error([*pku, "--objective_names", "helpful", "harmless", "c"], capsys)
+    assert "pku_saferlhf's objectives are ['helpful', 'harmless']; ['c'] are not among them" in code
+    code = cli_error([*pku, "--objective_names", "helpful", "safe"], capsys)
+    assert "['safe'] are not among them. Name them all of ['helpful', 'harmless'], in the order you want" in code
     helpsteer = [*base[:3], "--dataset_name", "nvidia/HelpSteer2", "--preference_format", "helpsteer2"]
     code = cli_error([*helpsteer, "--objective_names", "helpfulness", "brevity"], capsys)
-    assert "objective_names ['brevity'] are not helpsteer2 ratings: choose among" in code
+    assert "['brevity'] are not among them. Name them among ['helpfulness', 'correctness'," in code
 
 
 def test_dpo_takes_layout_and_objectives_from_the_preference_format():
@@ -86,6 +88,18 @@ def test_dpo_takes_layout_and_objectives_from_the_preference_format():
     assert args.objective_names == ["helpfulness", "verbosity"] and script.reward_funcs is None
     script, _, _ = parse([])  # the online trainers keep the demo's rewards by default
     assert script.reward_funcs == ["lowercase", "uppercase"]
+
+
+def test_preference_format_writes_the_labels_in_the_order_of_objective_names(tmp_path):
+    """`--objective_names harmless helpful` reorders PKU-SafeRLHF's labels rather than mislabelling them."""
+    row = {"prompt": "p", "response_0": "a", "response_1": "b", "better_response_id": 1, "safer_response_id": 0}
+    write_jsonl(tmp_path / "pku" / "train.jsonl", [row])
+    argv = ["--trainer", "dpo", "--dataset_name", str(tmp_path / "pku"), "--preference_format", "pku_saferlhf"]
+    for names, labels in ((["helpful", "harmless"], [-1, 1]), (["harmless", "helpful"], [1, -1])):
+        script, args, _ = parse([*argv, "--objective_names", *names])
+        train_script.check_preference_arguments(script, args)
+        train_pairs, _ = train_script.load_preference_pairs(script, args)
+        assert args.objective_names == names and train_pairs["objective_labels"] == [labels]
 
 
 def test_dpo_recipes_parse():

@@ -50,6 +50,27 @@ def test_pku_saferlhf_labels_say_which_response_is_better_and_which_safer():
     check_preference_dataset(pairs, "labels", PKU_SAFERLHF_OBJECTIVES)
 
 
+def test_pku_saferlhf_writes_the_labels_in_the_order_of_the_objectives_named():
+    """`objective_names=['harmless', 'helpful']` must not train 'harmless' on the better-response labels."""
+    rows = Dataset.from_list(
+        [
+            {"prompt": "p", "response_0": "a", "response_1": "b", "better_response_id": 1, "safer_response_id": 0},
+            {"prompt": "q", "response_0": "c", "response_1": "d", "better_response_id": 0, "safer_response_id": 1},
+        ]
+    )
+    assert pku_saferlhf_to_labels(rows)["objective_labels"] == [[-1, 1], [1, -1]]  # [better, safer]
+    swapped = pku_saferlhf_to_labels(rows, objectives=["harmless", "helpful"])
+    assert swapped["objective_labels"] == [[1, -1], [-1, 1]]  # [safer, better]
+    with pytest.raises(ValueError, match=r"\['safe'\] are not among them.*all of \['helpful', 'harmless'\]"):
+        pku_saferlhf_to_labels(rows, objectives=["helpful", "safe"])
+    with pytest.raises(ValueError, match=r"leave out \['harmless'\]"):
+        pku_saferlhf_to_labels(rows, objectives=["helpful"])
+    with pytest.raises(ValueError, match=r"\['brevity'\] are not among them"):
+        helpsteer2_to_scores(rows, attributes=["helpfulness", "brevity"])
+    with pytest.raises(ValueError, match=r"\['honesty'\] appear more than once"):
+        ultrafeedback_to_scores(rows, aspects=["honesty", "honesty"])
+
+
 def helpsteer_row(prompt, response, scores):
     return {"prompt": prompt, "response": response, **dict(zip(HELPSTEER2_ATTRIBUTES, scores, strict=True))}
 

@@ -93,20 +93,53 @@ def check_preference_dataset(dataset, layout: str, objective_names: list[str], n
 
 # ---------------------------------------------------------------- public datasets → the two layouts
 
-PKU_SAFERLHF_OBJECTIVES = ["helpful", "harmless"]
+# Each adapter's objectives, by name: the dataset column (or rating) each objective's preference is read from.
+PKU_SAFERLHF_LABEL_COLUMNS = {"helpful": "better_response_id", "harmless": "safer_response_id"}
+PKU_SAFERLHF_OBJECTIVES = list(PKU_SAFERLHF_LABEL_COLUMNS)
 HELPSTEER2_ATTRIBUTES = ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]
 ULTRAFEEDBACK_ASPECTS = ["helpfulness", "honesty", "instruction_following", "truthfulness"]
 
 
-def pku_saferlhf_to_labels(dataset) -> Dataset:
+def check_adapter_objectives(objectives: list[str], known: list[str], dataset: str, every: bool = False) -> list[str]:
+    """`objectives` as a list, or a `ValueError` naming the fix: names among `known` (the dataset's own), each once,
+    and with `every` all of them (in any order). The order given is the order of the labels or scores written."""
+    objectives = list(objectives)
+    unknown = [name for name in objectives if name not in known]
+    repeated = sorted({name for name in objectives if objectives.count(name) > 1})
+    left_out = [name for name in known if name not in objectives] if every else []
+    if unknown:
+        problem = f"{unknown} are not among them"
+    elif repeated:
+        problem = f"{repeated} appear more than once"
+    elif left_out:
+        problem = f"{objectives} leave out {left_out}"
+    else:
+        return objectives
+    need = f"all of {known}, in the order you want" if every else f"among {known}, each once"
+    raise ValueError(
+        f"{dataset}'s objectives are {known}; {problem}. Name them {need}: the labels or scores are written in that "
+        "order, so give the trainer the same `objective_names`."
+    )
+
+
+def pku_saferlhf_to_labels(dataset, objectives: list[str] | None = None) -> Dataset:
     """PKU-SafeRLHF (`prompt, response_0, response_1, better_response_id, safer_response_id, ...`) → the labels layout.
 
-    `chosen` is `response_0` and `rejected` `response_1`; `objective_labels` is `[helpful, harmless]`
-    (`PKU_SAFERLHF_OBJECTIVES`), each +1 if the dataset's better (resp. safer) response is `response_0`, else −1.
+    `chosen` is `response_0` and `rejected` `response_1`; `objective_labels` has one label per name of `objectives`,
+    in that order: "helpful" is +1 if the dataset's better response (`better_response_id`) is `response_0`, else −1;
+    "harmless" the same for its safer response (`safer_response_id`).
+
+    Args:
+        objectives: both of `PKU_SAFERLHF_OBJECTIVES` in the order wanted (default ["helpful", "harmless"]); pass the
+            trainer the same list as `objective_names`.
     """
+    names = check_adapter_objectives(
+        objectives or PKU_SAFERLHF_OBJECTIVES, PKU_SAFERLHF_OBJECTIVES, "PKU-SafeRLHF", every=True
+    )
+    columns = [PKU_SAFERLHF_LABEL_COLUMNS[name] for name in names]
     rows = []
     for row in dataset:
-        labels = [1 if int(row[column]) == 0 else -1 for column in ("better_response_id", "safer_response_id")]
+        labels = [1 if int(row[column]) == 0 else -1 for column in columns]
         rows.append(
             {
                 "prompt": row["prompt"],
@@ -145,7 +178,7 @@ def helpsteer2_to_scores(dataset, attributes: list[str] | None = None) -> Datase
         attributes: the objectives, in order; default all five (`HELPSTEER2_ATTRIBUTES`). Note that a higher
             `verbosity` or `complexity` is not better in itself: choose the attributes you want to steer along.
     """
-    attributes = list(attributes or HELPSTEER2_ATTRIBUTES)
+    attributes = check_adapter_objectives(attributes or HELPSTEER2_ATTRIBUTES, HELPSTEER2_ATTRIBUTES, "HelpSteer2")
     by_prompt: dict[str, tuple[list[str], list[list[float]]]] = {}
     for row in dataset:
         responses, scores = by_prompt.setdefault(row["prompt"], ([], []))
@@ -166,7 +199,7 @@ def ultrafeedback_to_scores(dataset, aspects: list[str] | None = None) -> Datase
     Args:
         aspects: the objectives, in order; default the four fine-grained ratings (`ULTRAFEEDBACK_ASPECTS`).
     """
-    aspects = list(aspects or ULTRAFEEDBACK_ASPECTS)
+    aspects = check_adapter_objectives(aspects or ULTRAFEEDBACK_ASPECTS, ULTRAFEEDBACK_ASPECTS, "UltraFeedback")
     rows = []
     for row in dataset:
         responses, scores = [], []

@@ -75,6 +75,7 @@ from trl_clp.preference_data import (
     HELPSTEER2_ATTRIBUTES,
     PKU_SAFERLHF_OBJECTIVES,
     ULTRAFEEDBACK_ASPECTS,
+    check_adapter_objectives,
     helpsteer2_to_scores,
     pku_saferlhf_to_labels,
     ultrafeedback_to_scores,
@@ -88,8 +89,8 @@ TRAINERS = {
     "dpo": (MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer),
 }
 # `--preference_format`: a public dataset's columns → a preference layout (trl_clp.preference_data), with the layout
-# it gives and its objectives. PKU-SafeRLHF's two are fixed (named in that order); HelpSteer2's attributes and
-# UltraFeedback's aspects are chosen with `--objective_names` (default: all of them).
+# it gives and its objectives. `--objective_names` chooses them and their order (default: all, in the order listed):
+# PKU-SafeRLHF's two in either order, HelpSteer2's attributes and UltraFeedback's aspects any of them.
 PREFERENCE_FORMATS = {
     "pku_saferlhf": (pku_saferlhf_to_labels, "labels", PKU_SAFERLHF_OBJECTIVES),
     "helpsteer2": (helpsteer2_to_scores, "scores", HELPSTEER2_ATTRIBUTES),
@@ -138,8 +139,9 @@ class ScriptArguments:
         default=None,
         metadata={
             "help": "'dpo' only: convert a public dataset's columns to a preference layout with trl_clp.preference_data "
-            "(pku_saferlhf → labels [helpful, harmless]; helpsteer2, ultrafeedback → scores over `objective_names`, "
-            "default all attributes or aspects). Default: the dataset is already in `preference_layout`.",
+            "(pku_saferlhf → labels over `objective_names`, both of helpful and harmless in either order; "
+            "helpsteer2, ultrafeedback → scores over `objective_names`, default all attributes or aspects). "
+            "Default: the dataset is already in `preference_layout`.",
             "choices": list(PREFERENCE_FORMATS),
         },
     )
@@ -241,18 +243,10 @@ def check_preference_arguments(script_args: ScriptArguments, training_args: Mult
             f"--preference_format {script_args.preference_format} gives the {layout} layout, but preference_layout is "
             f"{training_args.preference_layout!r}: set --preference_layout {layout} (or leave it out)."
         )
-    names = training_args.objective_names
-    if script_args.preference_format == "pku_saferlhf":
-        if len(names) != len(known):
-            raise ValueError(
-                f"PKU-SafeRLHF has {len(known)} objectives, {known} (its better and safer responses); objective_names "
-                f"is {names}: give {len(known)} names, or leave it out."
-            )
-    elif unknown := [name for name in names if name not in known]:
-        raise ValueError(
-            f"objective_names {unknown} are not {script_args.preference_format} ratings: choose among {known} (the "
-            "objectives are the dataset's ratings, in the order given)."
-        )
+    # The adapter writes the labels or scores in the order of `objective_names`: a name that is not the dataset's
+    # (or, for PKU-SafeRLHF, a missing one) is refused rather than mislabelled.
+    name = script_args.preference_format
+    check_adapter_objectives(training_args.objective_names, known, name, every=name == "pku_saferlhf")
 
 
 def load_preference_pairs(script_args: ScriptArguments, training_args: MultiObjectiveDPOConfig):
@@ -271,11 +265,8 @@ def load_preference_pairs(script_args: ScriptArguments, training_args: MultiObje
         eval_pairs = dataset[eval_split]
     if script_args.preference_format is not None:
         convert = PREFERENCE_FORMATS[script_args.preference_format][0]
-        if script_args.preference_format == "pku_saferlhf":
-            convert_split = convert
-        else:  # the ratings steered along are the objectives, in their order
-            attributes = list(training_args.objective_names)
-            convert_split = lambda split: convert(split, attributes)  # noqa: E731
+        objectives = list(training_args.objective_names)  # the order the labels or scores are written in
+        convert_split = lambda split: convert(split, objectives)  # noqa: E731
         train_pairs = convert_split(train_pairs)
         if eval_pairs is not None:  # only the pairs evaluated are converted (an adapter reads every row)
             eval_pairs = eval_pairs.select(range(min(len(eval_pairs), 4 * script_args.num_eval_prompts)))
