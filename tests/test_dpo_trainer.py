@@ -395,6 +395,44 @@ def test_a_streamed_dataset_is_checked_from_its_first_row_and_trains(tmp_path):
     assert trainer.state.global_step == 2 and trainer.state.log_history[0]["loss"] == pytest.approx(math.log(2))
 
 
+def with_row_changed(dataset: Dataset, index: int, **values) -> Dataset:
+    return Dataset.from_list([{**row, **values} if i == index else row for i, row in enumerate(dataset)])
+
+
+@pytest.mark.parametrize(
+    "make_dataset, layout, message",
+    [
+        (  # a label too few, on the 40th pair of the stream: broadcast over both objectives if not refused
+            lambda: with_row_changed(case_pairs(48, seed=0), 39, objective_labels=[2]).to_iterable_dataset(),
+            "labels",
+            "Row 39 of the training dataset has objective_labels=\\[2\\]: give one value per objective",
+        ),
+        (  # a NaN score: dropped from the loss if not refused
+            lambda: with_row_changed(
+                case_pairs(8, seed=0, layout="scores"), 5, chosen_scores=[math.nan, 1.0]
+            ).to_iterable_dataset(),
+            "scores",
+            "Row 5 of the training dataset has chosen_scores=\\[nan, 1.0\\].*must be a finite number",
+        ),
+        (
+            lambda: case_pairs(4, seed=0).to_iterable_dataset().filter(lambda row: False),
+            "labels",
+            "a stream\\) yields no rows",
+        ),
+        (
+            lambda: case_pairs(4, seed=0).filter(lambda row: False),
+            "labels",
+            "has no pairs \\(0 rows; columns \\['prompt'",
+        ),
+    ],
+    ids=["stream-label-length", "stream-nan-score", "empty-stream", "empty-dataset"],
+)
+def test_streamed_and_empty_datasets_are_refused_before_the_model_loads(tmp_path, make_dataset, layout, message):
+    # A model path that cannot load: the data must be refused first.
+    with pytest.raises(ValueError, match=message):
+        make_trainer(tmp_path, make_dataset(), model=str(tmp_path / "no-model-here"), preference_layout=layout)
+
+
 def test_a_dataset_in_the_other_layout_says_so(tmp_path):
     with pytest.raises(ValueError, match="fit preference_layout='scores'"):
         make_trainer(tmp_path, case_pairs(4, seed=0, layout="scores"))

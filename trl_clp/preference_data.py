@@ -14,6 +14,7 @@ prompt); prompts and responses may be strings or message lists, as for TRL's DPO
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -31,16 +32,33 @@ LAYOUT_DESCRIPTIONS = {
 }
 
 
+# Rows of a streamed dataset (`IterableDataset`) read and checked before training: its first ones.
+PEEKED_ROWS = 64
+
+
 def check_preference_dataset(dataset, layout: str, objective_names: list[str], name: str = "training") -> None:
     """Raise a `ValueError` naming the fix if `dataset` is not in `layout` for these objectives.
 
-    Checks the columns (any `datasets.Dataset` or `IterableDataset`) and, for a `Dataset`, every row: one value per
-    objective; labels in {−1, 0, +1}; finite scores; and that some objective prefers one response of each pair.
+    Checks the columns and the rows of a `datasets.Dataset`, or of an `IterableDataset` its first `PEEKED_ROWS` rows
+    (a stream is not read to the end): at least one pair; one value per objective; labels in {−1, 0, +1}; finite
+    scores; and that some objective prefers one response of each pair.
     """
+    if isinstance(dataset, Dataset):
+        if dataset.num_rows == 0:
+            raise ValueError(
+                f"The {name} dataset has no pairs (0 rows; columns {dataset.column_names}): give it preference pairs, "
+                "or check the filter, split or conversion that emptied it."
+            )
+        columns, rows = dataset.column_names, None
+    else:  # a stream: its first rows stand for it (its columns may be unknown until a row is read)
+        rows = list(itertools.islice(iter(dataset), PEEKED_ROWS))
+        if not rows:
+            raise ValueError(
+                f"The {name} dataset (a stream) yields no rows: give it preference pairs, or check the filter, "
+                "split or conversion that emptied it."
+            )
+        columns = dataset.column_names or list(rows[0].keys())
     expected = ("chosen", "rejected", *SIGNAL_COLUMNS[layout])
-    columns = dataset.column_names
-    if columns is None:  # an IterableDataset of unknown features: read the columns off its first row
-        columns = list(next(iter(dataset)).keys())
     missing = [column for column in expected if column not in columns]
     if missing:
         other = "scores" if layout == "labels" else "labels"
@@ -53,10 +71,10 @@ def check_preference_dataset(dataset, layout: str, objective_names: list[str], n
             f"The {name} dataset has no {', '.join(repr(c) for c in missing)} column: preference_layout={layout!r} "
             f"expects the columns {LAYOUT_DESCRIPTIONS[layout]}; it has {columns}.{hint}"
         )
-    if not isinstance(dataset, Dataset):
-        return
     num_objectives = len(objective_names)
-    signals = {column: dataset[column] for column in SIGNAL_COLUMNS[layout]}
+    signals = {
+        column: dataset[column] if rows is None else [row[column] for row in rows] for column in SIGNAL_COLUMNS[layout]
+    }
     for column, values in signals.items():
         for row, value in enumerate(values):
             if not isinstance(value, (list, tuple)) or len(value) != num_objectives:
