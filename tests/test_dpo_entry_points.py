@@ -102,6 +102,30 @@ def test_preference_format_writes_the_labels_in_the_order_of_objective_names(tmp
         assert args.objective_names == names and train_pairs["objective_labels"] == [labels]
 
 
+def test_preference_format_cuts_the_held_out_pairs_after_conversion(tmp_path):
+    """HelpSteer2 pairs the rows of one prompt: the held-out cut must not split a prompt's rows before pairing."""
+
+    def row(prompt, response, score):
+        return {"prompt": prompt, "response": response, **dict.fromkeys(HELPSTEER2_ATTRIBUTES, score)}
+
+    # Four tied answers, then the one better answer of the same prompt: every pair needs the fifth row.
+    held_out = [row("Explain DNS.", f"answer {i}", 2) for i in range(4)] + [row("Explain DNS.", "best", 4)]
+    write_jsonl(tmp_path / "hs" / "train.jsonl", [row("Name a fruit.", "Apple.", 4), row("Name a fruit.", "No.", 0)])
+    write_jsonl(tmp_path / "hs" / "test.jsonl", held_out)
+    argv = ["--trainer", "dpo", "--dataset_name", str(tmp_path / "hs"), "--preference_format", "helpsteer2"]
+    script, args, _ = parse([*argv, "--num_eval_prompts", "1"])
+    _, eval_pairs = train_script.load_preference_pairs(script, args)
+    assert eval_pairs.to_list() == [
+        {
+            "prompt": "Explain DNS.",
+            "chosen": "answer 0",
+            "rejected": "best",
+            "chosen_scores": [2.0] * 5,
+            "rejected_scores": [4.0] * 5,
+        }
+    ]
+
+
 def test_dpo_recipes_parse():
     script, args, model = parse(["--config", DEMO_RECIPE])
     assert script.trainer == "dpo" and isinstance(args, MultiObjectiveDPOConfig)

@@ -449,11 +449,34 @@ def test_a_dataset_in_the_other_layout_says_so(tmp_path):
         ({"preference_layout": "ranks"}, "`preference_layout` must be one of"),
         ({"ld_alpha": 0.5}, "not supported by DPO-CLP"),
         ({"weight_distribution": "fixed", "fixed_weights": ["0.2,0.3,0.5"]}, "one weight per objective"),
+        ({"use_liger_kernel": True}, "`use_liger_kernel` is not supported by DPO-CLP"),
+        ({"loss_weights": [0.5, 0.5]}, "`loss_weights` must have the same length as `loss_type`"),
     ],
 )
 def test_bad_config_is_refused_naming_the_fix(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         dpo_config(tmp_path, **overrides)
+
+
+def test_loss_weights_scale_the_loss_as_in_dpo(tmp_path):
+    losses = []
+    for loss_weights in (None, [0.25]):
+        trainer = make_trainer(tmp_path, case_pairs(4, seed=0), loss_weights=loss_weights)
+        randomize_adapter(trainer)
+        with torch.no_grad():
+            losses.append(trainer.compute_loss(trainer.model, collate(trainer, range(4))).item())
+        trainer.conditioner.clear()
+    assert losses[0] > 0.1 and losses[1] == pytest.approx(0.25 * losses[0], rel=1e-6)
+
+
+def test_a_dataset_passed_to_evaluate_is_checked_as_at_construction(tmp_path):
+    trainer = make_trainer(tmp_path, case_pairs(4, seed=0))
+    bad = with_row_changed(case_pairs(4, seed=1), 1, objective_labels=[2])
+    with pytest.raises(ValueError, match="Row 1 of the evaluation dataset has objective_labels=\\[2\\]"):
+        trainer.evaluate(bad)
+    with pytest.raises(ValueError, match="Row 1 of the held-out dataset has objective_labels=\\[2\\]"):
+        trainer.evaluate({"held-out": bad})
+    assert "eval_held-out_loss" in trainer.evaluate({"held-out": case_pairs(4, seed=1)})
 
 
 class StreamRecordingTrainer(MultiObjectiveDPOTrainer):

@@ -65,8 +65,9 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
        scores (pairs with |w·Δr| < `score_margin` left out). `_compute_loss` is replaced, since TRL's combines the
        pair losses with no per-row hook; the reference log-probabilities come from TRL's `compute_ref_log_probs`.
        For Mixture-of-Experts models the router's load-balancing loss is added as in DPO (`router_aux_loss_coef`).
-    4. Dataset checks at construction (missing columns, lengths, label values, NaN scores, pairs no objective
-       prefers); the layout's columns are kept through TRL's column filtering and collated with the pairs.
+    4. Dataset checks at construction and in `evaluate` (no pairs, missing columns, lengths, label values, NaN scores,
+       pairs no objective prefers); the layout's columns are kept through TRL's column filtering and collated with
+       the pairs.
     5. Logged: `rewards/chosen`, `rewards/rejected`, `logps/chosen`, `logps/rejected`, `entropy`, `logits/chosen`,
        `logits/rejected`, `mean_token_accuracy`, `num_tokens` (and `aux_loss` for MoE) as in DPO, with the policy
        conditioned on each pair's w; under the pairs' weightings `rewards/margins` and `rewards/accuracies` (oriented
@@ -111,10 +112,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         self.num_objectives = len(self.objective_names)
         if train_dataset is not None:
             check_preference_dataset(train_dataset, args.preference_layout, self.objective_names, "training")
-        eval_datasets = eval_dataset if isinstance(eval_dataset, dict) else {"evaluation": eval_dataset}
-        for name, dataset in eval_datasets.items():
-            if dataset is not None:
-                check_preference_dataset(dataset, args.preference_layout, self.objective_names, name)
+        self._check_eval_datasets(eval_dataset, args.preference_layout)
         lora_config = self._conditioned_lora_config(args, peft_config, self.num_objectives)
         self._signal_columns = SIGNAL_COLUMNS[args.preference_layout]
 
@@ -137,6 +135,21 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
             self.data_collator, self._signal_columns, keep_prompts=args.conditioning == "prompt"
         )
         self._draw_step, self._draws_in_step = 0, 0
+
+    def _check_eval_datasets(self, eval_dataset, layout: str) -> None:
+        """`check_preference_dataset` on an evaluation dataset, or each of a dict of them (a name selects one already
+        checked)."""
+        if eval_dataset is None or isinstance(eval_dataset, str):
+            return
+        datasets = eval_dataset if isinstance(eval_dataset, dict) else {"evaluation": eval_dataset}
+        for name, dataset in datasets.items():
+            if dataset is not None:
+                check_preference_dataset(dataset, layout, self.objective_names, name)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        # A dataset passed here, not at construction, is checked as the constructor checks its own.
+        self._check_eval_datasets(eval_dataset, self.args.preference_layout)
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -239,7 +252,8 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
             chosen_logratios, rejected_logratios, chosen_lengths, rejected_lengths, loss_type, self.beta
         )  # (B,) z
         preference, kept, objective_signs = self._pair_preference(inputs)
-        loss = mixed_preference_loss(scores, preference, kept, loss_type, self.beta)
+        # `loss_weights` scales the loss as in DPO (one loss type here, so one weight).
+        loss = mixed_preference_loss(scores, preference, kept, loss_type, self.beta) * self.loss_weights[0]
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather(outputs.aux_loss.detach()).mean().item())

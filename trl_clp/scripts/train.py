@@ -268,8 +268,7 @@ def load_preference_pairs(script_args: ScriptArguments, training_args: MultiObje
         objectives = list(training_args.objective_names)  # the order the labels or scores are written in
         convert_split = lambda split: convert(split, objectives)  # noqa: E731
         train_pairs = convert_split(train_pairs)
-        if eval_pairs is not None:  # only the pairs evaluated are converted (an adapter reads every row)
-            eval_pairs = eval_pairs.select(range(min(len(eval_pairs), 4 * script_args.num_eval_prompts)))
+        if eval_pairs is not None:  # the whole split, then the cut: a cut of its rows could split a prompt's responses
             eval_pairs = convert_split(eval_pairs)
     if eval_pairs is not None:
         eval_pairs = eval_pairs.select(range(min(script_args.num_eval_prompts, len(eval_pairs))))
