@@ -260,6 +260,12 @@ def test_held_out_accuracy_matches_a_recomputation_with_merged_models(tokenizer,
     results = evaluate_preferences(
         steer, Dataset.from_list(rows), weightings, layout, score_margin=margin, batch_size=4
     )  # batches of 4 and 2 pairs, right-padded
+    bad = [
+        {**row, "objective_labels": [3, -1]} if i == 2 else row
+        for i, row in enumerate(signed_pairs(tokenizer, "labels"))
+    ]
+    with pytest.raises(ValueError, match="Row 2 of the held-out dataset has objective_labels=\\[3, -1\\]"):
+        evaluate_preferences(steer, Dataset.from_list(bad), weightings, "labels")
 
     base = demo.make_tiny_llama(seed=0).eval()
     reference = [
