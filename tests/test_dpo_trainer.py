@@ -545,6 +545,63 @@ def test_gradient_checkpointing_keeps_each_pairs_weighting_through_backward(tmp_
         torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_gradient_accumulation_weighs_every_kept_pair_alike_as_one_large_batch_does(tmp_path):
+    """Under w = (1, 0) only the 3 pairs "lower" labels are kept: micro-batches of 4 keep 3 and 0, or 2 and 1. The
+    step's gradient must be that of the mean over the 3 kept pairs, not the mean of the micro-batches' means."""
+    rows = case_pairs(8, seed=0).to_list()
+    for row in rows[3:]:
+        row["objective_labels"] = [0, 1]
+    gradients = []
+    for batch_size, accumulation in ((8, 1), (4, 2)):
+        trainer = make_trainer(
+            tmp_path / str(accumulation),
+            Dataset.from_list(rows),
+            weight_distribution="fixed",
+            fixed_weights=["1,0"],
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+        )
+        randomize_adapter(trainer)
+        callback = RecordGradients()
+        trainer.add_callback(callback)
+        trainer.train()
+        callback.recorded.pop("checkpointing")
+        gradients.append((callback.recorded, trainer.state.log_history[0]["loss"]))
+    (whole, whole_loss), (accumulated, accumulated_loss) = gradients
+    assert whole.keys() == accumulated.keys() and whole
+    for name, gradient in whole.items():
+        torch.testing.assert_close(accumulated[name], gradient, rtol=1e-4, atol=1e-7, msg=name)
+    assert accumulated_loss == pytest.approx(whole_loss, rel=1e-5)
+
+
+def test_metrics_are_gathered_for_metrics_so_padded_duplicate_pairs_are_not_counted(tmp_path):
+    """At the end of an uneven evaluation under DDP, accelerate pads the last batches with repeated pairs and
+    `gather_for_metrics` drops them. Simulated on one process: the gather keeps the first 3 of 4 pairs, so every
+    metric must equal that of the 3 pairs alone."""
+    rows = case_pairs(4, seed=0).to_list()
+    rows[3]["objective_labels"] = [0, 1]  # a pair unlike the others: counted, it would move every metric
+    trainer = make_trainer(tmp_path, Dataset.from_list(rows), weight_distribution="fixed", fixed_weights=["0.3,0.7"])
+    randomize_adapter(trainer)
+
+    def metrics_of(num_pairs):
+        trainer._metrics["train"].clear()
+        tokens_before = trainer._total_train_tokens
+        with torch.no_grad():
+            trainer.compute_loss(trainer.model, collate(trainer, range(num_pairs)))
+        trainer.conditioner.clear()
+        metrics = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+        metrics["num_tokens"] -= tokens_before
+        return metrics
+
+    alone = metrics_of(3)
+    trainer.accelerator.gather_for_metrics = lambda tensor: tensor[:3]  # the 4th pair: a padded duplicate
+    padded = metrics_of(4)
+    assert padded.keys() == alone.keys() and "rewards/upper/accuracies" in padded
+    for key, value in alone.items():
+        assert padded[key] == pytest.approx(value, abs=1e-6), key
+
+
 # ---------------------------------------------------------------- parity with TRL's DPO (found by upstream conformance)
 
 

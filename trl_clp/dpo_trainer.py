@@ -23,6 +23,7 @@ _NON_MODEL_KEYS = {
     "weights",
     "conditioning_vectors",
     "prompts",
+    "kept_pairs_in_step",
 }
 
 
@@ -87,6 +88,8 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
     """
 
     config_class = MultiObjectiveDPOConfig
+    # Training losses are normalised over the optimizer step's kept pairs (`get_batch_samples`).
+    loss_is_scaled_for_ga = True
     _tag_names = ["trl", "dpo", "clp", "trl-clp"]
     _card_step = DPO_STEP
 
@@ -176,14 +179,38 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         device = self.accelerator.device
         return weights.to(device), self._local_rows(weights, 1, num_local_pairs).to(device)
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        mode = "train" if self.model.training else "eval"
-        num_pairs = inputs["input_ids"].size(0) // 2
-        all_weights, weights = self._draw_pair_weights(num_pairs, mode)
+    def _draw_batch_weights(self, inputs: dict, mode: str) -> torch.Tensor:
+        """`(B, m)` the weightings of a batch's pairs, drawn from the stream (kept for the weighting histogram)."""
+        all_weights, weights = self._draw_pair_weights(inputs["input_ids"].size(0) // 2, mode)
         if mode == "train" and self._sampled_weightings is not None:
             self._sampled_weightings.append(all_weights.cpu())
+        return weights
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The micro-batches of one optimizer step, each with its pairs' weightings drawn, and the number of pairs those
+        weightings keep across the step (summed over processes with `average_tokens_across_devices`): the loss
+        divides by it, so that every kept pair weighs the same in the step's gradient, as TRL's token-level losses
+        weigh tokens through `num_items_in_batch`."""
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        kept_pairs = torch.zeros((), device=self.accelerator.device)
+        for batch in batch_samples:
+            batch["weights"] = self._draw_batch_weights(batch, "train")
+            kept_pairs += self._pair_preference(batch)[1].sum()
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            kept_pairs = self.accelerator.gather(kept_pairs.reshape(1)).sum()
+        return batch_samples, kept_pairs
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        mode = "train" if self.model.training else "eval"
+        # Training batches come with their weightings (`get_batch_samples`); others draw them here.
+        weights = inputs["weights"] if "weights" in inputs else self._draw_batch_weights(inputs, mode)
         # Chosen rows first, then rejected rows (TRL's collator): both halves carry the pair's weighting.
-        inputs = {**inputs, "weights": weights, "conditioning_vectors": torch.cat([weights, weights])}
+        inputs = {
+            **inputs,
+            "weights": weights,
+            "conditioning_vectors": torch.cat([weights, weights]),
+            "kept_pairs_in_step": num_items_in_batch,
+        }
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     # ---------------------------------------------------------------- the loss
@@ -254,61 +281,65 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         preference, kept, objective_signs = self._pair_preference(inputs)
         # `loss_weights` scales the loss as in DPO (one loss type here, so one weight).
         loss = mixed_preference_loss(scores, preference, kept, loss_type, self.beta) * self.loss_weights[0]
+        if inputs.get("kept_pairs_in_step") is not None:
+            # The mean over this micro-batch's kept pairs becomes its share of the mean over the step's kept pairs;
+            # DDP averages gradients over processes, hence their number when the count spans them (as Trainer does).
+            processes = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+            loss = loss * kept.sum() * processes / inputs["kept_pairs_in_step"].clamp(min=1)
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
-            self._metrics[mode]["aux_loss"].append(self.accelerator.gather(outputs.aux_loss.detach()).mean().item())
+            self._metrics[mode]["aux_loss"].append(
+                self.accelerator.gather_for_metrics(outputs.aux_loss.detach()).mean().item()
+            )
 
         self._log_token_metrics(mode, outputs, completion_mask[:, 1:], policy_inputs["attention_mask"])
         self._log_preference_metrics(
             mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, preference, kept, objective_signs
         )
-        self._metrics[mode]["pairs/dropped"].append(self.accelerator.gather(1 - kept.float()).mean().item())
+        gather = self.accelerator.gather_for_metrics
+        self._metrics[mode]["pairs/dropped"].append(gather(1 - kept.float()).mean().item())
         for i, name in enumerate(self.objective_names):
-            self._metrics[mode][f"weights/{name}/mean"].append(
-                self.accelerator.gather(inputs["weights"][:, i]).mean().item()
-            )
+            self._metrics[mode][f"weights/{name}/mean"].append(gather(inputs["weights"][:, i]).mean().item())
         if return_outputs:  # TRL's deprecated path for `compute_metrics`: the logits, from one more forward
             with torch.no_grad():
                 outputs = model(**model_kwargs)
             return loss, outputs
         return loss
 
+    # Metrics are gathered per pair, `(B, ...)`, with `gather_for_metrics` as TRL gathers them: at the end of an
+    # uneven evaluation it drops the pairs repeated to pad the last batches. Sums are taken after the gather.
+
     def _log_token_metrics(self, mode, outputs, shift_completion_mask, attention_mask):
         """DPO's token-level metrics, from the fused head's per-token outputs `(2B, T)` of the conditioned policy:
         `entropy`, `logits/chosen`, `logits/rejected` (mean over completion tokens), `mean_token_accuracy` (the
         chosen completions' tokens that are the policy's top-1 prediction) and `num_tokens` (seen in training)."""
-        gather = self.accelerator.gather
+        gather = self.accelerator.gather_for_metrics
         metrics = self._metrics[mode]
         seq_len = shift_completion_mask.size(1)
         mask = shift_completion_mask.float()  # (2B, T)
-        chosen_mask, rejected_mask = mask.chunk(2)
-        chosen_logits, rejected_logits = (outputs.mean_logits[:, -seq_len:].detach() * mask).chunk(2)
-        chosen_top1 = outputs.is_top1[:, -seq_len:].chunk(2)[0].float() * chosen_mask
-        sums = torch.stack(
-            [
-                (outputs.entropy[:, -seq_len:].detach() * mask).sum(),
-                mask.sum(),
-                chosen_logits.sum(),
-                chosen_mask.sum(),
-                rejected_logits.sum(),
-                rejected_mask.sum(),
-                chosen_top1.sum(),
-            ]
-        ).float()
-        sums = gather(sums.unsqueeze(0)).sum(0)
+        entropy = (outputs.entropy[:, -seq_len:].detach() * mask).sum(1).chunk(2)  # chosen, rejected: (B,) each
+        logits = (outputs.mean_logits[:, -seq_len:].detach() * mask).sum(1).chunk(2)
+        tokens = mask.sum(1).chunk(2)
+        chosen_top1 = (outputs.is_top1[:, -seq_len:].float() * mask).sum(1).chunk(2)[0]
+        per_pair = torch.stack(
+            [entropy[0] + entropy[1], tokens[0] + tokens[1], logits[0], tokens[0], logits[1], tokens[1], chosen_top1],
+            dim=1,
+        ).float()  # (B, 7)
+        sums = gather(per_pair).sum(0)
         metrics["entropy"].append((sums[0] / sums[1].clamp(min=1)).item())
         metrics["logits/chosen"].append((sums[2] / sums[3].clamp(min=1)).item())
         metrics["logits/rejected"].append((sums[4] / sums[5].clamp(min=1)).item())
         metrics["mean_token_accuracy"].append((sums[6] / sums[3].clamp(min=1)).item())
         if mode == "train":
-            self._total_train_tokens += gather(attention_mask.sum()).sum().item() // self._tp_size
+            chosen_tokens, rejected_tokens = attention_mask.sum(1).chunk(2)  # (B,) each
+            self._total_train_tokens += gather(chosen_tokens + rejected_tokens).sum().item() // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
 
     def _log_preference_metrics(
         self, mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, preference, kept, signs
     ):
         """DPO's metrics; margins and accuracies oriented to the response each pair's weighting prefers."""
-        gather = self.accelerator.gather
+        gather = self.accelerator.gather_for_metrics
         metrics = self._metrics[mode]
         chosen_rewards = self.beta * chosen_logratios.detach()  # (B,)
         rejected_rewards = self.beta * rejected_logratios.detach()
@@ -319,19 +350,21 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         metrics["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
         orientation = (2 * preference - 1) * kept  # (B,) +1: w prefers chosen, −1: rejected, 0: undecided or dropped
         decided = orientation != 0
-        oriented = torch.stack(
-            [
-                (orientation * margins).sum(),
-                (decided & (torch.sign(margins) == torch.sign(orientation))).sum(),
-                decided.sum(),
-            ]
-        ).float()
-        oriented = gather(oriented.unsqueeze(0)).sum(0)
-        metrics["rewards/margins"].append((oriented[0] / oriented[2].clamp(min=1)).item())
-        metrics["rewards/accuracies"].append((oriented[1] / oriented[2].clamp(min=1)).item())
         signs = signs.to(margins.device)
-        agree = ((torch.sign(margins).unsqueeze(1) == signs) & (signs != 0)).sum(0)  # (m,)
-        voiced = (signs != 0).sum(0)
-        counts = gather(torch.stack([agree, voiced]).float().unsqueeze(0)).sum(0)  # (2, m)
+        per_pair = torch.cat(
+            [
+                (orientation * margins).unsqueeze(1),
+                (decided & (torch.sign(margins) == torch.sign(orientation))).unsqueeze(1),
+                decided.unsqueeze(1),
+                (torch.sign(margins).unsqueeze(1) == signs) & (signs != 0),  # (B, m) z agrees with objective i
+                signs != 0,  # (B, m) objective i has an opinion
+            ],
+            dim=1,
+        ).float()  # (B, 3 + 2m)
+        sums = gather(per_pair).sum(0)
+        metrics["rewards/margins"].append((sums[0] / sums[2].clamp(min=1)).item())
+        metrics["rewards/accuracies"].append((sums[1] / sums[2].clamp(min=1)).item())
+        m = len(self.objective_names)
+        agree, voiced = sums[3 : 3 + m], sums[3 + m :]
         for i, name in enumerate(self.objective_names):
-            metrics[f"rewards/{name}/accuracies"].append((counts[0, i] / counts[1, i].clamp(min=1)).item())
+            metrics[f"rewards/{name}/accuracies"].append((agree[i] / voiced[i].clamp(min=1)).item())
