@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import httpx
 import pytest
@@ -124,6 +125,14 @@ def test_preference_format_cuts_the_held_out_pairs_after_conversion(tmp_path):
             "rejected_scores": [4.0] * 5,
         }
     ]
+
+
+def test_parsing_dpo_arguments_warns_about_nothing_the_user_did_not_write():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, args, _ = parse(["--trainer", "dpo", "--dataset_name", "d", "--objective_names", "a", "b"])
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
+    assert args.activation_checkpointing is False  # DPO's CLI default, under the name transformers 5 reads
 
 
 def test_dpo_recipes_parse():
@@ -418,8 +427,11 @@ def test_cli_dpo_trains_on_one_scores_file_and_says_nothing_is_held_out(tmp_path
     argv = ["train", "--trainer", "dpo", "--dataset_name", str(pairs), "--preference_layout", "scores"]
     argv += ["--objective_names", "lower", "upper", "--model_name_or_path", saved_base_model]
     cli([*argv, "--output_dir", str(out), *SMALL_RUN])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "No held-out pairs (no test split, no --dataset_eval_split): not evaluated." in printed
+    for bar in ("Adding EOS to train dataset", "Tokenizing train dataset", "Dropping fully truncated"):
+        assert bar not in captured.err  # TRL's dataset-preparation bars are left out
     assert not (out / "preference_accuracy.json").exists()
     assert SteerableModel.from_pretrained(str(out)).objective_names == ["lower", "upper"]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2

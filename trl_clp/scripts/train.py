@@ -37,13 +37,15 @@ the trained model's implicit reward at each weighting of the grid (`preference_a
 import paths, or reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
 model (QLoRA, bitsandbytes on a GPU).
 
-The console shows a progress bar and the final table; the metrics logged every `--logging_steps` go to the
-`--report_to` trackers and to `<output_dir>/trainer_state.json` (`--print_metrics True` prints them as well).
+The console shows a progress bar and the final table (for 'dpo', without the `datasets` bars of TRL's tokenization
+of the pairs); the metrics logged every `--logging_steps` go to the `--report_to` trackers and to
+`<output_dir>/trainer_state.json` (`--print_metrics True` prints them as well).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -223,6 +225,21 @@ def quiet_console() -> None:
     )
 
 
+@contextlib.contextmanager
+def without_dataset_progress_bars():
+    """TRL's dataset preparation (prompt extraction, EOS, tokenization, filtering: a bar per step and split) without
+    the `datasets` progress bars, which the console shows under the training bar otherwise; restored after."""
+    import datasets
+
+    already_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not already_off:
+            datasets.enable_progress_bars()
+
+
 def model_init_kwargs(model_args: ModelConfig) -> dict:
     """How TRL loads the policy from its id or path: revision, dtype and attention implementation."""
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
@@ -376,15 +393,17 @@ def main(
             for spec in script_args.reward_funcs
         ]
         data = {"reward_funcs": reward_funcs, "train_dataset": train_dataset}
-    trainer = TRAINERS[script_args.trainer][1](
-        model=model_args.model_name_or_path,
-        args=training_args,
-        **data,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        # --load_in_4bit: QLoRA, the conditioned LoRA blocks train on a 4-bit (bitsandbytes) base model.
-        quantization_config=get_quantization_config(model_args),
-    )
+    # DPO: TRL tokenizes the pairs while the trainer is built; the bars of that preparation are left out.
+    with without_dataset_progress_bars() if preferences else contextlib.nullcontext():
+        trainer = TRAINERS[script_args.trainer][1](
+            model=model_args.model_name_or_path,
+            args=training_args,
+            **data,
+            processing_class=tokenizer,
+            peft_config=get_peft_config(model_args),
+            # --load_in_4bit: QLoRA, the conditioned LoRA blocks train on a 4-bit (bitsandbytes) base model.
+            quantization_config=get_quantization_config(model_args),
+        )
     if not script_args.print_metrics:
         trainer.remove_callback(PrinterCallback)  # used instead of the bar with --disable_tqdm
         if trainer.pop_callback(ProgressCallback) is not None:
@@ -485,7 +504,11 @@ def chosen_trainer(argv: list[str]) -> str:
 
 # `--trainer dpo`: what the CPU needs (TRL's DPOConfig defaults otherwise; the recipes set the rest).
 DPO_DEFAULTS = dict(
-    output_dir="outputs/clp-dpo", logging_steps=10, save_strategy="no", report_to="none", gradient_checkpointing=False
+    output_dir="outputs/clp-dpo",
+    logging_steps=10,
+    save_strategy="no",
+    report_to="none",
+    activation_checkpointing=False,
 )
 
 
@@ -523,6 +546,7 @@ def run(argv: list[str] | None = None, prog: str | None = "trl-clp train") -> No
     """Parse `argv` (default: the command line) and train: the body of `trl-clp train` (and of
     `examples/train_clp.py`, with `prog=None`)."""
     argv = sys.argv[1:] if argv is None else argv
+    quiet_console()  # before parsing: the configs' own checks run then
     parser = make_parser(
         prog=prog, trainer=chosen_trainer(argv), preference_format=early_option(argv, "preference_format")
     )
