@@ -142,6 +142,7 @@ def build_dpo_trainer(run: TrainingRun, settings: BenchmarkArguments, max_steps:
             **config_values,
             objective_names=[f"objective_{i}" for i in range(run.num_objectives)],
             conditioning=run.variant.removeprefix("dpo-"),
+            conditioning_features=settings.conditioning_features,
         )
         trainer = MultiObjectiveDPOTrainer(args=config, **common)
     trainer.remove_callback(PrinterCallback)  # the benchmark prints its own lines

@@ -3,6 +3,9 @@ without CLP's per-row conditioning.
 
     python benchmarks/generation.py            # 20.7M-parameter Llama (the figures in docs/benchmarks.md)
     python benchmarks/generation.py --quick    # the demo's 0.2M-parameter Llama, under 2 minutes on 2 CPU cores
+    python benchmarks/generation.py --quick --conditioning_features linear shared pairwise \
+        --baselines plain_lora plain_lora_same_rank --num_objectives 2 --variants full
+                                               # an adapter with shared and pairwise blocks (K = 4 for m = 2)
     python benchmarks/generation.py --shape qwen2.5-0.5b --baselines plain_lora --num_prompts 8 --new_tokens 16
                                                # the Qwen2.5-0.5B shape (24 layers), against one plain LoRA only
     python benchmarks/generation.py --model_path models/smollm2-135m-instruct --baselines plain_lora \
@@ -15,6 +18,9 @@ better), one `RATIO` line each, then the JSON in `--output_json`:
 
 - `vs_plain_lora`: the same batch through a plain PEFT LoRA model of the per-objective rank, one `generate` call
   (what serving a single fixed trade-off costs). Target ≥ 0.9.
+- `vs_plain_lora_same_rank` (opt-in): a plain LoRA of the CLP adapter's rank K·r (K blocks per conditioned layer: m
+  with the default `--conditioning_features linear`, more with `shared` or `pairwise`), one `generate` call: per-row
+  conditioning should cost what one LoRA of that rank costs. Target ≥ 0.9.
 - `vs_rewarded_soups`: Rewarded Soups, one model per weighting: `SteerableModel.merge(w)` (a copy of the model with
   the blocks mixed and merged) then `generate` on that row, for each of the 16 weightings. Target ≥ 5.
 - `vs_dera`: DeRA-style decoding, `trl_clp.decoding.generate_with_mixed_logits` with an aligned and a reference
@@ -47,8 +53,11 @@ from reporting import Figure, Measurement, describe_machine, machine_line, write
 from trl import TrlParser
 
 from trl_clp import SteerableModel, demo
+from trl_clp.conditioning.features import check_conditioning_features, num_blocks_of
 from trl_clp.decoding import dera_components, generate_with_mixed_logits
 from trl_clp.sampling import sample_group_weights
+
+BASELINES = ("plain_lora", "plain_lora_same_rank", "rewarded_soups", "dera")
 
 
 @dataclass
@@ -70,7 +79,18 @@ class BenchmarkArguments:
     )
     baselines: list[str] = field(
         default_factory=lambda: ["plain_lora", "rewarded_soups", "dera"],
-        metadata={"help": "Baselines to measure against, among plain_lora, rewarded_soups and dera."},
+        metadata={
+            "help": "Baselines to measure against, among plain_lora, plain_lora_same_rank (a plain LoRA of the CLP "
+            "adapter's rank, K·r), rewarded_soups and dera."
+        },
+    )
+    conditioning_features: list[str] = field(
+        default_factory=lambda: ["linear"],
+        metadata={
+            "help": "The CLP adapter's conditioning features (as the trainers' field): K blocks of rank r per "
+            "conditioned layer, i.e. one LoRA of rank K·r per row. Other than ['linear'], the figures' names end "
+            "in the features."
+        },
     )
     variants: list[str] = field(
         default_factory=lambda: ["full", "attn", "logit"], metadata={"help": "CLP conditioning variants."}
@@ -91,9 +111,10 @@ class BenchmarkArguments:
             self.output_json = os.path.join(
                 "benchmarks", "results", f"generation{shape}{'_quick' if self.quick else ''}.json"
             )
-        unknown = set(self.baselines) - {"plain_lora", "rewarded_soups", "dera"}
+        unknown = set(self.baselines) - set(BASELINES)
         if unknown:
-            raise ValueError(f"Unknown baselines {sorted(unknown)}: choose among plain_lora, rewarded_soups, dera.")
+            raise ValueError(f"Unknown baselines {sorted(unknown)}: choose among {', '.join(BASELINES)}.")
+        self.conditioning_features = list(check_conditioning_features(self.conditioning_features))
 
 
 def randomize_lora_b(model: torch.nn.Module, seed: int) -> None:
@@ -123,10 +144,21 @@ def build_methods(
     """Each method as a zero-argument callable that generates `new_tokens` for every row (padding with
     `pad_token_id`, the tokenizer's)."""
     names = workload.objective_names(num_objectives)
-    steer = SteerableModel.from_base_model(copy.deepcopy(base), names, workload.lora_config(), variant).eval()
+    steer = SteerableModel.from_base_model(
+        copy.deepcopy(base),
+        names,
+        workload.lora_config(),
+        variant,
+        conditioning_features=args.conditioning_features,
+    ).eval()
     randomize_lora_b(steer, seed=1)
     plain = get_peft_model(copy.deepcopy(base), workload.lora_config()).eval()
     randomize_lora_b(plain, seed=1)
+    # Every layer at the CLP adapter's conditioned rank: what its per-row forward should cost.
+    same_rank = workload.lora_config()
+    same_rank.r *= steer.conditioner.num_blocks
+    plain_same_rank = get_peft_model(copy.deepcopy(base), same_rank).eval()
+    randomize_lora_b(plain_same_rank, seed=1)
 
     # `min_new_tokens` suppresses EOS so that every row samples exactly `new_tokens` tokens.
     sampling = {
@@ -149,6 +181,9 @@ def build_methods(
 
     methods = {
         "plain_lora": lambda: plain.generate(input_ids=input_ids, attention_mask=attention_mask, **sampling),
+        "plain_lora_same_rank": lambda: plain_same_rank.generate(
+            input_ids=input_ids, attention_mask=attention_mask, **sampling
+        ),
         "clp": lambda: steer.generate(input_ids, attention_mask=attention_mask, weights=weights, **sampling),
         "rewarded_soups": rewarded_soups,
         "dera": lambda: generate_with_mixed_logits(
@@ -177,14 +212,27 @@ def main(args: BenchmarkArguments):
 
     labels = {
         "plain_lora": "plain LoRA, one generate",
+        "plain_lora_same_rank": "plain LoRA of the CLP rank K·r, one generate",
         "rewarded_soups": "Rewarded Soups, merge + generate per weighting",
         "dera": "DeRA, 2 forwards per token",
         "clp_same_loop": "CLP in the DeRA sampling loop",
     }
-    targets = {"plain_lora": (">=", 0.9), "rewarded_soups": (">=", 5.0), "dera": (">=", 1.8)}
+    targets = {
+        "plain_lora": (">=", 0.9),
+        "plain_lora_same_rank": (">=", 0.9),
+        "rewarded_soups": (">=", 5.0),
+        "dera": (">=", 1.8),
+    }
+    features = "" if args.conditioning_features == ["linear"] else "/" + "+".join(args.conditioning_features)
     figures = []
+    blocks = {}
     started = time.perf_counter()
     for num_objectives in args.num_objectives:
+        blocks[f"m{num_objectives}"] = num_blocks_of(args.conditioning_features, num_objectives)
+        print(
+            f"m={num_objectives}, features {args.conditioning_features}: {blocks[f'm{num_objectives}']} blocks per "
+            f"conditioned layer, one LoRA of rank {blocks[f'm{num_objectives}'] * workload.LORA['r']} per row"
+        )
         # 16 distinct weightings, one per row.
         weights = sample_group_weights("dirichlet", args.num_prompts, num_objectives, seed=0, stream=(2, 0))
         for variant in args.variants:
@@ -196,7 +244,7 @@ def main(args: BenchmarkArguments):
             for _ in range(args.repeats):
                 for name, method in methods.items():  # interleaved: every repeat runs every method once
                     throughput[name].samples.append(tokens / timed(method))
-            cell = f"generation/{variant}/m{num_objectives}"
+            cell = f"generation/{variant}/m{num_objectives}{features}"
             for name in args.baselines:
                 figures.append(Figure(f"{cell}/vs_{name}", throughput[name], throughput["clp"], targets[name]))
             if "dera" in args.baselines:
@@ -205,7 +253,12 @@ def main(args: BenchmarkArguments):
 
     for figure in figures:
         print(figure.line())
-    settings = {**vars(args), "model_parameters": workload.count_parameters(base), "lora": workload.LORA}
+    settings = {
+        **vars(args),
+        "model_parameters": workload.count_parameters(base),
+        "lora": workload.LORA,
+        "blocks_per_conditioned_layer": blocks,
+    }
     write_report(args.output_json, figures, machine, settings, {"wall_seconds": time.perf_counter() - started})
 
 

@@ -155,7 +155,7 @@ def peak_memory_figures(
     `args.memory_workers` subprocesses at a time.
 
     Returns:
-        one `peak_memory/<variant>/m<m>` figure per candidate (against its m's baseline, target `target(run)`), and
+        one `peak_memory/<variant>/m<m>[/<features>]` figure per candidate (against its m's baseline, target `target(run)`), and
         every probe's record by run key.
     """
     probed = [run for runs in cells.values() for _ in range(args.memory_repeats) for run in runs]
@@ -168,5 +168,6 @@ def peak_memory_figures(
         peaks = {run: Measurement(run.label, "bytes", [p["peak_bytes"] for p in probes[run.key()]]) for run in runs}
         for run in runs[1:]:
             notes = probes[run.key()][0]["method"] + ", one fresh subprocess per probe"
-            figures.append(Figure(f"peak_memory/{run.variant}/m{m}", peaks[runs[0]], peaks[run], target(run), notes))
+            name = f"peak_memory/{run.variant}/m{m}{args.features_suffix}"
+            figures.append(Figure(name, peaks[runs[0]], peaks[run], target(run), notes))
     return figures, probes

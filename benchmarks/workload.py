@@ -48,6 +48,7 @@ from trl_clp import (
     MultiObjectiveTrainer,
     demo,
 )
+from trl_clp.conditioning.features import check_conditioning_features
 from trl_clp.rewards import (
     _character_fraction,
     brevity_reward,
@@ -272,9 +273,22 @@ class StepSettings:
     repeats: int = field(default=3, metadata={"help": "Interleaved repeats of every timed configuration."})
     warmup_steps: int = field(default=1, metadata={"help": "Untimed steps at the start of each run."})
     timed_steps: int = field(default=2, metadata={"help": "Timed steps per run; a run's time is their median."})
+    conditioning_features: list[str] = field(
+        default_factory=lambda: ["linear"],
+        metadata={
+            "help": "The CLP trainers' conditioning features (K blocks of rank r per conditioned layer); the "
+            "baselines keep one LoRA of rank r. Other than ['linear'], the figures' names end in the features."
+        },
+    )
 
     def __post_init__(self):
         check_model_source(self.quick, self.shape, self.num_layers, self.model_path)
+        self.conditioning_features = list(check_conditioning_features(self.conditioning_features))
+
+    @property
+    def features_suffix(self) -> str:
+        """What the figures' names end in: nothing for the default features, else `/linear+shared...`."""
+        return "" if self.conditioning_features == ["linear"] else "/" + "+".join(self.conditioning_features)
 
     @property
     def model_size(self) -> str:
@@ -423,12 +437,22 @@ def build_trainer(
     elif run.variant == "grpo-baseline":
         trainer = GRPOTrainer(args=GRPOConfig(**config_values), **common)
     elif run.variant.startswith("grpo-"):
-        config = MultiObjectiveGRPOConfig(**config_values, conditioning=run.variant.removeprefix("grpo-"))
+        config = MultiObjectiveGRPOConfig(
+            **config_values,
+            conditioning=run.variant.removeprefix("grpo-"),
+            conditioning_features=settings.conditioning_features,
+        )
         trainer = MultiObjectiveGRPOTrainer(args=config, **common)
     elif run.variant == "logit-unfused":
-        trainer = MaterialisingLogitTrainer(args=MultiObjectiveConfig(**config_values, conditioning="logit"), **common)
+        config = MultiObjectiveConfig(
+            **config_values, conditioning="logit", conditioning_features=settings.conditioning_features
+        )
+        trainer = MaterialisingLogitTrainer(args=config, **common)
     else:
-        trainer = MultiObjectiveTrainer(args=MultiObjectiveConfig(**config_values, conditioning=run.variant), **common)
+        config = MultiObjectiveConfig(
+            **config_values, conditioning=run.variant, conditioning_features=settings.conditioning_features
+        )
+        trainer = MultiObjectiveTrainer(args=config, **common)
     trainer.remove_callback(PrinterCallback)  # the benchmarks print their own lines
     return trainer
 
@@ -469,11 +493,16 @@ def step_time_figures(
     """Time every run of `cells` (per m: the baseline first, then its candidates) with `interleaved_step_times`.
 
     Returns:
-        one `step_time/<variant>/m<m>` figure per candidate against its m's baseline, with target `target(run)`.
+        one `step_time/<variant>/m<m>[/<features>]` figure per candidate against its m's baseline, with target `target(run)`.
     """
     step_times = interleaved_step_times([run for runs in cells.values() for run in runs], settings, build)
     return [
-        Figure(f"step_time/{run.variant}/m{m}", step_times[runs[0]], step_times[run], target(run))
+        Figure(
+            f"step_time/{run.variant}/m{m}{settings.features_suffix}",
+            step_times[runs[0]],
+            step_times[run],
+            target(run),
+        )
         for m, runs in cells.items()
         for run in runs[1:]
     ]

@@ -41,9 +41,11 @@ from trl import RLOOConfig, RLOOTrainer  # noqa: E402
 
 from trl_clp import MultiObjectiveConfig, MultiObjectiveTrainer, SteerableModel, demo, simplex_grid  # noqa: E402
 from trl_clp.callbacks import FrontEvaluationCallback  # noqa: E402
+from trl_clp.comparison import compare_fronts, paired_section  # noqa: E402
 from trl_clp.conditioning import ConditioningConfig  # noqa: E402
 from trl_clp.decoding import dera_components, expert_mixture_components, generate_with_mixed_logits  # noqa: E402
 from trl_clp.evaluation import Front, evaluate_front  # noqa: E402
+from trl_clp.paired_bootstrap import describe_verdict  # noqa: E402
 from trl_clp.pareto import additive_epsilon, fraction_dominated  # noqa: E402
 from trl_clp.plotting import plot_fronts, plot_fronts_over_steps, plot_reward_kl, plot_value_ratio  # noqa: E402
 from trl_clp.rewards import lowercase_reward, titlecase_reward, uppercase_reward  # noqa: E402
@@ -101,7 +103,25 @@ class CompareArguments:
             "linear vs Tchebycheff CLP vs Rewarded Soups on a concave trade-off, not in the default."
         },
     )
+    num_resamples: int = field(
+        default=1000,
+        metadata={
+            "help": "Bootstrap resamples of the paired comparison of the two-reward methods (seeds and prompts, "
+            "trl_clp.comparison)."
+        },
+    )
     quick: bool = field(default=False, metadata={"help": "1 seed, 30 steps, 8 prompts: a smoke run for CI."})
+
+
+def paired_hypervolume(comparison: dict, a: str, b: str) -> dict:
+    """The paired hypervolume difference a − b of `compare_fronts`' results (which list each pair once, in label
+    order): `{"difference": [point, low, high], "verdict"}`."""
+    if f"{a} − {b}" in comparison["paired"]:
+        return comparison["paired"][f"{a} − {b}"]["hypervolume"]
+    entry = comparison["paired"][f"{b} − {a}"]["hypervolume"]
+    point, low, high = entry["difference"]
+    flipped = {"A beats B": "B beats A", "B beats A": "A beats B"}
+    return {"difference": [-point, -high, -low], "verdict": flipped.get(entry["verdict"], entry["verdict"])}
 
 
 def mean_and_ci(values: list[float]) -> tuple[float, float]:
@@ -415,11 +435,21 @@ def summarize(args: CompareArguments, fronts, fronts3, kl_runs, fixed_fronts, mi
                 "monotonicity_violations": mean_and_ci([float(s["monotonicity_violations"]) for s in steer]),
             }
         summary["methods"][method] = entry
+    if fronts:
+        # Each seed has its own base model and held-out prompts: seed s of every method is paired with seed s of the
+        # others, prompt p with the p-th prompt of that seed (trl_clp.paired_bootstrap).
+        summary["comparison"] = compare_fronts(
+            {method: by_stage["final"] for method, by_stage in fronts.items()},
+            reference_point=[0.0, 0.0],
+            num_resamples=args.num_resamples,
+            guards=False,  # the demo's completions are character strings, not English prose
+        )
     claims = summary["claims"]
     if {"clp-full", "rewarded-soups"} <= set(fronts):
         clp, rs = fronts["clp-full"]["final"], fronts["rewarded-soups"]["final"]
         differences = [c.hypervolume([0, 0]) - r.hypervolume([0, 0]) for c, r in zip(clp, rs, strict=True)]
         claims["1_clp_dominates_rewarded_soups"] = {
+            "paired_hypervolume_difference": paired_hypervolume(summary["comparison"], "clp-full", "rewarded-soups"),
             "hypervolume_difference": mean_and_ci(differences),
             "share_of_rs_points_dominated_by_clp": mean_and_ci(
                 [fraction_dominated(c.rewards(), r.rewards()) for c, r in zip(clp, rs, strict=True)]
@@ -646,6 +676,10 @@ def write_report(args: CompareArguments, results: dict, fronts, fronts3, kl_runs
             + ".",
         ]
     lines += ["", "## The paper's claims, as measured", ""] + describe_claims(results["claims"])
+    if "comparison" in results:
+        lines += ["", "## Two rewards, final step: every two methods, paired", ""] + paired_section(
+            results["comparison"]
+        )[2:]
     lines += ["", "Figures: " + ", ".join(f"`{os.path.basename(f)}`" for f in figures) + "."]
     with open(os.path.join(out, "report.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -672,9 +706,13 @@ def describe_claims(claims: dict) -> list[str]:
     lines = []
     if "1_clp_dominates_rewarded_soups" in claims:
         c = claims["1_clp_dominates_rewarded_soups"]
+        paired = c["paired_hypervolume_difference"]
+        point, low, high = paired["difference"]
         lines.append(
-            f"1. **CLP's front dominates Rewarded Soups'** — {verdict(c['hypervolume_difference'])}. Hypervolume "
-            f"CLP − RS: {fmt(c['hypervolume_difference'], 4)}; RS grid points dominated by CLP's front: "
+            f"1. **CLP's front dominates Rewarded Soups'** — {describe_verdict(paired['verdict'], 'CLP', 'RS')}: "
+            f"hypervolume of the seed-averaged fronts CLP − RS {point:+.4f} [{low:+.4f}, {high:+.4f}] (paired "
+            f"bootstrap over seeds and prompts). Per seed, CLP − RS: {fmt(c['hypervolume_difference'], 4)}; RS grid "
+            "points dominated by CLP's front: "
             f"{fmt(c['share_of_rs_points_dominated_by_clp'], 2)}, CLP points dominated by RS's: "
             f"{fmt(c['share_of_clp_points_dominated_by_rs'], 2)}; additive ε for CLP to cover RS "
             f"{fmt(c['epsilon_clp_to_cover_rs'])}, for RS to cover CLP {fmt(c['epsilon_rs_to_cover_clp'])}."

@@ -47,22 +47,15 @@ from peft import LoraConfig  # noqa: E402
 from transformers import AutoModelForCausalLM, HfArgumentParser  # noqa: E402
 
 from trl_clp import MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer, demo, simplex_grid  # noqa: E402
+from trl_clp.comparison import compare_fronts, load_evaluation, paired_section, save_evaluation  # noqa: E402
 from trl_clp.evaluation import evaluate_front  # noqa: E402
-from trl_clp.pareto import fraction_dominated, hypervolume  # noqa: E402
+from trl_clp.plotting import plot_mean_fronts  # noqa: E402
 from trl_clp.preference_data import pairs_from_reward_functions, sample_completions  # noqa: E402
 from trl_clp.rewards import lowercase_reward, uppercase_reward  # noqa: E402
 
-# The online comparison's runner and the real-model comparison's statistics, reused rather than copied.
+# The online comparison's runner, reused rather than copied.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare_baselines  # noqa: E402
-from compare_real_model import (  # noqa: E402
-    bootstrap,
-    load_evaluation,
-    margins,
-    per_prompt_rewards,
-    plot,
-    save_evaluation,
-)
 
 DPO_METHODS = {
     "dpo-clp-full": dict(conditioning="full"),
@@ -99,7 +92,9 @@ class CompareDPOArguments:
     num_eval_prompts: int = field(default=24, metadata={"help": "Held-out prompts per evaluation."})
     eval_samples_per_prompt: int = field(default=2, metadata={"help": "Completions per (prompt, weighting)."})
     eval_grid_points: int = field(default=5, metadata={"help": "Weightings on the simplex edge."})
-    num_resamples: int = field(default=1000, metadata={"help": "Bootstrap resamples of the prompts."})
+    num_resamples: int = field(
+        default=1000, metadata={"help": "Bootstrap resamples (seeds and prompts, trl_clp.paired_bootstrap)."}
+    )
     reuse: bool = field(
         default=False,
         metadata={
@@ -276,71 +271,36 @@ def main(args: CompareDPOArguments) -> dict:
         )
         with open(spread_path, "w") as handle:
             json.dump(spreads[-1], handle, indent=2)
-    results = summarize(args, fronts, reference_fronts, spreads, prompts_per_seed, seconds)
+    results = summarize(args, fronts, reference_fronts, spreads, seconds)
     results["wall_seconds"] = sum(spread["seed_seconds"] for spread in spreads)  # the runs read back included
     write_report(args, results)
     return results
 
 
-def summarize(args, fronts, reference_fronts, spreads, prompts_per_seed, seconds) -> dict:
-    """Every method's front averaged over seeds, its hypervolume and margins with 95% intervals (bootstrap over
-    prompts, and t over seeds), KL, and how much of each other front it dominates."""
+def summarize(args, fronts, reference_fronts, spreads, seconds) -> dict:
+    """The library's comparison of the methods' fronts (`trl_clp.comparison.compare_fronts`: seed-averaged fronts,
+    hypervolume and margins with intervals over seeds and prompts, KL, dominance, and the paired differences of every
+    two methods with verdicts), plus what this experiment adds: the hypervolume per seed and its t-interval, the run
+    times, and the training pairs' rewards. Seed s's prompts and base model are its own: seed s of every method is
+    paired with seed s of every other, and prompt p with the p-th prompt of that seed."""
     names = [f.__name__ for f in REWARDS]
-    weights = simplex_grid(len(REWARDS), args.eval_grid_points)
-    reference = torch.tensor(REFERENCE_POINT, dtype=torch.float64)
-    margin = margins(weights)
-    results = {"args": asdict(args), "weightings": weights.tolist(), "methods": {}}
-    mean_fronts = {}
-    for method, per_seed in fronts.items():
-        per_prompt = torch.stack(
-            [per_prompt_rewards(front, prompts) for front, prompts in zip(per_seed, prompts_per_seed, strict=True)]
-        )  # (S, K, P, m)
-        means = per_prompt.nanmean(2).mean(0)  # (K, m)
-        mean_fronts[method] = means
-        per_seed_volume = [front.hypervolume(REFERENCE_POINT) for front in per_seed]
-        results["methods"][method] = {
-            "seeds": len(per_seed),
-            "rewards": means.tolist(),
-            "kl": [sum(front.results[k].kl for front in per_seed) / len(per_seed) for k in range(len(weights))],
-            "hypervolume": bootstrap(lambda m: hypervolume(m, reference), per_prompt, args.num_resamples, 0),
-            "hypervolume_per_seed": per_seed_volume,
-            "hypervolume_over_seeds": compare_baselines.mean_and_ci(per_seed_volume),
-            "margins": {
-                name: bootstrap(lambda m, i=i: margin(m, i), per_prompt, args.num_resamples, 0)
-                for i, name in enumerate(names)
-            },
-            "seconds_per_run": sum(seconds[method]) / len(seconds[method]),
-        }
-    for method, means in mean_fronts.items():
-        results["methods"][method]["dominates_fraction_of"] = {
-            other: fraction_dominated(means, other_means)
-            for other, other_means in mean_fronts.items()
-            if other != method
-        }
-    # The base model every method starts from: its samples' mean rewards (for the figure) and the training data's.
-    base_scores = torch.tensor(
-        [[s["rewards"][n] for n in names] for front in reference_fronts for s in front.samples], dtype=torch.float64
+    comparison = compare_fronts(
+        fronts,
+        reference_fronts,
+        reference_point=REFERENCE_POINT,
+        num_resamples=args.num_resamples,
+        guards=False,  # the demo's completions are character strings, not English prose
     )
-    results["base_model"] = {
-        name: {"mean": base_scores[:, i].mean().item(), "std": base_scores[:, i].std().item()}
-        for i, name in enumerate(names)
-    }
+    results = {"args": asdict(args), **comparison}
+    for method in fronts:
+        entry = results["methods"][method]
+        entry["hypervolume_over_seeds"] = compare_baselines.mean_and_ci(entry["hypervolume_per_seed"])
+        entry["seconds_per_run"] = sum(seconds[method]) / len(seconds[method])
     results["base_model"]["kl"] = sum(front.results[0].kl for front in reference_fronts) / len(reference_fronts)
     results["training_pairs"] = {
         key: {name: sum(s[key][name] for s in spreads) / len(spreads) for name in names}
         for key in ("mean", "best_of_k")
     }
-    if "dpo-clp-full" in fronts:
-        results["hypervolume_difference"] = {
-            f"dpo-clp-full − {other}": compare_baselines.mean_and_ci(
-                [
-                    a.hypervolume(REFERENCE_POINT) - b.hypervolume(REFERENCE_POINT)
-                    for a, b in zip(fronts["dpo-clp-full"], fronts[other], strict=True)
-                ]
-            )
-            for other in fronts
-            if other != "dpo-clp-full"
-        }
     return results
 
 
@@ -349,13 +309,7 @@ def write_report(args: CompareDPOArguments, results: dict) -> None:
     out = args.output_dir
     with open(os.path.join(out, "results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
-    plot(
-        {m: torch.tensor(r["rewards"]) for m, r in results["methods"].items()},
-        results,
-        names,
-        torch.tensor(results["weightings"]),
-        os.path.join(out, "fronts.png"),
-    )
+    plot_mean_fronts(results, os.path.join(out, "fronts.png"))
 
     def interval(values, digits=3):
         point, low, high = values
@@ -370,8 +324,8 @@ def write_report(args: CompareDPOArguments, results: dict) -> None:
         f"{args.dpo_beta:g}, online KL weight {demo.DEMO_TRAINING_ARGS['beta']:g}; evaluation on "
         f"{args.num_eval_prompts} held-out prompts × {args.eval_samples_per_prompt} samples at "
         f"{args.eval_grid_points} weightings. Hypervolume above {tuple(REFERENCE_POINT)} of the seed-averaged front "
-        "with a 95% bootstrap interval over prompts, and mean ± 95% t-interval of the per-seed hypervolumes; margin "
-        "of an objective = its mean reward at weight 1 minus at weight 0. "
+        "with a 95% bootstrap interval over seeds and prompts, and mean ± 95% t-interval of the per-seed "
+        "hypervolumes; margin of an objective = its mean reward at weight 1 minus at weight 0. "
         f"Wall time {results['wall_seconds'] / 60:.1f} min on 2 shared CPU cores.",
         "",
         "| method | seeds | hypervolume [95% CI] | hypervolume over seeds | "
@@ -397,17 +351,13 @@ def write_report(args: CompareDPOArguments, results: dict) -> None:
         + ", ".join(f"{name} {pairs['best_of_k'][name]:.3f}" for name in names)
         + ".",
     ]
-    for pair, value in results.get("hypervolume_difference", {}).items():
-        lines.append(
-            f"- Hypervolume {pair} (per seed, mean ± t): {compare_baselines.fmt(value, 4)} — "
-            f"{compare_baselines.verdict(value)}."
-        )
     lines.append("")
     for method, entry in results["methods"].items():
         points = ", ".join(
             f"{w[0]:g}: ({r[0]:.3f}, {r[1]:.3f})" for w, r in zip(results["weightings"], entry["rewards"], strict=True)
         )
         lines.append(f"- {method}, mean rewards by weight of {names[0]}: {points}.")
+    lines += ["", *paired_section(results)]
     with open(os.path.join(out, "report.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -60,8 +60,9 @@ def main(out_dir, kind="rloo"):
         beta=0.05,
     )
     if kind == "grpo":
+        # With a weighting schedule: corners at step 0 (t = 0 < .3), Dirichlet(1) from step 1 (t = 1/3).
         args = MultiObjectiveGRPOConfig(
-            **tiny_config_values(pathlib.Path(out_dir), **values), scalarization="tchebycheff"
+            **tiny_config_values(pathlib.Path(out_dir), **values), scalarization="tchebycheff", one_hot_fraction=0.3
         )
     else:
         args = tiny_config(pathlib.Path(out_dir), **values)

@@ -146,6 +146,29 @@ def test_generation_benchmark_reports_every_baseline(benchmarks, tmp_path, capsy
     assert f"RATIO generation/full/m2/vs_rewarded_soups {soups['ratio']:.3f} " in capsys.readouterr().out
 
 
+def test_generation_benchmark_runs_an_adapter_with_features_against_a_lora_of_its_rank(benchmarks, tmp_path, capsys):
+    import generation
+
+    args = generation.BenchmarkArguments(
+        quick=True,
+        variants=["full"],
+        num_objectives=[3],
+        conditioning_features=["pairwise", "linear"],
+        baselines=["plain_lora_same_rank"],
+        num_prompts=4,
+        new_tokens=3,
+        repeats=1,
+        output_json=str(tmp_path / "generation.json"),
+    )
+    generation.main(args)
+    report = json.loads((tmp_path / "generation.json").read_text())
+    (figure,) = report["figures"]
+    check_figure(figure)
+    assert figure["name"] == "generation/full/m3/linear+pairwise/vs_plain_lora_same_rank"
+    assert report["settings"]["blocks_per_conditioned_layer"] == {"m3": 6}  # 3 linear + 3 pairs
+    assert "6 blocks per conditioned layer, one LoRA of rank 48 per row" in capsys.readouterr().out
+
+
 def test_dpo_step_benchmark_reports_paired_ratios_against_trl_dpo(benchmarks, tmp_path, capsys):
     import dpo_step
 

@@ -77,10 +77,14 @@ def test_dpo_comparison_report_matches_its_samples(tmp_path):
     for method, entry in results["methods"].items():
         for other, share in entry["dominates_fraction_of"].items():
             assert share == pytest.approx(fraction_dominated(means[method], means[other]))
-    assert results["hypervolume_difference"]["dpo-clp-full − online-clp-full"][0] == pytest.approx(
+    paired = results["paired"]["dpo-clp-full − online-clp-full"]["hypervolume"]
+    assert paired["difference"][0] == pytest.approx(
         hypervolume(means["dpo-clp-full"], torch.zeros(2)) - hypervolume(means["online-clp-full"], torch.zeros(2)),
         abs=1e-6,
     )
+    low, high = paired["difference"][1:]
+    expected = "A beats B" if low > 0 else "B beats A" if high < 0 else "no difference detected"
+    assert paired["verdict"] == expected
 
     # The reference policy: the base with its adapter off, scored on the same prompts.
     reference = [
@@ -95,3 +99,4 @@ def test_dpo_comparison_report_matches_its_samples(tmp_path):
         point, low, high = entry["hypervolume"]
         assert f"| {method} | 1 | {point:.3f} [{low:.3f}, {high:.3f}] |" in report
     assert (tmp_path / "fronts.png").stat().st_size > 1000
+    assert "### dpo-clp-full − online-clp-full" in report

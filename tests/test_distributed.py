@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 
@@ -58,6 +59,15 @@ def test_two_processes_share_group_weightings_and_parameters(tmp_path, kind):
     # Each prompt's 4 completions are split 2 + 2 across the ranks; all 4 carry the same weighting.
     assert all(len(ws) == 4 and len(set(ws)) == 1 for ws in weight_of.values()), weight_of
     assert {k for k, _ in weight_of} and len({ws[0] for ws in weight_of.values()}) > 1
+    if kind == "grpo":  # one group per step, drawn under a weighting schedule (corners first): recomputed here
+        for (_, step), ws in weight_of.items():
+            if step == 0:
+                corner_rng = np.random.default_rng([0, 0, step, 2])
+                corner_rng.random(1)  # the draw's uniforms come first, then the corners
+                expected = np.eye(2)[corner_rng.integers(2, size=1)[0]]
+            else:
+                expected = np.random.default_rng([0, 0, step]).dirichlet([1.0, 1.0], size=1)[0]
+            assert np.allclose(ws[0], expected, atol=1e-6), (step, ws[0], expected)
 
     assert ranks[0]["checksums"].keys() == ranks[1]["checksums"].keys()
     assert_ranks_agree(ranks)

@@ -17,8 +17,8 @@ from peft import LoraConfig
 
 from trl_clp import MultiObjectiveDPOConfig, SteerableModel, demo, format_weighted_prompt, simplex_grid
 from trl_clp.cli import main as cli
-from trl_clp.evaluation import evaluate_preferences
 from trl_clp.preference_data import HELPSTEER2_ATTRIBUTES, PKU_SAFERLHF_OBJECTIVES
+from trl_clp.preference_evaluation import evaluate_preferences
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 from trl_clp.scripts import train as train_script
 
@@ -256,6 +256,14 @@ def sequence_log_prob(model, prompt_ids, completion_ids) -> float:
         log_probs = torch.log_softmax(model(input_ids=ids).logits[0, :-1].double(), dim=-1)
     targets = ids[0, 1:]
     return sum(log_probs[t, targets[t]].item() for t in range(len(prompt_ids) - 1, ids.size(1) - 1))
+
+
+def test_preference_accuracy_names_still_import_from_trl_clp_evaluation():
+    import trl_clp.evaluation as old
+    import trl_clp.preference_evaluation as new
+
+    for name in ("evaluate_preferences", "PreferenceAccuracy", "format_preference_table"):
+        assert getattr(old, name) is getattr(new, name)
 
 
 @pytest.mark.parametrize("layout", ["labels", "scores"])

@@ -3,6 +3,7 @@
 import math
 import random
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,7 +13,7 @@ from transformers import TrainerCallback
 from trl import DPOTrainer
 
 from trl_clp import MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer, SteerableModel, demo, format_weighted_prompt
-from trl_clp.preference_loss import label_preference, score_preference
+from trl_clp.conditioning.config import ConditioningConfig
 from trl_clp.sampling import sample_group_weights
 
 from .conftest import TARGETS
@@ -125,13 +126,15 @@ def test_labels_loss_equals_the_weighted_sum_over_objectives_from_separate_forwa
         example = trainer.train_dataset[b]
         chosen, rejected = independent_logratios(trainer, example, weights[b])
         delta = 0.5 * (chosen - rejected)
-        numerator = denominator = 0.0
-        for w, s in zip(weights[b].tolist(), example["objective_labels"], strict=True):
-            if s != 0:
-                numerator += w * -F.logsigmoid(s * delta)
-                denominator += w
-        expected.append(numerator / denominator)
-    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+        # Panacea's Σ_i w_i·1[s_i≠0]·ℓ(s_i·z): the pair objective 1 ties on weighs w_2, not 1
+        expected.append(
+            sum(
+                w * -F.logsigmoid(s * delta)
+                for w, s in zip(weights[b], example["objective_labels"], strict=True)
+                if s != 0
+            )
+        )
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)  # the mean over the 4 pairs
     assert abs(loss.item() - math.log(2)) > 1e-2  # the adapter moved the policy: not the trivial value at init
 
 
@@ -223,25 +226,8 @@ def test_scores_layout_orders_each_pair_by_the_weighted_difference_and_drops_tho
         expected = DPOTrainer._compute_loss(trainer, trainer.model, trainer.data_collator.collator(kept), False)
     finally:
         trainer.conditioner.clear()
-    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
-
-
-def test_label_and_score_preferences_by_hand():
-    weights = torch.tensor([[0.2, 0.8], [0.2, 0.8], [1.0, 0.0], [0.5, 0.5]])
-    labels = torch.tensor([[1, -1], [1, 0], [0, 1], [-1, -1]])
-    p, kept = label_preference(labels, weights)
-    # 0.2 / (0.2 + 0.8); 0.2 / 0.2; only objective 2 speaks, with weight 0: dropped; both prefer rejected.
-    assert p.tolist() == pytest.approx([0.2, 1.0, 0.0, 0.0])
-    assert kept.tolist() == [True, True, False, True]
-    p, kept = score_preference(
-        torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.3, 0.3]]),
-        torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.3, 0.3]]),
-        torch.tensor([[0.7, 0.3], [0.5, 0.5], [0.5, 0.5]]),
-        margin=0.45,
-    )
-    # w·Δr = 0.4 (below the margin), 0.5, 0 (a tie)
-    assert p.tolist() == [1.0, 1.0, 0.0]
-    assert kept.tolist() == [False, True, False]
+    # TRL's mean over the 3 pairs kept, as a share of the mean over all 4 (the pair left out adds 0)
+    assert loss.item() == pytest.approx(expected.item() * 3 / 4, abs=1e-6)
 
 
 def test_prompt_conditioning_writes_each_pairs_weighting_into_the_policys_prompt_only(tmp_path):
@@ -267,6 +253,131 @@ def test_prompt_conditioning_writes_each_pairs_weighting_into_the_policys_prompt
         delta = 0.1 * (ratios[0] - ratios[1])
         expected.append(weights[b, 0] * -F.logsigmoid(sign * delta) + weights[b, 1] * -F.logsigmoid(-sign * delta))
     assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+
+
+def test_prompt_conditioning_scores_the_references_completion_tokens_under_truncation(tmp_path):
+    # max_length=40 and 3-token prompts: the reference keeps the 23-token answers whole and cuts the long ones to 37
+    # tokens; the policy's prompt is 34 tokens longer ("[weights: lower=0.xx upper=0.xx] "), and TRL's keep_start
+    # truncation of the policy's rows would leave it 3 of the 23 tokens.
+    rows = [
+        {
+            "prompt": "p: ",
+            "chosen": "abcdefghij" * 2 + "ab",
+            "rejected": "ABCDEFGHIJ" * 5,
+            "objective_labels": [1, -1],
+        },
+        {
+            "prompt": "q: ",
+            "chosen": "KLMNOPQRST" * 2 + "KL",
+            "rejected": "klmnopqrst" * 4,
+            "objective_labels": [-1, 1],
+        },
+    ]
+    trainer = make_trainer(
+        tmp_path, Dataset.from_list(rows), conditioning="prompt", max_length=40, per_device_train_batch_size=2
+    )
+    randomize_adapter(trainer)
+    batch = collate(trainer, range(2))
+    assert batch["completion_mask"].sum(1).tolist() == [23, 23, 37, 37]  # what the reference scores
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, batch)
+    weights = sample_group_weights("dirichlet", 2, 2, seed=0, stream=(0, 0))
+    tokenizer = trainer.processing_class
+    expected = []
+    for b in range(2):
+        example = trainer.train_dataset[b]
+        weighted_ids = tokenizer(format_weighted_prompt(example["prompt"], weights[b].tolist(), ["lower", "upper"]))
+        assert len(weighted_ids["input_ids"]) + 23 > 40
+        ratios = []
+        for key in ("chosen_ids", "rejected_ids"):
+            kept = example[key][: 40 - len(example["prompt_ids"])]  # the reference's completion tokens
+            with torch.no_grad():
+                policy = sequence_logp(trainer.model, weighted_ids["input_ids"], kept)
+                with trainer.model.disable_adapter():
+                    reference = sequence_logp(trainer.model, example["prompt_ids"], kept)
+            ratios.append(policy - reference)
+        sign = example["objective_labels"][0]
+        delta = 0.1 * (ratios[0] - ratios[1])
+        expected.append(weights[b, 0] * -F.logsigmoid(sign * delta) + weights[b, 1] * -F.logsigmoid(-sign * delta))
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+
+
+def test_soft_score_preference_weights_each_side_by_the_bradley_terry_probability(tmp_path):
+    rows = [
+        {
+            "prompt": "p: ",
+            "chosen": "ab",
+            "rejected": "CD",
+            "chosen_scores": [1.0, 0.0],
+            "rejected_scores": [0.0, 2.0],
+        },
+        {
+            "prompt": "q: ",
+            "chosen": "EF",
+            "rejected": "gh",
+            "chosen_scores": [0.5, 3.0],
+            "rejected_scores": [0.5, 0.0],
+        },
+        {
+            "prompt": "r: ",
+            "chosen": "ij",
+            "rejected": "KL",
+            "chosen_scores": [0.2, 0.4],
+            "rejected_scores": [0.2, 0.4],
+        },
+    ]
+    trainer = make_trainer(
+        tmp_path,
+        Dataset.from_list(rows[:2] + [{**rows[2], "chosen_scores": [0.3, 0.4]}]),
+        preference_layout="scores",
+        score_temperature=0.5,
+        weight_distribution="fixed",
+        fixed_weights=["0.25,0.75"],
+        beta=0.3,
+    )
+    randomize_adapter(trainer)
+    loss = trainer.compute_loss(trainer.model, collate(trainer, range(3)))
+    trainer.conditioner.clear()
+    # w·Δr = 0.25 − 1.5 = −1.25, 2.25, 0.025: p = σ(w·Δr / 0.5); each pair p·ℓ(z) + (1 − p)·ℓ(−z), mean over 3.
+    expected = []
+    for b, difference in enumerate([-1.25, 2.25, 0.025]):
+        chosen, rejected = independent_logratios(trainer, trainer.train_dataset[b], torch.tensor([0.25, 0.75]))
+        z = 0.3 * (chosen - rejected)
+        p = 1 / (1 + math.exp(-difference / 0.5))
+        expected.append(p * -F.logsigmoid(z) + (1 - p) * -F.logsigmoid(-z))
+    assert loss.item() == pytest.approx(torch.stack(expected).mean().item(), abs=1e-5)
+    assert trainer._metrics["train"]["pairs/dropped"][-1] == 0.0
+
+
+@pytest.mark.parametrize(
+    "overrides, recorded, sentence",
+    [
+        (
+            {"loss_type": "ipo", "beta": 0.25},
+            {"preference_layout": "labels", "loss_type": "ipo", "beta": 0.25},
+            "Trained with DPO-CLP (the IPO loss ℓ, β = 0.25) on preference pairs labelled per objective",
+        ),
+        (
+            {"preference_layout": "scores", "score_margin": 0.1},
+            {"preference_layout": "scores", "loss_type": "sigmoid", "beta": 0.1, "score_temperature": None},
+            "ordered by the sign of its weighted score difference w·Δr (a hard label",
+        ),
+        (
+            {"preference_layout": "scores", "loss_type": "hinge", "score_temperature": 2.0},
+            {"preference_layout": "scores", "loss_type": "hinge", "score_temperature": 2.0, "score_margin": 0.0},
+            "the soft p = σ(w·Δr / τ), τ = 2",
+        ),
+    ],
+)
+def test_clp_config_and_model_card_record_the_layout_loss_and_beta(tmp_path, overrides, recorded, sentence):
+    layout = overrides.get("preference_layout", "labels")
+    trainer = make_trainer(tmp_path, case_pairs(4, seed=0, layout=layout), save_strategy="no", **overrides)
+    trainer.save_model()
+    trainer.create_model_card()
+    saved = ConditioningConfig.load(str(tmp_path / "out" / "clp_config.json")).scalarization
+    assert saved["method"] == "preference" and saved.items() >= recorded.items()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert sentence in card and "mixes the objectives' preferences" not in card
 
 
 def test_precomputed_reference_log_probs_are_the_adapter_free_base(tmp_path):
@@ -302,7 +413,8 @@ def test_training_steers_each_objectives_preferred_responses_and_steerable_model
     assert steer.objective_names == ["lower", "upper"]
     card = (tmp_path / "out" / "README.md").read_text()
     assert "with DPO ([Rafailov et al., 2023]" in card and "RLOO" not in card
-    assert "each pair's DPO loss mixes the objectives' preferences" in card and "w·R" not in card
+    assert "Trained with DPO-CLP (DPO's sigmoid loss ℓ, β = 0.5)" in card and "w·R" not in card
+    assert "Σ_i w_i·1[s_i≠0]·ℓ(s_i·z)" in card
     tokenizer = demo.make_byte_tokenizer()
     held_out = case_pairs(16, seed=1)
 
@@ -446,6 +558,9 @@ def test_a_dataset_in_the_other_layout_says_so(tmp_path):
         ({"objective_names": None}, "Give one name per objective"),
         ({"conditioning": "logit"}, "Choose conditioning='full' or 'attn'"),
         ({"score_margin": 0.1}, "applies to preference_layout='scores' only"),
+        ({"score_temperature": 1.0}, "applies to preference_layout='scores' only"),
+        ({"preference_layout": "scores", "score_temperature": 0.0}, "must be a finite value > 0"),
+        ({"conditioning": "prompt", "truncation_mode": "keep_end"}, "use truncation_mode='keep_start'"),
         ({"preference_layout": "ranks"}, "`preference_layout` must be one of"),
         ({"ld_alpha": 0.5}, "not supported by DPO-CLP"),
         ({"weight_distribution": "fixed", "fixed_weights": ["0.2,0.3,0.5"]}, "one weight per objective"),
@@ -514,6 +629,39 @@ def test_weightings_follow_the_micro_step_stream_across_a_resume_and_evaluations
         trainer(objective_names=["helpful", "harmless"]).train(resume_from_checkpoint=True)
 
 
+class PairWeightsRecordingTrainer(MultiObjectiveDPOTrainer):
+    def _draw_pair_weights(self, num_local_pairs, mode):
+        all_weights, weights = super()._draw_pair_weights(num_local_pairs, mode)
+        self.drawn.append(all_weights.clone())
+        return all_weights, weights
+
+
+def test_weighting_schedule_draws_corners_first_for_the_pairs_too(tmp_path):
+    trainer = PairWeightsRecordingTrainer(
+        demo.make_tiny_llama(seed=0),
+        args=dpo_config(tmp_path, max_steps=4, one_hot_fraction=0.5, dirichlet_concentration=0.5),
+        train_dataset=case_pairs(16, seed=0),
+        processing_class=demo.make_byte_tokenizer(),
+        peft_config=LORA,
+    )
+    trainer.drawn = []
+    trainer.train()
+    # Steps 0 and 1 (t < .5): every pair on a corner; steps 2 and 3: p = 0, the run's Dirichlet draws unchanged.
+    logged = [
+        h["weights/one_hot_probability"] for h in trainer.state.log_history if "weights/one_hot_probability" in h
+    ]
+    assert logged == [1.0, 1.0, 0.0, 0.0]
+    assert len(trainer.drawn) == 4
+    for step in (0, 1):
+        assert (trainer.drawn[step].max(-1).values == 1).all()
+        corner_rng = np.random.default_rng([0, 0, step, 2])
+        corner_rng.random(4)  # the draw's uniforms come first, then the corners
+        assert trainer.drawn[step].argmax(-1).tolist() == corner_rng.integers(2, size=4).tolist()
+    for step in (2, 3):
+        expected = np.random.default_rng([0, 0, step]).dirichlet([0.5, 0.5], size=4)
+        torch.testing.assert_close(trainer.drawn[step], torch.as_tensor(expected, dtype=torch.float32))
+
+
 class RecordGradients(TrainerCallback):
     """Keeps the gradients of the first optimizer step, and whether the model checkpointed its activations."""
 
@@ -545,19 +693,20 @@ def test_gradient_checkpointing_keeps_each_pairs_weighting_through_backward(tmp_
         torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_gradient_accumulation_weighs_every_kept_pair_alike_as_one_large_batch_does(tmp_path):
-    """Under w = (1, 0) only the 3 pairs "lower" labels are kept: micro-batches of 4 keep 3 and 0, or 2 and 1. The
-    step's gradient must be that of the mean over the 3 kept pairs, not the mean of the micro-batches' means."""
-    rows = case_pairs(8, seed=0).to_list()
-    for row in rows[3:]:
-        row["objective_labels"] = [0, 1]
+def test_gradient_accumulation_weighs_every_pair_alike_as_one_large_batch_does(tmp_path):
+    """10 pairs in micro-batches of 4, 4 and 2 (one optimizer step): the step's gradient must be that of the mean over
+    the 10 pairs, as one batch of 10 gives it, not the mean of the micro-batches' means (the 2 pairs of the short
+    micro-batch weighing twice as much as the others)."""
+    rows = case_pairs(10, seed=0).to_list()
+    for row in rows[6:]:
+        row["objective_labels"] = [0, 1]  # pair weight 0.7 under w = (0.3, 0.7): pairs of unequal weight
     gradients = []
-    for batch_size, accumulation in ((8, 1), (4, 2)):
+    for batch_size, accumulation in ((10, 1), (4, 3)):
         trainer = make_trainer(
             tmp_path / str(accumulation),
             Dataset.from_list(rows),
             weight_distribution="fixed",
-            fixed_weights=["1,0"],
+            fixed_weights=["0.3,0.7"],
             per_device_train_batch_size=batch_size,
             gradient_accumulation_steps=accumulation,
             max_steps=1,

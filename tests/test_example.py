@@ -271,7 +271,15 @@ def test_comparison_runner_writes_a_report(tmp_path):
     assert claim["share_of_rs_points_dominated_by_clp"][0] == pytest.approx(fraction_dominated(clp, rs))
     assert claim["share_of_clp_points_dominated_by_rs"][0] == pytest.approx(fraction_dominated(rs, clp))
     assert claim["epsilon_clp_to_cover_rs"][0] == pytest.approx(additive_epsilon(clp, rs))
-    assert f"— {'holds' if difference > 0 else 'fails'} on this seed." in claim_lines["1"]
+    # The verdict: the paired bootstrap's (seeds and prompts), from the library's comparison of the final fronts.
+    paired = claim["paired_hypervolume_difference"]
+    assert paired["difference"][0] == pytest.approx(difference)
+    low, high = paired["difference"][1:]
+    expected = "CLP beats RS" if low > 0 else "RS beats CLP" if high < 0 else "no difference detected"
+    assert f"— {expected}: hypervolume of the seed-averaged fronts CLP − RS {difference:+.4f}" in claim_lines["1"]
+    comparison = results["comparison"]
+    assert comparison["methods"]["clp-full"]["hypervolume"][0] == pytest.approx(volumes["clp-full"])
+    assert "### clp-full − rewarded-soups" in report
     claim = results["claims"]["2_clp_more_steerable_than_prompting"]
     assert claim["clp_range"] == results["methods"]["clp-full"]["final"]["range"]
     assert claim["prompting_range"] == results["methods"]["prompting"]["final"]["range"]
@@ -475,61 +483,14 @@ def tone_runs(train_clp, tmp_path_factory):
     return runs
 
 
-def test_text_guards_on_english_french_empty_and_repeated_texts(compare_real_model):
-    """The language and degeneracy guards of compare_real_model.py on hand-made texts, recomputed from TextBlob's own
-    reading of its lexicon (`textblob.en.lexicon`)."""
-    from textblob.en import lexicon
-
-    def english(word):  # a common word in any case, or a capitalised proper noun whose lowercase is not foreign
-        common = lexicon.get(word.lower()) not in (None, "FW", "NNP", "NNPS")
-        proper = lexicon.get(word) in ("NNP", "NNPS") and word[0].isupper() and lexicon.get(word.lower()) != "FW"
-        return common or proper
-
-    texts = {
-        "english": "The food was good and the staff were kind to us in Italy.",
-        "french": "Le restaurant est situé dans le centre de la ville.",
-        "repeated": "great great great great!",
-        "near-empty": "Safe.",
-        "empty": "",
-    }
-    words = {
-        "english": "The food was good and the staff were kind to us in Italy".split(),
-        "french": "Le restaurant est situé dans le centre de la ville".split(),
-        "repeated": ["great"] * 4,
-    }
-    assert compare_real_model.words(texts["french"]) == words["french"]
-    expected_share = {name: sum(map(english, found)) / len(found) for name, found in words.items()}
-    assert expected_share == {"english": 1.0, "french": 0.2, "repeated": 1.0}  # French: "restaurant", "centre"
-    for name in words:
-        assert compare_real_model.english_word_share(texts[name]) == pytest.approx(expected_share[name])
-    assert compare_real_model.english_word_share("") is None and compare_real_model.distinct_word_ratio("") is None
-    assert compare_real_model.distinct_word_ratio(texts["repeated"]) == 0.25
-    assert compare_real_model.distinct_word_ratio(texts["english"]) == pytest.approx(12 / 13)  # "the" twice
-    guards = compare_real_model.text_guards(list(texts.values()))
-    # Two of five have fewer than 3 words; of the other three, English and the repetition are English, French not.
-    assert guards["empty"] == pytest.approx(2 / 5) and guards["english"] == pytest.approx(2 / 3)
-    assert guards["distinct"] == pytest.approx((12 / 13 + 9 / 10 + 1 / 4) / 3)  # "le" twice in the French
-    assert math.isnan(compare_real_model.text_guards(["", "Safe."])["english"])
-
-
-def test_gain_at_kl_interpolates_a_kl_series_per_weighting(compare_real_model):
-    import torch
-
-    kls = torch.tensor([[2.0, 1.0, 4.0], [6.0, 3.0, 8.0]], dtype=torch.float64)  # (A=2 α values, K=3 weightings)
-    gains = torch.tensor([[0.10, 0.00, 0.30], [0.30, 0.20, 0.10]], dtype=torch.float64)
-    out = compare_real_model.gain_at_kl(kls, gains, torch.tensor([3.0, 3.0, 9.0], dtype=torch.float64))
-    # k=0: a quarter of the way from KL 2 to 6; k=1: at the series' last point; k=2: beyond its range.
-    assert out[0].item() == pytest.approx(0.15) and out[1].item() == pytest.approx(0.20) and math.isnan(out[2])
-    means = [torch.tensor([[0.5, 0.5]]), torch.tensor([[2.0]]), torch.tensor([[0.7, 0.5]]), torch.tensor([[4.0]])]
-    means += [torch.tensor([[0.6, 0.9]]), torch.tensor([[3.0]]), torch.tensor([[0.4, 0.5]])]  # other front; base
-    weights = torch.tensor([[1.0, 0.0]])
-    # Series gains 0.1 at KL 2 and 0.3 at KL 4 → 0.2 at KL 3; the other front gains 0.2 there: difference 0.
-    assert compare_real_model.matched_gain_difference(means, weights, matched=[0]) == pytest.approx(0.0, abs=1e-6)
-    assert compare_real_model.gain_per_nat(torch.tensor([0.1, 0.3]), torch.tensor([2.0, 6.0])) == pytest.approx(0.05)
-
-
 def test_kl_weights_for_refuses_a_model_it_cannot_steer_before_sampling(compare_real_model, tone_runs, tmp_path):
-    plan = compare_real_model.plan_evaluations
+    from trl_clp.comparison import check_kl_weights, plan_fronts
+
+    def plan(runs, kl_weights_for):
+        fronts = plan_fronts(runs, kl_weights_for)
+        check_kl_weights(fronts)
+        return fronts
+
     with pytest.raises(ValueError, match=r"not trained with KL-weight conditioning.*train it with `--kl_weights"):
         plan([f"CLP={tone_runs['plain']}"], [["CLP", "0.2"]])
     with pytest.raises(ValueError, match=r"α = 0.01 is below 0.05.*use α >= 0.05"):
@@ -545,19 +506,19 @@ def test_kl_weights_for_refuses_a_model_it_cannot_steer_before_sampling(compare_
         ("multi (α=0.5)", 0.5, "multi-a0.5-s0"),
     ]
     # From the command line: refused before the first model is sampled.
-    argv = ["compare_real_model.py", "--runs", f"multi={tone_runs['multi']}", f"CLP={tone_runs['plain']}"]
+    argv = ["--runs", f"multi={tone_runs['multi']}", f"CLP={tone_runs['plain']}"]
     argv += ["--prompts", tone_runs["prompts"], "--reward_funcs", "sentiment", "objectivity"]
     argv += ["--kl_weights_for", "CLP", "0.2", "--output_dir", str(tmp_path / "out")]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", argv)
-        with pytest.raises(ValueError, match="not trained with KL-weight conditioning"):
-            compare_real_model.main()
+    with pytest.raises(SystemExit, match="not trained with KL-weight conditioning"):
+        compare_real_model.main(argv)
     assert not list((tmp_path / "out").glob("*.samples.jsonl"))
 
 
 def test_real_model_comparison_at_several_kl_weights(compare_real_model, tone_runs, tmp_path, monkeypatch):
     """--kl_weights_for: one front per α of a model trained conditioned on α; the guards, the equal-KL view (gains,
     gain per nat, matched KL) and the α section, recomputed here from the completions the script wrote."""
+    from trl_clp.comparison import english_word_share, words
+
     output = tmp_path / "comparison"
     argv = ["compare_real_model.py", "--runs", f"CLP={tone_runs['plain']}", f"multi={tone_runs['multi']}"]
     argv += [f"copy={tone_runs['multi']}", "--kl_weights_for", "multi", "0.05", "0.5", "--kl_weights_for", "copy"]
@@ -599,10 +560,10 @@ def test_real_model_comparison_at_several_kl_weights(compare_real_model, tone_ru
             point, low, high = view["per_front"][label]["gain"][k]
             assert point == pytest.approx(gains[-1]) and low <= point <= high
             texts = [s["completion"] for s in at_w]
-            full = [t for t in texts if len(compare_real_model.words(t)) >= 3]
+            full = [t for t in texts if len(words(t)) >= 3]
             guards = method["guards"]
             assert guards["empty"][k] == pytest.approx(1 - len(full) / len(texts))
-            english = [compare_real_model.english_word_share(t) >= 0.5 for t in full]
+            english = [english_word_share(t) >= 0.5 for t in full]
             assert guards["english"][k] == (
                 pytest.approx(sum(english) / len(full)) if full else pytest.approx(math.nan, nan_ok=True)
             )
@@ -634,14 +595,51 @@ def test_real_model_comparison_at_several_kl_weights(compare_real_model, tone_ru
     assert (output / "equal_kl.png").stat().st_size > 1000
 
 
-def test_kl_series_group_fronts_of_one_method_at_several_alphas(compare_real_model):
-    Evaluation = compare_real_model.Evaluation
-    fronts = [Evaluation("RS", "RS", ("rs",)), Evaluation("full a0.02", "full a0.02", ("f2",))]
-    fronts += [Evaluation("full", "full", ("f",)), Evaluation("multi (α=0.02)", "multi", ("m",), 0.02)]
-    fronts += [Evaluation("multi (α=1)", "multi", ("m",), 1.0)]
-    series = compare_real_model.plan_kl_series(fronts, [["full-CLP", "full a0.02", "full"]])
-    assert series == {"multi": ["multi (α=0.02)", "multi (α=1)"], "full-CLP": ["full a0.02", "full"]}
-    with pytest.raises(ValueError, match=r"--kl_series full-CLP: give a new series name, then two or more"):
-        compare_real_model.plan_kl_series(fronts, [["full-CLP", "full a0.02", "full a1"]])  # no front "full a1"
-    with pytest.raises(ValueError, match=r"\['multi \(α=1\)'\] already belong to a KL series"):
-        compare_real_model.plan_kl_series(fronts, [["mixed", "full", "multi (α=1)"]])
+@pytest.mark.parametrize("trainer", ["rloo", "grpo", "dpo"])
+def test_weighting_schedule_comes_from_yaml_and_flags(tmp_path, trainer):
+    from trl_clp.scripts.train import make_parser
+
+    recipe = tmp_path / "schedule.yaml"
+    recipe.write_text(
+        "objective_names: [a, b]\nweight_distribution: dirichlet\ndirichlet_concentration: 0.3\n"
+        "one_hot_fraction: 0.25\none_hot_anneal_fraction: 0.5\n"
+    )
+    parser = make_parser(prog="trl-clp train", trainer=trainer)
+    argv = ["--config", str(recipe), "--one_hot_final_probability", "0.1", "--bf16", "False"]
+    _, training_args, _ = parser.parse_args_and_config(args=argv)
+    assert (training_args.one_hot_fraction, training_args.one_hot_anneal_fraction) == (0.25, 0.5)
+    assert training_args.one_hot_final_probability == 0.1 and training_args.has_weighting_schedule
+    recipe.write_text(recipe.read_text() + "one_hot_fraction: 0.8\n")  # 0.8 + 0.5 > 1: refused, naming the fix
+    with pytest.raises(ValueError, match="shorten one of them"):
+        parser.parse_args_and_config(args=["--config", str(recipe), "--bf16", "False"])
+
+
+def test_second_pair_recipe_mirrors_the_tone_recipe_and_its_numbers_come_from_the_base_samples(train_clp):
+    """smollm2_readability_descriptiveness.yaml differs from smollm2_tone.yaml only in its rewards, and the
+    conflict its header reports is recomputed here from the base model's committed samples."""
+    import numpy as np
+    import yaml
+
+    from trl_clp.rewards import descriptiveness_reward, readability_reward
+
+    recipes = {}
+    for recipe in ("smollm2_tone.yaml", "smollm2_readability_descriptiveness.yaml"):
+        path = os.path.join(EXAMPLES, "configs", recipe)
+        with open(path) as handle:
+            recipes[recipe] = yaml.safe_load(handle)
+        train_clp.make_parser().parse_args_and_config(args=["--config", path, "--bf16", "False"])  # it parses
+    tone, pair = recipes["smollm2_tone.yaml"], recipes["smollm2_readability_descriptiveness.yaml"]
+    assert pair["reward_funcs"] == pair["objective_names"] == ["readability", "descriptiveness"]
+    differing = {"reward_funcs", "objective_names", "output_dir"}
+    assert {k: v for k, v in tone.items() if k not in differing} == {
+        k: v for k, v in pair.items() if k not in differing
+    }
+
+    samples = os.path.join(EXAMPLES, os.pardir, "docs", "results", "smollm2_tone", "base.samples.jsonl")
+    with open(samples) as handle:
+        texts = [json.loads(line)["completion"] for line in handle]
+    readability, descriptiveness = np.array(readability_reward(texts)), np.array(descriptiveness_reward(texts))
+    assert len(texts) == 288
+    assert (round(readability.mean(), 3), round(readability.std(ddof=1), 3)) == (0.679, 0.193)
+    assert (round(descriptiveness.mean(), 3), round(descriptiveness.std(ddof=1), 3)) == (0.107, 0.071)
+    assert round(np.corrcoef(readability, descriptiveness)[0, 1], 2) == -0.40

@@ -4,6 +4,7 @@ import torch
 from trl_clp.sampling import (
     check_weights,
     kl_conditioning_vector,
+    one_hot_probability,
     sample_group_kl_weights,
     sample_group_weights,
     simplex_grid,
@@ -53,6 +54,51 @@ def test_dirichlet_concentration_moves_mass_to_the_corners():
     corners = sample_group_weights("dirichlet", 4000, 2, 0, (0, 0), concentration=0.1)
     centre = sample_group_weights("dirichlet", 4000, 2, 0, (0, 0), concentration=10.0)
     assert (corners - 0.5).abs().mean() > 0.4 > 0.1 > (centre - 0.5).abs().mean()
+
+
+@pytest.mark.parametrize(
+    "step, expected",
+    # 100 steps: corners for the first 20, p from 1 down to .25 over the next 50 (.75 per 50 steps), then .25.
+    [(0, 1.0), (19, 1.0), (20, 1.0), (30, 0.85), (45, 0.625), (69, 0.265), (70, 0.25), (99, 0.25), (100, 0.25)],
+)
+def test_one_hot_probability_by_hand(step, expected):
+    assert one_hot_probability(step, 100, 0.2, 0.5, 0.25) == pytest.approx(expected)
+
+
+def test_one_hot_probability_without_a_corners_first_phase_or_anneal():
+    assert one_hot_probability(0, 10, 0.0, 0.0, 0.3) == one_hot_probability(9, 10, 0.0, 0.0, 0.3) == 0.3
+    assert one_hot_probability(4, 10, 0.5, 0.0, 0.1) == 1.0 and one_hot_probability(5, 10, 0.5, 0.0, 0.1) == 0.1
+    with pytest.raises(ValueError, match="max_steps"):
+        one_hot_probability(0, 0, 0.5, 0.0, 0.0)
+
+
+def test_one_hot_mixture_replaces_some_rows_of_the_draw_by_corners():
+    base = sample_group_weights("dirichlet", 2000, 3, seed=1, stream=(0, 4), concentration=0.5)
+    assert torch.equal(sample_group_weights("dirichlet", 2000, 3, 1, (0, 4), 0.5, one_hot_probability=0.0), base)
+    mixed = sample_group_weights(
+        "dirichlet", 2000, 3, seed=1, stream=(0, 4), concentration=0.5, one_hot_probability=0.3
+    )
+    is_corner = mixed.max(-1).values == 1.0
+    # Each row is its base draw or a corner; about 30% are corners, spread over all three; p = 1: all are corners.
+    assert torch.equal(mixed[~is_corner], base[~is_corner])
+    assert 0.27 < is_corner.float().mean().item() < 0.33
+    assert set(mixed[is_corner].argmax(-1).tolist()) == {0, 1, 2}
+    everywhere = sample_group_weights("dirichlet", 2000, 3, 1, (0, 4), 0.5, one_hot_probability=1.0)
+    assert (everywhere.max(-1).values == 1.0).all()
+
+
+def test_one_hot_mixture_is_an_independent_recomputation_from_the_seeded_stream():
+    import numpy as np
+
+    got = sample_group_weights("dirichlet", 6, 2, seed=7, stream=(0, 3), concentration=0.3, one_hot_probability=0.5)
+    expected = np.random.default_rng([7, 0, 3]).dirichlet([0.3, 0.3], size=6)
+    corner_rng = np.random.default_rng([7, 0, 3, 2])
+    uniforms, corner = corner_rng.random(6), corner_rng.integers(2, size=6)
+    for row in range(6):
+        if uniforms[row] < 0.5:
+            expected[row] = [1.0 - corner[row], float(corner[row])]
+    assert 0 < (uniforms < 0.5).sum() < 6  # both kinds of rows occur in this draw
+    torch.testing.assert_close(got, torch.as_tensor(expected, dtype=torch.float32))
 
 
 def test_kl_weights_come_from_the_choices_or_range():

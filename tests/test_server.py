@@ -39,7 +39,9 @@ def make_tiny_gpt2():
     return GPT2LMHeadModel(config)
 
 
-def save_steerable(directory, variant="full", names=NAMES, min_kl_weight=None, learned_positions=False):
+def save_steerable(
+    directory, variant="full", names=NAMES, min_kl_weight=None, learned_positions=False, features=("linear",)
+):
     """A tiny CLP model with random LoRA A and B (so weightings change outputs), saved with its base and tokenizer:
     the rotary Llama of the demo, or with `learned_positions` a GPT-2 with a 64-token context."""
     tokenizer = demo.make_byte_tokenizer()
@@ -52,7 +54,12 @@ def save_steerable(directory, variant="full", names=NAMES, min_kl_weight=None, l
         r=4, lora_alpha=16, init_lora_weights=False, target_modules=targets, fan_in_fan_out=learned_positions
     )
     steer = SteerableModel.from_base_model(
-        AutoModelForCausalLM.from_pretrained(base_path), names, lora, variant, tokenizer=tokenizer
+        AutoModelForCausalLM.from_pretrained(base_path),
+        names,
+        lora,
+        variant,
+        tokenizer=tokenizer,
+        conditioning_features=features,
     )
     if min_kl_weight is not None:  # the last block is the KL block of a multi-α model
         steer.conditioning_config = dataclasses.replace(
@@ -123,6 +130,7 @@ def post(server, path, body=None, content=None, headers=None):
 def test_models_and_health(server, client):
     (card,) = client.models.list().data
     assert card.id == "clp" and card.objectives == NAMES and card.conditioning == "full" and card.max_model_len == 256
+    assert card.conditioning_features == ["linear"]
     assert httpx.get(server.url + "/health").json()["status"] == "ok"
 
 
@@ -665,3 +673,35 @@ def test_cli_serves_on_loopback_with_the_api_key_from_the_environment(model_path
 def test_no_api_key_means_no_check(server):
     assert httpx.get(server.url + "/v1/models").status_code == 200
     assert math.isfinite(json.loads(httpx.get(server.url + "/health").text)["rows"])
+
+
+def test_a_model_with_shared_and_pairwise_blocks_serves_each_request_as_its_merged_model(tmp_path):
+    """Conditioning features go through the server unchanged: concurrent requests sharing batches each get what the
+    plain model merged for their weighting generates."""
+    path = save_steerable(str(tmp_path), features=("linear", "shared", "pairwise"))
+    steer = load_steerable_model(path)
+    weightings = [[1.0, 0.0], [0.7, 0.3], [0.5, 0.5], [0.2, 0.8], [0.0, 1.0]]
+    prompt_ids = steer.tokenizer(PROMPTS[1])["input_ids"]
+    expected = []
+    for weights in weightings:
+        merged = steer.merge(torch.tensor(weights)).eval()
+        ids = torch.tensor([prompt_ids])
+        out = merged.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False)
+        new = out[0, ids.size(1) :].tolist()
+        expected.append(steer.tokenizer.decode(new[: new.index(EOS)] if EOS in new else new, skip_special_tokens=True))
+    assert len(set(expected)) > 1  # the weighting steers the text
+    app = create_app(load_steerable_model(path), ServerConfig(model_name="clp", max_new_tokens=64))
+    with ServerThread(app) as running:
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        assert client.models.list().data[0].conditioning_features == ["linear", "shared", "pairwise"]
+        start = threading.Barrier(len(weightings))
+
+        def call(weights):
+            start.wait()
+            request = dict(
+                model="clp", prompt=PROMPTS[1], max_tokens=10, temperature=0, extra_body={"weights": weights}
+            )
+            return client.completions.create(**request).choices[0].text
+
+        with concurrent.futures.ThreadPoolExecutor(len(weightings)) as pool:
+            assert list(pool.map(call, weightings)) == expected

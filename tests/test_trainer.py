@@ -63,6 +63,12 @@ def record_generations(trainer):
         (dict(conditioning="prompt", kl_weights=[0.1]), "prompting baseline"),
         (dict(prompt_template="no placeholder"), "{weights}"),
         (dict(dirichlet_concentration=0.0), "dirichlet_concentration"),
+        (dict(one_hot_fraction=1.5), "must be in \\[0, 1\\]"),
+        (dict(one_hot_final_probability=-0.1), "must be in \\[0, 1\\]"),
+        (dict(one_hot_fraction=0.6, one_hot_anneal_fraction=0.5), "shorten one of them"),
+        (dict(one_hot_anneal_fraction=0.5), "set `one_hot_fraction` > 0"),
+        (dict(one_hot_fraction=0.2, weight_distribution="one_hot"), "choose 'dirichlet', 'uniform' or 'fixed'"),
+        (dict(one_hot_fraction=0.2, one_hot_final_probability=1.0), "never spread"),
         (dict(generation_kwargs={"num_return_sequences": 2}), "Set `num_generations`"),
     ],
 )
@@ -548,6 +554,50 @@ def test_resume_continues_the_same_weight_stream(tmp_path, tokenizer, prompts_da
         torch.testing.assert_close(got["conditioning_vectors"], expected["conditioning_vectors"])
         torch.testing.assert_close(got["advantages"], expected["advantages"])  # same running statistics
     assert resumed.reward_moments.count.sum() == full.reward_moments.count.sum()
+
+
+def scheduled_weightings(seed: int, micro_step: int, num_groups: int, concentration: float, p: float) -> torch.Tensor:
+    """`(G, 2)` the weightings of a training draw under a weighting schedule, recomputed from the documented stream:
+    Dirichlet rows from `(seed, 0, micro_step)`, each replaced with probability p by a corner from key 2."""
+    import numpy as np
+
+    weights = np.random.default_rng([seed, 0, micro_step]).dirichlet([concentration] * 2, size=num_groups)
+    corner_rng = np.random.default_rng([seed, 0, micro_step, 2])
+    is_corner, corner = corner_rng.random(num_groups) < p, corner_rng.integers(2, size=num_groups)
+    weights[is_corner] = np.eye(2)[corner[is_corner]]
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def test_weighting_schedule_draws_corners_first_then_spreads_and_resumes_exactly(tmp_path, tokenizer, prompts_dataset):
+    schedule = dict(
+        max_steps=4,
+        num_generations=2,
+        per_device_train_batch_size=16,  # 8 prompt groups per step
+        dirichlet_concentration=0.5,
+        one_hot_fraction=0.25,
+        one_hot_anneal_fraction=0.5,
+        one_hot_final_probability=0.25,
+        save_strategy="steps",
+        save_steps=2,
+    )
+    full = make_trainer(tmp_path, tokenizer, prompts_dataset, **schedule)
+    full_records = record_generations(full)
+    full.train()
+    # 4 steps: corners at step 0 (t < .25); p falls from 1 at t = .25 to .25 at t = .75, and stays there.
+    probabilities = [1.0, 1.0, 0.625, 0.25]
+    logged = [h["weights/one_hot_probability"] for h in full.state.log_history if "weights/one_hot_probability" in h]
+    assert logged == pytest.approx(probabilities)
+    for step, (record, p) in enumerate(zip(full_records, probabilities, strict=True)):
+        expected = scheduled_weightings(0, step, 8, 0.5, p).repeat_interleave(2, dim=0)  # (16, 2)
+        torch.testing.assert_close(record["conditioning_vectors"], expected)
+    assert all((r["conditioning_vectors"].max(-1).values == 1).all() for r in full_records[:2])
+    assert (full_records[3]["conditioning_vectors"].max(-1).values < 1).any()
+
+    resumed = make_trainer(tmp_path, tokenizer, prompts_dataset, **schedule)
+    resumed_records = record_generations(resumed)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+    for expected, got in zip(full_records[2:], resumed_records, strict=True):
+        torch.testing.assert_close(got["conditioning_vectors"], expected["conditioning_vectors"])
 
 
 @pytest.mark.parametrize("loader", ["default", "deepspeed"])

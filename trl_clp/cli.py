@@ -4,6 +4,8 @@ trl-clp train --output_dir outputs/clp-demo          # every flag of examples/tr
 trl-clp info outputs/clp-demo
 trl-clp evaluate outputs/clp-demo --prompts prompts.txt --reward_funcs lowercase uppercase --grid_points 5
 trl-clp evaluate clp-tldr --prompts heldout.jsonl --reward_funcs nli rougeL --nli_model path/to/nli
+trl-clp compare --runs CLP=runs/clp-s0,runs/clp-s1 soups=runs/rs-s0,runs/rs-s1 --prompts heldout.jsonl \
+    --reward_funcs sentiment objectivity --output_dir outputs/comparison      # paired intervals, verdicts, guards
 trl-clp plot outputs/clp-demo/front.json other/front.json --labels CLP prompting --output fronts.png
 trl-clp export outputs/clp-demo lora/w-0.3-0.7 --weights 0.3,0.7
 trl-clp serve outputs/clp-demo --port 8000
@@ -107,11 +109,110 @@ def read_prompts(path: str) -> dict[str, list]:
     return {column: [row[column] for row in rows] for column in columns}
 
 
+def _reward_functions(args, columns: dict[str, list]) -> list:
+    """`--reward_funcs` resolved as `trl-clp train` resolves them, checked against the prompts' columns."""
+    from .rewards import RougeReward, resolve_reward_function
+
+    reward_funcs = [
+        resolve_reward_function(
+            spec, reference_column=args.reference_column, nli_model=args.nli_model, premise_column=args.premise_column
+        )
+        for spec in args.reward_funcs
+    ]
+    if any(isinstance(f, str) for f in reward_funcs):
+        raise CommandError(
+            f"`{args.command}` takes callable rewards: built-in names (lowercase, uppercase, titlecase, brevity, "
+            "source_coverage, sentiment, objectivity, readability, civility), rouge1/rouge2/rougeL, nli, or "
+            f"module:function; got {args.reward_funcs}."
+        )
+    needed = {f.reference_column for f in reward_funcs if isinstance(f, RougeReward)}
+    needed |= {args.premise_column} if "nli" in args.reward_funcs and args.premise_column else set()
+    for column in sorted(needed - set(columns)):
+        raise CommandError(
+            f"The rewards need a {column!r} column, which {args.prompts} does not have: give the prompts as a JSONL "
+            f"or CSV file with `prompt` and `{column}` columns (or name the column with --reference_column)."
+        )
+    return reward_funcs
+
+
+def read_prompt_source(source: str, split: str = "test") -> dict[str, list]:
+    """Columns of held-out prompts from a file (`read_prompts`), or from a dataset folder or hub id (its `split`,
+    loaded with `datasets.load_dataset`, as `trl-clp train --dataset_name` loads one)."""
+    if os.path.isfile(source):
+        return read_prompts(source)
+    from datasets import load_dataset
+
+    try:
+        dataset = load_dataset(source)
+    except Exception as error:  # datasets raises many kinds: say what was tried
+        raise CommandError(
+            f"--prompts {source!r} is not a file here ({os.getcwd()}) and could not be loaded as a dataset: {error}"
+        ) from error
+    if split not in dataset:
+        raise CommandError(
+            f"--prompts {source}: no split {split!r}; its splits are {list(dataset)} (--prompts_split)."
+        )
+    if "prompt" not in dataset[split].column_names:
+        raise CommandError(f"--prompts {source}: no `prompt` column; its columns are {dataset[split].column_names}.")
+    return {column: list(dataset[split][column]) for column in dataset[split].column_names}
+
+
+def _compare(args) -> None:
+    from .comparison import compare_runs
+
+    if args.num_resamples < 1 or not 0 < args.confidence < 1 or not 0 < args.significance < 1:
+        raise CommandError("--num_resamples must be >= 1, and --confidence and --significance in (0, 1).")
+    if not args.reuse and (args.prompts is None or args.reward_funcs is None):
+        raise CommandError(
+            "Give --prompts and --reward_funcs to evaluate the runs (or --reuse, to compare the evaluations already "
+            "in --output_dir)."
+        )
+    prompts, reward_funcs, reward_kwargs = None, None, None
+    if args.prompts is not None:
+        columns = read_prompt_source(args.prompts, args.prompts_split)
+        columns = {name: values[: args.num_prompts] for name, values in columns.items()}
+        prompts = columns.pop("prompt")
+        reward_kwargs = columns or None
+        if args.reward_funcs is not None:
+            reward_funcs = _reward_functions(args, {"prompt": prompts, **columns})
+    results = compare_runs(
+        args.runs,
+        args.output_dir,
+        prompts=prompts,
+        reward_funcs=reward_funcs,
+        reward_kwargs=reward_kwargs,
+        grid_points=args.grid_points,
+        reuse=args.reuse,
+        kl_weights_for=args.kl_weights_for,
+        kl_series=args.kl_series,
+        reference_point=args.reference,
+        base_samples_per_prompt=args.base_samples_per_prompt,
+        generations_for=args.generations_for,
+        num_resamples=args.num_resamples,
+        confidence=args.confidence,
+        bootstrap_seed=args.seed,
+        pair_seeds=not args.independent_seeds,
+        significance=args.significance,
+        guards=not args.no_guards,
+        num_samples=args.samples_per_prompt,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+    )
+    for key, pair in results["paired"].items():
+        verdicts = [f"hypervolume: {pair['hypervolume']['verdict']}"]
+        verdicts += [f"{name} margin: {entry['verdict']}" for name, entry in pair["margins"].items()]
+        print(f"{key} ({pair['a']} = A): " + "; ".join(verdicts))
+    print(f"Wrote comparison.json, report.md, the figures and generations.md to {args.output_dir}")
+
+
 def _evaluate(args) -> None:
     import torch
 
     from .evaluation import evaluate_front
-    from .rewards import RougeReward, resolve_reward_function
     from .sampling import simplex_grid
 
     _check_model_folder(args.model)
@@ -124,24 +225,7 @@ def _evaluate(args) -> None:
         if not valid:
             raise CommandError(f"--{flag} must be {expected}, got {getattr(args, flag)}.")
     columns = read_prompts(args.prompts)
-    reward_funcs = [
-        resolve_reward_function(
-            spec, reference_column=args.reference_column, nli_model=args.nli_model, premise_column=args.premise_column
-        )
-        for spec in args.reward_funcs
-    ]
-    if any(isinstance(f, str) for f in reward_funcs):
-        raise CommandError(
-            "`evaluate` takes callable rewards: built-in names (lowercase, uppercase, titlecase, brevity, "
-            f"source_coverage, civility), rouge1/rouge2/rougeL, nli, or module:function; got {args.reward_funcs}."
-        )
-    needed = {f.reference_column for f in reward_funcs if isinstance(f, RougeReward)}
-    needed |= {args.premise_column} if "nli" in args.reward_funcs and args.premise_column else set()
-    for column in sorted(needed - set(columns)):
-        raise CommandError(
-            f"The rewards need a {column!r} column, which {args.prompts} does not have: give the prompts as a JSONL "
-            f"or CSV file with `prompt` and `{column}` columns (or name the column with --reference_column)."
-        )
+    reward_funcs = _reward_functions(args, columns)
     steer = _load_steerable(args.model, args.base_model)
     if steer.tokenizer is None:
         raise CommandError(f"{args.model} has no tokenizer files: save the tokenizer beside the adapter.")
@@ -305,6 +389,107 @@ def main(argv: list[str] | None = None) -> None:
         help="base model folder or hub id, when the one the adapter records has moved or was a GGUF file",
     )
     evaluate.set_defaults(run=_evaluate)
+    compare = commands.add_parser(
+        "compare",
+        help="compare several trained runs on held-out prompts: paired intervals over seeds and prompts, verdicts, "
+        "gaming guards (docs/evaluation.md)",
+        description="Evaluate every run (and the base model, adapters off) on the same prompts, weightings and "
+        "sampling seed, and compare them: per method its seed-averaged front, hypervolume and margins; for every two "
+        "methods the paired differences of hypervolume, margins and each weighting's w·R, each with a verdict (A beats "
+        "B, B beats A, no difference detected) from a bootstrap over seeds and prompts; the gaming guards against the "
+        "base model and the guarded fronts; the equal-KL view. Writes comparison.json, report.md, fronts.png, "
+        "equal_kl.png, generations.md, and every evaluation (<label>-s<i>.json, <label>-s<i>.samples.jsonl, base.*).",
+    )
+    compare.add_argument(
+        "--runs",
+        nargs="+",
+        required=True,
+        metavar="LABEL=PATH[,PATH...]",
+        help="one entry per method: its label, then its run folders (one per seed); quote a label with spaces",
+    )
+    compare.add_argument(
+        "--prompts",
+        default=None,
+        help="held-out prompts: a JSONL/JSON/CSV file with a `prompt` column (other columns reach the rewards), a "
+        "text file (one per line), or a dataset folder or hub id (see --prompts_split); optional with --reuse",
+    )
+    compare.add_argument("--prompts_split", default="test", help="the split of a --prompts dataset")
+    compare.add_argument("--num_prompts", type=int, default=None, help="the first N prompts only (default: all)")
+    compare.add_argument(
+        "--reward_funcs",
+        nargs="+",
+        default=None,
+        help="one per objective, in training's order, named as for `trl-clp train`; optional with --reuse",
+    )
+    compare.add_argument("--reference_column", default="reference", help="column with the reference, for rouge*")
+    compare.add_argument("--nli_model", default=None, help="NLI model id or path, for the `nli` reward")
+    compare.add_argument("--premise_column", default=None, help="column with the source for `nli` (default: prompt)")
+    compare.add_argument("--output_dir", required=True, help="where the evaluations and the comparison are written")
+    compare.add_argument(
+        "--reuse",
+        action="store_true",
+        help="read back the evaluations already in --output_dir (<label>-s<i>.json + .samples.jsonl, base.*) and "
+        "sample only the missing ones: with all of them there, neither the run folders nor the rewards are needed",
+    )
+    compare.add_argument("--grid_points", type=int, default=5, help="weightings per simplex edge")
+    compare.add_argument("--samples_per_prompt", type=int, default=2, help="completions per (prompt, weighting)")
+    compare.add_argument(
+        "--base_samples_per_prompt", type=int, default=4, help="completions of the base model per prompt"
+    )
+    compare.add_argument("--max_new_tokens", type=int, default=32, help="set it as in the training run")
+    compare.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature, as in training (the KL is taken at it)"
+    )
+    compare.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling; 1.0 keeps every token")
+    compare.add_argument("--top_k", type=int, default=0, help="top-k sampling; 0 keeps every token")
+    compare.add_argument("--batch_size", type=int, default=64, help="rows per generate call (rows mix weightings)")
+    compare.add_argument(
+        "--seed", type=int, default=0, help="seeds the sampling (the same for every run) and the bootstrap"
+    )
+    compare.add_argument(
+        "--reference",
+        nargs="+",
+        type=float,
+        default=None,
+        help="the hypervolume's reference point, one value per objective, fixed before any run (default: 0s)",
+    )
+    compare.add_argument("--num_resamples", type=int, default=1000, help="bootstrap resamples")
+    compare.add_argument("--confidence", type=float, default=0.95, help="of every interval")
+    compare.add_argument(
+        "--independent_seeds",
+        action="store_true",
+        help="draw each method's seeds independently in the bootstrap; by default methods with as many seeds draw the "
+        "same seed indices (seed i of one with seed i of the other: the same training stream)",
+    )
+    compare.add_argument(
+        "--significance",
+        type=float,
+        default=0.05,
+        help="a gaming guard is flagged when Fisher's test against the base model gives p below it",
+    )
+    compare.add_argument(
+        "--no_guards",
+        action="store_true",
+        help="leave out the language and gaming guards and the guarded fronts (they read English prose)",
+    )
+    compare.add_argument(
+        "--kl_weights_for",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("LABEL", "ALPHA"),
+        help="LABEL α [α...]: evaluate a run trained conditioned on the KL weight at each α (one front per α)",
+    )
+    compare.add_argument(
+        "--kl_series",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar=("NAME", "LABEL"),
+        help="NAME LABEL LABEL [...]: fronts of one method trained at several α, compared at matched KL",
+    )
+    compare.add_argument("--generations_for", default=None, help="the label whose completions fill generations.md")
+    compare.set_defaults(run=_compare)
     plot = commands.add_parser("plot", help="draw one or several saved fronts (front.json files) to a PNG")
     plot.add_argument("fronts", nargs="+", help="front JSON files written by evaluate or the training script")
     plot.add_argument("--labels", nargs="+", default=None, help="one per front (default: the parent folder names)")

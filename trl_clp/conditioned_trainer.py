@@ -37,7 +37,7 @@ from .extras import require
 from .gguf import check_not_gguf
 from .guards import check_free_disk_space, check_output_dir_writable, checkpoint_bytes
 from .model_card import CLP_PAPER, RLOO_STEP, finish_model_card
-from .sampling import sample_group_weights
+from .sampling import one_hot_probability, sample_group_weights
 
 DEFAULT_LORA_CONFIG = LoraConfig(r=8, lora_alpha=16, target_modules="all-linear", task_type="CAUSAL_LM")
 # Stream keys keep training and evaluation weight draws apart.
@@ -98,17 +98,20 @@ class ConditionedTrainerCore:
                 f"{type(self).__name__} supports text-only models; pass a tokenizer as `processing_class`."
             )
 
-    def _conditioned_lora_config(self, args, peft_config: LoraConfig | None, num_blocks: int) -> LoraConfig:
+    def _conditioned_lora_config(self, args, peft_config: LoraConfig | None, vector_size: int) -> LoraConfig:
         """The PEFT config of the conditioned adapter, from `peft_config`, the LoRA of ONE objective (default rank 8,
-        alpha 16, all linear layers); also checks that `output_dir` can be written."""
+        alpha 16, all linear layers), for conditioning vectors of `vector_size` entries mixed with
+        `args.conditioning_features`; also checks that `output_dir` can be written."""
         peft_config = peft_config if peft_config is not None else DEFAULT_LORA_CONFIG
         check_linear_lora_config(peft_config)
         if args.should_save:
             check_output_dir_writable(args.output_dir)
         self._objective_lora_config = peft_config
-        self._num_blocks = num_blocks
+        self._vector_size = vector_size
         self._conditioned_targets = resolve_conditioned_targets(args.conditioning, args.conditioned_target_modules)
-        return build_conditioned_lora_config(peft_config, args.conditioning, self._conditioned_targets, num_blocks)
+        return build_conditioned_lora_config(
+            peft_config, args.conditioning, self._conditioned_targets, vector_size, args.conditioning_features
+        )
 
     def _attach_conditioning(self) -> None:
         """After the TRL trainer's `__init__`: the per-row mixing, the disk-space check, the weighting histograms."""
@@ -117,7 +120,8 @@ class ConditionedTrainerCore:
             self._objective_lora_config,
             self.args.conditioning,
             self._conditioned_targets,
-            self._num_blocks,
+            self._vector_size,
+            self.args.conditioning_features,
         )
         if self.args.should_save:
             check_free_disk_space(self.args.output_dir, checkpoint_bytes(self.model, self.args))
@@ -143,6 +147,7 @@ class ConditionedTrainerCore:
             conditioning=self.args.conditioning,
             conditioned_modules=list(self.conditioner.conditioned_module_names),
             num_blocks=self.conditioner.num_blocks,
+            conditioning_features=list(self.conditioner.features),
             prompt_template=self.args.prompt_template,
             **self._conditioning_metadata(),
         )
@@ -168,8 +173,26 @@ class ConditionedTrainerCore:
         return stream
 
     def _draw_group_weights(self, num_groups: int, stream: tuple[int, int]) -> torch.Tensor:
-        """`(G, m)` one weighting per global group, from the configured distribution and the seeded stream."""
+        """`(G, m)` one weighting per global group, from the configured distribution and the seeded stream.
+
+        With a weighting schedule, each group is a one-hot corner with the probability p of the current optimizer
+        step (`one_hot_probability`; the same on every rank and, from the restored step, on resume), logged as
+        `weights/one_hot_probability`; evaluation draws use the schedule's end, so that evaluations compare.
+        """
         args = self.args
+        corner_probability = 0.0
+        if args.has_weighting_schedule:
+            train = stream[0] == TRAIN_STREAM
+            corner_probability = args.one_hot_final_probability
+            if train:
+                corner_probability = one_hot_probability(
+                    self.state.global_step,
+                    self.state.max_steps,
+                    args.one_hot_fraction,
+                    args.one_hot_anneal_fraction,
+                    args.one_hot_final_probability,
+                )
+            self._metrics["train" if train else "eval"]["weights/one_hot_probability"].append(corner_probability)
         return sample_group_weights(
             args.weight_distribution,
             num_groups,
@@ -178,6 +201,7 @@ class ConditionedTrainerCore:
             stream,
             concentration=args.dirichlet_concentration,
             fixed_weights=args.parsed_fixed_weights,
+            one_hot_probability=corner_probability,
         )
 
     def _local_rows(self, per_group: torch.Tensor, group_size: int, num_local_rows: int) -> torch.Tensor:
@@ -294,6 +318,12 @@ class ConditionedTrainerCore:
                 f"Checkpoint {resume_from_checkpoint!r} was trained on objectives {saved.objective_names} with "
                 f"conditioning={saved.conditioning!r}, but this trainer has {self.objective_names} with "
                 f"conditioning={self.args.conditioning!r}. Resume with the same reward functions, in the same order."
+            )
+        if saved.conditioning_features != list(self.conditioner.features):
+            raise ValueError(
+                f"Checkpoint {resume_from_checkpoint!r} was trained with conditioning_features="
+                f"{saved.conditioning_features}, but this trainer has {list(self.conditioner.features)}: its adapter "
+                f"has other blocks. Resume with `conditioning_features` {saved.conditioning_features}."
             )
         self._restore_training_state(saved, resume_from_checkpoint)
 

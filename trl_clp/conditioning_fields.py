@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .conditioning.config import CONDITIONING_VARIANTS
+from .conditioning.features import CONDITIONING_FEATURES, check_conditioning_features
 from .conditioning.prompts import DEFAULT_PROMPT_TEMPLATE
 from .sampling import SIMPLEX_TOLERANCE, WEIGHT_DISTRIBUTIONS
 
@@ -52,6 +53,20 @@ class SharedConditioningFields:
             "other names (e.g. c_attn for GPT-2)."
         },
     )
+    conditioning_features: list[str] = field(
+        default_factory=lambda: ["linear"],
+        metadata={
+            "help": "The features φ(w) the conditioned layers' LoRA blocks are mixed with, each block of rank r: "
+            "'linear' (always; one block per objective, scaled by w_i: the blocks of CLP and Rewarded Soups), "
+            "'shared' (one block scaled by 1 at every w: capacity every weighting trains), 'pairwise' (one block per "
+            "pair of objectives, scaled by w_i·w_j: zero at the corners, capacity of the interior's own). With "
+            "`kl_weights`/`kl_weight_range` the KL entry counts as one more objective. Each feature is normalised to "
+            "1 at the uniform weighting (pairwise: 4·w_1·w_2 for two objectives), which a plain PEFT load computes. "
+            "Blocks per layer: m (+1 with the KL entry) linear, 1 shared, n(n−1)/2 pairwise; generation stays one "
+            "LoRA of rank (blocks)·r.",
+            "choices": list(CONDITIONING_FEATURES),
+        },
+    )
     weight_distribution: str = field(
         default="dirichlet",
         metadata={
@@ -73,6 +88,32 @@ class SharedConditioningFields:
             "help": "Weightings for weight_distribution='fixed', each a comma-separated string such as '0.3,0.7' "
             "(lists of floats are accepted from Python). Kept as given; the parsed `(K, m)` weightings are "
             "`parsed_fixed_weights`."
+        },
+    )
+    one_hot_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weighting schedule, corners first: the fraction of training steps (of max_steps) at the start in "
+            "which every weighting is a one-hot corner, so that each objective's block is trained alone first "
+            "(PaLoRA, arXiv 2407.08056); then the weightings spread out (`one_hot_anneal_fraction`). 0 (default): "
+            "no corners-first phase."
+        },
+    )
+    one_hot_anneal_fraction: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weighting schedule: the fraction of training steps after `one_hot_fraction` over which the "
+            "probability p that a weighting is a one-hot corner falls linearly from 1 to `one_hot_final_probability`; "
+            "the other weightings are drawn from `weight_distribution` (p·one-hot + (1 − p)·weight_distribution). "
+            "The p of each step is logged as `weights/one_hot_probability`."
+        },
+    )
+    one_hot_final_probability: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weighting schedule: p, the probability that a weighting is a one-hot corner, once the anneal is "
+            "over (and in evaluation draws). 0 (default): from then on every weighting is drawn from "
+            "`weight_distribution`."
         },
     )
     prompt_template: str = field(
@@ -132,6 +173,8 @@ class SharedConditioningFields:
             raise ValueError(f"`dirichlet_concentration` must be > 0, got {self.dirichlet_concentration}.")
         self._check_objective_names()
         self._parse_fixed_weights()
+        self._check_conditioning_features()
+        self._check_weighting_schedule()
         if "{weights}" not in self.prompt_template:
             raise ValueError(f"`prompt_template` must contain '{{weights}}', got {self.prompt_template!r}.")
         super().__post_init__()
@@ -142,6 +185,59 @@ class SharedConditioningFields:
         duplicates = sorted({name for name in self.objective_names if self.objective_names.count(name) > 1})
         if duplicates:
             raise ValueError(f"`objective_names` has duplicates {duplicates}: give each objective a unique name.")
+
+    @property
+    def conditions_on_kl_weight(self) -> bool:
+        """Whether the conditioning vector has a KL entry (multi-α); the online configs' KL fields set it."""
+        return False
+
+    def _check_conditioning_features(self):
+        check_conditioning_features(self.conditioning_features, self.conditioning)
+        draws_only_corners = self.weight_distribution == "one_hot" or (
+            self.weight_distribution == "fixed" and all(max(row) == 1 for row in self.parsed_fixed_weights)
+        )
+        if "pairwise" in self.conditioning_features and draws_only_corners and not self.conditions_on_kl_weight:
+            raise ValueError(
+                "'pairwise' blocks are scaled by w_i·w_j, zero at every corner of the simplex, and this "
+                f"weight_distribution={self.weight_distribution!r} draws only corners: they would never train. Remove "
+                "'pairwise' from `conditioning_features`, or draw weightings inside the simplex (e.g. 'dirichlet')."
+            )
+
+    @property
+    def has_weighting_schedule(self) -> bool:
+        """Whether some weightings are one-hot corners mixed into `weight_distribution` (`one_hot_*` fields)."""
+        return self.one_hot_fraction > 0 or self.one_hot_final_probability > 0
+
+    def _check_weighting_schedule(self):
+        for name in ("one_hot_fraction", "one_hot_anneal_fraction", "one_hot_final_probability"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(
+                    f"`{name}` must be in [0, 1] (a fraction of training, or a probability), got {value}."
+                )
+        if self.one_hot_fraction + self.one_hot_anneal_fraction > 1:
+            raise ValueError(
+                f"`one_hot_fraction` + `one_hot_anneal_fraction` = {self.one_hot_fraction + self.one_hot_anneal_fraction}"
+                " exceeds the whole training (1): shorten one of them."
+            )
+        if self.one_hot_anneal_fraction > 0 and not self.has_weighting_schedule:
+            raise ValueError(
+                "`one_hot_anneal_fraction` anneals p from 1 after the corners-first phase, but there is none: set "
+                "`one_hot_fraction` > 0 (or `one_hot_final_probability` > 0), or remove `one_hot_anneal_fraction`."
+            )
+        if not self.has_weighting_schedule:
+            return
+        if self.weight_distribution == "one_hot":
+            raise ValueError(
+                "The weighting schedule mixes one-hot corners into `weight_distribution`, which is already 'one_hot' "
+                "(Rewarded Soups): choose 'dirichlet', 'uniform' or 'fixed' to spread to, or remove the `one_hot_*` "
+                "fields."
+            )
+        if self.one_hot_final_probability == 1:
+            raise ValueError(
+                "`one_hot_final_probability`=1 puts every weighting after the anneal on a corner, so the weightings "
+                "never spread: lower it, or train on corners only with weight_distribution='one_hot'."
+            )
 
     def _parse_fixed_weights(self):
         """Set `parsed_fixed_weights`, the `(K, m)` float weightings of `fixed_weights` (None unless 'fixed')."""
@@ -191,5 +287,8 @@ def parameters_docstring(fields_class: type) -> str:
         help_text = f.metadata["help"]
         if "choices" in f.metadata:
             help_text += " One of " + ", ".join(repr(choice) for choice in f.metadata["choices"]) + "."
-        lines += textwrap.wrap(help_text, 116, initial_indent=" " * 12, subsequent_indent=" " * 12)
+        # No break at a hyphen: "corners-first" must read back as written when the lines are joined.
+        lines += textwrap.wrap(
+            help_text, 116, initial_indent=" " * 12, subsequent_indent=" " * 12, break_on_hyphens=False
+        )
     return "\n".join(lines) + "\n"

@@ -37,6 +37,16 @@ class PreferenceFields:
             "`pairs/dropped`."
         },
     )
+    score_temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "For preference_layout='scores': None (default) orders each pair by the sign of w·Δr, Δr = "
+            "chosen_scores - rejected_scores (a hard label: DPO on the pair as binarised under w; exact ties left "
+            "out); a value τ > 0 uses the soft preference p = sigmoid(w·Δr / τ), the Bradley-Terry probability "
+            "that `chosen` wins when w·r is a reward on the scale τ, so a small difference asks for a small "
+            "margin. τ is in the scores' units: choose it from their spread (e.g. the typical |w·Δr|)."
+        },
+    )
 
 
 @dataclass
@@ -55,7 +65,9 @@ class MultiObjectiveDPOConfig(SharedConditioningFields, PreferenceFields, DPOCon
     `lm_head.weight` directly, so an adapter on it would not be trained); `use_liger_kernel` is refused as untested
     with per-row conditioning. `loss_weights` (one weight, for the one loss) scales the loss as in DPO. With conditioning='prompt' (the prompting
     baseline) each pair's weighting is written into the policy's prompt (`prompt_template`) and one shared LoRA is
-    trained; the reference sees the prompt as written in the data.
+    trained; the reference sees the prompt as written in the data, and both score the same completion tokens (those
+    left by TRL's `keep_start` truncation at `max_length`: the policy's rows are longer by the weighting's text;
+    `truncation_mode='keep_end'`, which would cut the weighting, is refused).
 
     The LoRA rank, alpha and targets of one objective come from the trainer's `peft_config` (a `peft.LoraConfig`;
     default rank 8, alpha 16, all linear layers); conditioned layers get one such block per objective. The
@@ -72,6 +84,21 @@ class MultiObjectiveDPOConfig(SharedConditioningFields, PreferenceFields, DPOCon
         if self.score_margin and self.preference_layout != "scores":
             raise ValueError(
                 "`score_margin` applies to preference_layout='scores' only: set that layout, or remove the margin."
+            )
+        if self.score_temperature is not None:
+            if not (math.isfinite(self.score_temperature) and self.score_temperature > 0):
+                raise ValueError(
+                    f"`score_temperature` must be a finite value > 0 (or None for the hard preference), got "
+                    f"{self.score_temperature}."
+                )
+            if self.preference_layout != "scores":
+                raise ValueError(
+                    "`score_temperature` applies to preference_layout='scores' only: set that layout, or remove it."
+                )
+        if self.conditioning == "prompt" and self.truncation_mode == "keep_end" and self.max_length is not None:
+            raise ValueError(
+                "truncation_mode='keep_end' cuts the start of the prompt, where conditioning='prompt' writes the "
+                "weighting, and TRL deprecates it: use truncation_mode='keep_start' (the default)."
             )
         if self.conditioning == "logit":
             raise ValueError(

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from trl import DPOTrainer
+from trl.trainer.dpo_trainer import DataCollatorForPreference
 
 from .conditioned_trainer import ConditionedTrainerCore
 from .conditioning.prompts import format_weighted_prompt, tokenize_left_padded
@@ -23,7 +24,7 @@ _NON_MODEL_KEYS = {
     "weights",
     "conditioning_vectors",
     "prompts",
-    "kept_pairs_in_step",
+    "pairs_in_step",
 }
 
 
@@ -60,12 +61,17 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
        model with the adapter disabled, so `precompute_ref_log_probs` works as in DPO.
     2. Each pair draws its weighting w from the seeded, resumable stream (`weight_distribution`); its chosen and
        rejected rows share it, and each row of the one forward pass is conditioned on its pair's w (for
-       conditioning='prompt', w is written into the policy's prompt instead).
-    3. The loss of a pair is TRL's pair loss ℓ ('sigmoid', 'hinge' or 'ipo') mixed over the objectives by w:
-       Σ_i w_i·1[s_i≠0]·ℓ(s_i·z) / Σ_i w_i·1[s_i≠0] for labels s_i, or ℓ(±z) with the sign of w·(r_c − r_r) for
-       scores (pairs with |w·Δr| < `score_margin` left out). `_compute_loss` is replaced, since TRL's combines the
-       pair losses with no per-row hook; the reference log-probabilities come from TRL's `compute_ref_log_probs`.
-       For Mixture-of-Experts models the router's load-balancing loss is added as in DPO (`router_aux_loss_coef`).
+       conditioning='prompt', w is written into the policy's prompt instead, and the policy scores exactly the
+       completion tokens the reference scores after TRL's truncation at `max_length`).
+    3. The loss is TRL's pair loss ℓ ('sigmoid', 'hinge' or 'ipo') mixed over the objectives by w: a pair with
+       labels s_i contributes Σ_i w_i·1[s_i≠0]·ℓ(s_i·z), a scored pair p·ℓ(z) + (1 − p)·ℓ(−z) with p = 1[w·Δr > 0]
+       or σ(w·Δr / τ) (`score_temperature`; pairs with |w·Δr| < `score_margin` left out), and the sum is divided
+       by the number of pairs: the batch's, and in training the optimizer step's (every micro-batch and process,
+       counted in `get_batch_samples`, as Trainer counts tokens), so that every pair weighs alike under gradient
+       accumulation (`trl_clp.preference_loss`); `loss_weights` scales it as in DPO. `_compute_loss` is replaced,
+       since TRL's combines the pair losses with no per-row hook; the reference log-probabilities come from TRL's
+       `compute_ref_log_probs`. For Mixture-of-Experts models the router's load-balancing loss is added as in DPO
+       (`router_aux_loss_coef`).
     4. Dataset checks at construction and in `evaluate` (no pairs, missing columns, lengths, label values, NaN scores,
        pairs no objective prefers); the layout's columns are kept through TRL's column filtering and collated with
        the pairs.
@@ -88,7 +94,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
     """
 
     config_class = MultiObjectiveDPOConfig
-    # Training losses are normalised over the optimizer step's kept pairs (`get_batch_samples`).
+    # Training losses are normalised over the optimizer step's pairs (`get_batch_samples`).
     loss_is_scaled_for_ga = True
     _tag_names = ["trl", "dpo", "clp", "trl-clp"]
     _card_step = DPO_STEP
@@ -137,6 +143,12 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         self.data_collator = PreferenceSignalCollator(
             self.data_collator, self._signal_columns, keep_prompts=args.conditioning == "prompt"
         )
+        # The prompting baseline re-collates the policy's rows with the longer weighted prompt. They take the
+        # completion tokens the reference scores, already truncated at `max_length`: truncating again would cut
+        # more of the policy's completion than of the reference's, so this collator does not truncate.
+        self._weighted_prompt_collator = DataCollatorForPreference(
+            pad_token_id=self._tokenizer.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
+        )
         self._draw_step, self._draws_in_step = 0, 0
 
     def _check_eval_datasets(self, eval_dataset, layout: str) -> None:
@@ -161,7 +173,15 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
 
     def _conditioning_metadata(self) -> dict:
         # Saved in clp_config.json: what the model card says the model was trained on.
-        return {"scalarization": {"method": "preference"}}
+        preference = {
+            "method": "preference",
+            "preference_layout": self.args.preference_layout,
+            "loss_type": self.loss_types[0],
+            "beta": self.beta,
+        }
+        if self.args.preference_layout == "scores":
+            preference |= {"score_temperature": self.args.score_temperature, "score_margin": self.args.score_margin}
+        return {"scalarization": preference}
 
     # ---------------------------------------------------------------- weightings of the pairs
 
@@ -179,54 +199,49 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         device = self.accelerator.device
         return weights.to(device), self._local_rows(weights, 1, num_local_pairs).to(device)
 
-    def _draw_batch_weights(self, inputs: dict, mode: str) -> torch.Tensor:
-        """`(B, m)` the weightings of a batch's pairs, drawn from the stream (kept for the weighting histogram)."""
-        all_weights, weights = self._draw_pair_weights(inputs["input_ids"].size(0) // 2, mode)
-        if mode == "train" and self._sampled_weightings is not None:
-            self._sampled_weightings.append(all_weights.cpu())
-        return weights
-
     def get_batch_samples(self, epoch_iterator, num_batches, device):
-        """The micro-batches of one optimizer step, each with its pairs' weightings drawn, and the number of pairs those
-        weightings keep across the step (summed over processes with `average_tokens_across_devices`): the loss
-        divides by it, so that every kept pair weighs the same in the step's gradient, as TRL's token-level losses
-        weigh tokens through `num_items_in_batch`."""
+        """The micro-batches of one optimizer step and their number of pairs (summed over processes with
+        `average_tokens_across_devices`): the loss divides by it, so that every pair weighs the same in the step's
+        gradient, however the pairs fall into micro-batches (the last step of an epoch may hold fewer), as TRL's
+        token-level losses weigh tokens through `num_items_in_batch`."""
         batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
-        kept_pairs = torch.zeros((), device=self.accelerator.device)
-        for batch in batch_samples:
-            batch["weights"] = self._draw_batch_weights(batch, "train")
-            kept_pairs += self._pair_preference(batch)[1].sum()
+        pairs = torch.tensor(sum(batch["input_ids"].size(0) // 2 for batch in batch_samples), device=device)
         if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
-            kept_pairs = self.accelerator.gather(kept_pairs.reshape(1)).sum()
-        return batch_samples, kept_pairs
+            pairs = self.accelerator.gather(pairs.reshape(1)).sum()
+        return batch_samples, pairs
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        # Training batches come with their weightings (`get_batch_samples`); others draw them here.
-        weights = inputs["weights"] if "weights" in inputs else self._draw_batch_weights(inputs, mode)
+        num_pairs = inputs["input_ids"].size(0) // 2
+        all_weights, weights = self._draw_pair_weights(num_pairs, mode)
+        if mode == "train" and self._sampled_weightings is not None:
+            self._sampled_weightings.append(all_weights.cpu())
         # Chosen rows first, then rejected rows (TRL's collator): both halves carry the pair's weighting.
         inputs = {
             **inputs,
             "weights": weights,
             "conditioning_vectors": torch.cat([weights, weights]),
-            "kept_pairs_in_step": num_items_in_batch,
+            "pairs_in_step": num_items_in_batch,  # training only (`get_batch_samples`)
         }
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     # ---------------------------------------------------------------- the loss
 
     def _pair_preference(self, inputs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """p `(B,)`, kept `(B,)` under the pairs' weightings, and each objective's own sign `(B, m)` in {−1, 0, 1}."""
+        """p `(B,)` and the pair weights `(B,)` under the pairs' weightings, and each objective's own sign `(B, m)` in
+        {−1, 0, 1}."""
         weights = inputs["weights"]
         if self.args.preference_layout == "labels":
             labels = inputs["objective_labels"].to(weights.device)
             return (*label_preference(labels, weights), labels)
         chosen, rejected = inputs["chosen_scores"].to(weights.device), inputs["rejected_scores"].to(weights.device)
-        return (*score_preference(chosen, rejected, weights, self.args.score_margin), torch.sign(chosen - rejected))
+        preference = score_preference(chosen, rejected, weights, self.args.score_margin, self.args.score_temperature)
+        return (*preference, torch.sign(chosen - rejected))
 
     def _with_weighted_prompts(self, inputs: dict) -> dict:
-        """The batch re-collated with each pair's weighting written into its prompt (the prompting baseline); the
-        completions' tokens are unchanged."""
+        """The batch re-collated with each pair's weighting written into its prompt (the prompting baseline), with
+        the completion tokens of `inputs`: those the reference scores, after TRL's truncation at `max_length` (the
+        policy's rows are longer by the weighting's text)."""
         prompts = [
             format_weighted_prompt(prompt, w.tolist(), self.objective_names, self.args.prompt_template)
             for prompt, w in zip(inputs["prompts"], inputs["weights"], strict=True)
@@ -245,7 +260,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
             for b in range(num_pairs)
         ]
         device = inputs["input_ids"].device
-        return {key: value.to(device) for key, value in self.data_collator.collator(examples).items()}
+        return {key: value.to(device) for key, value in self._weighted_prompt_collator(examples).items()}
 
     def _compute_loss(self, model, inputs, return_outputs):
         mode = "train" if self.model.training else "eval"
@@ -278,14 +293,15 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         scores = pair_scores(
             chosen_logratios, rejected_logratios, chosen_lengths, rejected_lengths, loss_type, self.beta
         )  # (B,) z
-        preference, kept, objective_signs = self._pair_preference(inputs)
+        preference, pair_weight, objective_signs = self._pair_preference(inputs)
+        kept = pair_weight > 0
         # `loss_weights` scales the loss as in DPO (one loss type here, so one weight).
-        loss = mixed_preference_loss(scores, preference, kept, loss_type, self.beta) * self.loss_weights[0]
-        if inputs.get("kept_pairs_in_step") is not None:
-            # The mean over this micro-batch's kept pairs becomes its share of the mean over the step's kept pairs;
+        loss = mixed_preference_loss(scores, preference, pair_weight, loss_type, self.beta) * self.loss_weights[0]
+        if inputs.get("pairs_in_step") is not None:
+            # The mean over this micro-batch's pairs becomes its share of the mean over the optimizer step's pairs;
             # DDP averages gradients over processes, hence their number when the count spans them (as Trainer does).
             processes = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
-            loss = loss * kept.sum() * processes / inputs["kept_pairs_in_step"].clamp(min=1)
+            loss = loss * len(pair_weight) * processes / inputs["pairs_in_step"]
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
             self._metrics[mode]["aux_loss"].append(
@@ -348,7 +364,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         metrics["rewards/rejected"].append(gather(rejected_rewards).mean().item())
         metrics["logps/chosen"].append(gather(chosen_logps.detach()).mean().item())
         metrics["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
-        orientation = (2 * preference - 1) * kept  # (B,) +1: w prefers chosen, −1: rejected, 0: undecided or dropped
+        orientation = torch.sign(2 * preference - 1) * kept  # (B,) +1: w prefers chosen, −1 rejected, 0 neither
         decided = orientation != 0
         signs = signs.to(margins.device)
         per_pair = torch.cat(

@@ -6,16 +6,22 @@ import csv
 import json
 import math
 import os
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import torch
 from accelerate.utils import gather_object
+from transformers import BatchEncoding
 
 from .conditioning.prompts import check_prompts, format_weighted_prompt, tokenize_left_padded
 from .conditioning.steerable import SteerableModel
 from .decoding import generate_with_mixed_logits, mixture_log_probs
 from .pareto import bootstrap_mean_ci, hypervolume, steerability
+
+# The held-out preference accuracy lived here before it got its own module: its names stay importable from here.
+from .preference_evaluation import PreferenceAccuracy, evaluate_preferences, format_preference_table  # noqa: F401
 from .scalarization import scalarize_rewards
 
 
@@ -132,30 +138,6 @@ class Front:
         return cls(data["objective_names"], data["kl_weight"], [WeightingResult(**r) for r in data["results"]])
 
 
-def completion_log_probs(
-    model, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int, temperature: float = 1.0
-) -> torch.Tensor:
-    """`(B, C)` log-probability of each completion token (positions after `prompt_length`) under `model`.
-
-    The logits are divided by `temperature` first, as TRL does for the policy and the reference during training: the
-    log-probabilities are those of the distribution the completions were sampled from.
-    """
-    logits = model(input_ids=sequences, attention_mask=attention_mask).logits[:, prompt_length - 1 : -1]  # (B, C, V)
-    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)  # (B, C, V)
-    return log_probs.gather(-1, sequences[:, prompt_length:, None]).squeeze(-1)
-
-
-def _mask_after_eos(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
-    """`(B, C)` 1 up to and including the first EOS, 0 after it."""
-    is_eos = completion_ids == eos_token_id
-    first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), completion_ids.size(1))  # (B,)
-    return (torch.arange(completion_ids.size(1), device=completion_ids.device)[None] <= first_eos[:, None]).long()
-
-
-def _mean_and_ci(per_prompt: torch.Tensor, num_resamples: int, confidence: float, seed: int):
-    return torch.nanmean(per_prompt).item(), list(bootstrap_mean_ci(per_prompt, num_resamples, confidence, seed))
-
-
 @torch.no_grad()
 def evaluate_front(
     model: SteerableModel,
@@ -176,6 +158,12 @@ def evaluate_front(
     **generation_kwargs,
 ) -> Front:
     """Sample completions for every (prompt, weighting) pair, score them, and summarise each weighting.
+
+    A pipeline of steps, each a function of this module: the rows (`evaluation_rows`), in batches of `batch_size`,
+    each with its seed (`batch_seeds`); each batch (`sample_batch`, on the process `share_batches` gives it to)
+    rendered (`render_prompts`), sampled (a `Sampler`: `sample_conditioned`, the model conditioned on each row's
+    weighting, or with `decoding`, `sample_mixture`) and measured against the reference (`kl_to_reference`); then
+    every completion scored (`score_completions`) and the front summarised (`summarise_front`).
 
     Rows with different weightings share each `generate` call (`batch_size` rows at a time). Each batch is sampled
     from its own seed, drawn from `seed`, so two calls with the same arguments give the same front, on one process
@@ -215,12 +203,10 @@ def evaluate_front(
     Returns:
         a `Front` with K results, in the order of `weightings`, and every completion in `Front.samples`.
     """
-    conversational = check_prompts(prompts)
+    check_prompts(prompts)
     config = model.conditioning_config
-    names = model.objective_names
     if kl_weight is None:
         kl_weight = config.min_kl_weight if config.min_kl_weight is not None else (config.kl_weight or 0.0)
-    conditioning_kl = kl_weight if config.min_kl_weight is not None else None
     # Full-distribution sampling, as in training (transformers would otherwise default to top_k=50).
     generation_kwargs = {
         "do_sample": True,
@@ -229,93 +215,317 @@ def evaluate_front(
         "pad_token_id": tokenizer.pad_token_id,
         **generation_kwargs,
     }
-    temperature = generation_kwargs.get("temperature", 1.0)
-    rows = [(k, p) for k in range(len(weightings)) for p in range(len(prompts)) for _ in range(num_samples)]
+    if decoding is None:
+        sampler = partial(
+            sample_conditioned,
+            model,
+            kl_weight=kl_weight if config.min_kl_weight is not None else None,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            generation_kwargs=generation_kwargs,
+        )
+    else:
+        sampler = partial(
+            sample_mixture,
+            model,
+            decoding=decoding,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            temperature=generation_kwargs.get("temperature", 1.0),
+        )
+    rows = evaluation_rows(len(weightings), len(prompts), num_samples)
     batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
-    # One seed per batch, drawn from `seed`: a batch samples the same completions whichever process runs it.
-    batch_seeds = torch.randint(2**62, (len(batches),), generator=torch.Generator().manual_seed(seed)).tolist()
+    seeds = batch_seeds(len(batches), seed)
 
-    def sample(batch: list[tuple[int, int]], batch_seed: int) -> tuple[list[list[int]], list[float]]:
-        """The batch's completion ids (up to and including EOS) and sequence KLs to the reference."""
-        torch.manual_seed(batch_seed)
-        row_weights = weightings[[k for k, _ in batch]]  # (b, m)
-        texts = [prompts[p] for _, p in batch]
-        if config.conditioning == "prompt":
-            texts = [
-                format_weighted_prompt(text, w.tolist(), names, config.prompt_template)
-                for text, w in zip(texts, row_weights, strict=True)
-            ]
-            context = nullcontext()
-        else:
-            context = model.conditioner.condition(model.conditioning_vector(row_weights, conditioning_kl))
-        # The trainer's tokenization (TRL's `_tokenize_prompts`), as `SteerableModel.tokenize_prompts` builds it.
-        encoded = tokenize_left_padded(tokenizer, texts, config.chat_template_kwargs).to(model.device)
-        prompt_length = encoded["input_ids"].size(1)
-        if decoding is not None:
-            components = decoding(row_weights.to(model.device))
-            sequences = generate_with_mixed_logits(
-                model,
-                encoded["input_ids"],
-                encoded["attention_mask"],
-                components,
-                max_new_tokens,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                temperature=temperature,
-            )
-            completion_mask = _mask_after_eos(sequences[:, prompt_length:], tokenizer.eos_token_id)
-            mask = torch.cat([encoded["attention_mask"], completion_mask], 1)
-            policy = mixture_log_probs(model, sequences, mask, prompt_length, components, temperature)
-        else:
-            with context:
-                sequences = model.model.generate(**encoded, max_new_tokens=max_new_tokens, **generation_kwargs)
-                completion_mask = _mask_after_eos(sequences[:, prompt_length:], tokenizer.eos_token_id)
-                mask = torch.cat([encoded["attention_mask"], completion_mask], 1)
-                policy = completion_log_probs(model.model, sequences, mask, prompt_length, temperature)
-        with model.model.disable_adapter():
-            reference = completion_log_probs(model.model, sequences, mask, prompt_length, temperature)
-        kl = ((policy - reference) * completion_mask).sum(1)  # (b,)
-        kept = [
-            ids[row_mask.bool()].tolist()
-            for ids, row_mask in zip(sequences[:, prompt_length:], completion_mask, strict=True)
+    def sample(index: int) -> tuple[list[list[int]], list[float]]:
+        batch = batches[index]
+        return sample_batch(
+            model, tokenizer, sampler, [prompts[p] for _, p in batch], weightings[[k for k, _ in batch]], seeds[index]
+        )
+
+    sampled = share_batches(sample, len(batches), accelerator)
+    completion_ids = [ids for batch_ids, _ in sampled for ids in batch_ids]
+    kl = torch.tensor([value for _, batch_kl in sampled for value in batch_kl])  # (R,)
+    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in completion_ids]
+    scores = score_completions(
+        reward_funcs,
+        [prompts[p] for _, p in rows],
+        texts,
+        completion_ids,
+        {key: [values[p] for _, p in rows] for key, values in (reward_kwargs or {}).items()},
+    )
+    return summarise_front(
+        model.objective_names,
+        weightings,
+        prompts,
+        num_samples,
+        texts,
+        scores,
+        kl,
+        kl_weight,
+        num_resamples=num_resamples,
+        confidence=confidence,
+        seed=seed,
+    )
+
+
+# ---------------------------------------------------------------- the steps of `evaluate_front`
+
+
+def evaluation_rows(num_weightings: int, num_prompts: int, num_samples: int) -> list[tuple[int, int]]:
+    """`(weighting index, prompt index)` of every completion to sample, ordered by weighting, then prompt, then
+    sample: `num_weightings · num_prompts · num_samples` rows, which `evaluate_front` cuts into batches in this order."""
+    return [(k, p) for k in range(num_weightings) for p in range(num_prompts) for _ in range(num_samples)]
+
+
+def batch_seeds(num_batches: int, seed: int) -> list[int]:
+    """One seed per batch, drawn from `seed`: a batch samples the same completions whichever process runs it."""
+    return torch.randint(2**62, (num_batches,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def render_prompts(model: SteerableModel, tokenizer, prompts: list, weights: torch.Tensor) -> BatchEncoding:
+    """Each row's prompt as the trainer tokenized it for generation (TRL's `_tokenize_prompts`), on the model's device.
+
+    The prompting baseline's weighting is written into the prompt first (`format_weighted_prompt`, with the model's
+    `prompt_template`); conversations are rendered with the chat template and the training config's
+    `chat_template_kwargs` (saved in `clp_config.json`). This is `SteerableModel.tokenize_prompts` with the
+    tokenizer given (the trainer's, during training) and one weighting per row.
+
+    Args:
+        prompts: b strings, or b conversations.
+        weights: `(b, m)` each row's weighting.
+
+    Returns:
+        `input_ids` and `attention_mask`, `(b, T)`, left-padded.
+    """
+    config = model.conditioning_config
+    if config.conditioning == "prompt":
+        prompts = [
+            format_weighted_prompt(prompt, w.tolist(), config.objective_names, config.prompt_template)
+            for prompt, w in zip(prompts, weights, strict=True)
         ]
-        return kept, kl.tolist()
+    return tokenize_left_padded(tokenizer, prompts, config.chat_template_kwargs).to(model.device)
 
+
+@dataclass
+class SampledBatch:
+    """A sampler's output: the sampled sequences and their log-probabilities under the policy that sampled them.
+
+    Attributes:
+        sequences: `(b, T + C)` prompts (left-padded) and completions.
+        attention_mask: `(b, T + C)` the prompts' mask, then 1 up to and including each completion's first EOS.
+        prompt_length: T.
+        policy_log_probs: `(b, C)` log-probability of each completion token under the sampling policy, at the
+            sampling temperature (positions after EOS are there too: `completion_mask` leaves them out).
+        temperature: the sampling temperature, at which the reference is scored too (`kl_to_reference`).
+    """
+
+    sequences: torch.Tensor
+    attention_mask: torch.Tensor
+    prompt_length: int
+    policy_log_probs: torch.Tensor
+    temperature: float = 1.0
+
+    @property
+    def completion_mask(self) -> torch.Tensor:
+        """`(b, C)` 1 on each completion's tokens up to and including its first EOS."""
+        return self.attention_mask[:, self.prompt_length :]
+
+    def completion_ids(self) -> list[list[int]]:
+        """Each row's completion token ids, up to and including its first EOS."""
+        return [
+            ids[row_mask.bool()].tolist()
+            for ids, row_mask in zip(self.sequences[:, self.prompt_length :], self.completion_mask, strict=True)
+        ]
+
+
+# A sampler: `(encoded prompts, (b, m) weightings) -> SampledBatch`; `sample_conditioned` or `sample_mixture` with
+# their other arguments bound (`functools.partial`).
+Sampler = Callable[[BatchEncoding, torch.Tensor], SampledBatch]
+
+
+def sample_conditioned(
+    model: SteerableModel,
+    encoded: BatchEncoding,
+    weights: torch.Tensor,
+    *,
+    kl_weight: float | None,
+    max_new_tokens: int,
+    eos_token_id: int,
+    generation_kwargs: dict,
+) -> SampledBatch:
+    """Sample from the model conditioned on each row's weighting (the prompting baseline reads it in its prompt).
+
+    Args:
+        encoded: `(b, T)` prompts from `render_prompts`.
+        weights: `(b, m)` each row's weighting.
+        kl_weight: the α a KL-conditioned model is steered to; None for a model not conditioned on α.
+        generation_kwargs: `generate`'s keyword arguments (their `temperature` also scores the policy).
+    """
+    if model.conditioning_config.conditioning == "prompt":
+        context = nullcontext()
+    else:
+        context = model.conditioner.condition(model.conditioning_vector(weights, kl_weight))
+    temperature = generation_kwargs.get("temperature", 1.0)
+    prompt_length = encoded["input_ids"].size(1)
+    with context:
+        sequences = model.model.generate(**encoded, max_new_tokens=max_new_tokens, **generation_kwargs)
+        mask = torch.cat([encoded["attention_mask"], _mask_after_eos(sequences[:, prompt_length:], eos_token_id)], 1)
+        policy = completion_log_probs(model.model, sequences, mask, prompt_length, temperature)
+    return SampledBatch(sequences, mask, prompt_length, policy, temperature)
+
+
+def sample_mixture(
+    model: SteerableModel,
+    encoded: BatchEncoding,
+    weights: torch.Tensor,
+    *,
+    decoding,
+    max_new_tokens: int,
+    eos_token_id: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+) -> SampledBatch:
+    """Sample from a decoding-time logit mixture of the model's conditionings (`trl_clp.decoding`).
+
+    Full-distribution sampling at `temperature` (`generate_with_mixed_logits`); the policy's log-probabilities are the
+    mixture's (`mixture_log_probs`).
+
+    Args:
+        encoded: `(b, T)` prompts from `render_prompts`.
+        weights: `(b, m)` each row's weighting.
+        decoding: maps the rows' `(b, m)` weightings to the mixture's components, e.g.
+            `trl_clp.decoding.expert_mixture_components`.
+    """
+    components = decoding(weights.to(model.device))
+    prompt_length = encoded["input_ids"].size(1)
+    sequences = generate_with_mixed_logits(
+        model,
+        encoded["input_ids"],
+        encoded["attention_mask"],
+        components,
+        max_new_tokens,
+        eos_token_id=eos_token_id,
+        pad_token_id=pad_token_id,
+        temperature=temperature,
+    )
+    mask = torch.cat([encoded["attention_mask"], _mask_after_eos(sequences[:, prompt_length:], eos_token_id)], 1)
+    policy = mixture_log_probs(model, sequences, mask, prompt_length, components, temperature)
+    return SampledBatch(sequences, mask, prompt_length, policy, temperature)
+
+
+def kl_to_reference(model: SteerableModel, batch: SampledBatch) -> torch.Tensor:
+    """`(b,)` sequence KL of each completion to the reference, the base model (adapter disabled):
+    `Σ_t log π(y_t) − log π_ref(y_t)` over its tokens up to and including EOS, both at the sampling temperature."""
+    with model.model.disable_adapter():
+        reference = completion_log_probs(
+            model.model, batch.sequences, batch.attention_mask, batch.prompt_length, batch.temperature
+        )
+    return ((batch.policy_log_probs - reference) * batch.completion_mask).sum(1)
+
+
+def sample_batch(
+    model: SteerableModel, tokenizer, sampler: Sampler, prompts: list, weights: torch.Tensor, seed: int
+) -> tuple[list[list[int]], list[float]]:
+    """One batch of rows, sampled from `seed`: each row's completion ids (up to and including EOS) and sequence KL.
+
+    Args:
+        prompts: b prompts, one per row.
+        weights: `(b, m)` each row's weighting.
+    """
+    torch.manual_seed(seed)
+    sampled = sampler(render_prompts(model, tokenizer, prompts, weights), weights)
+    return sampled.completion_ids(), kl_to_reference(model, sampled).tolist()
+
+
+def share_batches(sample: Callable[[int], object], num_batches: int, accelerator=None) -> list:
+    """`[sample(0), …, sample(num_batches − 1)]`, the batches shared between the processes of `accelerator`.
+
+    Process k runs batches k, k + n, k + 2n, ...; in the last round a process without a batch reruns batch 0 and
+    drops it, so that every process makes the same sequence of forward calls (each is collective under ZeRO-3 and
+    FSDP, where a process that stopped early would leave the others waiting). The results are gathered: every process
+    returns all of them, in batch order.
+    """
     process_index, num_processes = (
         (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
     )
-    sampled = []  # (batch index, completion ids, KLs) of the batches this process ran
-    # Process k runs batches k, k + n, k + 2n, ...; in the last round a process without a batch reruns batch 0 and
-    # drops it, so that every process makes the same sequence of forward calls (each is collective under ZeRO-3 and
-    # FSDP, where a process that stopped early would leave the others waiting).
-    for first in range(0, len(batches), num_processes):
+    ran = []  # (batch index, result) of the batches this process ran
+    for first in range(0, num_batches, num_processes):
         index = first + process_index
-        batch_ids, batch_kl = sample(batches[index % len(batches)], batch_seeds[index % len(batches)])
-        if index < len(batches):
-            sampled.append((index, batch_ids, batch_kl))
+        result = sample(index % num_batches)
+        if index < num_batches:
+            ran.append((index, result))
     if num_processes > 1:
-        sampled = sorted(gather_object(sampled), key=lambda item: item[0])  # every process holds every batch
-    completion_ids = [ids for _, batch_ids, _ in sampled for ids in batch_ids]
-    texts = [tokenizer.decode(ids, skip_special_tokens=True) for ids in completion_ids]
-    # TRL's shape for the reward functions: a conversation's completion is an assistant message.
-    completions = [[{"role": "assistant", "content": text}] for text in texts] if conversational else texts
-    kl = torch.tensor([value for _, _, batch_kl in sampled for value in batch_kl])  # (R,)
+        ran = sorted(gather_object(ran), key=lambda item: item[0])
+    return [result for _, result in ran]
 
-    row_prompts = [prompts[p] for _, p in rows]
-    extra = {key: [values[p] for _, p in rows] for key, values in (reward_kwargs or {}).items()}
-    scores = torch.tensor(
+
+def score_completions(
+    reward_funcs: list,
+    prompts: list,
+    completions: list[str],
+    completion_ids: list[list[int]],
+    reward_kwargs: dict[str, list] | None = None,
+) -> torch.Tensor:
+    """`(R, m)` each reward function's score of each completion, NaN where it returns None.
+
+    Each function is called once on all R rows, with TRL's signature `f(prompts=, completions=, completion_ids=,
+    **reward_kwargs)`; as in training, conversational prompts give conversational completions, `[{"role":
+    "assistant", "content": text}]`.
+
+    Args:
+        prompts: R prompts, one per completion (strings or conversations).
+        completions: R decoded completions (text).
+        completion_ids: R completions' token ids.
+        reward_kwargs: extra columns, R values each.
+    """
+    if not isinstance(prompts[0], str):
+        completions = [[{"role": "assistant", "content": text}] for text in completions]
+    return torch.tensor(
         [
             [
                 math.nan if v is None else float(v)
-                for v in f(prompts=row_prompts, completions=completions, completion_ids=completion_ids, **extra)
+                for v in f(
+                    prompts=prompts, completions=completions, completion_ids=completion_ids, **(reward_kwargs or {})
+                )
             ]
             for f in reward_funcs
         ]
-    ).T  # (R, m)
+    ).T
+
+
+def summarise_front(
+    objective_names: list[str],
+    weightings: torch.Tensor,
+    prompts: list,
+    num_samples: int,
+    completions: list[str],
+    scores: torch.Tensor,
+    kl: torch.Tensor,
+    kl_weight: float,
+    num_resamples: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> Front:
+    """The `Front` of scored completions: each weighting's means with bootstrap intervals over prompts, and samples.
+
+    Each completion's value is `w·R − α·KL` exactly as training scalarises it (`scalarize_rewards`: NaN terms
+    skipped, NaN if every reward is NaN). Means are over prompts of each prompt's mean over its samples (NaN skipped).
+
+    Args:
+        weightings: `(K, m)`; prompts: P prompts.
+        completions: R = K·P·num_samples texts, in the order of `evaluation_rows`.
+        scores: `(R, m)` rewards, NaN where unscored (`score_completions`).
+        kl: `(R,)` sequence KLs to the reference.
+        kl_weight: α of the value.
+        num_resamples, confidence, seed: the bootstrap's.
+    """
+    rows = evaluation_rows(len(weightings), len(prompts), num_samples)
     kl = kl.to(scores)
-    # Each completion's value exactly as training scalarises it: NaN terms skipped, NaN if every reward is NaN.
-    row_weights = weightings[[k for k, _ in rows]].to(scores)  # (R, m)
-    row_values = scalarize_rewards(scores, row_weights, kl, torch.full_like(kl, kl_weight))  # (R,)
+    row_values = scalarize_rewards(
+        scores, weightings[[k for k, _ in rows]].to(scores), kl, torch.full_like(kl, kl_weight)
+    )  # (R,)
     # (K, P, S, ·): rows are ordered by weighting, then prompt, then sample.
     shape = (len(weightings), len(prompts), num_samples)
     per_prompt_scores = scores.view(*shape, -1).nanmean(2)  # (K, P, m)
@@ -325,30 +535,25 @@ def evaluate_front(
         {
             "prompt": prompts[p],
             "weights": [round(float(w), 6) for w in weightings[k]],
-            "sample": s,
+            "sample": i % num_samples,
             "completion": text,
-            "rewards": {name: None if math.isnan(v) else v for name, v in zip(names, row_scores, strict=True)},
+            "rewards": {
+                name: None if math.isnan(v) else v for name, v in zip(objective_names, row_scores, strict=True)
+            },
             "kl": row_kl,
             "value": None if math.isnan(row_value) else row_value,
         }
-        for (k, p), s, text, row_scores, row_kl, row_value in zip(
-            rows,
-            [i % num_samples for i in range(len(rows))],
-            texts,
-            scores.tolist(),
-            kl.tolist(),
-            row_values.tolist(),
-            strict=True,
+        for i, ((k, p), text, row_scores, row_kl, row_value) in enumerate(
+            zip(rows, completions, scores.tolist(), kl.tolist(), row_values.tolist(), strict=True)
         )
     ]
     results = []
     for k, weights in enumerate(weightings):
-        per_prompt_value = per_prompt_values[k]  # (P,)
         rewards, reward_ci = {}, {}
-        for i, name in enumerate(names):
+        for i, name in enumerate(objective_names):
             rewards[name], reward_ci[name] = _mean_and_ci(per_prompt_scores[k, :, i], num_resamples, confidence, seed)
         kl_mean, kl_ci = _mean_and_ci(per_prompt_kl[k], num_resamples, confidence, seed)
-        value, value_ci = _mean_and_ci(per_prompt_value, num_resamples, confidence, seed)
+        value, value_ci = _mean_and_ci(per_prompt_values[k], num_resamples, confidence, seed)
         results.append(
             WeightingResult(
                 weights=[round(float(w), 6) for w in weights],
@@ -361,146 +566,28 @@ def evaluate_front(
                 value_ci=value_ci,
             )
         )
-    return Front(list(names), float(kl_weight), results, samples)
+    return Front(list(objective_names), float(kl_weight), results, samples)
 
 
-# ---------------------------------------------------------------- held-out preference pairs (DPO-CLP)
+def completion_log_probs(
+    model, sequences: torch.Tensor, attention_mask: torch.Tensor, prompt_length: int, temperature: float = 1.0
+) -> torch.Tensor:
+    """`(B, C)` log-probability of each completion token (positions after `prompt_length`) under `model`.
 
-
-@dataclass
-class PreferenceAccuracy:
-    """How one weighting's policy orders held-out preference pairs, by its implicit reward.
-
-    The implicit reward of a response is DPO's log-ratio `log π_w(y | x) − log π_ref(y | x)`; a pair is ordered by
-    the margin Δ = (chosen's log-ratio) − (rejected's). `accuracy` is the share of the pairs the weighting has a
-    preference on where Δ's sign agrees with it; `objective_accuracy[name]` the share of the pairs that objective
-    has an opinion on where Δ's sign agrees with that objective alone (a steerable model's rises with its weight);
-    `margin` the mean Δ (nats) oriented to the response the weighting prefers; `num_pairs` the pairs the weighting
-    prefers a response of. `accuracy` and `margin` are None when it prefers none (e.g. w = (0.5, 0.5) on pairs
-    whose two objectives disagree).
+    The logits are divided by `temperature` first, as TRL does for the policy and the reference during training: the
+    log-probabilities are those of the distribution the completions were sampled from.
     """
-
-    weights: list[float]
-    accuracy: float | None
-    objective_accuracy: dict[str, float]
-    margin: float | None
-    num_pairs: int
+    logits = model(input_ids=sequences, attention_mask=attention_mask).logits[:, prompt_length - 1 : -1]  # (B, C, V)
+    log_probs = torch.log_softmax(logits.float() / temperature, dim=-1)  # (B, C, V)
+    return log_probs.gather(-1, sequences[:, prompt_length:, None]).squeeze(-1)
 
 
-def _sequence_log_probs(model, batch: dict) -> torch.Tensor:
-    """`(R,)` summed log-probability of each row's completion tokens (`completion_mask`), rows right-padded."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-    log_probs = torch.log_softmax(logits.float(), dim=-1).gather(-1, batch["input_ids"][:, 1:, None]).squeeze(-1)
-    return (log_probs * batch["completion_mask"][:, 1:]).sum(-1)
+def _mask_after_eos(completion_ids: torch.Tensor, eos_token_id: int) -> torch.Tensor:
+    """`(B, C)` 1 up to and including the first EOS, 0 after it."""
+    is_eos = completion_ids == eos_token_id
+    first_eos = torch.where(is_eos.any(1), is_eos.int().argmax(1), completion_ids.size(1))  # (B,)
+    return (torch.arange(completion_ids.size(1), device=completion_ids.device)[None] <= first_eos[:, None]).long()
 
 
-@torch.no_grad()
-def evaluate_preferences(
-    model: SteerableModel,
-    pairs,
-    weightings: torch.Tensor,
-    preference_layout: str = "labels",
-    score_margin: float = 0.0,
-    batch_size: int = 16,
-) -> list[PreferenceAccuracy]:
-    """Held-out preference accuracy of a steerable model at each weighting: DPO-CLP's counterpart of `evaluate_front`
-    when the objectives exist only as labels or scores of pairs (no reward function to score samples with).
-
-    Args:
-        model: the steerable model; its reference is its base model with the adapter disabled, as in training.
-        pairs: tokenized pairs as `MultiObjectiveDPOTrainer` prepares them (e.g. its `eval_dataset`): columns
-            `prompt_ids`, `chosen_ids`, `rejected_ids` and the layout's (`objective_labels`, or `chosen_scores` and
-            `rejected_scores`); for a prompting-baseline model also `prompt`, the text the weighting is written into.
-        weightings: `(K, m)` weightings, e.g. `trl_clp.simplex_grid(2, 5)`.
-        preference_layout, score_margin: as in `MultiObjectiveDPOConfig`; they say which response a weighting
-            prefers (`trl_clp.preference_loss.label_preference`, `score_preference`).
-        batch_size: pairs per forward pass (each pass holds 2 × batch_size rows).
-
-    Returns:
-        one `PreferenceAccuracy` per weighting, in the order of `weightings`.
-    """
-    from trl.trainer.dpo_trainer import DataCollatorForPreference
-
-    from .preference_data import SIGNAL_COLUMNS, check_preference_dataset
-    from .preference_loss import label_preference, score_preference
-
-    weightings = torch.as_tensor(weightings, dtype=torch.float32)
-    names = model.objective_names
-    check_preference_dataset(pairs, preference_layout, names, "held-out")
-    prompting = model.conditioning_config.conditioning == "prompt"
-    tokenizer = model._require_tokenizer() if prompting else model.tokenizer
-    pad_token_id = tokenizer.pad_token_id if tokenizer is not None else model.model.config.pad_token_id
-    collate = DataCollatorForPreference(pad_token_id=pad_token_id)
-    signals = {
-        column: torch.tensor(pairs[column], dtype=torch.float32) for column in SIGNAL_COLUMNS[preference_layout]
-    }
-    if preference_layout == "labels":
-        signs = signals["objective_labels"]  # (N, m)
-    else:
-        signs = torch.sign(signals["chosen_scores"] - signals["rejected_scores"])
-    num_pairs = len(signs)
-    device = model.device
-    margins = torch.zeros(len(weightings), num_pairs)  # (K, N) Δ
-    for start in range(0, num_pairs, batch_size):
-        rows = [pairs[i] for i in range(start, min(start + batch_size, num_pairs))]
-        keys = ("prompt_ids", "chosen_ids", "rejected_ids")
-        batch = {k: v.to(device) for k, v in collate([{k: row[k] for k in keys} for row in rows]).items()}
-        with model.model.disable_adapter():
-            reference = _sequence_log_probs(model.model, batch)  # (2b,)
-        for k, weights in enumerate(weightings):
-            if prompting:  # the policy reads the weighting in its prompt, the reference the prompt of the data
-                encoded = model.tokenize_prompts([row["prompt"] for row in rows], weights)
-                prompt_ids = [
-                    ids[mask.bool()].tolist()
-                    for ids, mask in zip(encoded["input_ids"], encoded["attention_mask"], strict=True)
-                ]
-                examples = [
-                    {**{k: row[k] for k in keys}, "prompt_ids": ids} for row, ids in zip(rows, prompt_ids, strict=True)
-                ]
-                policy = _sequence_log_probs(model.model, {k: v.to(device) for k, v in collate(examples).items()})
-            else:
-                with model.condition(weights, batch_size=2 * len(rows)):
-                    policy = _sequence_log_probs(model.model, batch)
-            chosen, rejected = (policy - reference).chunk(2)
-            margins[k, start : start + len(rows)] = (chosen - rejected).cpu()
-    results = []
-    for k, weights in enumerate(weightings):
-        rows_weights = weights.expand(num_pairs, -1)
-        if preference_layout == "labels":
-            preference, kept = label_preference(signs, rows_weights)
-        else:
-            preference, kept = score_preference(
-                signals["chosen_scores"], signals["rejected_scores"], rows_weights, score_margin
-            )
-        orientation = torch.sign(2 * preference - 1) * kept  # (N,) +1: w prefers chosen, −1 rejected, 0 neither
-        decided = orientation != 0
-        agree = torch.sign(margins[k]) == orientation
-        voiced = signs != 0  # (N, m)
-        per_objective = (torch.sign(margins[k])[:, None] == signs) & voiced
-        results.append(
-            PreferenceAccuracy(
-                weights=weights.tolist(),
-                accuracy=(agree & decided).sum().item() / decided.sum().item() if decided.any() else None,
-                objective_accuracy={
-                    name: per_objective[:, i].sum().item() / max(voiced[:, i].sum().item(), 1)
-                    for i, name in enumerate(names)
-                },
-                margin=(orientation * margins[k]).sum().item() / decided.sum().item() if decided.any() else None,
-                num_pairs=int(decided.sum().item()),
-            )
-        )
-    return results
-
-
-def format_preference_table(results: list[PreferenceAccuracy]) -> str:
-    """A fixed-width text table of `evaluate_preferences`' results: one line per weighting."""
-    names = list(results[0].objective_accuracy)
-    header = ["weights", "accuracy"] + [f"{name} acc." for name in names] + ["margin", "pairs"]
-    lines = [header] + [
-        ["(" + ", ".join(f"{w:.2f}" for w in r.weights) + ")", "—" if r.accuracy is None else f"{r.accuracy:.3f}"]
-        + [f"{r.objective_accuracy[n]:.3f}" for n in names]
-        + ["—" if r.margin is None else f"{r.margin:.3f}", str(r.num_pairs)]
-        for r in results
-    ]
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths, strict=True)) for line in lines)
+def _mean_and_ci(per_prompt: torch.Tensor, num_resamples: int, confidence: float, seed: int):
+    return torch.nanmean(per_prompt).item(), list(bootstrap_mean_ci(per_prompt, num_resamples, confidence, seed))

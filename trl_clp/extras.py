@@ -6,7 +6,7 @@
 | `plots` | matplotlib | `trl_clp.plotting`, the PNG fronts of `trl-clp train`/`evaluate`/`plot` |
 | `rewards` | rouge-score | the ROUGE rewards (`RougeReward`, `rouge1`/`rouge2`/`rougeL`) |
 | `quantization` | bitsandbytes | 4-bit and 8-bit base models (`BitsAndBytesConfig`, `--load_in_4bit`) |
-| `text-rewards` | vaderSentiment, textblob, textstat | the text scorers `sentiment_reward`, `objectivity_reward`, `readability_reward` |
+| `text-rewards` | vaderSentiment, textblob, textstat | the text scorers `sentiment_reward`, `objectivity_reward`, `readability_reward`, `descriptiveness_reward`; the English lexicon of `trl_clp.gaming_guards` |
 | `gguf` | gguf | `trl-clp convert-gguf` |
 | `civility` | alt-profanity-check | `civility_reward` (it pins scikit-learn and joblib exactly: install it on its own) |
 """

@@ -79,16 +79,51 @@ def scalarization_note(config: ConditioningConfig) -> str:
     if scalarization["method"] == "linear":
         return "Trained with the linear scalarisation `w·R` (the weighted sum of the rewards).\n"
     if scalarization["method"] == "preference":
-        return (
-            "Trained from preference pairs with per-objective labels or scores: under a weighting w, each pair's DPO "
-            "loss mixes the objectives' preferences with the weights w.\n"
-        )
+        return preference_note(scalarization)
     z = ", ".join("n/a" if v is None else f"{v:.4g}" for v in scalarization["ideal_point"])
     source = "given" if scalarization["given"] else "the running per-objective maxima at save time"
     augmented = f" − {scalarization['augmentation']}·Σ_i (z_i − R_i)" if scalarization["augmentation"] else ""
     return (
         f"Trained with the Tchebycheff scalarisation `−max_i w_i (z_i − R_i){augmented}`, ideal point z = ({z}) "
         f"({source}): a weighting asks for the point of the front where the weighted shortfalls from z are equal.\n"
+    )
+
+
+# The pair loss ℓ of each DPO `loss_type` DPO-CLP accepts, as the card names it.
+_PAIR_LOSSES = {"sigmoid": "DPO's sigmoid loss", "hinge": "the hinge loss (SLiC)", "ipo": "the IPO loss"}
+
+
+def preference_note(scalarization: dict) -> str:
+    """One paragraph: the DPO-CLP objective a model was trained with, from its `clp_config.json` record
+    (`MultiObjectiveDPOTrainer._conditioning_metadata`: layout, loss type, β, and for scores the temperature and
+    margin). Files written before the layout was recorded get a general sentence."""
+    if "preference_layout" not in scalarization:
+        return (
+            "Trained from preference pairs with per-objective labels or scores: under a weighting w, each pair's DPO "
+            "loss mixes the objectives' preferences with the weights w.\n"
+        )
+    loss = f"{_PAIR_LOSSES[scalarization['loss_type']]} ℓ, β = {scalarization['beta']:g}"
+    if scalarization["preference_layout"] == "labels":
+        return (
+            f"Trained with DPO-CLP ({loss}) on preference pairs labelled per objective (s_i = +1, −1 or 0 when "
+            "objective i prefers the first response, the second, or neither): under a weighting w a pair contributes "
+            "Σ_i w_i·1[s_i≠0]·ℓ(s_i·z), z the policy's DPO margin, normalised over the batch: a weighting w asks for "
+            "the policy minimising Σ_i w_i·π_i·L_i, L_i objective i's DPO loss on the pairs it labels and π_i the "
+            "share of pairs it labels.\n"
+        )
+    margin = scalarization.get("score_margin") or 0.0
+    left_out = f"; pairs with |w·Δr| < {margin:g} are left out" if margin else ""
+    temperature = scalarization.get("score_temperature")
+    if temperature is None:
+        return (
+            f"Trained with DPO-CLP ({loss}) on preference pairs scored per objective: under a weighting w each pair "
+            "is ordered by the sign of its weighted score difference w·Δr (a hard label: DPO on the pairs as "
+            f"binarised by w·r; ties left out{left_out}).\n"
+        )
+    return (
+        f"Trained with DPO-CLP ({loss}) on preference pairs scored per objective: under a weighting w each pair's "
+        f"preference is the soft p = σ(w·Δr / τ), τ = {temperature:g} (the Bradley–Terry probability of the weighted "
+        f"score w·r{left_out}), and its loss p·ℓ(z) + (1 − p)·ℓ(−z).\n"
     )
 
 
@@ -138,7 +173,12 @@ def steering_card_section(
             f"**{', '.join(names)}**, by a weighting on the simplex (non-negative, summing to 1), chosen per request. "
             f"Conditioning: `{config.conditioning}`"
         )
-        + (f", {len(config.conditioned_modules)} conditioned LoRA layers." if config.conditioned_modules else "."),
+        + (f", {len(config.conditioned_modules)} conditioned LoRA layers" if config.conditioned_modules else "")
+        + (
+            f" with blocks for the features {', '.join(f'`{f}`' for f in config.conditioning_features)}."
+            if config.conditioning_features != ["linear"]
+            else "."
+        ),
         scalarization_note(config),
         kl_note,
         "```python",

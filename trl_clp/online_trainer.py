@@ -146,8 +146,8 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
             )
         self.objective_names = names
         self.num_objectives = len(names)
-        num_blocks = self.num_objectives + int(args.conditions_on_kl_weight)
-        lora_config = self._conditioned_lora_config(args, peft_config, num_blocks)
+        vector_size = self.num_objectives + int(args.conditions_on_kl_weight)
+        lora_config = self._conditioned_lora_config(args, peft_config, vector_size)
         reward_funcs = [
             func if isinstance(func, (str, nn.Module)) else checked_reward_function(func, name)
             for func, name in zip(reward_funcs, names, strict=True)
@@ -231,8 +231,8 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
         """Weightings of this process's rows, drawn per global prompt group.
 
         Returns:
-            weights `(N, m)`, KL weights `(N,)` and conditioning vectors `(L, num_blocks)` with N the global and L
-            the local number of rows.
+            weights `(N, m)`, KL weights `(N,)` and conditioning vectors `(L, n)` (n = m, plus 1 with the KL weight)
+            with N the global and L the local number of rows.
         """
         args = self.args
         num_rows = num_local_rows * self.accelerator.num_processes
@@ -312,6 +312,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
                     attention_mask,
                     logits_to_keep,
                     self.conditioner.conditioning_vectors,
+                    features=self.conditioner.features,
                     temperature=self.temperature,
                     compute_entropy=compute_entropy,
                 )

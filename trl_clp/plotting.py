@@ -132,3 +132,84 @@ def plot_reward_kl(curves: dict[str, list[tuple[float, float]]], path: str, rewa
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def plot_mean_fronts(results: dict, path: str) -> str:
+    """A comparison's seed-averaged fronts (first two objectives), from `trl_clp.comparison.compare_fronts`' results:
+    one line per method with its KL range in the legend, its guarded front dashed in the same colour when there is
+    one, and the base model as a star. The ends and the middle of the grid are labelled with the first weight."""
+    plt = _pyplot()
+    names, weightings = results["objective_names"], results["weightings"]
+    figure, axis = plt.subplots(figsize=(6.5, 5))
+    for index, (label, method) in enumerate(results["methods"].items()):
+        color = f"C{index % 10}"
+        x, y = [point[0] for point in method["rewards"]], [point[1] for point in method["rewards"]]
+        axis.plot(x, y, marker="o", color=color, label=f"{label} (KL {min(method['kl']):.1f}–{max(method['kl']):.1f})")
+        for w, xi, yi in zip(weightings, x, y, strict=True):
+            if w[0] in (0.0, 0.5, 1.0):
+                axis.annotate(f"{w[0]:g}", (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if "guarded" in method:
+            guarded = method["guarded"]["rewards"]
+            axis.plot([p[0] for p in guarded], [p[1] for p in guarded], linestyle="--", color=color, alpha=0.6)
+    if "base_model" in results:
+        base = results["base_model"]
+        axis.plot(
+            [base[names[0]]["mean"]],
+            [base[names[1]]["mean"]],
+            marker="*",
+            markersize=12,
+            color="black",
+            linestyle="",
+            label="base model",
+        )
+    axis.set_xlabel(f"{names[0]} (mean over held-out prompts)")
+    axis.set_ylabel(f"{names[1]} (mean over held-out prompts)")
+    # Long objective names stay on the axes: a title that repeats them runs past the figure's edge.
+    axis.set_title("Seed-averaged fronts; point labels: the first weight w₁", fontsize=10)
+    if any("guarded" in method for method in results["methods"].values()):
+        axis.plot([], [], linestyle="--", color="gray", label="guarded front (flagged completions score 0)")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def plot_equal_kl(results: dict, path: str) -> str:
+    """One panel per weighting: each front's scalarised gain over the base model (with its interval) against its KL,
+    from `compare_fronts`' `equal_kl` view; the fronts of a KL series share a colour and a line."""
+    plt = _pyplot()
+    view, weightings = results["equal_kl"], results["weightings"]
+    figure, axes = plt.subplots(1, len(weightings), figsize=(3.2 * len(weightings), 3.6), sharey=True, squeeze=False)
+    groups = list(view["series"].values()) + [  # a KL series, or one front alone
+        [label] for label in view["per_front"] if not any(label in m for m in view["series"].values())
+    ]
+    markers = "osD^v<>pPX*h"
+    for g, members in enumerate(groups):
+        color = f"C{g % 10}"
+        for k, axis in enumerate(axes[0]):
+            points = sorted(  # (KL, gain, label), along the KL
+                (view["per_front"][label]["kl"][k], view["per_front"][label]["gain"][k], label) for label in members
+            )
+            if len(points) > 1:
+                axis.plot([x for x, _, _ in points], [gain[0] for _, gain, _ in points], color=color, linewidth=1)
+            for i, (x, (point, low, high), label) in enumerate(points):
+                axis.errorbar(
+                    [x],
+                    [point],
+                    yerr=[[point - low], [high - point]],
+                    color=color,
+                    marker=markers[i % len(markers)],
+                    capsize=2,
+                    label=label if k == 0 else None,
+                )
+    for k, axis in enumerate(axes[0]):
+        axis.axhline(0.0, color="black", linewidth=0.5)
+        axis.set_title("w = (" + ", ".join(f"{x:g}" for x in weightings[k]) + ")", fontsize=9)
+        axis.set_xlabel("KL to the base model (nats)")
+    axes[0][0].set_ylabel("w·R̄ − w·R̄_base")
+    axes[0][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,14 +1,19 @@
 """Pure maths of DPO-CLP: which response a weighting prefers, and the DPO pair loss mixed over the objectives.
 
-A pair's preference under a weighting w is one number p ∈ [0, 1], the weight of "`chosen` is better" (and 1 − p that
-of "`rejected` is better"), and a flag saying whether the pair counts at all under w. With ℓ the pair loss of the
-configured `loss_type` as a function of the signed pair score z (z > 0 favours `chosen`), the loss of a pair is
+Under a weighting w a pair carries two numbers: its preference p ∈ [0, 1], the share of "`chosen` is better" (and
+1 − p that of "`rejected` is better"), and its weight v ∈ [0, 1] (0: the pair says nothing under w). With ℓ the pair
+loss of the configured `loss_type` as a function of the signed pair score z (z > 0 favours `chosen`), the batch loss
+is the mean over the batch's B pairs
 
-    L(w) = p · ℓ(z) + (1 − p) · ℓ(−z),
+    L = (1/B)·Σ_b v_b·[p_b·ℓ(z_b) + (1 − p_b)·ℓ(−z_b)],
 
-which for the labels layout is exactly Σ_i w_i·1[s_i≠0]·ℓ(s_i·z) / Σ_i w_i·1[s_i≠0] (the objectives preferring
-`chosen` have s_i = +1, those preferring `rejected` s_i = −1), and for the scores layout ℓ(±z) with the sign of
-w·(r_c − r_r). One forward pass per pair gives z; only the sign differs across objectives.
+normalised by the batch, not pair by pair. For the labels layout v·p = Σ_{i: s_i=+1} w_i and v·(1 − p) =
+Σ_{i: s_i=−1} w_i, so a pair's term is Panacea's Σ_i w_i·1[s_i≠0]·ℓ(s_i·z): continuous in w, and an objective that
+abstains (s_i = 0) takes its weight out of the pair instead of handing it to the others. In expectation over the
+pairs, a weighting w asks for the policy minimising Σ_i w_i·π_i·L_i, with L_i objective i's DPO loss on the pairs
+it labels and π_i the share of pairs it labels. For the scores layout v is 1 (0 for a pair left out by the margin)
+and p is 1[w·Δr > 0] or the soft σ(w·Δr / τ). One forward pass per pair gives z; only the sign differs across
+objectives.
 """
 
 from __future__ import annotations
@@ -18,40 +23,49 @@ import torch.nn.functional as F
 
 
 def label_preference(labels: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weight of "`chosen` is better" under each pair's weighting, from per-objective labels.
+    """Each pair's preference and weight under its weighting, from per-objective labels.
 
     Args:
         labels: `(B, m)` s_i ∈ {−1, 0, +1}: objective i prefers `chosen` (+1), `rejected` (−1) or neither (0).
         weights: `(B, m)` each pair's weighting w.
 
     Returns:
-        p `(B,)` = Σ_{i: s_i=+1} w_i / Σ_{i: s_i≠0} w_i, and kept `(B,)` bool: Σ_{i: s_i≠0} w_i > 0 (a pair
-        whose only opinions come from objectives weighted 0 says nothing under w; p is 0 there).
+        p `(B,)` = Σ_{i: s_i=+1} w_i / Σ_{i: s_i≠0} w_i (0 where that sum is 0), and the pair weight v `(B,)` =
+        Σ_{i: s_i≠0} w_i, the weight of the objectives that voice an opinion: 1 when all do, w_2 alone for a pair
+        objective 1 ties on, 0 for a pair whose only opinions come from objectives weighted 0.
     """
     labels = labels.to(weights.dtype)
-    voiced = weights * (labels != 0)  # (B, m)
-    total = voiced.sum(-1)  # (B,)
-    kept = total > 0
-    p = (weights * (labels > 0)).sum(-1) / torch.where(kept, total, torch.ones_like(total))
-    return p, kept
+    pair_weight = (weights * (labels != 0)).sum(-1)  # (B,)
+    in_favour = (weights * (labels > 0)).sum(-1)  # (B,)
+    p = in_favour / torch.where(pair_weight > 0, pair_weight, torch.ones_like(pair_weight))
+    return p, pair_weight
 
 
 def score_preference(
-    chosen_scores: torch.Tensor, rejected_scores: torch.Tensor, weights: torch.Tensor, margin: float = 0.0
+    chosen_scores: torch.Tensor,
+    rejected_scores: torch.Tensor,
+    weights: torch.Tensor,
+    margin: float = 0.0,
+    temperature: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weight of "`chosen` is better" under each pair's weighting, from per-objective scores.
+    """Each pair's preference and weight under its weighting, from per-objective scores.
 
     Args:
         chosen_scores, rejected_scores: `(B, m)` r_c and r_r, one score per objective.
         weights: `(B, m)` each pair's weighting w.
-        margin: pairs with |w·(r_c − r_r)| < margin are left out; so are exact ties.
+        margin: pairs with |w·(r_c − r_r)| < margin are left out (weight 0).
+        temperature: None for the hard preference p = 1[w·Δr > 0] (exact ties left out too: they prefer neither);
+            τ > 0 for the soft p = σ(w·Δr / τ), the Bradley–Terry probability of `chosen` winning when the weighted
+            score is a reward on the scale τ (exact ties kept, with p = 0.5: "equally good" is a preference too).
 
     Returns:
-        p `(B,)` = 1[w·(r_c − r_r) > 0], and kept `(B,)` bool.
+        p `(B,)` and the pair weight v `(B,)`, 1 for the pairs kept and 0 for those left out.
     """
-    difference = (weights * (chosen_scores - rejected_scores).to(weights.dtype)).sum(-1)  # (B,)
-    kept = (difference.abs() >= margin) & (difference != 0)
-    return (difference > 0).to(weights.dtype), kept
+    difference = (weights * (chosen_scores - rejected_scores).to(weights.dtype)).sum(-1)  # (B,) w·Δr
+    kept = difference.abs() >= margin
+    if temperature is None:
+        return (difference > 0).to(weights.dtype), (kept & (difference != 0)).to(weights.dtype)
+    return torch.sigmoid(difference / temperature), kept.to(weights.dtype)
 
 
 def pair_scores(
@@ -100,19 +114,23 @@ def pair_loss(scores: torch.Tensor, loss_type: str, beta: float) -> torch.Tensor
 
 
 def mixed_preference_loss(
-    scores: torch.Tensor, preference: torch.Tensor, kept: torch.Tensor, loss_type: str, beta: float
+    scores: torch.Tensor, preference: torch.Tensor, pair_weight: torch.Tensor, loss_type: str, beta: float
 ) -> torch.Tensor:
-    """The batch loss: the mean over kept pairs of p·ℓ(z) + (1 − p)·ℓ(−z); 0 (still attached to the graph) when no
-    pair is kept, so that every rank runs backward.
+    """The batch loss (1/B)·Σ_b v_b·[p_b·ℓ(z_b) + (1 − p_b)·ℓ(−z_b)], the mean over all B pairs (a pair of weight 0
+    adds 0; the loss stays attached to the graph when every pair weighs 0, so that every rank runs backward).
+
+    Dividing by the number of pairs, not by each pair's own weight nor by the batch's total weight, keeps the loss
+    continuous in every pair's w: a pair objective 1 ties on adds w_2·ℓ(±z)/B, which vanishes at the corner
+    w = (1, 0) even in a batch of such pairs only.
 
     Args:
         scores: `(B,)` z from `pair_scores`.
         preference: `(B,)` p.
-        kept: `(B,)` bool.
+        pair_weight: `(B,)` v ≥ 0 (`label_preference`, `score_preference`).
 
     Returns:
         a scalar.
     """
     per_pair = preference * pair_loss(scores, loss_type, beta) + (1 - preference) * pair_loss(-scores, loss_type, beta)
-    per_pair = torch.where(kept, per_pair, torch.zeros_like(per_pair))
-    return per_pair.sum() / kept.sum().clamp(min=1)
+    weighted = torch.where(pair_weight > 0, pair_weight * per_pair, torch.zeros_like(per_pair))  # (B,)
+    return weighted.mean()

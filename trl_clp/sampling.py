@@ -1,4 +1,4 @@
-"""Weightings on the simplex: validation, per-group sampling for training, evaluation grids.
+"""Weightings on the simplex: validation, per-group sampling for training and its schedule, evaluation grids.
 
 Every sampler here draws from its own ``numpy`` generator seeded by ``(seed, *stream)``, never from the global
 RNGs, so that (a) every rank draws the same weights for the same global prompt group, (b) a resumed run continues
@@ -61,8 +61,12 @@ def sample_group_weights(
     stream: Sequence[int],
     concentration: float | Sequence[float] = 1.0,
     fixed_weights: Sequence[Sequence[float]] | None = None,
+    one_hot_probability: float = 0.0,
 ) -> torch.Tensor:
     """Draw one weighting per prompt group, deterministically from `(seed, *stream)`.
+
+    With `one_hot_probability` p > 0 the draw is from the mixture p·one-hot + (1 − p)·`distribution`: each group is,
+    with probability p, replaced by a uniformly chosen corner (see `one_hot_probability`, the schedule of p).
 
     Args:
         distribution: one of `"dirichlet"`, `"uniform"` (Dirichlet(1): uniform on the simplex), `"one_hot"` (a
@@ -75,6 +79,7 @@ def sample_group_weights(
             `(1, evaluation call)` in evaluation.
         concentration: Dirichlet concentration, a scalar or one value per objective.
         fixed_weights: `(K, m)` weightings for `"fixed"`.
+        one_hot_probability: p in [0, 1], the probability that a group's weighting is a one-hot corner instead.
 
     Returns:
         `(G, m)` float32 tensor, each row on the simplex.
@@ -92,7 +97,42 @@ def sample_group_weights(
         weights = table[rng.integers(len(table), size=num_groups)]
     else:
         raise ValueError(f"Unknown weight distribution {distribution!r}; choose one of {WEIGHT_DISTRIBUTIONS}.")
+    if one_hot_probability > 0:
+        # A key of its own (the KL weights' is 1): the corners replace rows of the draw above without moving it, so
+        # that p = 0 draws exactly what a run without a schedule draws, and p does not shift the other rows.
+        corner_rng = np.random.default_rng([seed, *stream, 2])
+        is_corner = corner_rng.random(num_groups) < one_hot_probability  # (G,)
+        corners = np.eye(num_objectives)[corner_rng.integers(num_objectives, size=num_groups)]  # (G, m)
+        weights = np.where(is_corner[:, None], corners, weights)
     return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def one_hot_probability(
+    step: int, max_steps: int, one_hot_fraction: float, anneal_fraction: float, final_probability: float
+) -> float:
+    """p at an optimizer step of the "corners first, then spread" weighting schedule.
+
+    With t = step / max_steps: p = 1 (every group on a corner) while t < `one_hot_fraction`; then p falls linearly
+    from 1 to `final_probability` over the next `anneal_fraction` of training; then p = `final_probability`.
+    Each group's weighting is a one-hot corner with probability p, else drawn from the weight distribution.
+
+    Args:
+        step: the optimizer step, 0 ≤ step (≤ max_steps).
+        max_steps: the number of optimizer steps of the run, > 0.
+        one_hot_fraction, anneal_fraction: fractions of `max_steps`, each in [0, 1], summing to at most 1.
+        final_probability: p after the anneal, in [0, 1].
+
+    Returns:
+        p in [final_probability, 1].
+    """
+    if max_steps <= 0:
+        raise ValueError(f"The weighting schedule needs the run's number of steps, got max_steps={max_steps}.")
+    progress = step / max_steps
+    if progress < one_hot_fraction:
+        return 1.0
+    if progress < one_hot_fraction + anneal_fraction:
+        return 1.0 - (1.0 - final_probability) * (progress - one_hot_fraction) / anneal_fraction
+    return final_probability
 
 
 def sample_group_kl_weights(

@@ -4,7 +4,7 @@ TRL's fused LM head (`trl.trainer.utils.add_fused_lm_head`) multiplies the hidde
 tiles, so it never holds the logits, but it reads the base weight only and would skip a LoRA on the output layer.
 Here the adapted layer is written as the base projection plus its low-rank update,
 
-    logits = h·Wᵀ + b + u·Bᵀ,     u = s · (m·w(row) ⊙ (dropout(h)·Aᵀ))     (block scaling of `layer.py`),
+    logits = h·Wᵀ + b + u·Bᵀ,     u = s · (c(row) ⊙ (dropout(h)·Aᵀ))     (block coefficients of `layer.py`),
 
 and the log-softmax is folded over `(token_chunk, vocab_chunk)` tiles with an online log-sum-exp, in the forward
 and again in the backward, which recomputes each tile instead of saving it. Peak memory is a few tiles plus the
@@ -12,6 +12,8 @@ and again in the backward, which recomputes each tile instead of saving it. Peak
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -240,6 +242,7 @@ def conditioned_head_logps_and_entropies(
     weights: torch.Tensor | None,
     temperature: float = 1.0,
     compute_entropy: bool = False,
+    features: Sequence[str] = ("linear",),
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Completion log-probabilities of a causal LM whose output layer is a (conditioned) LoRA, without the logits.
 
@@ -254,10 +257,11 @@ def conditioned_head_logps_and_entropies(
             for which `fuses_output_layer` holds.
         input_ids, attention_mask: `(B, S)`.
         logits_to_keep: C, the number of completion tokens at the end of each row.
-        weights: `(B, num_blocks)` per-row weightings of the blocks of the output layer's LoRA (rank num_blocks·r);
-            None only while the adapter is disabled (e.g. reference log-probabilities).
+        weights: `(B, n)` per-row conditioning vectors of the output layer's LoRA (rank K·r, its blocks mixed with
+            their `features`); None only while the adapter is disabled (e.g. reference log-probabilities).
         temperature: the logits are divided by it.
         compute_entropy: also return the entropies.
+        features: the conditioning features of the output layer's blocks (`trl_clp.conditioning.features`).
 
     Returns:
         logps `(B, C)` and entropies `(B, C)` or None.
@@ -291,7 +295,7 @@ def conditioned_head_logps_and_entropies(
                 f"The conditioned output layer needs one weighting per row: the batch has {batch_size} rows, the "
                 f"weightings are {None if weights is None else tuple(weights.shape)}."
             )
-        lora_hidden = scale_lora_blocks(F.linear(x, lora_a_weight, _full(lora_a.bias)), weights)  # (B, C, R)
+        lora_hidden = scale_lora_blocks(F.linear(x, lora_a_weight, _full(lora_a.bias)), weights, features)  # (B, C, R)
         lora_hidden = (lora_hidden * scaling).reshape(batch_size * num_tokens, -1)  # (N, R)
         lora_b = _full(lora_b_layer.weight)  # (V, R)
         if lora_b_layer.bias is not None:  # PEFT's `lora_bias`: a bias that the block scaling does not touch

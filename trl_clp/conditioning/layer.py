@@ -1,13 +1,16 @@
-"""Layer behaviour of a conditioned LoRA: per-row mixing of its m blocks, and `WeightConditioner`, the hooks doing it.
+"""Layer behaviour of a conditioned LoRA: per-row mixing of its blocks, and `WeightConditioner`, the hooks doing it.
 
-A conditioned LoRA layer has rank m·r: rows `[i·r, (i+1)·r)` of `lora_A` and columns of `lora_B` form the block
-θ_i of objective i. Scaling block i of `lora_A`'s output by `m·w_i(b)` for batch row b gives
+A conditioned LoRA layer has rank K·r: rows `[k·r, (k+1)·r)` of `lora_A` and columns of `lora_B` form block k. With
+the default features (`linear`) there is one block θ_i per entry of the conditioning vector v (n = m objectives, plus
+the KL entry with multi-α) and K = n; other features add blocks (`features.py`). Scaling block k of `lora_A`'s output
+by its coefficient `c_k(v(b))` for batch row b (`block_coefficients`: `n·v_i` for a linear block) gives, with the
+layer's LoRA scale α·K/n / (K·r) = α / (n·r) (`model.py` sets `lora_alpha` to α·K/n),
 
-    W x + (α / (m·r)) · Σ_i m·w_i(b) · B_i A_i x  =  W x + (α / r) · Σ_i w_i(b) · B_i A_i x,
+    W x + (α / (n·r)) · Σ_k c_k(v(b)) · B_k A_k x  =  W x + (α / r) · Σ_i v_i(b) · B_i A_i x  (+ the other features),
 
-i.e. exactly the layer with parameters `Σ_i w_i θ_i` for that row, so rows with different weightings share one
-forward pass. The factor m keeps a plain PEFT load (no conditioning, every block scaled by 1) equal to the
-uniform weighting instead of the sum of the objectives.
+i.e. exactly the layer with parameters `Σ_i v_i θ_i` (plus the other features' blocks) for that row, so rows with
+different weightings share one forward pass. Every coefficient is 1 at the centre of the simplex, so a plain PEFT
+load (no conditioning, every block scaled by 1) equals the uniform weighting, not the sum of the objectives.
 
 The scaling is a forward pre-hook on `lora_B[adapter]`, a public torch extension point: PEFT's layer code is
 left untouched.
@@ -16,6 +19,7 @@ left untouched.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -25,37 +29,42 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from ..sampling import check_weights
+from .features import block_coefficients, check_conditioning_features, num_blocks_of
 
 # The attribute of a model that holds its `WeightConditioner` (one per model: a second would scale twice).
 CONDITIONER_ATTRIBUTE = "clp_conditioner"
 
 
-def block_scale(weights: torch.Tensor, total_rank: int) -> torch.Tensor:
-    """The factor `m · w_i` of every rank of block i, per row.
+def block_scale(vectors: torch.Tensor, total_rank: int, features: Sequence[str] = ("linear",)) -> torch.Tensor:
+    """The factor of every rank of block k, per row: the block's coefficient `c_k(v)` (`n · v_i` for a linear one).
 
     Args:
-        weights: `(B, m)` weightings on the simplex.
-        total_rank: m·r, the rank of the conditioned LoRA.
+        vectors: `(B, n)` conditioning vectors on the simplex.
+        total_rank: K·r, the rank of the conditioned LoRA.
+        features: the conditioning features, which give K (`block_coefficients`).
 
     Returns:
-        `(B, m·r)`.
+        `(B, K·r)`.
     """
-    num_objectives = weights.size(-1)
-    return (num_objectives * weights).repeat_interleave(total_rank // num_objectives, dim=-1)
+    coefficients = block_coefficients(vectors, features)  # (B, K)
+    return coefficients.repeat_interleave(total_rank // coefficients.size(-1), dim=-1)
 
 
-def scale_lora_blocks(lora_a_output: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Scale rank-block i of each row by `m · w_i` of that row.
+def scale_lora_blocks(
+    lora_a_output: torch.Tensor, weights: torch.Tensor, features: Sequence[str] = ("linear",)
+) -> torch.Tensor:
+    """Scale rank-block k of each row by its coefficient `c_k(v)` for that row's conditioning vector.
 
     Args:
-        lora_a_output: `(B, ..., m·r)`, the output of `lora_A` (after dropout).
-        weights: `(B, m)` weightings on the simplex.
+        lora_a_output: `(B, ..., K·r)`, the output of `lora_A` (after dropout).
+        weights: `(B, n)` conditioning vectors on the simplex.
+        features: the conditioning features.
 
     Returns:
-        `(B, ..., m·r)`.
+        `(B, ..., K·r)`.
     """
-    scale = block_scale(weights, lora_a_output.size(-1))  # (B, m·r)
-    scale = scale.view(weights.size(0), *([1] * (lora_a_output.dim() - 2)), -1)  # (B, 1, ..., m·r)
+    scale = block_scale(weights, lora_a_output.size(-1), features)  # (B, K·r)
+    scale = scale.view(weights.size(0), *([1] * (lora_a_output.dim() - 2)), -1)  # (B, 1, ..., K·r)
     return lora_a_output * scale.to(lora_a_output.dtype)
 
 
@@ -63,8 +72,8 @@ def scale_lora_blocks(lora_a_output: torch.Tensor, weights: torch.Tensor) -> tor
 class _Conditioning:
     """One weighting and its block scalings, built once and reused by every conditioned layer and decoding step."""
 
-    vectors: torch.Tensor  # (B, num_blocks)
-    # keyed by (m·r, dtype, device, dim) of the `lora_A` output
+    vectors: torch.Tensor  # (B, n)
+    # keyed by (K·r, dtype, device, dim) of the `lora_A` output
     scales: dict[tuple, torch.Tensor] = field(default_factory=dict)
 
 
@@ -89,10 +98,17 @@ class WeightConditioner:
 
     One model has at most one conditioner: `attach` records it on the model (see `attached_to`), so that a second
     `SteerableModel` over the same `PeftModel` reuses it instead of stacking a second set of hooks.
+
+    Args:
+        vector_size: n, the entries of a conditioning vector (the objectives, plus one with multi-α).
+        features: the conditioning features (`trl_clp.conditioning.features`), which give the blocks per layer,
+            `num_blocks`.
     """
 
-    def __init__(self, num_blocks: int):
-        self.num_blocks = num_blocks
+    def __init__(self, vector_size: int, features: Sequence[str] = ("linear",)):
+        self.vector_size = vector_size
+        self.features = check_conditioning_features(features)
+        self.num_blocks = num_blocks_of(self.features, vector_size)
         self._per_call: ContextVar[_Conditioning | None] = ContextVar(f"clp_conditioning_{id(self)}", default=None)
         self._training: _Conditioning | None = None
         self.conditioned_module_names: list[str] = []
@@ -102,7 +118,7 @@ class WeightConditioner:
     def __deepcopy__(self, memo) -> WeightConditioner:
         # A deep-copied model (e.g. by `SteerableModel.merge`) carries its hooks, bound to this conditioner: the copy
         # gets a conditioner of its own, with no weighting set (a ContextVar cannot be copied).
-        copied = WeightConditioner(self.num_blocks)
+        copied = WeightConditioner(self.vector_size, self.features)
         copied.conditioned_module_names = list(self.conditioned_module_names)
         memo[id(self)] = copied
         return copied
@@ -118,8 +134,7 @@ class WeightConditioner:
 
     @property
     def conditioning_vectors(self) -> torch.Tensor | None:
-        """`(B, num_blocks)` conditioning vectors the conditioned layers use here and now (per call, else training), or
-        None."""
+        """`(B, n)` conditioning vectors the conditioned layers use here and now (per call, else training), or None."""
         state = self._current()
         return None if state is None else state.vectors
 
@@ -190,21 +205,19 @@ class WeightConditioner:
             )
         return (lora_a_output * self._block_scale(state, lora_a_output),)
 
-    @staticmethod
-    def _block_scale(state: _Conditioning, lora_a_output: torch.Tensor) -> torch.Tensor:
-        """`(B, 1, ..., m·r)` factors of `scale_lora_blocks` for `state`'s weighting, cached in `state`."""
+    def _block_scale(self, state: _Conditioning, lora_a_output: torch.Tensor) -> torch.Tensor:
+        """`(B, 1, ..., K·r)` factors of `scale_lora_blocks` for `state`'s weighting, cached in `state`."""
         key = (lora_a_output.size(-1), lora_a_output.dtype, lora_a_output.device, lora_a_output.dim())
         scale = state.scales.get(key)
         if scale is None:
-            scale = block_scale(state.vectors.to(lora_a_output.device), lora_a_output.size(-1))  # (B, m·r)
+            scale = block_scale(state.vectors.to(lora_a_output.device), lora_a_output.size(-1), self.features)
             scale = scale.view(scale.size(0), *([1] * (lora_a_output.dim() - 2)), -1).to(lora_a_output.dtype)
             if not state.vectors.requires_grad:  # a graph through the weighting must be rebuilt for every forward
                 state.scales[key] = scale
         return scale
 
     def set_conditioning_vectors(self, conditioning_vectors: torch.Tensor | None) -> None:
-        """Set the training conditioning vectors `(B, num_blocks)` (or None), unvalidated, until `clear`; see the class
-        docs."""
+        """Set the training conditioning vectors `(B, n)` (or None), unvalidated, until `clear`; see the class docs."""
         self._training = None if conditioning_vectors is None else _Conditioning(conditioning_vectors)
 
     def set_weights(self, weights: torch.Tensor | None) -> None:
@@ -226,11 +239,11 @@ class WeightConditioner:
         """Condition every forward of this thread or task inside the block on `weights`; restored on exit.
 
         Args:
-            weights: `(num_blocks,)` for all rows, or `(B, num_blocks)` one per row.
-            batch_size: rows to broadcast a single weighting to; required with a `(num_blocks,)` weighting
-                when the batch size is not 1.
+            weights: conditioning vectors on the simplex, `(n,)` for all rows, or `(B, n)` one per row.
+            batch_size: rows to broadcast a single weighting to; required with a `(n,)` weighting when the batch size
+                is not 1.
         """
-        weights = check_weights(weights, self.num_blocks)
+        weights = check_weights(weights, self.vector_size)
         if weights.dim() == 1:
             weights = weights.unsqueeze(0).expand(batch_size or 1, -1)
         token = self._per_call.set(_Conditioning(weights))

@@ -10,11 +10,13 @@ from __future__ import annotations
 import copy
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 
 from peft import LoraConfig, PeftModel, inject_adapter_in_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
+from .features import num_blocks_of
 from .layer import WeightConditioner
 
 DEFAULT_ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -62,25 +64,50 @@ def resolve_conditioned_targets(conditioning: str, conditioned_target_modules: l
     return {"attn": DEFAULT_ATTENTION_MODULES, "logit": ["lm_head"]}.get(conditioning)
 
 
+def conditioned_lora_alpha(lora_alpha: float, vector_size: int, features: Sequence[str] = ("linear",)) -> float:
+    """The `lora_alpha` of a conditioned layer: α·K/n, so that its LoRA scale is α/(n·r) at rank K·r.
+
+    A linear block's coefficient `n·v_i` then gives it the scale `v_i·α/r` of the per-objective LoRA, whatever other
+    features the layer has (see `layer.py`). With the linear features only (K = n) it is α itself, unchanged.
+
+    Args:
+        lora_alpha: α of the per-objective LoRA.
+        vector_size: n, the entries of the conditioning vector.
+        features: the conditioning features.
+    """
+    num_blocks = num_blocks_of(features, vector_size)
+    if num_blocks == vector_size:
+        return lora_alpha
+    return lora_alpha * num_blocks / vector_size
+
+
 def build_conditioned_lora_config(
-    peft_config: LoraConfig, conditioning: str, conditioned_target_modules: list[str] | None, num_blocks: int
+    peft_config: LoraConfig,
+    conditioning: str,
+    conditioned_target_modules: list[str] | None,
+    vector_size: int,
+    features: Sequence[str] = ("linear",),
 ) -> LoraConfig:
     """Turn a per-objective LoRA configuration into the CLP one.
 
-    Conditioned targets get rank `num_blocks · r` with the same `lora_alpha` (each block then has scale α/(m·r) and
-    the conditioning multiplies it by m·w_i, see `layer.py`); the other targets stay a shared rank-r LoRA.
+    Conditioned targets get rank `K · r` and `lora_alpha` α·K/n (`conditioned_lora_alpha`: each block has scale
+    α/(n·r) and the conditioning multiplies it by its coefficient, `n·v_i` for a linear block, see `layer.py`); the
+    other targets stay a shared rank-r LoRA.
 
     Args:
         peft_config: the per-objective LoRA (rank r, alpha α, targets), validated by `check_linear_lora_config`.
         conditioning: one of `CONDITIONING_VARIANTS`.
         conditioned_target_modules: module-name suffixes to condition; None means every target for `"full"`.
-        num_blocks: m (+1 with KL-weight conditioning).
+        vector_size: n, the entries of the conditioning vector: m (+1 with KL-weight conditioning).
+        features: the conditioning features, which give K (`trl_clp.conditioning.features`).
     """
     config = copy.deepcopy(peft_config)
     if conditioning in ("prompt", "logit"):  # logit: the output layer's blocks are added after TRL builds the model
         return config
+    rank = num_blocks_of(features, vector_size) * peft_config.r
+    alpha = conditioned_lora_alpha(peft_config.lora_alpha, vector_size, features)
     if conditioning == "full" and conditioned_target_modules is None:
-        config.r = num_blocks * peft_config.r
+        config.r, config.lora_alpha = rank, alpha
         return config
     targets = config.target_modules
     if isinstance(targets, str) and targets != "all-linear":
@@ -90,7 +117,9 @@ def build_conditioned_lora_config(
         )
     if isinstance(targets, (list, set, tuple)):
         config.target_modules = sorted(set(targets) | set(conditioned_target_modules))
-    config.rank_pattern = dict.fromkeys(conditioned_target_modules, num_blocks * peft_config.r)
+    config.rank_pattern = dict.fromkeys(conditioned_target_modules, rank)
+    if alpha != peft_config.lora_alpha:
+        config.alpha_pattern = dict.fromkeys(conditioned_target_modules, alpha)
     return config
 
 
@@ -127,8 +156,10 @@ def find_conditioned_layers(model: nn.Module, conditioned_targets: list[str] | N
     return names
 
 
-def add_conditioned_output_layer(peft_model: PeftModel, peft_config: LoraConfig, num_blocks: int) -> str:
-    """Give the output layer a LoRA of rank `num_blocks · r` in the model's adapter (logit-CLP).
+def add_conditioned_output_layer(
+    peft_model: PeftModel, peft_config: LoraConfig, vector_size: int, features: Sequence[str] = ("linear",)
+) -> str:
+    """Give the output layer a conditioned LoRA (rank K·r, alpha α·K/n) in the model's adapter (logit-CLP).
 
     TRL builds the PEFT model without it (it refuses adapters on `lm_head`, which its fused head would bypass), so
     it is injected afterwards into the same adapter, and the adapter's config is updated so that a saved adapter
@@ -141,9 +172,11 @@ def add_conditioned_output_layer(peft_model: PeftModel, peft_config: LoraConfig,
     output_layer = peft_model.get_output_embeddings()
     name = next(n for n, module in peft_model.named_modules() if module is output_layer)
     suffix = name.split(".")[-1]
+    rank = num_blocks_of(features, vector_size) * peft_config.r
+    alpha = conditioned_lora_alpha(peft_config.lora_alpha, vector_size, features)
     head_config = LoraConfig(
-        r=num_blocks * peft_config.r,
-        lora_alpha=peft_config.lora_alpha,
+        r=rank,
+        lora_alpha=alpha,
         lora_dropout=peft_config.lora_dropout,
         init_lora_weights=peft_config.init_lora_weights,
         target_modules=[suffix],
@@ -162,7 +195,9 @@ def add_conditioned_output_layer(peft_model: PeftModel, peft_config: LoraConfig,
     if isinstance(targets, str):  # "all-linear" was resolved at injection; keep the resolved names
         targets = {n.split(".")[-1] for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)}
     saved_config.target_modules = set(targets) | {suffix}
-    saved_config.rank_pattern = {**saved_config.rank_pattern, suffix: num_blocks * peft_config.r}
+    saved_config.rank_pattern = {**saved_config.rank_pattern, suffix: rank}
+    if alpha != peft_config.lora_alpha:
+        saved_config.alpha_pattern = {**saved_config.alpha_pattern, suffix: alpha}
     return name
 
 
@@ -171,7 +206,8 @@ def attach_conditioning(
     peft_config: LoraConfig,
     conditioning: str,
     conditioned_targets: list[str] | None,
-    num_blocks: int,
+    vector_size: int,
+    features: Sequence[str] = ("linear",),
 ) -> WeightConditioner:
     """Finish building a conditioned model: the one place that turns a conditioning variant into conditioned layers.
 
@@ -185,14 +221,16 @@ def attach_conditioning(
         peft_config: the LoRA of one objective.
         conditioning: one of `CONDITIONING_VARIANTS`.
         conditioned_targets: from `resolve_conditioned_targets`.
-        num_blocks: m (+1 with KL-weight conditioning).
+        vector_size: n, the entries of the conditioning vector: m (+1 with KL-weight conditioning).
+        features: the conditioning features (`trl_clp.conditioning.features`).
 
     Returns:
         a `WeightConditioner` with its hooks on the conditioned layers (`conditioned_module_names`).
     """
-    conditioner = WeightConditioner(num_blocks)
+    conditioner = WeightConditioner(vector_size, features)
     if conditioning == "logit":
-        conditioner.attach(peft_model, [add_conditioned_output_layer(peft_model, peft_config, num_blocks)])
+        output_layer = add_conditioned_output_layer(peft_model, peft_config, vector_size, conditioner.features)
+        conditioner.attach(peft_model, [output_layer])
     elif conditioning != "prompt":
         conditioner.attach(peft_model, find_conditioned_layers(peft_model, conditioned_targets))
     return conditioner

@@ -12,6 +12,7 @@ import copy
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from contextlib import contextmanager
 
 import torch
@@ -23,6 +24,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, BatchEncoding, Pre
 from ..gguf import check_not_gguf
 from ..sampling import check_weights, kl_conditioning_vector
 from .config import CLP_CONFIG_NAME, ConditioningConfig
+from .features import check_conditioning_features
 from .layer import WeightConditioner, block_scale
 from .model import (
     attach_conditioning,
@@ -83,13 +85,15 @@ class SteerableModel(nn.Module):
         self.tokenizer = tokenizer
         if conditioner is None:  # the model's own conditioner if it has one (never a second set of hooks)
             conditioner = WeightConditioner.attached_to(model)
-        num_blocks = conditioning_config.num_blocks or conditioning_config.num_objectives
+        vector_size = conditioning_config.vector_size
+        features = tuple(conditioning_config.conditioning_features)
         if conditioner is None:
-            conditioner = WeightConditioner(num_blocks)
-        if conditioner.num_blocks != num_blocks:
+            conditioner = WeightConditioner(vector_size, features)
+        if (conditioner.vector_size, conditioner.features) != (vector_size, features):
             raise ValueError(
-                f"The model's conditioner has {conditioner.num_blocks} blocks but the conditioning config "
-                f"{num_blocks}: build the SteerableModel with the config the adapter was trained with."
+                f"The model's conditioner mixes {conditioner.num_blocks} blocks (features {list(conditioner.features)} "
+                f"of {conditioner.vector_size} entries) but the conditioning config {list(features)} of "
+                f"{vector_size}: build the SteerableModel with the config the adapter was trained with."
             )
         if conditioning_config.conditioned_modules:
             conditioner.attach(model, conditioning_config.conditioned_modules, adapter_name=model.active_adapter)
@@ -113,6 +117,7 @@ class SteerableModel(nn.Module):
         conditioned_target_modules: list[str] | None = None,
         tokenizer=None,
         *,
+        conditioning_features: Sequence[str] = ("linear",),
         variant: str | None = None,
     ) -> SteerableModel:
         """Put a freshly initialised CLP adapter on `model` (for custom training loops, export tests, ...).
@@ -121,7 +126,7 @@ class SteerableModel(nn.Module):
             model: the base causal LM (modified in place by PEFT).
             objective_names: m names; the adapter gets m blocks per conditioned layer.
             peft_config: the LoRA of one objective (rank r, alpha, targets).
-            conditioning, conditioned_target_modules: as in `MultiObjectiveConfig`.
+            conditioning, conditioned_target_modules, conditioning_features: as in `MultiObjectiveConfig`.
             variant: the former name of `conditioning`, accepted with a `FutureWarning` until the next release.
         """
         if variant is not None:
@@ -139,13 +144,19 @@ class SteerableModel(nn.Module):
             conditioning = variant
         check_linear_lora_config(peft_config)
         targets = resolve_conditioned_targets(conditioning, conditioned_target_modules)
-        num_blocks = len(objective_names)
-        lora_config = build_conditioned_lora_config(peft_config, conditioning, targets, num_blocks)
+        features = check_conditioning_features(conditioning_features, conditioning)
+        vector_size = len(objective_names)
+        lora_config = build_conditioned_lora_config(peft_config, conditioning, targets, vector_size, features)
         with _peft_reads_deprecated_names():
             peft_model = get_peft_model(model, lora_config)
-        conditioner = attach_conditioning(peft_model, peft_config, conditioning, targets, num_blocks)
-        names = list(conditioner.conditioned_module_names)
-        config = ConditioningConfig(list(objective_names), conditioning, names, num_blocks)
+        conditioner = attach_conditioning(peft_model, peft_config, conditioning, targets, vector_size, features)
+        config = ConditioningConfig(
+            list(objective_names),
+            conditioning,
+            list(conditioner.conditioned_module_names),
+            conditioner.num_blocks,
+            conditioning_features=list(features),
+        )
         return cls(peft_model, config, tokenizer, conditioner)
 
     @classmethod
@@ -219,7 +230,9 @@ class SteerableModel(nn.Module):
             self.tokenizer.save_pretrained(directory)
 
     def conditioning_vector(self, weights, kl_weight=None) -> torch.Tensor:
-        """Validated `(B, num_blocks)` (or `(num_blocks,)`) vector for `weights` `(B, m)`/`(m,)` and optional α."""
+        """Validated `(B, n)` (or `(n,)`) conditioning vector for `weights` `(B, m)`/`(m,)` and optional α: the weighting
+        itself, or with KL-weight conditioning the weighting and the KL entry (`kl_conditioning_vector`). The blocks
+        are mixed with its features (`conditioning_config.conditioning_features`)."""
         config = self.conditioning_config
         weights = check_weights(weights, config.num_objectives)
         if config.min_kl_weight is None:
@@ -390,9 +403,9 @@ class SteerableModel(nn.Module):
     def merge(self, weights, kl_weight=None) -> PreTrainedModel:
         """A plain `transformers` model equal to this one conditioned on a single weighting.
 
-        Each conditioned block's `lora_A` rows (of the active adapter) are scaled by `m·w_i`, then the adapter is
-        merged into a copy of the base weights: `B · diag(m·w) · A = Σ_i m·w_i B_i A_i`, exact up to float
-        rounding.
+        Each conditioned block's `lora_A` rows (of the active adapter) are scaled by the block's coefficient `c_k`
+        (`n·w_i` for a linear block, see `trl_clp.conditioning.features`), then the adapter is merged into a copy of
+        the base weights: `B · diag(c) · A = Σ_k c_k B_k A_k`, exact up to float rounding.
         An adapted output layer whose weight is tied to the input embeddings (`tie_word_embeddings=True`, as in
         Qwen2.5) gets its own merged weight, and the returned model's config is untied, so that the input embeddings
         keep their trained values.
@@ -406,8 +419,8 @@ class SteerableModel(nn.Module):
         adapter_name = merged.active_adapter
         modules = dict(merged.named_modules())
         for name in self.conditioning_config.conditioned_modules:
-            lora_a = modules[name].lora_A[adapter_name]  # (m·r, in); other adapters keep their own blocks
-            scale = block_scale(vector.unsqueeze(0), lora_a.weight.size(0))[0]  # (m·r,)
+            lora_a = modules[name].lora_A[adapter_name]  # (K·r, in); other adapters keep their own blocks
+            scale = block_scale(vector.unsqueeze(0), lora_a.weight.size(0), self.conditioner.features)[0]  # (K·r,)
             lora_a.weight.data.mul_(scale.to(lora_a.weight).unsqueeze(-1))
         untied = untie_adapted_weights(merged)
         with warnings.catch_warnings():  # PEFT warns that the embeddings are no longer tied: untying them is the point
@@ -423,11 +436,12 @@ class SteerableModel(nn.Module):
     def export_lora(self, directory: str, weights, kl_weight=None) -> str:
         """Write a plain PEFT LoRA adapter equal to this model conditioned on one weighting (for vLLM, TGI, ...).
 
-        Every adapted layer gets the same rank R = num_blocks·r and the same `lora_alpha` α, with no rank or alpha
-        pattern, the form serving engines load: conditioned layers keep their blocks with `lora_A`'s rank-block i
-        scaled by `num_blocks·w_i` (the concatenated form, exact); shared rank-r layers are padded with zero blocks
-        and their `lora_B` multiplied by num_blocks so that their scale α/r is unchanged. Load it with
-        `PeftModel.from_pretrained(base, directory)`, or in vLLM with `max_lora_rank >= R`.
+        Every adapted layer gets the same rank R = K·r (K blocks per conditioned layer) and the same `lora_alpha`,
+        that of the conditioned layers, with no rank or alpha pattern, the form serving engines load: conditioned
+        layers keep their blocks with `lora_A`'s rank-block k scaled by its coefficient `c_k` (`n·w_i` for a linear
+        block; the concatenated form, exact); shared rank-r layers are padded with zero blocks and their `lora_B`
+        multiplied by the ratio of their LoRA scale to the exported one, so that their output is unchanged. Load it
+        with `PeftModel.from_pretrained(base, directory)`, or in vLLM with `max_lora_rank >= R`.
 
         Args:
             directory: where `adapter_config.json` and `adapter_model.safetensors` go.
@@ -447,29 +461,34 @@ class SteerableModel(nn.Module):
         vector = self.conditioning_vector(weights, kl_weight)
         if vector.dim() != 1:
             raise ValueError("`export_lora` takes one weighting `(m,)`, not a batch.")
-        num_blocks = vector.numel()
         adapter_name = self.model.active_adapter
+        modules = dict(self.model.named_modules())
+        conditioned = self.conditioning_config.conditioned_modules
+        export_rank = modules[conditioned[0]].r[adapter_name]  # K·r
+        export_alpha = modules[conditioned[0]].lora_alpha[adapter_name]  # α·K/n
+        export_scaling = export_alpha / export_rank
         # The base model is loaded from its own files: never copy a targeted output layer into the export.
         state = get_peft_model_state_dict(self.model, adapter_name=adapter_name, save_embedding_layers=False)
-        conditioned = set(self.conditioning_config.conditioned_modules)
         exported = {}
         for key, tensor in state.items():
             module_name, _, suffix = key.rpartition(".lora_")
             if suffix.startswith("embedding"):
                 raise ValueError(f"{key}: exporting LoRA on embedding layers is not supported.")
             tensor = tensor.detach().float()
-            if suffix == "A.weight" and module_name in conditioned:  # (num_blocks·r, in)
-                tensor = tensor * block_scale(vector.unsqueeze(0), tensor.size(0))[0].to(tensor).unsqueeze(-1)
-            elif suffix == "A.weight":  # shared (r, in): pad to rank num_blocks·r with zero rows
-                tensor = torch.cat([tensor, tensor.new_zeros((num_blocks - 1) * tensor.size(0), tensor.size(1))])
+            if suffix == "A.weight" and module_name in conditioned:  # (K·r, in)
+                scale = block_scale(vector.unsqueeze(0), tensor.size(0), self.conditioner.features)[0]  # (K·r,)
+                tensor = tensor * scale.to(tensor).unsqueeze(-1)
+            elif suffix == "A.weight":  # shared (r, in): pad to rank K·r with zero rows
+                tensor = torch.cat([tensor, tensor.new_zeros(export_rank - tensor.size(0), tensor.size(1))])
             elif suffix == "B.weight" and module_name not in conditioned:  # shared (out, r)
-                # α/(num_blocks·r) · (num_blocks·B) A = α/r · B A: the shared layer's output is unchanged.
-                padding = tensor.new_zeros(tensor.size(0), (num_blocks - 1) * tensor.size(1))
-                tensor = torch.cat([num_blocks * tensor, padding], 1)
+                # export_scaling · (ratio·B) A = scaling · B A: the shared layer's output is unchanged.
+                ratio = modules[module_name].scaling[adapter_name] / export_scaling
+                padding = tensor.new_zeros(tensor.size(0), export_rank - tensor.size(1))
+                tensor = torch.cat([ratio * tensor, padding], 1)
             exported[key] = tensor.to(state[key].dtype).contiguous()
-        (export_rank,) = {t.size(0) for k, t in exported.items() if k.endswith("lora_A.weight")}
         export_config = copy.deepcopy(self.model.peft_config[adapter_name])
         export_config.r = export_rank
+        export_config.lora_alpha = export_alpha
         export_config.base_model_name_or_path = absolute_if_local(export_config.base_model_name_or_path)
         export_config.rank_pattern = {}
         export_config.alpha_pattern = {}

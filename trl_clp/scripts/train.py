@@ -71,7 +71,7 @@ from trl_clp import (
     demo,
     simplex_grid,
 )
-from trl_clp.evaluation import evaluate_front, evaluate_preferences, format_preference_table
+from trl_clp.evaluation import evaluate_front
 from trl_clp.gguf import check_not_gguf
 from trl_clp.preference_data import (
     HELPSTEER2_ATTRIBUTES,
@@ -82,6 +82,7 @@ from trl_clp.preference_data import (
     pku_saferlhf_to_labels,
     ultrafeedback_to_scores,
 )
+from trl_clp.preference_evaluation import evaluate_preferences, format_preference_table
 from trl_clp.rewards import resolve_reward_function
 from trl_clp.scripts import limit_cpu_threads
 

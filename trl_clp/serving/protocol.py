@@ -199,6 +199,7 @@ class ModelCard(BaseModel):
     owned_by: str
     objectives: list[str]
     conditioning: str
+    conditioning_features: list[str]
     max_model_len: int
     kl_conditioning: bool
 

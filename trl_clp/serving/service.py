@@ -324,6 +324,7 @@ class CompletionService:
             owned_by="trl-clp",
             objectives=self.names,
             conditioning=self.steer.conditioning_config.conditioning,
+            conditioning_features=self.steer.conditioning_config.conditioning_features,
             max_model_len=self.context_length,
             kl_conditioning=self.steer.conditioning_config.min_kl_weight is not None,
         )
