@@ -11,9 +11,12 @@ from trl.trainer.utils import nanstd
 from trl_clp.scalarization import (
     IdealPoint,
     batch_normalized,
+    group_centered,
     group_normalized_rewards,
     group_relative_advantages,
+    leave_one_out_advantages,
     linear_scalarization,
+    objective_rewards,
     scalarize_rewards,
     tchebycheff_scalarization,
 )
@@ -252,3 +255,36 @@ def test_scalarization_config_errors_name_the_fix(tmp_path, overrides, message):
     config = tiny_config(tmp_path, scalarization="tchebycheff", ideal_point=[1, 2, 3])
     with pytest.raises(ValueError, match="one value per reward function"):
         config.check_num_objectives(2)
+
+
+def test_objective_rewards_by_hand_sum_to_the_scalar_reward():
+    rewards = torch.tensor([[1.0, 3.0], [nan, 2.0], [nan, nan]])
+    kl, kl_weight = torch.tensor([2.0, 1.0, 1.0]), torch.tensor([0.5, 0.1, 0.1])
+    # R_i − α·KL; a NaN objective counts 0; a row with no reward stays unscorable
+    expected = torch.tensor([[0.0, 2.0], [-0.1, 1.9], [nan, nan]])
+    shares = objective_rewards(rewards, kl, kl_weight)
+    torch.testing.assert_close(shares, expected, equal_nan=True)
+    weights = torch.tensor([[0.25, 0.75], [0.6, 0.4], [0.5, 0.5]])
+    scalar = scalarize_rewards(rewards, weights, kl, kl_weight)
+    torch.testing.assert_close((weights * shares).sum(1), scalar, equal_nan=True)
+
+
+def test_group_baselines_take_columns_independently():
+    columns = torch.tensor([[1.0, 0.0], [2.0, 0.0], [3.0, 6.0], [4.0, 2.0]])  # two groups of 2
+    # leave-one-out in a group of 2: each minus the other; group centring: each minus the pair's mean
+    torch.testing.assert_close(
+        leave_one_out_advantages(columns, 2), torch.tensor([[-1.0, 0.0], [1.0, 0.0], [-1.0, 4.0], [1.0, -4.0]])
+    )
+    torch.testing.assert_close(
+        group_centered(columns, 2), torch.tensor([[-0.5, 0.0], [0.5, 0.0], [-0.5, 2.0], [0.5, -2.0]])
+    )
+    for column in range(2):  # the same as the one-column functions
+        torch.testing.assert_close(
+            leave_one_out_advantages(columns, 2)[:, column], leave_one_out_advantages(columns[:, column], 2)
+        )
+
+
+def test_batch_normalized_with_the_statistics_of_a_reference():
+    reference = torch.tensor([1.0, 2.0, 3.0])  # mean 2, std 1
+    columns = torch.tensor([[1.0, 4.0], [2.0, 2.0], [3.0, 0.0]])
+    torch.testing.assert_close(batch_normalized(columns, reference), (columns - 2.0) / (1 + 1e-4))

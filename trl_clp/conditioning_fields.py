@@ -287,5 +287,8 @@ def parameters_docstring(fields_class: type) -> str:
         help_text = f.metadata["help"]
         if "choices" in f.metadata:
             help_text += " One of " + ", ".join(repr(choice) for choice in f.metadata["choices"]) + "."
-        lines += textwrap.wrap(help_text, 116, initial_indent=" " * 12, subsequent_indent=" " * 12)
+        # No break at a hyphen: "corners-first" must read back as written when the lines are joined.
+        lines += textwrap.wrap(
+            help_text, 116, initial_indent=" " * 12, subsequent_indent=" " * 12, break_on_hyphens=False
+        )
     return "\n".join(lines) + "\n"

@@ -48,5 +48,18 @@ class MultiObjectiveGRPOConfig(ConditioningFields, GRPOConfig):
             )
         super().__post_init__()
 
+    def _block_signal_problems(self) -> list[str]:
+        problems = []
+        if self.loss_type == "vespo":
+            problems.append("loss_type='vespo' weights tokens by the advantage's sign: choose another `loss_type`")
+        if self.off_policy_mask_threshold is not None:
+            problems.append("`off_policy_mask_threshold` masks rows by the advantage's sign: remove it")
+        if self.entropy_coef != 0.0 or self.use_adaptive_entropy:
+            problems.append(
+                "an entropy bonus (`entropy_coef`, `use_adaptive_entropy`) is a loss term without the advantage, whose "
+                "gradient the per-block coefficients would scale: remove it"
+            )
+        return problems
+
 
 MultiObjectiveGRPOConfig.__doc__ += parameters_docstring(ConditioningFields)

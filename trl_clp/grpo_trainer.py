@@ -8,7 +8,14 @@ from trl import GRPOTrainer
 from .grpo_config import MultiObjectiveGRPOConfig
 from .model_card import GRPO_STEP
 from .online_trainer import ConditionedTrainerMixin
-from .scalarization import batch_normalized, group_normalized_rewards, group_relative_advantages
+from .scalarization import (
+    batch_normalized,
+    group_centered,
+    group_normalized_rewards,
+    group_relative_advantages,
+    group_relative_scale,
+    objective_rewards,
+)
 
 
 class MultiObjectiveGRPOTrainer(ConditionedTrainerMixin, GRPOTrainer):
@@ -52,3 +59,20 @@ class MultiObjectiveGRPOTrainer(ConditionedTrainerMixin, GRPOTrainer):
             rewards = self._scalarize(rewards_per_objective, weights, kl, kl_weight)  # (N,)
             advantages = group_relative_advantages(rewards, num_generations, self.scale_rewards)
         return rewards, torch.nan_to_num(advantages, nan=0.0)
+
+    def _objective_advantages(self, rewards_per_objective, weights, kl, kl_weight, num_generations):
+        # Centring is linear and the scale comes from the scalar rewards, so Σ_i w_i A_i is the advantage
+        # `_rewards_and_advantages` returns.
+        rewards, _ = self._rewards_and_advantages(rewards_per_objective, weights, kl, kl_weight, num_generations)
+        if self.multi_objective_aggregation == "normalize_then_sum":
+            # NaN terms add 0 to the scalar reward (its nansum), which is NaN only where every raw reward is
+            normalized = group_normalized_rewards(rewards_per_objective, num_generations).nan_to_num(nan=0.0)
+            shares = objective_rewards(normalized, kl, kl_weight).masked_fill(
+                torch.isnan(rewards).unsqueeze(1), torch.nan
+            )
+            advantages = batch_normalized(shares, reference=rewards)
+        else:
+            scale = group_relative_scale(rewards, num_generations, self.scale_rewards)  # (N,)
+            shares = objective_rewards(rewards_per_objective, kl, kl_weight)  # (N, m)
+            advantages = group_centered(shares, num_generations) / scale.unsqueeze(1)
+        return torch.nan_to_num(advantages, nan=0.0)

@@ -16,6 +16,7 @@ from .gguf import CONVERT_HINT
 from .scalarization import SCALARIZATIONS
 
 REWARD_NORMALIZATIONS = ("none", "running")
+BLOCK_SIGNALS = ("mixed", "own")
 
 
 @dataclass
@@ -84,6 +85,34 @@ class ConditioningFields(SharedConditioningFields):
         },
     )
 
+    block_signal: str = field(
+        default="mixed",
+        metadata={
+            "help": "The advantage each objective's LoRA block learns from. 'mixed' (the CLP paper): every block from "
+            "the advantage A of the row's scalar reward w·R − α·KL, which reaches block i as w_i·A and flips sign with "
+            "w where the rewards conflict. 'own' (beyond the paper): block i from its own objective's advantage A_i at "
+            "the mixed policy (w_i·A_i), the cross terms added back as `cross_term_start`/`cross_term_end` say; other "
+            "blocks and shared LoRA layers keep A. Needs a linear scalarisation and a policy ratio of 1 at each update "
+            "(`num_iterations=1`, `steps_per_generation` = `gradient_accumulation_steps`, no dropout). See "
+            "docs/trainer.md, 'Each block's learning signal'.",
+            "choices": list(BLOCK_SIGNALS),
+        },
+    )
+    cross_term_start: float = field(
+        default=0.0,
+        metadata={
+            "help": "With block_signal='own': the fraction of `max_steps` at which the cross terms start to come back. "
+            "Block i learns from (1 − λ)·A_i + λ·A, λ rising linearly from 0 at `cross_term_start` to 1 at "
+            "`cross_term_end` (today's signal from then on); both >= 1 keeps λ = 0 for the whole run."
+        },
+    )
+    cross_term_end: float = field(
+        default=1.0,
+        metadata={
+            "help": "With block_signal='own': the fraction of `max_steps` at which λ reaches 1 (>= `cross_term_start`)."
+        },
+    )
+
     def __post_init__(self):
         # Ours come first (they need none of the values TRL's config derives), then the shared ones, then TRL's.
         if self.reward_weights is not None:
@@ -128,6 +157,7 @@ class ConditioningFields(SharedConditioningFields):
             )
         self._check_scalarization()
         super().__post_init__()
+        self._check_block_signal()  # after TRL's, which resolves `steps_per_generation`
         # After TRL's checks, which turn `model_init_kwargs` given as JSON on the command line into a dict.
         if "gguf_file" in (self.model_init_kwargs or {}):
             raise ValueError(
@@ -153,6 +183,47 @@ class ConditioningFields(SharedConditioningFields):
             self.ideal_point = [float(v) for v in self.ideal_point]
             if not all(math.isfinite(v) for v in self.ideal_point):
                 raise ValueError(f"`ideal_point` must be finite, got {self.ideal_point}.")
+
+    def _check_block_signal(self):
+        if self.block_signal not in BLOCK_SIGNALS:
+            raise ValueError(f"`block_signal` must be one of {BLOCK_SIGNALS}, got {self.block_signal!r}.")
+        if self.block_signal == "mixed":
+            if (self.cross_term_start, self.cross_term_end) != (0.0, 1.0):
+                raise ValueError(
+                    "`cross_term_start`/`cross_term_end` schedule the own-advantage signal: set block_signal='own', "
+                    "or remove them."
+                )
+            return
+        if not 0 <= self.cross_term_start <= self.cross_term_end:
+            raise ValueError(
+                f"`cross_term_start` ({self.cross_term_start}) and `cross_term_end` ({self.cross_term_end}) must satisfy "
+                "0 <= start <= end (fractions of max_steps)."
+            )
+        problems = []
+        if self.scalarization != "linear":
+            problems.append(
+                f"scalarization={self.scalarization!r} is not linear in the rewards, so the advantage does not split "
+                "into the objectives' advantages: use scalarization='linear'"
+            )
+        if self.conditioning in ("prompt", "logit"):
+            problems.append(
+                f"conditioning={self.conditioning!r} has no per-objective block trained through a LoRA layer's "
+                "forward (prompt: none; logit: the output layer runs through a fused head): use 'full' or 'attn'"
+            )
+        if self.num_iterations != 1 or self.steps_per_generation != self.gradient_accumulation_steps:
+            problems.append(
+                f"num_iterations={self.num_iterations} and steps_per_generation={self.steps_per_generation} (with "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps}) update a batch with a policy that "
+                "moved since it was sampled, where PPO clipping depends on each advantage's sign, which differs per "
+                "block: set num_iterations=1 and steps_per_generation=gradient_accumulation_steps"
+            )
+        problems += self._block_signal_problems()
+        if problems:
+            raise ValueError("block_signal='own' cannot apply here:\n- " + "\n- ".join(problems))
+
+    def _block_signal_problems(self) -> list[str]:
+        """Hook: the TRL trainer's own settings under which a per-block advantage is not exact."""
+        return []
 
     def _check_kl_weights(self):
         if self.kl_weights is not None and self.kl_weight_range is not None:

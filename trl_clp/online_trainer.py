@@ -33,6 +33,12 @@ from trl.trainer.utils import (
 )
 
 from .conditioned_trainer import ConditionedTrainerCore
+from .conditioning.block_signal import (
+    GradientCoefficients,
+    block_gradient_coefficients,
+    cross_term_weight,
+    objective_of_blocks,
+)
 from .conditioning.config import ConditioningConfig
 from .conditioning.fused_head import conditioned_head_logps_and_entropies, fuses_output_layer
 from .conditioning.prompts import format_weighted_prompt
@@ -55,7 +61,8 @@ def reward_function_name(reward_func) -> str:
 class ConditionedTrainerMixin(ConditionedTrainerCore):
     """
     Overrides TRL's `__init__`, `_generate`, `_calculate_rewards`, `_generate_and_score_completions`,
-    `_get_per_token_logps_and_entropies` and `log`, and through `ConditionedTrainerCore` `train`, `training_step`,
+    `_get_per_token_logps_and_entropies` and `log` (and `compute_loss` and `training_step` once more, for
+    `block_signal="own"`), and through `ConditionedTrainerCore` `train`, `training_step`,
     `compute_loss`, `prediction_step`, `evaluation_loop`, `_save` and `create_model_card`, each wrapping `super()`.
 
     Conditional Language Policy training (Wang et al., 2024, https://huggingface.co/papers/2407.15762) on a TRL
@@ -81,12 +88,16 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
        weighting are logged.
     5. `save_model` writes `clp_config.json` (the conditioning metadata) beside the adapter; resuming checks it;
        the model card says how to steer the model and shows its evaluated front.
-    6. Construction fails if `output_dir` cannot be written or lacks disk space for the checkpoints; a reward
+    6. With `block_signal="own"` (beyond the CLP paper), each objective's block learns from its own objective's
+       advantage at the mixed policy, the cross terms added back over training: the loss gets a per-row advantage
+       of 1 and the advantages become per-row, per-block coefficients on the LoRA parameters' gradients
+       (`trl_clp.conditioning.block_signal`).
+    7. Construction fails if `output_dir` cannot be written or lacks disk space for the checkpoints; a reward
        function that raises stops training with a `RewardFunctionError` naming it. With TensorBoard, W&B or trackio
        in `report_to`, the sampled weightings are logged as histograms.
 
     A trainer class sets `config_class` (its config, a `ConditioningFields` subclass) and implements
-    `_rewards_and_advantages`; it may override `_policy_logps` if its TRL trainer does not always compute the old
+    `_rewards_and_advantages` and `_objective_advantages`; it may override `_policy_logps` if its TRL trainer does not always compute the old
     log-probabilities.
 
     Args:
@@ -175,6 +186,7 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
         self.reward_weights = torch.ones(self.num_objectives)
 
         self._attach_conditioning()
+        self.gradient_coefficients = self._attach_gradient_coefficients() if args.block_signal == "own" else None
         self.reward_moments = RunningMoments(self.num_objectives) if args.reward_normalization == "running" else None
         self.ideal_point = (
             IdealPoint(self.num_objectives, args.ideal_point) if args.scalarization == "tchebycheff" else None
@@ -418,6 +430,14 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
         """
         raise NotImplementedError(f"{type(self).__name__} must implement `_rewards_and_advantages`.")
 
+    def _objective_advantages(
+        self, rewards_per_objective: torch.Tensor, weights: torch.Tensor, kl, kl_weight, num_generations: int
+    ) -> torch.Tensor:
+        """Hook (for `block_signal="own"`): each objective's advantage at the rows' mixed policy, `(N, m)`, such that
+        `Σ_i w_i A_i` is the advantage `_rewards_and_advantages` returns (its baseline applied to each objective's
+        reward minus the KL penalty, `scalarization.objective_rewards`). Arguments as for `_rewards_and_advantages`."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement `_objective_advantages`.")
+
     def _generate_and_score_completions(self, inputs):
         mode = "train" if self.model.training else "eval"
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
@@ -453,12 +473,74 @@ class ConditionedTrainerMixin(ConditionedTrainerCore):
         )
         output["advantages"] = advantages[process_slice]
         output["conditioning_vectors"] = conditioning_vectors
+        if self.gradient_coefficients is not None and mode == "train":
+            objective_advantages = self._objective_advantages(
+                rewards_per_objective, weights, kl, kl_weight, num_generations
+            )
+            progress = self.state.global_step / max(self.state.max_steps, 1)
+            cross_terms = cross_term_weight(progress, self.args.cross_term_start, self.args.cross_term_end)
+            coefficients = block_gradient_coefficients(
+                objective_advantages, advantages, self._block_objectives(), cross_terms
+            )  # (N, num_blocks)
+            output["gradient_coefficients"] = coefficients[process_slice]
+            self._metrics[mode]["block_signal/cross_term_weight"].append(cross_terms)
 
         self._replace_trl_logged_values(mode, weighted, rewards, advantages, num_generations)
         self._log_conditioning_metrics(
             mode, rewards_per_objective, weights, kl_weight, local_kl, output["completion_mask"]
         )
         return output
+
+    # ---------------------------------------------------------------- each block's learning signal
+
+    def _attach_gradient_coefficients(self) -> GradientCoefficients:
+        """The per-block gradient coefficients of `block_signal="own"`, after refusing what would make them inexact."""
+        model = self.accelerator.unwrap_model(self.model)
+        if self.aux_loss_enabled:
+            raise ValueError(
+                "block_signal='own' scales each row's whole gradient per block, the MoE router's auxiliary loss "
+                "included: set `router_aux_loss_coef=0` (or `output_router_logits=False`), or use block_signal='mixed'."
+            )
+        dropouts = sorted(
+            {name for name, module in model.named_modules() if isinstance(module, nn.Dropout) and module.p > 0}
+        )
+        config_dropouts = {
+            key: value
+            for key, value in model.config.get_text_config().to_dict().items()
+            if "dropout" in key and isinstance(value, float) and value > 0
+        }
+        if dropouts or config_dropouts:
+            raise ValueError(
+                "block_signal='own' needs the policy ratio to be exactly 1 when a batch is used (PPO clipping depends "
+                "on the advantage's sign, which differs per block), but dropout makes it random: "
+                f"{dropouts[:3] or config_dropouts}. Set `lora_dropout=0` in the LoRA config and the model's dropout "
+                "to 0, or use block_signal='mixed'."
+            )
+        coefficients = GradientCoefficients(self.conditioner.num_blocks)
+        coefficients.attach(model, self.conditioner.conditioned_module_names)
+        return coefficients
+
+    def _block_objectives(self) -> list[int | None]:
+        """For each conditioned block, the objective whose linear block it is (None: every other block)."""
+        conditioner = self.conditioner
+        return objective_of_blocks(conditioner.features, conditioner.vector_size, self.num_objectives)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        coefficients = inputs.get("gradient_coefficients")
+        if coefficients is None or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        # Each row's policy-gradient term gets coefficient 1; the advantages weight the parameters' gradients instead,
+        # per block (kept set through backward, which gradient checkpointing re-runs the forward in).
+        self.gradient_coefficients.set(coefficients, inputs["advantages"])
+        inputs = {**inputs, "advantages": torch.ones_like(inputs["advantages"])}
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        try:
+            return super().training_step(model, inputs, num_items_in_batch)
+        finally:
+            if self.gradient_coefficients is not None:
+                self.gradient_coefficients.clear()
 
     def _replace_trl_logged_values(self, mode, weighted, rewards, advantages, num_generations):
         """Overwrite what TRL logged from its unit-weight rewards in this same call with the per-row values.

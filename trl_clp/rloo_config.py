@@ -24,5 +24,10 @@ class MultiObjectiveConfig(ConditioningFields, RLOOConfig):
     default rank 8, alpha 16, all linear layers); conditioned layers get one such block per objective.
     """
 
+    def _block_signal_problems(self) -> list[str]:
+        if self.reward_clip_range is not None:
+            return ["`reward_clip_range` clips the scalar reward, which then no longer splits by objective: remove it"]
+        return []
+
 
 MultiObjectiveConfig.__doc__ += parameters_docstring(ConditioningFields)

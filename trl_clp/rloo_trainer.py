@@ -8,7 +8,7 @@ from trl.trainer.utils import nanstd
 
 from .online_trainer import ConditionedTrainerMixin
 from .rloo_config import MultiObjectiveConfig
-from .scalarization import leave_one_out_advantages
+from .scalarization import leave_one_out_advantages, objective_rewards
 
 
 class MultiObjectiveTrainer(ConditionedTrainerMixin, RLOOTrainer):
@@ -32,3 +32,12 @@ class MultiObjectiveTrainer(ConditionedTrainerMixin, RLOOTrainer):
         if self.normalize_advantages:
             advantages = (advantages - torch.nanmean(advantages)) / (nanstd(advantages) + 1e-4)
         return rewards, torch.nan_to_num(advantages, nan=0.0)
+
+    def _objective_advantages(self, rewards_per_objective, weights, kl, kl_weight, num_generations):
+        # Leave-one-out is linear in the rewards and the normalisation uses the scalar advantages' statistics, so
+        # Σ_i w_i A_i is the advantage `_rewards_and_advantages` returns.
+        advantages = leave_one_out_advantages(objective_rewards(rewards_per_objective, kl, kl_weight), num_generations)
+        if self.normalize_advantages:
+            scalar = (advantages * weights).sum(dim=1)  # (N,) the leave-one-out advantages of w·R − α·KL
+            advantages = (advantages - torch.nanmean(scalar)) / (nanstd(scalar) + 1e-4)
+        return torch.nan_to_num(advantages, nan=0.0)

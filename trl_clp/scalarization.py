@@ -127,20 +127,21 @@ def leave_one_out_advantages(rewards: torch.Tensor, num_generations: int) -> tor
     """RLOO advantages: each reward minus the mean of its group's other scorable rewards.
 
     `A_j = r_j − (Σ_{k≠j} r_k) / (n − 1)` with n the group's count of non-NaN rewards. Rows are grouped
-    consecutively: rows `[g·K, (g+1)·K)` form group g. NaN rewards stay NaN (the caller zeroes them).
+    consecutively: rows `[g·K, (g+1)·K)` form group g. NaN rewards stay NaN (the caller zeroes them). Extra trailing
+    dimensions are columns baselined independently (e.g. each objective's reward, `objective_rewards`).
 
     Args:
-        rewards: `(G·K,)`.
+        rewards: `(G·K,)` or `(G·K, c)`.
         num_generations: K >= 2.
 
     Returns:
-        `(G·K,)`.
+        the shape of `rewards`.
     """
-    grouped = rewards.view(-1, num_generations)  # (G, K)
-    counts = (~torch.isnan(grouped)).sum(dim=1, keepdim=True)  # (G, 1)
-    totals = torch.nansum(grouped, dim=1, keepdim=True)  # (G, 1)
-    baselines = (totals - grouped) / (counts - 1)  # (G, K)
-    return (grouped - baselines).view(-1)
+    grouped = rewards.view(-1, num_generations, *rewards.shape[1:])  # (G, K, ...)
+    counts = (~torch.isnan(grouped)).sum(dim=1, keepdim=True)  # (G, 1, ...)
+    totals = torch.nansum(grouped, dim=1, keepdim=True)  # (G, 1, ...)
+    baselines = (totals - grouped) / (counts - 1)  # (G, K, ...)
+    return (grouped - baselines).view(rewards.shape)
 
 
 def _nanstd(values: torch.Tensor, dim: int | None = None, keepdim: bool = False) -> torch.Tensor:
@@ -169,14 +170,33 @@ def group_relative_advantages(
     Returns:
         `(G·K,)`.
     """
-    grouped = rewards.view(-1, num_generations)  # (G, K)
-    advantages = (grouped - torch.nanmean(grouped, dim=1, keepdim=True)).view(-1)  # (G·K,)
+    return group_centered(rewards, num_generations) / group_relative_scale(rewards, num_generations, scale_rewards)
+
+
+def group_centered(values: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """Each value minus its prompt group's mean (NaN-aware), the numerator of GRPO's advantages.
+
+    Args:
+        values: `(G·K,)` or `(G·K, c)` (columns centred independently).
+        num_generations: K.
+
+    Returns:
+        the shape of `values`.
+    """
+    grouped = values.view(-1, num_generations, *values.shape[1:])  # (G, K, ...)
+    return (grouped - torch.nanmean(grouped, dim=1, keepdim=True)).view(values.shape)
+
+
+def group_relative_scale(rewards: torch.Tensor, num_generations: int, scale_rewards: str = "group") -> torch.Tensor:
+    """`(G·K,)` the divisor of each row's GRPO advantage: its group's std + 1e-4 (`"group"`), the batch's std + 1e-4
+    (`"batch"`) or 1 (`"none"`), from the scalar rewards `(G·K,)`."""
     if scale_rewards == "group":
-        return advantages / (_nanstd(grouped, dim=1, keepdim=True).expand_as(grouped).reshape(-1) + 1e-4)
+        grouped = rewards.view(-1, num_generations)  # (G, K)
+        return _nanstd(grouped, dim=1, keepdim=True).expand_as(grouped).reshape(-1) + 1e-4
     if scale_rewards == "batch":
-        return advantages / (_nanstd(rewards) + 1e-4)
+        return (_nanstd(rewards) + 1e-4).expand_as(rewards)
     if scale_rewards == "none":
-        return advantages
+        return torch.ones_like(rewards)
     raise ValueError(f"`scale_rewards` must be 'group', 'batch' or 'none', got {scale_rewards!r}.")
 
 
@@ -198,10 +218,42 @@ def group_normalized_rewards(rewards_per_objective: torch.Tensor, num_generation
     return ((grouped - mean) / (std + 1e-4)).view(-1, num_objectives)
 
 
-def batch_normalized(rewards: torch.Tensor) -> torch.Tensor:
-    """`(r − mean(r)) / (std(r) + 1e-4)` over the whole batch `(N,)`, NaN-aware (GRPO's `normalize_then_sum`)."""
-    std = _nanstd(rewards) if rewards.numel() > 1 else torch.zeros(())
-    return (rewards - torch.nanmean(rewards)) / (std + 1e-4)
+def batch_normalized(rewards: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    """`(r − mean) / (std + 1e-4)` with the mean and std of `reference` `(N,)` (default `rewards`), NaN-aware (GRPO's
+    `normalize_then_sum`).
+
+    Args:
+        rewards: `(N,)`, or `(N, c)` columns normalised with the same statistics (e.g. each objective's share of the
+            scalar reward, whose weighted sum then stays the normalised scalar reward).
+        reference: `(N,)` the values the statistics come from.
+    """
+    reference = rewards if reference is None else reference
+    std = _nanstd(reference) if reference.numel() > 1 else torch.zeros(())
+    return (rewards - torch.nanmean(reference)) / (std + 1e-4)
+
+
+def objective_rewards(
+    rewards_per_objective: torch.Tensor, kl: torch.Tensor | None = None, kl_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Each objective's own reward with the row's KL penalty, `r_i = R_i − α·KL`, per row.
+
+    For a weighting on the simplex, `Σ_i w_i r_i = w·R − α·KL`: the linear scalar reward (`scalarize_rewards`), so any
+    baseline that is linear in the rewards (leave-one-out; a group mean with the scalar reward's std) gives advantages
+    `A_i` with `Σ_i w_i A_i = A`. A NaN `R_i` (not applicable) counts 0, as `linear_scalarization` skips it; a row
+    where every objective is NaN stays NaN (unscorable).
+
+    Args:
+        rewards_per_objective: `(N, m)`.
+        kl: `(N,)` sequence KL, or None.
+        kl_weight: `(N,)` each row's α, or None.
+
+    Returns:
+        `(N, m)`.
+    """
+    values = rewards_per_objective.nan_to_num(nan=0.0)  # (N, m)
+    if kl is not None and kl_weight is not None:
+        values = values - (kl_weight * kl).unsqueeze(1)
+    return values.masked_fill(torch.isnan(rewards_per_objective).all(dim=1, keepdim=True), torch.nan)
 
 
 class RunningMoments:
