@@ -154,11 +154,12 @@ def build_methods(
     randomize_lora_b(steer, seed=1)
     plain = get_peft_model(copy.deepcopy(base), workload.lora_config()).eval()
     randomize_lora_b(plain, seed=1)
-    # Every layer at the CLP adapter's conditioned rank: what its per-row forward should cost.
-    same_rank = workload.lora_config()
-    same_rank.r *= steer.conditioner.num_blocks
-    plain_same_rank = get_peft_model(copy.deepcopy(base), same_rank).eval()
-    randomize_lora_b(plain_same_rank, seed=1)
+    plain_same_rank = None
+    if "plain_lora_same_rank" in args.baselines:  # every layer at the CLP adapter's conditioned rank, K·r
+        same_rank = workload.lora_config()
+        same_rank.r *= steer.conditioner.num_blocks
+        plain_same_rank = get_peft_model(copy.deepcopy(base), same_rank).eval()
+        randomize_lora_b(plain_same_rank, seed=1)
 
     # `min_new_tokens` suppresses EOS so that every row samples exactly `new_tokens` tokens.
     sampling = {

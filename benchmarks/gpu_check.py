@@ -247,7 +247,7 @@ def check_generation(args: GpuCheckArguments) -> list[Figure]:
     tokenizer = demo.make_byte_tokenizer()
     prompts = list(demo.make_prompt_dataset(args.num_prompts, seed=1)["prompt"])
     inputs = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(args.device)
-    method_args = argparse_like(new_tokens=args.new_tokens, baselines=["plain_lora"])
+    method_args = argparse_like(new_tokens=args.new_tokens, baselines=["plain_lora"], conditioning_features=["linear"])
     tokens = args.num_prompts * args.new_tokens
     figures = []
     for m in args.num_objectives:

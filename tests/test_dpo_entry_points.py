@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 
 import httpx
 import pytest
@@ -66,11 +67,13 @@ def test_dpo_refuses_reward_funcs_and_a_missing_dataset_before_loading_a_model(c
     pku = [*base[:3], "--dataset_name", "PKU-Alignment/PKU-SafeRLHF", "--preference_format", "pku_saferlhf"]
     code = cli_error([*pku, "--preference_layout", "scores"], capsys)
     assert "gives the labels layout, but preference_layout is 'scores': set --preference_layout labels" in code
-    code = cli_error([*pku, "--objective_names", "a", "b", "c"], capsys)
-    assert "PKU-SafeRLHF has 2 objectives, ['helpful', 'harmless']" in code
+    code = cli_error([*pku, "--objective_names", "helpful", "harmless", "c"], capsys)
+    assert "pku_saferlhf's objectives are ['helpful', 'harmless']; ['c'] are not among them" in code
+    code = cli_error([*pku, "--objective_names", "helpful", "safe"], capsys)
+    assert "['safe'] are not among them. Name them all of ['helpful', 'harmless'], in the order you want" in code
     helpsteer = [*base[:3], "--dataset_name", "nvidia/HelpSteer2", "--preference_format", "helpsteer2"]
     code = cli_error([*helpsteer, "--objective_names", "helpfulness", "brevity"], capsys)
-    assert "objective_names ['brevity'] are not helpsteer2 ratings: choose among" in code
+    assert "['brevity'] are not among them. Name them among ['helpfulness', 'correctness'," in code
 
 
 def test_dpo_takes_layout_and_objectives_from_the_preference_format():
@@ -86,6 +89,50 @@ def test_dpo_takes_layout_and_objectives_from_the_preference_format():
     assert args.objective_names == ["helpfulness", "verbosity"] and script.reward_funcs is None
     script, _, _ = parse([])  # the online trainers keep the demo's rewards by default
     assert script.reward_funcs == ["lowercase", "uppercase"]
+
+
+def test_preference_format_writes_the_labels_in_the_order_of_objective_names(tmp_path):
+    """`--objective_names harmless helpful` reorders PKU-SafeRLHF's labels rather than mislabelling them."""
+    row = {"prompt": "p", "response_0": "a", "response_1": "b", "better_response_id": 1, "safer_response_id": 0}
+    write_jsonl(tmp_path / "pku" / "train.jsonl", [row])
+    argv = ["--trainer", "dpo", "--dataset_name", str(tmp_path / "pku"), "--preference_format", "pku_saferlhf"]
+    for names, labels in ((["helpful", "harmless"], [-1, 1]), (["harmless", "helpful"], [1, -1])):
+        script, args, _ = parse([*argv, "--objective_names", *names])
+        train_script.check_preference_arguments(script, args)
+        train_pairs, _ = train_script.load_preference_pairs(script, args)
+        assert args.objective_names == names and train_pairs["objective_labels"] == [labels]
+
+
+def test_preference_format_cuts_the_held_out_pairs_after_conversion(tmp_path):
+    """HelpSteer2 pairs the rows of one prompt: the held-out cut must not split a prompt's rows before pairing."""
+
+    def row(prompt, response, score):
+        return {"prompt": prompt, "response": response, **dict.fromkeys(HELPSTEER2_ATTRIBUTES, score)}
+
+    # Four tied answers, then the one better answer of the same prompt: every pair needs the fifth row.
+    held_out = [row("Explain DNS.", f"answer {i}", 2) for i in range(4)] + [row("Explain DNS.", "best", 4)]
+    write_jsonl(tmp_path / "hs" / "train.jsonl", [row("Name a fruit.", "Apple.", 4), row("Name a fruit.", "No.", 0)])
+    write_jsonl(tmp_path / "hs" / "test.jsonl", held_out)
+    argv = ["--trainer", "dpo", "--dataset_name", str(tmp_path / "hs"), "--preference_format", "helpsteer2"]
+    script, args, _ = parse([*argv, "--num_eval_prompts", "1"])
+    _, eval_pairs = train_script.load_preference_pairs(script, args)
+    assert eval_pairs.to_list() == [
+        {
+            "prompt": "Explain DNS.",
+            "chosen": "answer 0",
+            "rejected": "best",
+            "chosen_scores": [2.0] * 5,
+            "rejected_scores": [4.0] * 5,
+        }
+    ]
+
+
+def test_parsing_dpo_arguments_warns_about_nothing_the_user_did_not_write():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, args, _ = parse(["--trainer", "dpo", "--dataset_name", "d", "--objective_names", "a", "b"])
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
+    assert args.activation_checkpointing is False  # DPO's CLI default, under the name transformers 5 reads
 
 
 def test_dpo_recipes_parse():
@@ -230,6 +277,12 @@ def test_held_out_accuracy_matches_a_recomputation_with_merged_models(tokenizer,
     results = evaluate_preferences(
         steer, Dataset.from_list(rows), weightings, layout, score_margin=margin, batch_size=4
     )  # batches of 4 and 2 pairs, right-padded
+    bad = [
+        {**row, "objective_labels": [3, -1]} if i == 2 else row
+        for i, row in enumerate(signed_pairs(tokenizer, "labels"))
+    ]
+    with pytest.raises(ValueError, match="Row 2 of the held-out dataset has objective_labels=\\[3, -1\\]"):
+        evaluate_preferences(steer, Dataset.from_list(bad), weightings, "labels")
 
     base = demo.make_tiny_llama(seed=0).eval()
     reference = [
@@ -382,8 +435,11 @@ def test_cli_dpo_trains_on_one_scores_file_and_says_nothing_is_held_out(tmp_path
     argv = ["train", "--trainer", "dpo", "--dataset_name", str(pairs), "--preference_layout", "scores"]
     argv += ["--objective_names", "lower", "upper", "--model_name_or_path", saved_base_model]
     cli([*argv, "--output_dir", str(out), *SMALL_RUN])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "No held-out pairs (no test split, no --dataset_eval_split): not evaluated." in printed
+    for bar in ("Adding EOS to train dataset", "Tokenizing train dataset", "Dropping fully truncated"):
+        assert bar not in captured.err  # TRL's dataset-preparation bars are left out
     assert not (out / "preference_accuracy.json").exists()
     assert SteerableModel.from_pretrained(str(out)).objective_names == ["lower", "upper"]
     assert json.loads((out / "trainer_state.json").read_text())["global_step"] == 2

@@ -507,6 +507,44 @@ def test_a_streamed_dataset_is_checked_from_its_first_row_and_trains(tmp_path):
     assert trainer.state.global_step == 2 and trainer.state.log_history[0]["loss"] == pytest.approx(math.log(2))
 
 
+def with_row_changed(dataset: Dataset, index: int, **values) -> Dataset:
+    return Dataset.from_list([{**row, **values} if i == index else row for i, row in enumerate(dataset)])
+
+
+@pytest.mark.parametrize(
+    "make_dataset, layout, message",
+    [
+        (  # a label too few, on the 40th pair of the stream: broadcast over both objectives if not refused
+            lambda: with_row_changed(case_pairs(48, seed=0), 39, objective_labels=[2]).to_iterable_dataset(),
+            "labels",
+            "Row 39 of the training dataset has objective_labels=\\[2\\]: give one value per objective",
+        ),
+        (  # a NaN score: dropped from the loss if not refused
+            lambda: with_row_changed(
+                case_pairs(8, seed=0, layout="scores"), 5, chosen_scores=[math.nan, 1.0]
+            ).to_iterable_dataset(),
+            "scores",
+            "Row 5 of the training dataset has chosen_scores=\\[nan, 1.0\\].*must be a finite number",
+        ),
+        (
+            lambda: case_pairs(4, seed=0).to_iterable_dataset().filter(lambda row: False),
+            "labels",
+            "a stream\\) yields no rows",
+        ),
+        (
+            lambda: case_pairs(4, seed=0).filter(lambda row: False),
+            "labels",
+            "has no pairs \\(0 rows; columns \\['prompt'",
+        ),
+    ],
+    ids=["stream-label-length", "stream-nan-score", "empty-stream", "empty-dataset"],
+)
+def test_streamed_and_empty_datasets_are_refused_before_the_model_loads(tmp_path, make_dataset, layout, message):
+    # A model path that cannot load: the data must be refused first.
+    with pytest.raises(ValueError, match=message):
+        make_trainer(tmp_path, make_dataset(), model=str(tmp_path / "no-model-here"), preference_layout=layout)
+
+
 def test_a_dataset_in_the_other_layout_says_so(tmp_path):
     with pytest.raises(ValueError, match="fit preference_layout='scores'"):
         make_trainer(tmp_path, case_pairs(4, seed=0, layout="scores"))
@@ -526,11 +564,34 @@ def test_a_dataset_in_the_other_layout_says_so(tmp_path):
         ({"preference_layout": "ranks"}, "`preference_layout` must be one of"),
         ({"ld_alpha": 0.5}, "not supported by DPO-CLP"),
         ({"weight_distribution": "fixed", "fixed_weights": ["0.2,0.3,0.5"]}, "one weight per objective"),
+        ({"use_liger_kernel": True}, "`use_liger_kernel` is not supported by DPO-CLP"),
+        ({"loss_weights": [0.5, 0.5]}, "`loss_weights` must have the same length as `loss_type`"),
     ],
 )
 def test_bad_config_is_refused_naming_the_fix(tmp_path, overrides, message):
     with pytest.raises(ValueError, match=message):
         dpo_config(tmp_path, **overrides)
+
+
+def test_loss_weights_scale_the_loss_as_in_dpo(tmp_path):
+    losses = []
+    for loss_weights in (None, [0.25]):
+        trainer = make_trainer(tmp_path, case_pairs(4, seed=0), loss_weights=loss_weights)
+        randomize_adapter(trainer)
+        with torch.no_grad():
+            losses.append(trainer.compute_loss(trainer.model, collate(trainer, range(4))).item())
+        trainer.conditioner.clear()
+    assert losses[0] > 0.1 and losses[1] == pytest.approx(0.25 * losses[0], rel=1e-6)
+
+
+def test_a_dataset_passed_to_evaluate_is_checked_as_at_construction(tmp_path):
+    trainer = make_trainer(tmp_path, case_pairs(4, seed=0))
+    bad = with_row_changed(case_pairs(4, seed=1), 1, objective_labels=[2])
+    with pytest.raises(ValueError, match="Row 1 of the evaluation dataset has objective_labels=\\[2\\]"):
+        trainer.evaluate(bad)
+    with pytest.raises(ValueError, match="Row 1 of the held-out dataset has objective_labels=\\[2\\]"):
+        trainer.evaluate({"held-out": bad})
+    assert "eval_held-out_loss" in trainer.evaluate({"held-out": case_pairs(4, seed=1)})
 
 
 class StreamRecordingTrainer(MultiObjectiveDPOTrainer):
@@ -630,6 +691,64 @@ def test_gradient_checkpointing_keeps_each_pairs_weighting_through_backward(tmp_
     assert gradients[0].keys() == gradients[1].keys() and gradients[0]
     for name, gradient in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], gradient, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_gradient_accumulation_weighs_every_pair_alike_as_one_large_batch_does(tmp_path):
+    """10 pairs in micro-batches of 4, 4 and 2 (one optimizer step): the step's gradient must be that of the mean over
+    the 10 pairs, as one batch of 10 gives it, not the mean of the micro-batches' means (the 2 pairs of the short
+    micro-batch weighing twice as much as the others)."""
+    rows = case_pairs(10, seed=0).to_list()
+    for row in rows[6:]:
+        row["objective_labels"] = [0, 1]  # pair weight 0.7 under w = (0.3, 0.7): pairs of unequal weight
+    gradients = []
+    for batch_size, accumulation in ((10, 1), (4, 3)):
+        trainer = make_trainer(
+            tmp_path / str(accumulation),
+            Dataset.from_list(rows),
+            weight_distribution="fixed",
+            fixed_weights=["0.3,0.7"],
+            per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+        )
+        randomize_adapter(trainer)
+        callback = RecordGradients()
+        trainer.add_callback(callback)
+        trainer.train()
+        callback.recorded.pop("checkpointing")
+        gradients.append((callback.recorded, trainer.state.log_history[0]["loss"]))
+    (whole, whole_loss), (accumulated, accumulated_loss) = gradients
+    assert whole.keys() == accumulated.keys() and whole
+    for name, gradient in whole.items():
+        torch.testing.assert_close(accumulated[name], gradient, rtol=1e-4, atol=1e-7, msg=name)
+    assert accumulated_loss == pytest.approx(whole_loss, rel=1e-5)
+
+
+def test_metrics_are_gathered_for_metrics_so_padded_duplicate_pairs_are_not_counted(tmp_path):
+    """At the end of an uneven evaluation under DDP, accelerate pads the last batches with repeated pairs and
+    `gather_for_metrics` drops them. Simulated on one process: the gather keeps the first 3 of 4 pairs, so every
+    metric must equal that of the 3 pairs alone."""
+    rows = case_pairs(4, seed=0).to_list()
+    rows[3]["objective_labels"] = [0, 1]  # a pair unlike the others: counted, it would move every metric
+    trainer = make_trainer(tmp_path, Dataset.from_list(rows), weight_distribution="fixed", fixed_weights=["0.3,0.7"])
+    randomize_adapter(trainer)
+
+    def metrics_of(num_pairs):
+        trainer._metrics["train"].clear()
+        tokens_before = trainer._total_train_tokens
+        with torch.no_grad():
+            trainer.compute_loss(trainer.model, collate(trainer, range(num_pairs)))
+        trainer.conditioner.clear()
+        metrics = {key: values[-1] for key, values in trainer._metrics["train"].items()}
+        metrics["num_tokens"] -= tokens_before
+        return metrics
+
+    alone = metrics_of(3)
+    trainer.accelerator.gather_for_metrics = lambda tensor: tensor[:3]  # the 4th pair: a padded duplicate
+    padded = metrics_of(4)
+    assert padded.keys() == alone.keys() and "rewards/upper/accuracies" in padded
+    for key, value in alone.items():
+        assert padded[key] == pytest.approx(value, abs=1e-6), key
 
 
 # ---------------------------------------------------------------- parity with TRL's DPO (found by upstream conformance)

@@ -50,6 +50,27 @@ def test_pku_saferlhf_labels_say_which_response_is_better_and_which_safer():
     check_preference_dataset(pairs, "labels", PKU_SAFERLHF_OBJECTIVES)
 
 
+def test_pku_saferlhf_writes_the_labels_in_the_order_of_the_objectives_named():
+    """`objective_names=['harmless', 'helpful']` must not train 'harmless' on the better-response labels."""
+    rows = Dataset.from_list(
+        [
+            {"prompt": "p", "response_0": "a", "response_1": "b", "better_response_id": 1, "safer_response_id": 0},
+            {"prompt": "q", "response_0": "c", "response_1": "d", "better_response_id": 0, "safer_response_id": 1},
+        ]
+    )
+    assert pku_saferlhf_to_labels(rows)["objective_labels"] == [[-1, 1], [1, -1]]  # [better, safer]
+    swapped = pku_saferlhf_to_labels(rows, objectives=["harmless", "helpful"])
+    assert swapped["objective_labels"] == [[1, -1], [-1, 1]]  # [safer, better]
+    with pytest.raises(ValueError, match=r"\['safe'\] are not among them.*all of \['helpful', 'harmless'\]"):
+        pku_saferlhf_to_labels(rows, objectives=["helpful", "safe"])
+    with pytest.raises(ValueError, match=r"leave out \['harmless'\]"):
+        pku_saferlhf_to_labels(rows, objectives=["helpful"])
+    with pytest.raises(ValueError, match=r"\['brevity'\] are not among them"):
+        helpsteer2_to_scores(rows, attributes=["helpfulness", "brevity"])
+    with pytest.raises(ValueError, match=r"\['honesty'\] appear more than once"):
+        ultrafeedback_to_scores(rows, aspects=["honesty", "honesty"])
+
+
 def helpsteer_row(prompt, response, scores):
     return {"prompt": prompt, "response": response, **dict(zip(HELPSTEER2_ATTRIBUTES, scores, strict=True))}
 
@@ -118,6 +139,90 @@ def test_ultrafeedback_pairs_completions_by_their_four_string_ratings():
         }
     ]
     check_preference_dataset(pairs, "scores", ULTRAFEEDBACK_ASPECTS)
+
+
+def test_adapters_count_and_log_what_they_leave_out_and_say_why_they_made_no_pairs(caplog):
+    pku = Dataset.from_list(
+        [
+            {
+                "prompt": "p",
+                "response_0": "Same.",
+                "response_1": "Same.",
+                "better_response_id": 0,
+                "safer_response_id": 1,
+            },
+            {
+                "prompt": "q",
+                "response_0": "Yes.",
+                "response_1": "No.",
+                "better_response_id": 0,
+                "safer_response_id": 1,
+            },
+        ]
+    )
+    with caplog.at_level("WARNING", logger="trl_clp.preference_data"):
+        pairs = pku_saferlhf_to_labels(pku)
+    assert pairs["chosen"] == ["Yes."]  # the identical pair carries no preference
+    assert "1 pairs from 2 rows; left out 1 rows whose two responses are identical" in caplog.text
+    with pytest.raises(ValueError, match="0 preference pairs from 1 rows: left out 1 rows whose two responses are"):
+        pku_saferlhf_to_labels(pku.select([0]))
+
+    helpsteer = Dataset.from_list(
+        [
+            helpsteer_row("A", "a1", [3, 3, 3, 3, 3]),
+            helpsteer_row("A", "a2", [3, 3, 3, 3, 3]),  # ties a1
+            helpsteer_row("A", "a1", [1, 1, 1, 1, 1]),  # the same text as a1
+            helpsteer_row("A", "a3", [4, None, 3, 3, 3]),  # a missing score
+            helpsteer_row("B", "b1", [2, 2, 2, 2, 2]),  # alone
+        ]
+    )
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="trl_clp.preference_data"):
+        pairs = helpsteer2_to_scores(helpsteer)
+    assert (pairs["chosen"], pairs["rejected"]) == (["a2"], ["a1"])  # a2 [3...] against the second a1 [1...]
+    assert (
+        "1 pairs from 5 rows; left out 1 responses with a missing or non-numeric rating (None, 'N/A'); 1 pairs whose "
+        "scores tie on every objective; 1 pairs of identical responses; 1 prompts with a single rated response"
+    ) in caplog.text
+    with pytest.raises(ValueError, match="0 preference pairs from 2 rows: left out 1 pairs whose scores tie"):
+        helpsteer2_to_scores(helpsteer.select([0, 1]))
+    with pytest.raises(ValueError, match="0 preference pairs from 1 rows: left out 1 prompts with a single rated"):
+        helpsteer2_to_scores(helpsteer.select([4]))
+
+
+def test_ultrafeedback_drops_none_and_na_ratings_and_refuses_the_binarized_variant(caplog):
+    rows = [
+        {
+            "instruction": "Sum 2 and 3.",
+            "completions": [
+                completion("5", ["5", "5", "5", "5"]),
+                completion("6", ["2", "4", "3", "1"]),
+                completion("five", [None, "5", "5", "5"]),  # a None rating: TypeError on float(None) before
+                completion("5!", ["N/A", "5", "5", "5"]),
+            ],
+        }
+    ]
+    with caplog.at_level("WARNING", logger="trl_clp.preference_data"):
+        pairs = ultrafeedback_to_scores(Dataset.from_list(rows))
+    assert pairs["chosen"] == ["5"] and pairs["rejected"] == ["6"]
+    assert "left out 2 responses with a missing or non-numeric rating (None, 'N/A')" in caplog.text
+    rows[0]["completions"] = rows[0]["completions"][2:]
+    with pytest.raises(ValueError, match="0 preference pairs from 1 rows: left out 2 responses with a missing"):
+        ultrafeedback_to_scores(Dataset.from_list(rows))
+    binarized = Dataset.from_list(
+        [
+            {
+                "prompt": "Sum 2 and 3.",
+                "prompt_id": "0",
+                "chosen": [{"role": "user", "content": "Sum 2 and 3."}, {"role": "assistant", "content": "5"}],
+                "rejected": [{"role": "user", "content": "Sum 2 and 3."}, {"role": "assistant", "content": "6"}],
+                "score_chosen": 8.0,
+                "score_rejected": 3.0,
+            }
+        ]
+    )
+    with pytest.raises(ValueError, match="no \\['instruction', 'completions'\\].*binarized UltraFeedback.*openbmb"):
+        ultrafeedback_to_scores(binarized)
 
 
 def test_check_names_the_expected_layout_for_a_raw_public_dataset():

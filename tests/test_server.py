@@ -300,6 +300,26 @@ def test_a_body_over_the_limit_gets_413_before_it_is_read(model_path):
         ServerConfig(max_request_bytes=0)
 
 
+def test_a_python_client_posting_8_mib_reads_the_413_not_a_connection_reset(model_path):
+    """urllib sends the whole body before it reads the answer: a server that closed after answering would reset the
+    connection under it, and the client would see ConnectionResetError instead of the 413."""
+    import urllib.error
+    import urllib.request
+
+    app = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp", max_request_bytes=1024))
+    with ServerThread(app) as server:
+        body = json.dumps({"model": "clp", "prompt": "x" * (8 << 20)}).encode()
+        for _ in range(3):  # a reset depends on timing: every attempt must read the 413
+            request = urllib.request.Request(
+                server.url + "/v1/completions", data=body, headers={"Content-Type": "application/json"}
+            )
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=30)
+            assert refused.value.code == 413
+            assert "limit of 1024 bytes" in json.loads(refused.value.read())["error"]["message"]
+        assert post(server, "/v1/completions", {"model": "clp", "prompt": "Hi", "max_tokens": 2}).status_code == 200
+
+
 def test_templating_and_tokenizing_run_off_the_event_loop(model_path):
     """A request stuck in its chat template (as an 8 MiB prompt would be) does not hold up /health."""
     app = create_app(load_steerable_model(model_path), ServerConfig(model_name="clp"))

@@ -202,10 +202,12 @@ def _compare(args) -> None:
         top_p=args.top_p,
         top_k=args.top_k,
     )
+    from .paired_bootstrap import describe_verdict
+
     for key, pair in results["paired"].items():
-        verdicts = [f"hypervolume: {pair['hypervolume']['verdict']}"]
-        verdicts += [f"{name} margin: {entry['verdict']}" for name, entry in pair["margins"].items()]
-        print(f"{key} ({pair['a']} = A): " + "; ".join(verdicts))
+        entries = [("hypervolume", pair["hypervolume"])] + [(f"{n} margin", e) for n, e in pair["margins"].items()]
+        verdicts = [f"{name}: {describe_verdict(entry['verdict'], pair['a'], pair['b'])}" for name, entry in entries]
+        print(f"{key}: " + "; ".join(verdicts))
     print(f"Wrote comparison.json, report.md, the figures and generations.md to {args.output_dir}")
 
 

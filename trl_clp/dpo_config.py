@@ -62,7 +62,8 @@ class MultiObjectiveDPOConfig(SharedConditioningFields, PreferenceFields, DPOCon
 
     Refused because they cannot be honoured per row: other loss types and loss combinations, `ld_alpha`,
     `f_divergence_type` other than 'reverse_kl', `use_weighting` (WPO), and conditioning='logit' (DPO reads
-    `lm_head.weight` directly, so an adapter on it would not be trained). With conditioning='prompt' (the prompting
+    `lm_head.weight` directly, so an adapter on it would not be trained); `use_liger_kernel` is refused as untested
+    with per-row conditioning. `loss_weights` (one weight, for the one loss) scales the loss as in DPO. With conditioning='prompt' (the prompting
     baseline) each pair's weighting is written into the policy's prompt (`prompt_template`) and one shared LoRA is
     trained; the reference sees the prompt as written in the data, and both score the same completion tokens (those
     left by TRL's `keep_start` truncation at `max_length`: the policy's rows are longer by the weighting's text;
@@ -110,6 +111,11 @@ class MultiObjectiveDPOConfig(SharedConditioningFields, PreferenceFields, DPOCon
                 f"`objective_names` is {self.objective_names}: DPO-CLP takes the objectives from the config, not from "
                 "reward functions. Give one name per objective of the dataset's labels or scores, at least 2 (e.g. "
                 "objective_names=['helpful', 'harmless'])."
+            )
+        if self.use_liger_kernel:
+            raise ValueError(
+                "`use_liger_kernel` is not supported by DPO-CLP: Liger replaces the model's layers with its own "
+                "kernels, a path the per-row mixing of the LoRA blocks is not tested on. Remove it."
             )
         super().__post_init__()  # the shared checks, then DPOConfig's (which makes `loss_type` a list)
         if len(self.loss_type) != 1 or self.loss_type[0] not in DPO_LOSS_TYPES:

@@ -24,6 +24,7 @@ _NON_MODEL_KEYS = {
     "weights",
     "conditioning_vectors",
     "prompts",
+    "pairs_in_step",
 }
 
 
@@ -65,12 +66,15 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
     3. The loss is TRL's pair loss ℓ ('sigmoid', 'hinge' or 'ipo') mixed over the objectives by w: a pair with
        labels s_i contributes Σ_i w_i·1[s_i≠0]·ℓ(s_i·z), a scored pair p·ℓ(z) + (1 − p)·ℓ(−z) with p = 1[w·Δr > 0]
        or σ(w·Δr / τ) (`score_temperature`; pairs with |w·Δr| < `score_margin` left out), and the sum is divided
-       by the batch's total pair weight (`trl_clp.preference_loss`). `_compute_loss` is replaced, since TRL's
-       combines the pair losses with no per-row hook; the reference log-probabilities come from TRL's
+       by the number of pairs: the batch's, and in training the optimizer step's (every micro-batch and process,
+       counted in `get_batch_samples`, as Trainer counts tokens), so that every pair weighs alike under gradient
+       accumulation (`trl_clp.preference_loss`); `loss_weights` scales it as in DPO. `_compute_loss` is replaced,
+       since TRL's combines the pair losses with no per-row hook; the reference log-probabilities come from TRL's
        `compute_ref_log_probs`. For Mixture-of-Experts models the router's load-balancing loss is added as in DPO
        (`router_aux_loss_coef`).
-    4. Dataset checks at construction (missing columns, lengths, label values, NaN scores, pairs no objective
-       prefers); the layout's columns are kept through TRL's column filtering and collated with the pairs.
+    4. Dataset checks at construction and in `evaluate` (no pairs, missing columns, lengths, label values, NaN scores,
+       pairs no objective prefers); the layout's columns are kept through TRL's column filtering and collated with
+       the pairs.
     5. Logged: `rewards/chosen`, `rewards/rejected`, `logps/chosen`, `logps/rejected`, `entropy`, `logits/chosen`,
        `logits/rejected`, `mean_token_accuracy`, `num_tokens` (and `aux_loss` for MoE) as in DPO, with the policy
        conditioned on each pair's w; under the pairs' weightings `rewards/margins` and `rewards/accuracies` (oriented
@@ -90,6 +94,8 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
     """
 
     config_class = MultiObjectiveDPOConfig
+    # Training losses are normalised over the optimizer step's pairs (`get_batch_samples`).
+    loss_is_scaled_for_ga = True
     _tag_names = ["trl", "dpo", "clp", "trl-clp"]
     _card_step = DPO_STEP
 
@@ -115,10 +121,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         self.num_objectives = len(self.objective_names)
         if train_dataset is not None:
             check_preference_dataset(train_dataset, args.preference_layout, self.objective_names, "training")
-        eval_datasets = eval_dataset if isinstance(eval_dataset, dict) else {"evaluation": eval_dataset}
-        for name, dataset in eval_datasets.items():
-            if dataset is not None:
-                check_preference_dataset(dataset, args.preference_layout, self.objective_names, name)
+        self._check_eval_datasets(eval_dataset, args.preference_layout)
         lora_config = self._conditioned_lora_config(args, peft_config, self.num_objectives)
         self._signal_columns = SIGNAL_COLUMNS[args.preference_layout]
 
@@ -147,6 +150,21 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
             pad_token_id=self._tokenizer.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of
         )
         self._draw_step, self._draws_in_step = 0, 0
+
+    def _check_eval_datasets(self, eval_dataset, layout: str) -> None:
+        """`check_preference_dataset` on an evaluation dataset, or each of a dict of them (a name selects one already
+        checked)."""
+        if eval_dataset is None or isinstance(eval_dataset, str):
+            return
+        datasets = eval_dataset if isinstance(eval_dataset, dict) else {"evaluation": eval_dataset}
+        for name, dataset in datasets.items():
+            if dataset is not None:
+                check_preference_dataset(dataset, layout, self.objective_names, name)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        # A dataset passed here, not at construction, is checked as the constructor checks its own.
+        self._check_eval_datasets(eval_dataset, self.args.preference_layout)
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
@@ -181,6 +199,17 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         device = self.accelerator.device
         return weights.to(device), self._local_rows(weights, 1, num_local_pairs).to(device)
 
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        """The micro-batches of one optimizer step and their number of pairs (summed over processes with
+        `average_tokens_across_devices`): the loss divides by it, so that every pair weighs the same in the step's
+        gradient, however the pairs fall into micro-batches (the last step of an epoch may hold fewer), as TRL's
+        token-level losses weigh tokens through `num_items_in_batch`."""
+        batch_samples, _ = super().get_batch_samples(epoch_iterator, num_batches, device)
+        pairs = torch.tensor(sum(batch["input_ids"].size(0) // 2 for batch in batch_samples), device=device)
+        if self.args.average_tokens_across_devices and self.accelerator.num_processes > 1:
+            pairs = self.accelerator.gather(pairs.reshape(1)).sum()
+        return batch_samples, pairs
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
         num_pairs = inputs["input_ids"].size(0) // 2
@@ -188,7 +217,12 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         if mode == "train" and self._sampled_weightings is not None:
             self._sampled_weightings.append(all_weights.cpu())
         # Chosen rows first, then rejected rows (TRL's collator): both halves carry the pair's weighting.
-        inputs = {**inputs, "weights": weights, "conditioning_vectors": torch.cat([weights, weights])}
+        inputs = {
+            **inputs,
+            "weights": weights,
+            "conditioning_vectors": torch.cat([weights, weights]),
+            "pairs_in_step": num_items_in_batch,  # training only (`get_batch_samples`)
+        }
         return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
     # ---------------------------------------------------------------- the loss
@@ -261,62 +295,67 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         )  # (B,) z
         preference, pair_weight, objective_signs = self._pair_preference(inputs)
         kept = pair_weight > 0
-        loss = mixed_preference_loss(scores, preference, pair_weight, loss_type, self.beta)
+        # `loss_weights` scales the loss as in DPO (one loss type here, so one weight).
+        loss = mixed_preference_loss(scores, preference, pair_weight, loss_type, self.beta) * self.loss_weights[0]
+        if inputs.get("pairs_in_step") is not None:
+            # The mean over this micro-batch's pairs becomes its share of the mean over the optimizer step's pairs;
+            # DDP averages gradients over processes, hence their number when the count spans them (as Trainer does).
+            processes = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
+            loss = loss * len(pair_weight) * processes / inputs["pairs_in_step"]
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss
-            self._metrics[mode]["aux_loss"].append(self.accelerator.gather(outputs.aux_loss.detach()).mean().item())
+            self._metrics[mode]["aux_loss"].append(
+                self.accelerator.gather_for_metrics(outputs.aux_loss.detach()).mean().item()
+            )
 
         self._log_token_metrics(mode, outputs, completion_mask[:, 1:], policy_inputs["attention_mask"])
         self._log_preference_metrics(
             mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, preference, kept, objective_signs
         )
-        self._metrics[mode]["pairs/dropped"].append(self.accelerator.gather(1 - kept.float()).mean().item())
+        gather = self.accelerator.gather_for_metrics
+        self._metrics[mode]["pairs/dropped"].append(gather(1 - kept.float()).mean().item())
         for i, name in enumerate(self.objective_names):
-            self._metrics[mode][f"weights/{name}/mean"].append(
-                self.accelerator.gather(inputs["weights"][:, i]).mean().item()
-            )
+            self._metrics[mode][f"weights/{name}/mean"].append(gather(inputs["weights"][:, i]).mean().item())
         if return_outputs:  # TRL's deprecated path for `compute_metrics`: the logits, from one more forward
             with torch.no_grad():
                 outputs = model(**model_kwargs)
             return loss, outputs
         return loss
 
+    # Metrics are gathered per pair, `(B, ...)`, with `gather_for_metrics` as TRL gathers them: at the end of an
+    # uneven evaluation it drops the pairs repeated to pad the last batches. Sums are taken after the gather.
+
     def _log_token_metrics(self, mode, outputs, shift_completion_mask, attention_mask):
         """DPO's token-level metrics, from the fused head's per-token outputs `(2B, T)` of the conditioned policy:
         `entropy`, `logits/chosen`, `logits/rejected` (mean over completion tokens), `mean_token_accuracy` (the
         chosen completions' tokens that are the policy's top-1 prediction) and `num_tokens` (seen in training)."""
-        gather = self.accelerator.gather
+        gather = self.accelerator.gather_for_metrics
         metrics = self._metrics[mode]
         seq_len = shift_completion_mask.size(1)
         mask = shift_completion_mask.float()  # (2B, T)
-        chosen_mask, rejected_mask = mask.chunk(2)
-        chosen_logits, rejected_logits = (outputs.mean_logits[:, -seq_len:].detach() * mask).chunk(2)
-        chosen_top1 = outputs.is_top1[:, -seq_len:].chunk(2)[0].float() * chosen_mask
-        sums = torch.stack(
-            [
-                (outputs.entropy[:, -seq_len:].detach() * mask).sum(),
-                mask.sum(),
-                chosen_logits.sum(),
-                chosen_mask.sum(),
-                rejected_logits.sum(),
-                rejected_mask.sum(),
-                chosen_top1.sum(),
-            ]
-        ).float()
-        sums = gather(sums.unsqueeze(0)).sum(0)
+        entropy = (outputs.entropy[:, -seq_len:].detach() * mask).sum(1).chunk(2)  # chosen, rejected: (B,) each
+        logits = (outputs.mean_logits[:, -seq_len:].detach() * mask).sum(1).chunk(2)
+        tokens = mask.sum(1).chunk(2)
+        chosen_top1 = (outputs.is_top1[:, -seq_len:].float() * mask).sum(1).chunk(2)[0]
+        per_pair = torch.stack(
+            [entropy[0] + entropy[1], tokens[0] + tokens[1], logits[0], tokens[0], logits[1], tokens[1], chosen_top1],
+            dim=1,
+        ).float()  # (B, 7)
+        sums = gather(per_pair).sum(0)
         metrics["entropy"].append((sums[0] / sums[1].clamp(min=1)).item())
         metrics["logits/chosen"].append((sums[2] / sums[3].clamp(min=1)).item())
         metrics["logits/rejected"].append((sums[4] / sums[5].clamp(min=1)).item())
         metrics["mean_token_accuracy"].append((sums[6] / sums[3].clamp(min=1)).item())
         if mode == "train":
-            self._total_train_tokens += gather(attention_mask.sum()).sum().item() // self._tp_size
+            chosen_tokens, rejected_tokens = attention_mask.sum(1).chunk(2)  # (B,) each
+            self._total_train_tokens += gather(chosen_tokens + rejected_tokens).sum().item() // self._tp_size
         metrics["num_tokens"] = [self._total_train_tokens]
 
     def _log_preference_metrics(
         self, mode, chosen_logps, rejected_logps, chosen_logratios, rejected_logratios, preference, kept, signs
     ):
         """DPO's metrics; margins and accuracies oriented to the response each pair's weighting prefers."""
-        gather = self.accelerator.gather
+        gather = self.accelerator.gather_for_metrics
         metrics = self._metrics[mode]
         chosen_rewards = self.beta * chosen_logratios.detach()  # (B,)
         rejected_rewards = self.beta * rejected_logratios.detach()
@@ -327,19 +366,21 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         metrics["logps/rejected"].append(gather(rejected_logps.detach()).mean().item())
         orientation = torch.sign(2 * preference - 1) * kept  # (B,) +1: w prefers chosen, −1 rejected, 0 neither
         decided = orientation != 0
-        oriented = torch.stack(
-            [
-                (orientation * margins).sum(),
-                (decided & (torch.sign(margins) == torch.sign(orientation))).sum(),
-                decided.sum(),
-            ]
-        ).float()
-        oriented = gather(oriented.unsqueeze(0)).sum(0)
-        metrics["rewards/margins"].append((oriented[0] / oriented[2].clamp(min=1)).item())
-        metrics["rewards/accuracies"].append((oriented[1] / oriented[2].clamp(min=1)).item())
         signs = signs.to(margins.device)
-        agree = ((torch.sign(margins).unsqueeze(1) == signs) & (signs != 0)).sum(0)  # (m,)
-        voiced = (signs != 0).sum(0)
-        counts = gather(torch.stack([agree, voiced]).float().unsqueeze(0)).sum(0)  # (2, m)
+        per_pair = torch.cat(
+            [
+                (orientation * margins).unsqueeze(1),
+                (decided & (torch.sign(margins) == torch.sign(orientation))).unsqueeze(1),
+                decided.unsqueeze(1),
+                (torch.sign(margins).unsqueeze(1) == signs) & (signs != 0),  # (B, m) z agrees with objective i
+                signs != 0,  # (B, m) objective i has an opinion
+            ],
+            dim=1,
+        ).float()  # (B, 3 + 2m)
+        sums = gather(per_pair).sum(0)
+        metrics["rewards/margins"].append((sums[0] / sums[2].clamp(min=1)).item())
+        metrics["rewards/accuracies"].append((sums[1] / sums[2].clamp(min=1)).item())
+        m = len(self.objective_names)
+        agree, voiced = sums[3 : 3 + m], sums[3 + m :]
         for i, name in enumerate(self.objective_names):
-            metrics[f"rewards/{name}/accuracies"].append((counts[0, i] / counts[1, i].clamp(min=1)).item())
+            metrics[f"rewards/{name}/accuracies"].append((agree[i] / voiced[i].clamp(min=1)).item())

@@ -64,11 +64,12 @@ def evaluate_preferences(
     """
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from .preference_data import SIGNAL_COLUMNS
+    from .preference_data import SIGNAL_COLUMNS, check_preference_dataset
     from .preference_loss import label_preference, score_preference
 
     weightings = torch.as_tensor(weightings, dtype=torch.float32)
     names = model.objective_names
+    check_preference_dataset(pairs, preference_layout, names, "held-out")
     prompting = model.conditioning_config.conditioning == "prompt"
     tokenizer = model._require_tokenizer() if prompting else model.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer is not None else model.model.config.pad_token_id

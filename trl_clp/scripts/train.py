@@ -37,13 +37,15 @@ the trained model's implicit reward at each weighting of the grid (`preference_a
 import paths, or reward-model ids/paths (loaded by TRL as sequence classifiers). `--load_in_4bit` trains the adapters on a 4-bit base
 model (QLoRA, bitsandbytes on a GPU).
 
-The console shows a progress bar and the final table; the metrics logged every `--logging_steps` go to the
-`--report_to` trackers and to `<output_dir>/trainer_state.json` (`--print_metrics True` prints them as well).
+The console shows a progress bar and the final table (for 'dpo', without the `datasets` bars of TRL's tokenization
+of the pairs); the metrics logged every `--logging_steps` go to the `--report_to` trackers and to
+`<output_dir>/trainer_state.json` (`--print_metrics True` prints them as well).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -75,6 +77,7 @@ from trl_clp.preference_data import (
     HELPSTEER2_ATTRIBUTES,
     PKU_SAFERLHF_OBJECTIVES,
     ULTRAFEEDBACK_ASPECTS,
+    check_adapter_objectives,
     helpsteer2_to_scores,
     pku_saferlhf_to_labels,
     ultrafeedback_to_scores,
@@ -89,8 +92,8 @@ TRAINERS = {
     "dpo": (MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer),
 }
 # `--preference_format`: a public dataset's columns → a preference layout (trl_clp.preference_data), with the layout
-# it gives and its objectives. PKU-SafeRLHF's two are fixed (named in that order); HelpSteer2's attributes and
-# UltraFeedback's aspects are chosen with `--objective_names` (default: all of them).
+# it gives and its objectives. `--objective_names` chooses them and their order (default: all, in the order listed):
+# PKU-SafeRLHF's two in either order, HelpSteer2's attributes and UltraFeedback's aspects any of them.
 PREFERENCE_FORMATS = {
     "pku_saferlhf": (pku_saferlhf_to_labels, "labels", PKU_SAFERLHF_OBJECTIVES),
     "helpsteer2": (helpsteer2_to_scores, "scores", HELPSTEER2_ATTRIBUTES),
@@ -139,8 +142,9 @@ class ScriptArguments:
         default=None,
         metadata={
             "help": "'dpo' only: convert a public dataset's columns to a preference layout with trl_clp.preference_data "
-            "(pku_saferlhf → labels [helpful, harmless]; helpsteer2, ultrafeedback → scores over `objective_names`, "
-            "default all attributes or aspects). Default: the dataset is already in `preference_layout`.",
+            "(pku_saferlhf → labels over `objective_names`, both of helpful and harmless in either order; "
+            "helpsteer2, ultrafeedback → scores over `objective_names`, default all attributes or aspects). "
+            "Default: the dataset is already in `preference_layout`.",
             "choices": list(PREFERENCE_FORMATS),
         },
     )
@@ -222,6 +226,21 @@ def quiet_console() -> None:
     )
 
 
+@contextlib.contextmanager
+def without_dataset_progress_bars():
+    """TRL's dataset preparation (prompt extraction, EOS, tokenization, filtering: a bar per step and split) without
+    the `datasets` progress bars, which the console shows under the training bar otherwise; restored after."""
+    import datasets
+
+    already_off = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not already_off:
+            datasets.enable_progress_bars()
+
+
 def model_init_kwargs(model_args: ModelConfig) -> dict:
     """How TRL loads the policy from its id or path: revision, dtype and attention implementation."""
     dtype = model_args.dtype if model_args.dtype in ("auto", None) else getattr(torch, model_args.dtype)
@@ -242,18 +261,10 @@ def check_preference_arguments(script_args: ScriptArguments, training_args: Mult
             f"--preference_format {script_args.preference_format} gives the {layout} layout, but preference_layout is "
             f"{training_args.preference_layout!r}: set --preference_layout {layout} (or leave it out)."
         )
-    names = training_args.objective_names
-    if script_args.preference_format == "pku_saferlhf":
-        if len(names) != len(known):
-            raise ValueError(
-                f"PKU-SafeRLHF has {len(known)} objectives, {known} (its better and safer responses); objective_names "
-                f"is {names}: give {len(known)} names, or leave it out."
-            )
-    elif unknown := [name for name in names if name not in known]:
-        raise ValueError(
-            f"objective_names {unknown} are not {script_args.preference_format} ratings: choose among {known} (the "
-            "objectives are the dataset's ratings, in the order given)."
-        )
+    # The adapter writes the labels or scores in the order of `objective_names`: a name that is not the dataset's
+    # (or, for PKU-SafeRLHF, a missing one) is refused rather than mislabelled.
+    name = script_args.preference_format
+    check_adapter_objectives(training_args.objective_names, known, name, every=name == "pku_saferlhf")
 
 
 def load_preference_pairs(script_args: ScriptArguments, training_args: MultiObjectiveDPOConfig):
@@ -272,14 +283,10 @@ def load_preference_pairs(script_args: ScriptArguments, training_args: MultiObje
         eval_pairs = dataset[eval_split]
     if script_args.preference_format is not None:
         convert = PREFERENCE_FORMATS[script_args.preference_format][0]
-        if script_args.preference_format == "pku_saferlhf":
-            convert_split = convert
-        else:  # the ratings steered along are the objectives, in their order
-            attributes = list(training_args.objective_names)
-            convert_split = lambda split: convert(split, attributes)  # noqa: E731
+        objectives = list(training_args.objective_names)  # the order the labels or scores are written in
+        convert_split = lambda split: convert(split, objectives)  # noqa: E731
         train_pairs = convert_split(train_pairs)
-        if eval_pairs is not None:  # only the pairs evaluated are converted (an adapter reads every row)
-            eval_pairs = eval_pairs.select(range(min(len(eval_pairs), 4 * script_args.num_eval_prompts)))
+        if eval_pairs is not None:  # the whole split, then the cut: a cut of its rows could split a prompt's responses
             eval_pairs = convert_split(eval_pairs)
     if eval_pairs is not None:
         eval_pairs = eval_pairs.select(range(min(script_args.num_eval_prompts, len(eval_pairs))))
@@ -387,15 +394,17 @@ def main(
             for spec in script_args.reward_funcs
         ]
         data = {"reward_funcs": reward_funcs, "train_dataset": train_dataset}
-    trainer = TRAINERS[script_args.trainer][1](
-        model=model_args.model_name_or_path,
-        args=training_args,
-        **data,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-        # --load_in_4bit: QLoRA, the conditioned LoRA blocks train on a 4-bit (bitsandbytes) base model.
-        quantization_config=get_quantization_config(model_args),
-    )
+    # DPO: TRL tokenizes the pairs while the trainer is built; the bars of that preparation are left out.
+    with without_dataset_progress_bars() if preferences else contextlib.nullcontext():
+        trainer = TRAINERS[script_args.trainer][1](
+            model=model_args.model_name_or_path,
+            args=training_args,
+            **data,
+            processing_class=tokenizer,
+            peft_config=get_peft_config(model_args),
+            # --load_in_4bit: QLoRA, the conditioned LoRA blocks train on a 4-bit (bitsandbytes) base model.
+            quantization_config=get_quantization_config(model_args),
+        )
     if not script_args.print_metrics:
         trainer.remove_callback(PrinterCallback)  # used instead of the bar with --disable_tqdm
         if trainer.pop_callback(ProgressCallback) is not None:
@@ -496,7 +505,11 @@ def chosen_trainer(argv: list[str]) -> str:
 
 # `--trainer dpo`: what the CPU needs (TRL's DPOConfig defaults otherwise; the recipes set the rest).
 DPO_DEFAULTS = dict(
-    output_dir="outputs/clp-dpo", logging_steps=10, save_strategy="no", report_to="none", gradient_checkpointing=False
+    output_dir="outputs/clp-dpo",
+    logging_steps=10,
+    save_strategy="no",
+    report_to="none",
+    activation_checkpointing=False,
 )
 
 
@@ -534,6 +547,7 @@ def run(argv: list[str] | None = None, prog: str | None = "trl-clp train") -> No
     """Parse `argv` (default: the command line) and train: the body of `trl-clp train` (and of
     `examples/train_clp.py`, with `prog=None`)."""
     argv = sys.argv[1:] if argv is None else argv
+    quiet_console()  # before parsing: the configs' own checks run then
     parser = make_parser(
         prog=prog, trainer=chosen_trainer(argv), preference_format=early_option(argv, "preference_format")
     )

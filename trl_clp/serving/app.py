@@ -7,8 +7,9 @@ A request picks its trade-off with the extra body field `weights` (and `kl_weigh
 
 The event loop only routes: tokenizing and chat templating run on one preprocessing thread (so one huge prompt cannot
 delay `/health` or other responses), generation on the batcher's worker thread, and a body over `max_request_bytes`
-is answered 413 before it is read to the end. The routes are in `router.py`, the work behind them in `service.py`,
-request and response models in `protocol.py`, errors in `errors.py`.
+is answered 413 before it is read to the end (what still arrives is drained, within bounds, so that the client reads
+the answer). The routes are in `router.py`, the work behind them in `service.py`, request and response models in
+`protocol.py`, errors in `errors.py`.
 """
 
 from __future__ import annotations
@@ -75,12 +76,21 @@ class ServerConfig:
             raise ValueError(f"`batch_wait_ms` must be >= 0, got {self.batch_wait_ms}.")
 
 
+# After a 413, what still arrives of the body is read and dropped, up to this many bytes for this many seconds,
+# before the connection closes: a client that sends its whole body before it reads the answer (urllib, requests)
+# would otherwise have the connection reset under it and never read the 413. Past the bound the connection closes.
+DRAIN_MAX_BYTES = 64 << 20
+DRAIN_MAX_SECONDS = 10.0
+
+
 class RequestSizeLimit:
     """ASGI middleware: a request body over `max_bytes` is answered 413 as soon as it is known to be too large (from
     its Content-Length header, else while it arrives), before the app reads it to the end or parses it.
 
-    A body within the limit is read here and handed to the app whole; later `receive` calls (disconnect checks) go
-    to the server.
+    The 413 is sent at once, then the connection closes lingeringly: the rest of the body is drained (discarded, up
+    to `DRAIN_MAX_BYTES` and `DRAIN_MAX_SECONDS`) so that a client still sending reads the answer, not a reset. A body
+    within the limit is read here and handed to the app whole; later `receive` calls (disconnect checks) go to the
+    server.
     """
 
     def __init__(self, app, max_bytes: int):
@@ -118,9 +128,30 @@ class RequestSizeLimit:
             f"The request body is larger than this server's limit of {self.max_bytes} bytes: send a shorter "
             f"request, or start the server with a larger `--max-request-bytes`."
         )
-        # The rest of the body is never read, so the connection cannot carry another request.
+        # The rest of the body is never parsed, so the connection cannot carry another request.
         response = error_response(413, message, code="request_too_large", headers={"Connection": "close"})
-        await response(scope, receive, send)
+        await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
+        # The whole answer goes out now (its Content-Length frames it); the response stays open while the body drains,
+        # since the server closes the connection once it ends.
+        await send({"type": "http.response.body", "body": response.body, "more_body": True})
+        await _drain_body(receive)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _drain_body(receive) -> None:
+    """Read and drop the rest of a request body until it ends, the client leaves, or the drain bounds are reached."""
+    loop = asyncio.get_running_loop()
+    deadline, drained = loop.time() + DRAIN_MAX_SECONDS, 0
+    while drained <= DRAIN_MAX_BYTES:
+        try:
+            message = await asyncio.wait_for(receive(), timeout=max(deadline - loop.time(), 0))
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":  # the client left (e.g. it read the 413 and closed)
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _validation_message(error: RequestValidationError) -> str:
