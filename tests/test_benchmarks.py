@@ -355,3 +355,31 @@ def test_gpu_check_runs_on_cpu(benchmarks, tmp_path, capsys):
         assert "mixed_vs_merged" in identity
     assert report["identities"]["logit"]["tiled_head_logps_vs_fp32"] <= 1e-4  # fp32 on CPU: exact
     assert "IDENTITIES passed: True" in capsys.readouterr().out
+
+
+def test_block_signal_benchmark_measures_agreement_and_compares_margins(benchmarks, tmp_path, capsys):
+    import block_signal
+
+    args = block_signal.BlockSignalArguments(
+        train_steps=[0],
+        num_batches=1,
+        pretrain_steps=5,
+        compare_steps=1,
+        compare_methods=["mixed", "own:0:1"],
+        num_eval_prompts=2,
+        eval_samples_per_prompt=1,
+        output_json=str(tmp_path / "block_signal.json"),
+    )
+    block_signal.main(args)
+
+    report = json.loads((tmp_path / "block_signal.json").read_text())
+    settings = [m["setting"] for m in report["measurements"]]
+    assert settings == ["dirichlet/mixed", "dirichlet/own", "one_hot/mixed"]
+    for measurement in report["measurements"]:
+        (batch,) = measurement["batches"]
+        assert len(batch["agreement"]) == 2  # one per block
+        # agreement ≤ 1 by the triangle inequality; the summed gradient is at most the rows' summed norms
+        assert all(0 <= a <= 1 + 1e-6 for a in batch["agreement"])
+    assert set(report["comparison"]) == {"mixed", "own:0:1"}
+    assert len(report["comparison"]["own:0:1"]["paired_vs_mixed"]) == 2
+    assert "paired vs mixed" in capsys.readouterr().out
