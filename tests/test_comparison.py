@@ -327,3 +327,14 @@ def test_trl_clp_compare_help_and_refusals(steerable_runs, tmp_path, capsys):
     with pytest.raises(SystemExit, match="not trained with KL-weight conditioning"):
         cli(argv + ["--kl_weights_for", "A", "0.1", "--output_dir", str(tmp_path / "out")])
     assert not list((tmp_path / "out").glob("*.samples.jsonl"))  # refused before any sampling
+
+
+def test_report_headers_name_the_confidence_the_intervals_were_computed_at():
+    """`--confidence 0.9` gives 90% intervals: every header of report.md says 90%, none says 95%."""
+    fronts = {"clp": [synthetic_front(steering(0.0))], "soups": [synthetic_front(steering(0.05))]}
+    base = synthetic_front(lambda k, p: [0.45, 0.4], kl=0.0)
+    base.results, base.samples = base.results[:1], [s for s in base.samples if s["weights"] == WEIGHTINGS[0]]
+    report = format_report(compare_fronts(fronts, base, num_resamples=50, confidence=0.9))
+    assert "hypervolume [90% CI]" in report and "positivity margin [90% CI]" in report
+    assert "A − B [90% CI]" in report
+    assert "95%" not in report

@@ -687,7 +687,9 @@ def format_report(results: dict) -> str:
     boot = results["bootstrap"]
     language = "guards" in next(iter(methods.values()))
     shown_guards = LANGUAGE_GUARDS if language else {}
-    header = ["method", "seeds", "hypervolume [95% CI]"] + [f"{name} margin [95% CI]" for name in names]
+    confidence = f"{boot['confidence']:.0%}"
+    interval = f"{confidence} CI"
+    header = ["method", "seeds", f"hypervolume [{interval}]"] + [f"{name} margin [{interval}]" for name in names]
     header += ["KL (nats per completion)", *shown_guards.values(), "dominates (share of each other front's points)"]
     rows = []
     for label, method in methods.items():
@@ -696,7 +698,6 @@ def format_report(results: dict) -> str:
         row += [_interval_text(method["margins"][name]) for name in names]
         row += [_span(method["kl"], 1)] + [_span(method["guards"][guard]) for guard in shown_guards] + [dominated]
         rows.append(row)
-    confidence = f"{boot['confidence']:.0%}"
     lines = _table(header, rows)
     lines += [
         "",
@@ -849,7 +850,8 @@ def alpha_section(results: dict) -> list[str]:
     names, methods = results["objective_names"], results["methods"]
     lines = ["## KL weight α", ""]
     shown_guards = LANGUAGE_GUARDS if "guards" in next(iter(methods.values())) else {}
-    header = ["method", "α", "hypervolume [95% CI]"] + [f"{name} margin [95% CI]" for name in names]
+    interval = f"{results['bootstrap']['confidence']:.0%} CI"
+    header = ["method", "α", f"hypervolume [{interval}]"] + [f"{name} margin [{interval}]" for name in names]
     header += ["KL (nats per completion)", *shown_guards.values()]
     series = results.get("equal_kl", {}).get("series", {})
     groups = list(series) + [alpha_family(label) for label in methods]  # a KL series, or one run's fronts
