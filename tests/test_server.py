@@ -512,9 +512,10 @@ def test_a_full_queue_answers_503_and_a_failed_batch_500(model_path):
         load_steerable_model(model_path), ServerConfig(model_name="clp", max_batch_size=1, max_queue_size=2)
     )
     batcher = app.state.batcher
-    release, generate = threading.Event(), batcher._generate
+    busy, release, generate = threading.Event(), threading.Event(), batcher._generate
 
     def held_generate(batch):  # the worker is busy until released: the queue fills deterministically
+        busy.set()
         release.wait(30)
         generate(batch)
 
@@ -522,8 +523,9 @@ def test_a_full_queue_answers_503_and_a_failed_batch_500(model_path):
     body = {"model": "clp", "prompt": "Hi", "max_tokens": 3, "temperature": 0}
     with ServerThread(app) as server, concurrent.futures.ThreadPoolExecutor(3) as pool:
         held = [pool.submit(post, server, "/v1/completions", body)]
-        while batcher.queued:  # the worker took the first request
-            time.sleep(0.01)
+        # Wait for the worker to hold the first request: polling `queued` alone passes before that request arrives
+        # on a loaded machine, and the third request then finds room in the queue.
+        assert busy.wait(30)
         held += [pool.submit(post, server, "/v1/completions", body) for _ in range(2)]
         while batcher.queued < 2:
             time.sleep(0.01)
