@@ -73,7 +73,7 @@ from trl_clp import (
 )
 from trl_clp.evaluation import evaluate_front
 from trl_clp.gguf import check_not_gguf
-from trl_clp.preference_data import (
+from trl_clp.preference_adapters import (
     HELPSTEER2_ATTRIBUTES,
     PKU_SAFERLHF_OBJECTIVES,
     ULTRAFEEDBACK_ASPECTS,
@@ -91,7 +91,7 @@ TRAINERS = {
     "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer),
     "dpo": (MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer),
 }
-# `--preference_format`: a public dataset's columns → a preference layout (trl_clp.preference_data), with the layout
+# `--preference_format`: a public dataset's columns → a preference layout (trl_clp.preference_adapters), with the layout
 # it gives and its objectives. `--objective_names` chooses them and their order (default: all, in the order listed):
 # PKU-SafeRLHF's two in either order, HelpSteer2's attributes and UltraFeedback's aspects any of them.
 PREFERENCE_FORMATS = {
@@ -141,7 +141,7 @@ class ScriptArguments:
     preference_format: str | None = field(
         default=None,
         metadata={
-            "help": "'dpo' only: convert a public dataset's columns to a preference layout with trl_clp.preference_data "
+            "help": "'dpo' only: convert a public dataset's columns to a preference layout with trl_clp.preference_adapters "
             "(pku_saferlhf → labels over `objective_names`, both of helpful and harmless in either order; "
             "helpsteer2, ultrafeedback → scores over `objective_names`, default all attributes or aspects). "
             "Default: the dataset is already in `preference_layout`.",
