@@ -70,7 +70,7 @@ from trl_clp import (
     demo,
     simplex_grid,
 )
-from trl_clp.evaluation import evaluate_front
+from trl_clp.evaluation import Front, evaluate_front
 from trl_clp.gguf import check_not_gguf
 from trl_clp.rewards import resolve_reward_function
 from trl_clp.scripts import limit_cpu_threads
@@ -238,21 +238,9 @@ def model_init_kwargs(model_args: ModelConfig) -> dict:
     }
 
 
-def main(
-    script_args: ScriptArguments,
-    training_args: MultiObjectiveConfig | MultiObjectiveGRPOConfig | MultiObjectiveDPOConfig,
-    model_args: ModelConfig,
-):
-    started = time.perf_counter()
-    limit_cpu_threads()
-    quiet_console()
-    preferences = script_args.trainer == "dpo"
-    if preferences:
-        check_preference_arguments(script_args, training_args)
-
-    ################
-    # Model and tokenizer
-    ################
+def prepare_model(script_args: ScriptArguments, training_args, model_args: ModelConfig):
+    """The policy's tokenizer, and how TRL loads the policy (`training_args.model_init_kwargs`). Without
+    `--model_name_or_path`, the offline demo's tiny model is built, pre-trained and saved first."""
     from transformers import AutoTokenizer
 
     if model_args.model_name_or_path is None:
@@ -267,34 +255,35 @@ def main(
     check_not_gguf(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, padding_side="left")
     training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
+    return tokenizer
 
-    ################
-    # Dataset
-    ################
-    if preferences:
-        train_dataset, eval_dataset = load_preference_pairs(script_args, training_args)
-    elif script_args.dataset_name is None:
+
+def load_prompts(script_args: ScriptArguments, training_args):
+    """The online trainers' training prompts and held-out prompts (the offline demo's without `--dataset_name`)."""
+    if script_args.dataset_name is None:
         train_dataset = demo.make_prompt_dataset(script_args.num_train_prompts, seed=training_args.seed)
         eval_dataset = demo.make_prompt_dataset(script_args.num_eval_prompts, seed=training_args.seed + 1)
-    else:
-        from datasets import load_dataset
+        return train_dataset, eval_dataset
+    from datasets import load_dataset
 
-        dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
-        if script_args.prompt_format is not None:
-            dataset = dataset.map(lambda example: {"prompt": script_args.prompt_format.format(**example)})
-        elif script_args.prompt_column != "prompt":
-            dataset = dataset.rename_column(script_args.prompt_column, "prompt")
-        if "completion" in dataset.column_names[script_args.dataset_train_split]:
-            dataset = dataset.rename_column("completion", "reference")
-        train_dataset = dataset[script_args.dataset_train_split]
-        eval_split = script_args.dataset_eval_split or (
-            "test" if "test" in dataset else script_args.dataset_train_split
-        )
-        eval_dataset = dataset[eval_split].select(range(min(script_args.num_eval_prompts, len(dataset[eval_split]))))
+    dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
+    if script_args.prompt_format is not None:
+        dataset = dataset.map(lambda example: {"prompt": script_args.prompt_format.format(**example)})
+    elif script_args.prompt_column != "prompt":
+        dataset = dataset.rename_column(script_args.prompt_column, "prompt")
+    if "completion" in dataset.column_names[script_args.dataset_train_split]:
+        dataset = dataset.rename_column("completion", "reference")
+    train_dataset = dataset[script_args.dataset_train_split]
+    eval_split = script_args.dataset_eval_split or ("test" if "test" in dataset else script_args.dataset_train_split)
+    eval_dataset = dataset[eval_split].select(range(min(script_args.num_eval_prompts, len(dataset[eval_split]))))
+    return train_dataset, eval_dataset
 
-    ################
-    # Training
-    ################
+
+def build_trainer(
+    script_args: ScriptArguments, training_args, model_args: ModelConfig, tokenizer, train_dataset, eval_dataset
+):
+    """The trainer `--trainer` names, on the policy's id or path, with the console's progress bar."""
+    preferences = script_args.trainer == "dpo"
     if preferences:  # the objectives are the pairs' labels or scores; the held-out pairs are tokenized with them
         data = {"train_dataset": train_dataset, "eval_dataset": eval_dataset}
     else:
@@ -323,37 +312,46 @@ def main(
         trainer.remove_callback(PrinterCallback)  # used instead of the bar with --disable_tqdm
         if trainer.pop_callback(ProgressCallback) is not None:
             trainer.add_callback(ProgressBarOnly)
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        trainer.state.save_to_json(os.path.join(training_args.output_dir, "trainer_state.json"))
-    train_seconds = time.perf_counter() - started
+    return trainer
 
-    ################
-    # Evaluation on a grid of weightings (main process only)
-    ################
-    if not trainer.accelerator.is_main_process:
-        return
-    steer = SteerableModel.from_pretrained(training_args.output_dir, tokenizer=tokenizer)
-    steer.to(trainer.accelerator.device)
-    if preferences:
-        if eval_dataset is None:
-            print(
-                "No held-out pairs (no test split, no --dataset_eval_split): not evaluated. Steerable model: "
-                + training_args.output_dir
-            )
-            return
-        written = report_preference_accuracy(trainer, steer, script_args, training_args)
+
+def train_and_save(trainer, output_dir: str) -> None:
+    """Train, then save the adapter (with `clp_config.json`) and `trainer_state.json` to `output_dir`."""
+    trainer.train()
+    trainer.save_model(output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
+
+
+def evaluate_held_out_pairs(
+    trainer, steer, eval_dataset, script_args: ScriptArguments, training_args, train_seconds: float
+) -> None:
+    """DPO: the held-out pairs' accuracy at each weighting of the grid (`report_preference_accuracy`), or why there is
+    none."""
+    if eval_dataset is None:
         print(
-            f"Trained in {train_seconds:.0f} s. Steerable model: {training_args.output_dir}; held-out accuracy: "
-            f"{written}; training metrics: {os.path.join(training_args.output_dir, 'trainer_state.json')}"
+            "No held-out pairs (no test split, no --dataset_eval_split): not evaluated. Steerable model: "
+            + training_args.output_dir
         )
         return
+    written = report_preference_accuracy(trainer, steer, script_args, training_args)
+    print(
+        f"Trained in {train_seconds:.0f} s. Steerable model: {training_args.output_dir}; held-out accuracy: "
+        f"{written}; training metrics: {os.path.join(training_args.output_dir, 'trainer_state.json')}"
+    )
+
+
+def evaluate_held_out_prompts(
+    trainer, steer, tokenizer, eval_dataset, script_args: ScriptArguments, training_args
+) -> Front | None:
+    """The online trainers: the front over the grid of weightings on the held-out prompts, sampled as in training and
+    scored by the reward functions; None (and a message) when a reward is a reward model, which this script does not
+    evaluate."""
     callable_rewards = [f for f in trainer.reward_funcs if callable(f) and not isinstance(f, torch.nn.Module)]
     if len(callable_rewards) != len(trainer.reward_funcs):
         print("Reward models are not evaluated by this script; use callables to get the evaluation table.")
-        return
-    front = evaluate_front(
+        return None
+    return evaluate_front(
         steer,
         tokenizer,
         list(eval_dataset["prompt"]),
@@ -373,6 +371,14 @@ def main(
         min_p=training_args.min_p,
         repetition_penalty=training_args.repetition_penalty,
     )
+
+
+def report_front(
+    front: Front, trainer, steer, training_args, num_prompts: int, train_seconds: float, evaluation_started: float
+) -> None:
+    """Write the front (`front.json`, `front.csv`, `front_samples.jsonl`, and `front.png` with matplotlib) and print its table and how far each
+    objective's reward moves between weight 0 and weight 1. `evaluation_started`: `time.perf_counter()` when the
+    training ended."""
     written = list(front.save(training_args.output_dir))
     written.append(front.save_samples(os.path.join(training_args.output_dir, "front_samples.jsonl")))
     try:
@@ -384,7 +390,7 @@ def main(
         pass
     print(
         f"\nTrained in {train_seconds:.0f} s; evaluated {len(front.results)} weightings in "
-        f"{time.perf_counter() - started - train_seconds:.0f} s on {len(eval_dataset)} held-out prompts."
+        f"{time.perf_counter() - evaluation_started:.0f} s on {num_prompts} held-out prompts."
     )
     print(front.format_table())
     print(front.table_legend())
@@ -397,6 +403,49 @@ def main(
         f"Steerable model: {training_args.output_dir}; front: {', '.join(written)}; training metrics: "
         f"{os.path.join(training_args.output_dir, 'trainer_state.json')}"
     )
+
+
+def main(
+    script_args: ScriptArguments,
+    training_args: MultiObjectiveConfig | MultiObjectiveGRPOConfig | MultiObjectiveDPOConfig,
+    model_args: ModelConfig,
+):
+    started = time.perf_counter()
+    limit_cpu_threads()
+    quiet_console()
+    preferences = script_args.trainer == "dpo"
+    if preferences:
+        check_preference_arguments(script_args, training_args)
+
+    ################
+    # Model, data and trainer
+    ################
+    tokenizer = prepare_model(script_args, training_args, model_args)
+    if preferences:
+        train_dataset, eval_dataset = load_preference_pairs(script_args, training_args)
+    else:
+        train_dataset, eval_dataset = load_prompts(script_args, training_args)
+    trainer = build_trainer(script_args, training_args, model_args, tokenizer, train_dataset, eval_dataset)
+
+    ################
+    # Training
+    ################
+    train_and_save(trainer, training_args.output_dir)
+    train_seconds = time.perf_counter() - started
+
+    ################
+    # Evaluation on a grid of weightings (main process only)
+    ################
+    if not trainer.accelerator.is_main_process:
+        return
+    steer = SteerableModel.from_pretrained(training_args.output_dir, tokenizer=tokenizer)
+    steer.to(trainer.accelerator.device)
+    if preferences:
+        evaluate_held_out_pairs(trainer, steer, eval_dataset, script_args, training_args, train_seconds)
+        return
+    front = evaluate_held_out_prompts(trainer, steer, tokenizer, eval_dataset, script_args, training_args)
+    if front is not None:
+        report_front(front, trainer, steer, training_args, len(eval_dataset), train_seconds, started + train_seconds)
 
 
 def early_option(argv: list[str], name: str) -> str | None:
