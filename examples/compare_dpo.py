@@ -50,7 +50,7 @@ from trl_clp import MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer, demo, sim
 from trl_clp.comparison import compare_fronts, load_evaluation, paired_section, save_evaluation  # noqa: E402
 from trl_clp.evaluation import evaluate_front  # noqa: E402
 from trl_clp.plotting import plot_mean_fronts  # noqa: E402
-from trl_clp.preference_data import pairs_from_reward_functions, sample_completions  # noqa: E402
+from trl_clp.preference_sampling import pairs_from_reward_functions, sample_completions  # noqa: E402
 from trl_clp.rewards import lowercase_reward, uppercase_reward  # noqa: E402
 
 # The online comparison's runner, reused rather than copied.

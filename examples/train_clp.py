@@ -26,8 +26,8 @@ DPO from preference pairs with a label or a score per objective: `--trainer dpo`
     accelerate launch examples/train_clp.py --config examples/configs/dpo_demo.yaml
 
 The code is `trl_clp/scripts/train.py`, installed with the package as the `trl-clp train` command (same arguments,
-same YAML files): read it there, section by section (model and tokenizer, dataset, training, evaluation).
-`--help` lists every argument.
+same YAML files): read it there, step by step (`main`: model and tokenizer, data, trainer, training, evaluation),
+with the DPO path's data and report in `trl_clp/scripts/preference_pairs.py`. `--help` lists every argument.
 """
 
 from trl_clp.scripts.train import ScriptArguments, chosen_trainer, main, make_parser, run  # noqa: F401  (public names)

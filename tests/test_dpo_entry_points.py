@@ -17,7 +17,7 @@ from peft import LoraConfig
 
 from trl_clp import MultiObjectiveDPOConfig, SteerableModel, demo, format_weighted_prompt, simplex_grid
 from trl_clp.cli import main as cli
-from trl_clp.preference_data import HELPSTEER2_ATTRIBUTES, PKU_SAFERLHF_OBJECTIVES
+from trl_clp.preference_adapters import HELPSTEER2_ATTRIBUTES, PKU_SAFERLHF_OBJECTIVES
 from trl_clp.preference_evaluation import evaluate_preferences
 from trl_clp.rewards import lowercase_reward, uppercase_reward
 from trl_clp.scripts import train as train_script

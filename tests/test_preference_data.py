@@ -160,7 +160,7 @@ def test_adapters_count_and_log_what_they_leave_out_and_say_why_they_made_no_pai
             },
         ]
     )
-    with caplog.at_level("WARNING", logger="trl_clp.preference_data"):
+    with caplog.at_level("WARNING", logger="trl_clp.preference_adapters"):
         pairs = pku_saferlhf_to_labels(pku)
     assert pairs["chosen"] == ["Yes."]  # the identical pair carries no preference
     assert "1 pairs from 2 rows; left out 1 rows whose two responses are identical" in caplog.text
@@ -177,7 +177,7 @@ def test_adapters_count_and_log_what_they_leave_out_and_say_why_they_made_no_pai
         ]
     )
     caplog.clear()
-    with caplog.at_level("WARNING", logger="trl_clp.preference_data"):
+    with caplog.at_level("WARNING", logger="trl_clp.preference_adapters"):
         pairs = helpsteer2_to_scores(helpsteer)
     assert (pairs["chosen"], pairs["rejected"]) == (["a2"], ["a1"])  # a2 [3...] against the second a1 [1...]
     assert (
@@ -202,7 +202,7 @@ def test_ultrafeedback_drops_none_and_na_ratings_and_refuses_the_binarized_varia
             ],
         }
     ]
-    with caplog.at_level("WARNING", logger="trl_clp.preference_data"):
+    with caplog.at_level("WARNING", logger="trl_clp.preference_adapters"):
         pairs = ultrafeedback_to_scores(Dataset.from_list(rows))
     assert pairs["chosen"] == ["5"] and pairs["rejected"] == ["6"]
     assert "left out 2 responses with a missing or non-numeric rating (None, 'N/A')" in caplog.text

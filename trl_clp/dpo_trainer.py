@@ -13,7 +13,7 @@ from .conditioned_trainer import ConditionedTrainerCore
 from .conditioning.prompts import format_weighted_prompt, tokenize_left_padded
 from .dpo_config import MultiObjectiveDPOConfig
 from .model_card import DPO_STEP
-from .preference_data import SIGNAL_COLUMNS, check_preference_dataset
+from .preference_layouts import SIGNAL_COLUMNS, check_preference_dataset
 from .preference_loss import label_preference, mixed_preference_loss, pair_scores, score_preference
 
 # Batch keys that are not model inputs: TRL's, and the ones added here.
@@ -87,7 +87,7 @@ class MultiObjectiveDPOTrainer(ConditionedTrainerCore, DPOTrainer):
         model: a model id, a local path, or a `PreTrainedModel` (not a `PeftModel`: the conditioned adapter is built
             here).
         args: a [`MultiObjectiveDPOConfig`] (`objective_names` is required).
-        train_dataset, eval_dataset: preference data in `args.preference_layout` (see `trl_clp.preference_data`).
+        train_dataset, eval_dataset: preference data in `args.preference_layout` (see `trl_clp.preference_layouts`).
         peft_config: the LoRA of ONE objective (rank, alpha, targets, dropout); default rank 8, alpha 16, all linear
             layers. DoRA, rsLoRA and data-driven inits are rejected (not linear in the blocks).
         Other arguments: as for DPOTrainer (there is no `ref_model`: the reference is the adapter-free base).

@@ -64,7 +64,7 @@ def evaluate_preferences(
     """
     from trl.trainer.dpo_trainer import DataCollatorForPreference
 
-    from .preference_data import SIGNAL_COLUMNS, check_preference_dataset
+    from .preference_layouts import SIGNAL_COLUMNS, check_preference_dataset
     from .preference_loss import label_preference, score_preference
 
     weightings = torch.as_tensor(weightings, dtype=torch.float32)

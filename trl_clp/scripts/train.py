@@ -46,12 +46,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
@@ -71,33 +70,21 @@ from trl_clp import (
     demo,
     simplex_grid,
 )
-from trl_clp.evaluation import evaluate_front
+from trl_clp.evaluation import Front, evaluate_front
 from trl_clp.gguf import check_not_gguf
-from trl_clp.preference_data import (
-    HELPSTEER2_ATTRIBUTES,
-    PKU_SAFERLHF_OBJECTIVES,
-    ULTRAFEEDBACK_ASPECTS,
-    check_adapter_objectives,
-    helpsteer2_to_scores,
-    pku_saferlhf_to_labels,
-    ultrafeedback_to_scores,
-)
-from trl_clp.preference_evaluation import evaluate_preferences, format_preference_table
 from trl_clp.rewards import resolve_reward_function
 from trl_clp.scripts import limit_cpu_threads
+from trl_clp.scripts.preference_pairs import (
+    PREFERENCE_FORMATS,
+    check_preference_arguments,
+    load_preference_pairs,
+    report_preference_accuracy,
+)
 
 TRAINERS = {
     "rloo": (MultiObjectiveConfig, MultiObjectiveTrainer),
     "grpo": (MultiObjectiveGRPOConfig, MultiObjectiveGRPOTrainer),
     "dpo": (MultiObjectiveDPOConfig, MultiObjectiveDPOTrainer),
-}
-# `--preference_format`: a public dataset's columns → a preference layout (trl_clp.preference_data), with the layout
-# it gives and its objectives. `--objective_names` chooses them and their order (default: all, in the order listed):
-# PKU-SafeRLHF's two in either order, HelpSteer2's attributes and UltraFeedback's aspects any of them.
-PREFERENCE_FORMATS = {
-    "pku_saferlhf": (pku_saferlhf_to_labels, "labels", PKU_SAFERLHF_OBJECTIVES),
-    "helpsteer2": (helpsteer2_to_scores, "scores", HELPSTEER2_ATTRIBUTES),
-    "ultrafeedback": (ultrafeedback_to_scores, "scores", ULTRAFEEDBACK_ASPECTS),
 }
 DEFAULT_REWARD_FUNCS = ["lowercase", "uppercase"]
 
@@ -141,7 +128,7 @@ class ScriptArguments:
     preference_format: str | None = field(
         default=None,
         metadata={
-            "help": "'dpo' only: convert a public dataset's columns to a preference layout with trl_clp.preference_data "
+            "help": "'dpo' only: convert a public dataset's columns to a preference layout with trl_clp.preference_adapters "
             "(pku_saferlhf → labels over `objective_names`, both of helpful and harmless in either order; "
             "helpsteer2, ultrafeedback → scores over `objective_names`, default all attributes or aspects). "
             "Default: the dataset is already in `preference_layout`.",
@@ -251,94 +238,9 @@ def model_init_kwargs(model_args: ModelConfig) -> dict:
     }
 
 
-def check_preference_arguments(script_args: ScriptArguments, training_args: MultiObjectiveDPOConfig) -> None:
-    """`--preference_format` against the layout and objectives set: a `ValueError` naming the fix, before any loading."""
-    if script_args.preference_format is None:
-        return
-    _, layout, known = PREFERENCE_FORMATS[script_args.preference_format]
-    if training_args.preference_layout != layout:
-        raise ValueError(
-            f"--preference_format {script_args.preference_format} gives the {layout} layout, but preference_layout is "
-            f"{training_args.preference_layout!r}: set --preference_layout {layout} (or leave it out)."
-        )
-    # The adapter writes the labels or scores in the order of `objective_names`: a name that is not the dataset's
-    # (or, for PKU-SafeRLHF, a missing one) is refused rather than mislabelled.
-    name = script_args.preference_format
-    check_adapter_objectives(training_args.objective_names, known, name, every=name == "pku_saferlhf")
-
-
-def load_preference_pairs(script_args: ScriptArguments, training_args: MultiObjectiveDPOConfig):
-    """The training pairs and the held-out pairs (None without an evaluation split), in `preference_layout`."""
-    from datasets import load_dataset
-
-    name = script_args.dataset_name
-    if os.path.isfile(name):  # one JSON-lines (or JSON) file: its pairs all train, none are held out
-        dataset = load_dataset("json", data_files={script_args.dataset_train_split: name})
-    else:
-        dataset = load_dataset(name, script_args.dataset_config)
-    eval_split = script_args.dataset_eval_split or ("test" if "test" in dataset else None)
-    train_pairs = dataset[script_args.dataset_train_split]
-    eval_pairs = None
-    if eval_split is not None:
-        eval_pairs = dataset[eval_split]
-    if script_args.preference_format is not None:
-        convert = PREFERENCE_FORMATS[script_args.preference_format][0]
-        objectives = list(training_args.objective_names)  # the order the labels or scores are written in
-        convert_split = lambda split: convert(split, objectives)  # noqa: E731
-        train_pairs = convert_split(train_pairs)
-        if eval_pairs is not None:  # the whole split, then the cut: a cut of its rows could split a prompt's responses
-            eval_pairs = convert_split(eval_pairs)
-    if eval_pairs is not None:
-        eval_pairs = eval_pairs.select(range(min(script_args.num_eval_prompts, len(eval_pairs))))
-    return train_pairs, eval_pairs
-
-
-def report_preference_accuracy(trainer, steer, script_args: ScriptArguments, training_args) -> str:
-    """Score the held-out pairs at each weighting of the grid, print the table and write preference_accuracy.json."""
-    results = evaluate_preferences(
-        steer,
-        trainer.eval_dataset,  # tokenized by the trainer, as its training pairs
-        simplex_grid(steer.conditioning_config.num_objectives, script_args.eval_grid_points),
-        preference_layout=training_args.preference_layout,
-        score_margin=training_args.score_margin,
-        batch_size=training_args.per_device_eval_batch_size,
-    )
-    path = os.path.join(training_args.output_dir, "preference_accuracy.json")
-    with open(path, "w") as handle:
-        json.dump(
-            {"objective_names": steer.objective_names, "results": [asdict(r) for r in results]}, handle, indent=2
-        )
-    print(format_preference_table(results))
-    print(
-        f"Each row: one weighting of ({', '.join(steer.objective_names)}) and {len(trainer.eval_dataset)} held-out "
-        "pairs, ordered by the implicit reward log π_w(y|x) − log π_ref(y|x): accuracy = share of the pairs the "
-        "weighting prefers a response of where the model orders them as it does; <objective> acc. = share of the "
-        "pairs that objective has an opinion on where the model agrees with it; margin = mean log-ratio margin "
-        "(nats) towards the response the weighting prefers; pairs = pairs the weighting decides."
-    )
-    for i, name in enumerate(steer.objective_names):
-        at_one = [r.objective_accuracy[name] for r in results if r.weights[i] == 1.0]
-        at_zero = [r.objective_accuracy[name] for r in results if r.weights[i] == 0.0]
-        low, high = sum(at_zero) / len(at_zero), sum(at_one) / len(at_one)
-        print(f"{name}: accuracy {low:.3f} with weight 0 → {high:.3f} with weight 1 ({high - low:+.3f})")
-    return path
-
-
-def main(
-    script_args: ScriptArguments,
-    training_args: MultiObjectiveConfig | MultiObjectiveGRPOConfig | MultiObjectiveDPOConfig,
-    model_args: ModelConfig,
-):
-    started = time.perf_counter()
-    limit_cpu_threads()
-    quiet_console()
-    preferences = script_args.trainer == "dpo"
-    if preferences:
-        check_preference_arguments(script_args, training_args)
-
-    ################
-    # Model and tokenizer
-    ################
+def prepare_model(script_args: ScriptArguments, training_args, model_args: ModelConfig):
+    """The policy's tokenizer, and how TRL loads the policy (`training_args.model_init_kwargs`). Without
+    `--model_name_or_path`, the offline demo's tiny model is built, pre-trained and saved first."""
     from transformers import AutoTokenizer
 
     if model_args.model_name_or_path is None:
@@ -353,34 +255,35 @@ def main(
     check_not_gguf(model_args.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path, padding_side="left")
     training_args.model_init_kwargs = {**model_init_kwargs(model_args), **(training_args.model_init_kwargs or {})}
+    return tokenizer
 
-    ################
-    # Dataset
-    ################
-    if preferences:
-        train_dataset, eval_dataset = load_preference_pairs(script_args, training_args)
-    elif script_args.dataset_name is None:
+
+def load_prompts(script_args: ScriptArguments, training_args):
+    """The online trainers' training prompts and held-out prompts (the offline demo's without `--dataset_name`)."""
+    if script_args.dataset_name is None:
         train_dataset = demo.make_prompt_dataset(script_args.num_train_prompts, seed=training_args.seed)
         eval_dataset = demo.make_prompt_dataset(script_args.num_eval_prompts, seed=training_args.seed + 1)
-    else:
-        from datasets import load_dataset
+        return train_dataset, eval_dataset
+    from datasets import load_dataset
 
-        dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
-        if script_args.prompt_format is not None:
-            dataset = dataset.map(lambda example: {"prompt": script_args.prompt_format.format(**example)})
-        elif script_args.prompt_column != "prompt":
-            dataset = dataset.rename_column(script_args.prompt_column, "prompt")
-        if "completion" in dataset.column_names[script_args.dataset_train_split]:
-            dataset = dataset.rename_column("completion", "reference")
-        train_dataset = dataset[script_args.dataset_train_split]
-        eval_split = script_args.dataset_eval_split or (
-            "test" if "test" in dataset else script_args.dataset_train_split
-        )
-        eval_dataset = dataset[eval_split].select(range(min(script_args.num_eval_prompts, len(dataset[eval_split]))))
+    dataset = load_dataset(script_args.dataset_name, script_args.dataset_config)
+    if script_args.prompt_format is not None:
+        dataset = dataset.map(lambda example: {"prompt": script_args.prompt_format.format(**example)})
+    elif script_args.prompt_column != "prompt":
+        dataset = dataset.rename_column(script_args.prompt_column, "prompt")
+    if "completion" in dataset.column_names[script_args.dataset_train_split]:
+        dataset = dataset.rename_column("completion", "reference")
+    train_dataset = dataset[script_args.dataset_train_split]
+    eval_split = script_args.dataset_eval_split or ("test" if "test" in dataset else script_args.dataset_train_split)
+    eval_dataset = dataset[eval_split].select(range(min(script_args.num_eval_prompts, len(dataset[eval_split]))))
+    return train_dataset, eval_dataset
 
-    ################
-    # Training
-    ################
+
+def build_trainer(
+    script_args: ScriptArguments, training_args, model_args: ModelConfig, tokenizer, train_dataset, eval_dataset
+):
+    """The trainer `--trainer` names, on the policy's id or path, with the console's progress bar."""
+    preferences = script_args.trainer == "dpo"
     if preferences:  # the objectives are the pairs' labels or scores; the held-out pairs are tokenized with them
         data = {"train_dataset": train_dataset, "eval_dataset": eval_dataset}
     else:
@@ -409,37 +312,46 @@ def main(
         trainer.remove_callback(PrinterCallback)  # used instead of the bar with --disable_tqdm
         if trainer.pop_callback(ProgressCallback) is not None:
             trainer.add_callback(ProgressBarOnly)
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
-    if trainer.accelerator.is_main_process:
-        trainer.state.save_to_json(os.path.join(training_args.output_dir, "trainer_state.json"))
-    train_seconds = time.perf_counter() - started
+    return trainer
 
-    ################
-    # Evaluation on a grid of weightings (main process only)
-    ################
-    if not trainer.accelerator.is_main_process:
-        return
-    steer = SteerableModel.from_pretrained(training_args.output_dir, tokenizer=tokenizer)
-    steer.to(trainer.accelerator.device)
-    if preferences:
-        if eval_dataset is None:
-            print(
-                "No held-out pairs (no test split, no --dataset_eval_split): not evaluated. Steerable model: "
-                + training_args.output_dir
-            )
-            return
-        written = report_preference_accuracy(trainer, steer, script_args, training_args)
+
+def train_and_save(trainer, output_dir: str) -> None:
+    """Train, then save the adapter (with `clp_config.json`) and `trainer_state.json` to `output_dir`."""
+    trainer.train()
+    trainer.save_model(output_dir)
+    if trainer.accelerator.is_main_process:
+        trainer.state.save_to_json(os.path.join(output_dir, "trainer_state.json"))
+
+
+def evaluate_held_out_pairs(
+    trainer, steer, eval_dataset, script_args: ScriptArguments, training_args, train_seconds: float
+) -> None:
+    """DPO: the held-out pairs' accuracy at each weighting of the grid (`report_preference_accuracy`), or why there is
+    none."""
+    if eval_dataset is None:
         print(
-            f"Trained in {train_seconds:.0f} s. Steerable model: {training_args.output_dir}; held-out accuracy: "
-            f"{written}; training metrics: {os.path.join(training_args.output_dir, 'trainer_state.json')}"
+            "No held-out pairs (no test split, no --dataset_eval_split): not evaluated. Steerable model: "
+            + training_args.output_dir
         )
         return
+    written = report_preference_accuracy(trainer, steer, script_args, training_args)
+    print(
+        f"Trained in {train_seconds:.0f} s. Steerable model: {training_args.output_dir}; held-out accuracy: "
+        f"{written}; training metrics: {os.path.join(training_args.output_dir, 'trainer_state.json')}"
+    )
+
+
+def evaluate_held_out_prompts(
+    trainer, steer, tokenizer, eval_dataset, script_args: ScriptArguments, training_args
+) -> Front | None:
+    """The online trainers: the front over the grid of weightings on the held-out prompts, sampled as in training and
+    scored by the reward functions; None (and a message) when a reward is a reward model, which this script does not
+    evaluate."""
     callable_rewards = [f for f in trainer.reward_funcs if callable(f) and not isinstance(f, torch.nn.Module)]
     if len(callable_rewards) != len(trainer.reward_funcs):
         print("Reward models are not evaluated by this script; use callables to get the evaluation table.")
-        return
-    front = evaluate_front(
+        return None
+    return evaluate_front(
         steer,
         tokenizer,
         list(eval_dataset["prompt"]),
@@ -459,6 +371,14 @@ def main(
         min_p=training_args.min_p,
         repetition_penalty=training_args.repetition_penalty,
     )
+
+
+def report_front(
+    front: Front, trainer, steer, training_args, num_prompts: int, train_seconds: float, evaluation_started: float
+) -> None:
+    """Write the front (`front.json`, `front.csv`, `front_samples.jsonl`, and `front.png` with matplotlib) and print its table and how far each
+    objective's reward moves between weight 0 and weight 1. `evaluation_started`: `time.perf_counter()` when the
+    training ended."""
     written = list(front.save(training_args.output_dir))
     written.append(front.save_samples(os.path.join(training_args.output_dir, "front_samples.jsonl")))
     try:
@@ -470,7 +390,7 @@ def main(
         pass
     print(
         f"\nTrained in {train_seconds:.0f} s; evaluated {len(front.results)} weightings in "
-        f"{time.perf_counter() - started - train_seconds:.0f} s on {len(eval_dataset)} held-out prompts."
+        f"{time.perf_counter() - evaluation_started:.0f} s on {num_prompts} held-out prompts."
     )
     print(front.format_table())
     print(front.table_legend())
@@ -483,6 +403,49 @@ def main(
         f"Steerable model: {training_args.output_dir}; front: {', '.join(written)}; training metrics: "
         f"{os.path.join(training_args.output_dir, 'trainer_state.json')}"
     )
+
+
+def main(
+    script_args: ScriptArguments,
+    training_args: MultiObjectiveConfig | MultiObjectiveGRPOConfig | MultiObjectiveDPOConfig,
+    model_args: ModelConfig,
+):
+    started = time.perf_counter()
+    limit_cpu_threads()
+    quiet_console()
+    preferences = script_args.trainer == "dpo"
+    if preferences:
+        check_preference_arguments(script_args, training_args)
+
+    ################
+    # Model, data and trainer
+    ################
+    tokenizer = prepare_model(script_args, training_args, model_args)
+    if preferences:
+        train_dataset, eval_dataset = load_preference_pairs(script_args, training_args)
+    else:
+        train_dataset, eval_dataset = load_prompts(script_args, training_args)
+    trainer = build_trainer(script_args, training_args, model_args, tokenizer, train_dataset, eval_dataset)
+
+    ################
+    # Training
+    ################
+    train_and_save(trainer, training_args.output_dir)
+    train_seconds = time.perf_counter() - started
+
+    ################
+    # Evaluation on a grid of weightings (main process only)
+    ################
+    if not trainer.accelerator.is_main_process:
+        return
+    steer = SteerableModel.from_pretrained(training_args.output_dir, tokenizer=tokenizer)
+    steer.to(trainer.accelerator.device)
+    if preferences:
+        evaluate_held_out_pairs(trainer, steer, eval_dataset, script_args, training_args, train_seconds)
+        return
+    front = evaluate_held_out_prompts(trainer, steer, tokenizer, eval_dataset, script_args, training_args)
+    if front is not None:
+        report_front(front, trainer, steer, training_args, len(eval_dataset), train_seconds, started + train_seconds)
 
 
 def early_option(argv: list[str], name: str) -> str | None:
