@@ -91,6 +91,8 @@ DEFAULT_REWARD_FUNCS = ["lowercase", "uppercase"]
 
 @dataclass
 class ScriptArguments:
+    """The script's own arguments (data, rewards, evaluation); training and model arguments are TRL's."""
+
     trainer: str = field(
         default="rloo",
         metadata={
@@ -99,8 +101,6 @@ class ScriptArguments:
             "choices": list(TRAINERS),
         },
     )
-    """The script's own arguments (data, rewards, evaluation); training and model arguments are TRL's."""
-
     dataset_name: str | None = field(
         default=None,
         metadata={
@@ -410,6 +410,8 @@ def main(
     training_args: MultiObjectiveConfig | MultiObjectiveGRPOConfig | MultiObjectiveDPOConfig,
     model_args: ModelConfig,
 ):
+    """`trl-clp train`: load the model and data, train, save the steerable model, then evaluate it on held-out prompts
+    (a front over a grid of weightings) or, for 'dpo', held-out pairs (preference accuracy per weighting)."""
     started = time.perf_counter()
     limit_cpu_threads()
     quiet_console()
