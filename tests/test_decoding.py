@@ -1,16 +1,30 @@
 """Decoding-time mixtures (DeRA, logit mixing of experts) against plain generation."""
 
+import dataclasses
+
 import torch
 from peft import LoraConfig
 
 from trl_clp import SteerableModel, demo
-from trl_clp.decoding import dera_components, expert_mixture_components, generate_with_mixed_logits
+from trl_clp.decoding import (
+    dera_components,
+    expert_mixture_components,
+    generate_with_mixed_logits,
+    specialist_components,
+)
 
 
 def make_steerable(tokenizer):
+    return make_steerable_with(tokenizer, ["a", "b"])
+
+
+def make_steerable_with(tokenizer, names):
     torch.manual_seed(0)
-    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False)
-    return SteerableModel.from_base_model(demo.make_tiny_llama(seed=0), ["a", "b"], lora, tokenizer=tokenizer).eval()
+    rank = 2 * len(names)  # two per block
+    lora = LoraConfig(
+        r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj", "up_proj"], init_lora_weights=False
+    )
+    return SteerableModel.from_base_model(demo.make_tiny_llama(seed=0), names, lora, tokenizer=tokenizer).eval()
 
 
 def prompts(tokenizer):
@@ -56,3 +70,16 @@ def test_expert_mixture_at_a_corner_is_that_expert(tokenizer):
     corner = torch.tensor([[0.0, 1.0], [0.0, 1.0]])
     mixed = greedy(steer, inputs, expert_mixture_components(corner), tokenizer)
     assert torch.equal(mixed, greedy(steer, inputs, [(corner, torch.ones(2))], tokenizer))
+
+
+def test_specialist_components_are_the_corners_as_the_models_own_conditioning_vectors(tokenizer):
+    """With KL-weight conditioning a corner's vector carries the KL entry: (e_i scaled by α0/α, 1 − α0/α)."""
+    three_blocks = make_steerable_with(tokenizer, ["a", "b", "kl"])
+    config = dataclasses.replace(three_blocks.conditioning_config, objective_names=["a", "b"], min_kl_weight=0.1)
+    steer = SteerableModel(three_blocks.model, config, tokenizer, three_blocks.conditioner)
+    weights = torch.tensor([[0.25, 0.75], [1.0, 0.0]])
+    (first, w0), (second, w1) = specialist_components(steer, weights)
+    assert torch.equal(first, torch.tensor([[1.0, 0.0, 0.0]] * 2)) and torch.equal(w0, weights[:, 0])
+    assert torch.equal(second, torch.tensor([[0.0, 1.0, 0.0]] * 2)) and torch.equal(w1, weights[:, 1])
+    (first, _), _ = specialist_components(steer, weights, kl_weight=0.4)
+    assert torch.allclose(first, torch.tensor([[0.25, 0.0, 0.75]] * 2))

@@ -184,6 +184,7 @@ def _compare(args) -> None:
         grid_points=args.grid_points,
         reuse=args.reuse,
         kl_weights_for=args.kl_weights_for,
+        logit_mix_for=args.logit_mix_for,
         kl_series=args.kl_series,
         reference_point=args.reference,
         base_samples_per_prompt=args.base_samples_per_prompt,
@@ -481,6 +482,15 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         metavar=("LABEL", "ALPHA"),
         help="LABEL α [α...]: evaluate a run trained conditioned on the KL weight at each α (one front per α)",
+    )
+    compare.add_argument(
+        "--logit_mix_for",
+        nargs="+",
+        default=[],
+        metavar="LABEL",
+        help="evaluate these runs also as the logit mixture of their single-objective specialists (MOD: tokens from "
+        "softmax(Σ_i w_i · logits of the run at corner e_i); one forward pass per objective per token), as the "
+        "front 'LABEL (logit mix)'; not for prompting runs, nor with --top_p/--top_k",
     )
     compare.add_argument(
         "--kl_series",

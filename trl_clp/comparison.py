@@ -6,7 +6,8 @@ into the numbers a reviewer reads: per method its seed-averaged front, hypervolu
 language guards and the equal-KL view; for every two methods the paired differences of hypervolume, margins and
 each weighting's w·R (and KL), each with a verdict; the gaming guards against the base model, and each front again
 with flagged completions scored 0 (the guarded front). Intervals come from one two-way bootstrap over seeds and
-prompts (`trl_clp.paired_bootstrap`). `write_comparison` writes `comparison.json`, `report.md`, the figures and
+prompts (`trl_clp.paired_bootstrap`). A run can also be compared as the logit mixture of its corner specialists (MOD,
+`--logit_mix_for`). `write_comparison` writes `comparison.json`, `report.md`, the figures and
 `generations.md`; `compare_runs` does it all from run folders, as `trl-clp compare` does.
 """
 
@@ -18,11 +19,13 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy
 import torch
 
 from .conditioning.config import CLP_CONFIG_NAME, ConditioningConfig
+from .decoding import specialist_components
 from .evaluation import Front, evaluate_front
 from .gaming_guards import (  # noqa: F401 (the language guards are read from here too)
     ENGLISH_WORD_SHARE,
@@ -39,30 +42,39 @@ from .paired_bootstrap import Estimate, PairedBootstrap, describe_verdict, verdi
 from .pareto import additive_epsilon, fraction_dominated, hypervolume
 
 BASE_MODEL = "base model"  # the base model's key among the bootstrap's tables; no method may take this label
+LOGIT_MIX = "logit mix"  # the label suffix of a run evaluated as a logit mixture of its corner specialists
 
 # ------------------------------------------------------------------------------------------------- what to evaluate
 
 
 @dataclass(frozen=True)
 class ComparedFront:
-    """One front of a comparison: a `--runs` entry, at one α if it comes from `--kl_weights_for`."""
+    """One front of a comparison: a `--runs` entry, at one α if it comes from `--kl_weights_for`, or sampled from the
+    logit mixture of its corner specialists if it comes from `--logit_mix_for`."""
 
     label: str  # the front's name in the report
     run: str  # its `--runs` label
     paths: tuple[str, ...]  # one run folder per seed
     kl_weight: float | None = None  # the α a KL-conditioned model is steered to; None: the model's own
+    logit_mix: bool = False  # sample softmax(Σ_i w_i · logits(e_i)) (`specialist_components`), not the model at w
 
     def stem(self, seed: int) -> str:
-        """File name stem of one seed's evaluation, `<run>[-a<α>]-s<seed>` (spaces in the label become dashes)."""
+        """File name stem of one seed's evaluation, `<run>[-a<α>][-logit-mix]-s<seed>` (spaces in the label become
+        dashes)."""
         alpha = "" if self.kl_weight is None else f"-a{self.kl_weight:g}"
-        return f"{self.run.replace(' ', '-')}{alpha}-s{seed}"
+        mix = "-" + LOGIT_MIX.replace(" ", "-") if self.logit_mix else ""
+        return f"{self.run.replace(' ', '-')}{alpha}{mix}-s{seed}"
 
 
-def plan_fronts(runs: Sequence[str], kl_weights_for: Sequence[Sequence[str]] = ()) -> list[ComparedFront]:
-    """The fronts to compare, from `label=path[,path...]` entries and `[LABEL, α, α...]` entries.
+def plan_fronts(
+    runs: Sequence[str], kl_weights_for: Sequence[Sequence[str]] = (), logit_mix_for: Sequence[str] = ()
+) -> list[ComparedFront]:
+    """The fronts to compare, from `label=path[,path...]` entries, `[LABEL, α, α...]` entries and run labels.
 
     A run named in `kl_weights_for` gives one front per α, labelled "LABEL (α=…)", instead of one at its training α.
-    Reads no file: `check_kl_weights` checks that the models can be steered to the α asked for.
+    A run named in `logit_mix_for` gives, after its own front, "LABEL (logit mix)": the same folders sampled from the
+    logit mixture of their corner specialists. Reads no file: `check_kl_weights` and `check_logit_mix` check that the
+    models can be steered to the α asked for and mixed.
     """
     methods = {}
     for run in runs:
@@ -89,15 +101,34 @@ def plan_fronts(runs: Sequence[str], kl_weights_for: Sequence[Sequence[str]] = (
             raise ValueError(
                 f"--kl_weights_for {label}: give the α values after the label, e.g. {label} 0.02 0.2 1.0."
             )
+    for label in logit_mix_for:
+        if label not in methods:
+            raise ValueError(
+                f"--logit_mix_for {label!r}: no run has that label; the labels of --runs are {sorted(methods)}."
+            )
+        if label in alphas:
+            raise ValueError(
+                f"--logit_mix_for {label}: the logit mixture is sampled at the run's own α, not at the α of "
+                f"--kl_weights_for {label}. Drop {label} from one of them, or list its folders a second time in --runs "
+                "under another label and name that one in --logit_mix_for."
+            )
     fronts = []
     for label, paths in methods.items():
         if label in alphas:
             fronts += [ComparedFront(f"{label} (α={alpha:g})", label, paths, alpha) for alpha in alphas[label]]
         else:
             fronts.append(ComparedFront(label, label, paths))
+        if label in logit_mix_for:
+            fronts.append(ComparedFront(f"{label} ({LOGIT_MIX})", label, paths, logit_mix=True))
     labels = [front.label for front in fronts]
     if len(set(labels)) != len(labels):
         raise ValueError(f"Two fronts share a label in {labels}: rename a run in --runs.")
+    stems = [front.stem(0) for front in fronts]
+    if len(set(stems)) != len(stems):
+        raise ValueError(
+            f"Two fronts would save their evaluations under one file name in {stems} (a label's spaces become "
+            "dashes): rename a run in --runs."
+        )
     if BASE_MODEL in labels:
         raise ValueError(f"{BASE_MODEL!r} names the base model in the report: give that run another label.")
     return fronts
@@ -122,6 +153,29 @@ def check_kl_weights(fronts: Sequence[ComparedFront]) -> None:
                 raise ValueError(
                     f"--kl_weights_for {front.run}: α = {front.kl_weight:g} is below {config.min_kl_weight:g}, the "
                     f"smallest KL weight {path} was trained on: use α >= {config.min_kl_weight:g}."
+                )
+
+
+def check_logit_mix(fronts: Sequence[ComparedFront], sampling: Mapping | None = None) -> None:
+    """Refuse, before any sampling, a logit mixture that cannot be sampled as asked: a prompting run (its weighting
+    is text in the prompt, so it has no specialists in parameter space to mix), or `top_p`/`top_k` truncation (the
+    mixture samples the full distribution at `temperature`). Reads each mixed run's `clp_config.json`."""
+    mixed = [front for front in fronts if front.logit_mix]
+    sampling = dict(sampling or {})
+    if mixed and (sampling.get("top_p", 1.0) < 1.0 or sampling.get("top_k", 0)):
+        raise ValueError(
+            f"--logit_mix_for {mixed[0].run}: the logit mixture samples the full distribution at --temperature, but "
+            f"--top_p {sampling.get('top_p', 1.0)} --top_k {sampling.get('top_k', 0)} truncate it for every other "
+            "front. Compare with --top_p 1.0 --top_k 0, or drop --logit_mix_for."
+        )
+    for front in mixed:
+        for path in front.paths:
+            config = ConditioningConfig.load(os.path.join(path, CLP_CONFIG_NAME))
+            if config.conditioning == "prompt":
+                raise ValueError(
+                    f"--logit_mix_for {front.run}: {path} is a prompting run (conditioning 'prompt'): its weighting is "
+                    "written in the prompt, so it has no single-objective specialists in its parameters to mix. Drop "
+                    f"{front.run} from --logit_mix_for; mix a run conditioned in its parameters (e.g. Rewarded Soups)."
                 )
 
 
@@ -179,7 +233,9 @@ def evaluate_runs(
     With `reuse`, an evaluation already in `output_dir` (`<stem>.json` + `<stem>.samples.jsonl`, and `base.*`) is read
     back and its run folder is not opened: a comparison of saved evaluations needs neither the models nor the reward
     functions. Any other is sampled with `evaluate_front(..., **sampling)` and saved there. Models that cannot be
-    steered to their α are refused before anything is sampled.
+    steered to their α, or mixed in logits, are refused before anything is sampled. A `logit_mix` front is sampled
+    from `specialist_components` of its model (`evaluate_front(..., decoding=...)`), its KL from the mixture's own
+    log-probabilities.
 
     Returns:
         `{label: [Front per seed]}`, the base model's front (its samples at the first weighting, adapters off), and
@@ -201,6 +257,7 @@ def evaluate_runs(
                 "to sample them (or point --output_dir at a comparison that has them, with --reuse)."
             )
         check_kl_weights(missing)
+        check_logit_mix(missing, sampling)
     fronts, seconds = {}, {}
     for front in planned:
         fronts[front.label] = []
@@ -217,6 +274,7 @@ def evaluate_runs(
                     weightings,
                     kl_weight=front.kl_weight,
                     reward_kwargs=reward_kwargs,
+                    decoding=partial(specialist_components, steer) if front.logit_mix else None,
                     **sampling,
                 )
                 save_evaluation(evaluated, os.path.join(output_dir, front.stem(s)))
@@ -987,6 +1045,7 @@ def compare_runs(
     grid_points: int = 5,
     reuse: bool = False,
     kl_weights_for: Sequence[Sequence[str]] = (),
+    logit_mix_for: Sequence[str] = (),
     kl_series: Sequence[Sequence[str]] = (),
     reference_point: Sequence[float] | None = None,
     base_samples_per_prompt: int = 4,
@@ -1013,6 +1072,8 @@ def compare_runs(
         grid_points: weightings per simplex edge (`simplex_grid`).
         reuse: read back the evaluations already in `output_dir`; sample only the missing ones.
         kl_weights_for: `[LABEL, α, ...]` entries: evaluate a run trained conditioned on α at each α.
+        logit_mix_for: run labels to evaluate also as the logit mixture of their corner specialists (MOD), as the
+            front "LABEL (logit mix)" (files `<label>-logit-mix-s<i>.*`).
         kl_series: `[NAME, LABEL, LABEL, ...]` entries: fronts of one method trained at several α.
         reference_point, num_resamples, confidence, pair_seeds, significance, guards: as in `compare_fronts`
             (`bootstrap_seed` is its `seed`).
@@ -1020,7 +1081,7 @@ def compare_runs(
         generations_for: the label whose completions fill `generations.md` (default: the first).
         **sampling: `evaluate_front`'s sampling arguments (`num_samples`, `max_new_tokens`, `temperature`, `seed`…).
     """
-    planned = plan_fronts(runs, kl_weights_for)
+    planned = plan_fronts(runs, kl_weights_for, logit_mix_for)
     series = plan_kl_series(planned, kl_series)
     weightings = None
     if reward_funcs is not None:
@@ -1056,6 +1117,7 @@ def compare_runs(
         "num_prompts": len(prompts_of(base)),
         "grid_points": grid_points,
         "kl_weights_for": [list(entry) for entry in kl_weights_for],
+        "logit_mix_for": list(logit_mix_for),
         "kl_series": [list(entry) for entry in kl_series],
         "base_samples_per_prompt": base_samples_per_prompt,
         "reuse": reuse,

@@ -1,6 +1,7 @@
 """Decoding-time baselines: mix the next-token logits of several policies at every step.
 
-- **Logit mixing** of single-objective experts (the CLP paper's Theorem 1): logits = Σ_i w_i · logits(expert_i).
+- **Logit mixing** of single-objective experts (the CLP paper's Theorem 1; MOD, https://arxiv.org/abs/2406.18853):
+  logits = Σ_i w_i · logits(expert_i), the experts a steerable model's corners (`specialist_components`).
 - **DeRA** (decoding-time realignment, Liu et al., 2024, https://arxiv.org/abs/2402.02992): logits =
   λ · logits(aligned) + (1 − λ) · logits(reference), which approximates the policy aligned with KL weight α0 / λ.
 
@@ -90,6 +91,33 @@ def expert_mixture_components(weights: torch.Tensor) -> list[tuple[torch.Tensor,
     batch, m = weights.shape
     corners = torch.eye(m, device=weights.device)
     return [(corners[i].expand(batch, -1), weights[:, i]) for i in range(m)]
+
+
+def specialist_components(
+    model: SteerableModel, weights: torch.Tensor, kl_weight: float | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Logit mixing of a steerable model's single-objective specialists (MOD, Shi et al., 2024,
+    https://arxiv.org/abs/2406.18853): component i is `model` conditioned on the corner e_i, weighted by w_i, so
+    that tokens are drawn from `softmax(Σ_i w_i · logits(e_i))`.
+
+    `expert_mixture_components` with each corner turned into the model's own conditioning vector: with KL-weight
+    conditioning the corner at α (`kl_weight`, default the smallest trained on, as `evaluate_front` steers); any
+    `conditioning_features` are applied by the conditioner as for any weighting. Use it as
+    `evaluate_front(..., decoding=partial(specialist_components, model))`.
+
+    Args:
+        model: a steerable model conditioned in its parameters (not the prompting baseline).
+        weights: `(B, m)` weightings.
+        kl_weight: the α every specialist is steered to; None for the model's default.
+
+    Returns:
+        m `(vector, coefficient)` pairs: `vector` `(B, n)` the corner's conditioning vector, `coefficient` `(B,)` w_i.
+    """
+    # conditioning_vector builds the KL entry on the CPU; the conditioner moves vectors to each layer's device.
+    return [
+        (model.conditioning_vector(corner.cpu(), kl_weight).to(weights.device), coefficient)
+        for corner, coefficient in expert_mixture_components(weights)
+    ]
 
 
 def mixture_log_probs(
