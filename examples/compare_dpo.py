@@ -136,7 +136,9 @@ def data_spread(completions: list[list[str]]) -> dict:
     }
 
 
-def train_dpo(method: str, seed: int, base_path: str, dataset, args: CompareDPOArguments):
+def train_dpo(method: str, seed: int, base_path: str, dataset, args: CompareDPOArguments, eval_dataset=None):
+    """Train one DPO method on the seed's pairs (`dataset[layout]`); `eval_dataset`: held-out pairs the trainer
+    tokenizes with them (benchmarks/dpo_tuning.py scores them)."""
     config = {"preference_layout": "labels", **DPO_METHODS[method]}
     training_args = MultiObjectiveDPOConfig(
         output_dir=os.path.join(args.output_dir, "runs", f"{method}-seed{seed}"),
@@ -159,6 +161,7 @@ def train_dpo(method: str, seed: int, base_path: str, dataset, args: CompareDPOA
         model=base_path,
         args=training_args,
         train_dataset=dataset[config["preference_layout"]],
+        eval_dataset=eval_dataset,
         processing_class=demo.make_byte_tokenizer(),
         peft_config=LoraConfig(**demo.DEMO_LORA),
     )
