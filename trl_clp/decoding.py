@@ -12,6 +12,8 @@ weights are loaded; each component keeps its own KV cache.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from transformers import DynamicCache
 
@@ -44,6 +46,7 @@ def generate_with_mixed_logits(
         `(B, T + max_new_tokens)` sequences; rows that ended are padded with `pad_token_id` after their EOS.
     """
     caches = [DynamicCache() for _ in components]
+    cache_keyword = _cache_keyword(model.model.get_base_model())
     sequences, mask = input_ids, attention_mask
     step_ids = input_ids
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # left padding: count real tokens only
@@ -57,8 +60,8 @@ def generate_with_mixed_logits(
                     input_ids=step_ids,
                     attention_mask=mask,
                     position_ids=position_ids,
-                    past_key_values=cache,
                     use_cache=True,
+                    **{cache_keyword: cache},
                 )
             logits = logits + coefficient.to(output.logits).unsqueeze(-1) * output.logits[:, -1].float()  # (B, V)
         if do_sample:
@@ -74,6 +77,12 @@ def generate_with_mixed_logits(
         if finished.all():
             break
     return sequences
+
+
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """The name `model.forward` takes its KV cache under: transformers 5.x renamed `past_key_values` to `cache` (the
+    old name warns, and is to be removed), and earlier 5.x releases know only the old one."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def dera_components(aligned: torch.Tensor, strength: torch.Tensor) -> list[tuple[torch.Tensor | None, torch.Tensor]]:
